@@ -1,0 +1,274 @@
+// Package config owns sipwake's configuration: the YAML file, the SIPWAKE_*
+// environment overrides, defaults and validation. It reports every problem at
+// once, each naming its key, the value and what is allowed. It does not open
+// files other than the config itself and the secrets it is pointed at.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sipwake/sipwake/internal/push"
+)
+
+// Record TTL bounds: long enough to survive a weekend without the app being
+// opened, short enough that a forgotten account does not linger.
+const (
+	MinRecordTTL     = 72 * time.Hour
+	MaxRecordTTL     = 144 * time.Hour
+	DefaultRecordTTL = 120 * time.Hour
+)
+
+// Config is the whole of sipwake's configuration.
+type Config struct {
+	SIP   SIP         `yaml:"sip"`
+	Store Store       `yaml:"store"`
+	Seal  Seal        `yaml:"seal"`
+	Log   Log         `yaml:"log"`
+	Push  push.Config `yaml:"push"`
+}
+
+// SIP is the wire side: where sipwake listens and where it forwards.
+type SIP struct {
+	Listen Listen `yaml:"listen"`
+	// PublicAddress is host[:port] put in Path, Contact and Record-Route so
+	// that the registrar and callers reach sipwake; empty means the UDP
+	// (or TCP) listen address.
+	PublicAddress string `yaml:"public_address"`
+	// Upstream is the provider's registrar/proxy as a SIP URI.
+	Upstream string `yaml:"upstream"`
+	// UpstreamMode is how sipwake stays on the path of calls: "path"
+	// (RFC 3327 Path header) or "contact" (Contact rewritten to sipwake).
+	UpstreamMode string `yaml:"upstream_mode"`
+	// UpstreamTimeout bounds how long a device waits for the registrar.
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+	// UserAgent is sent in requests sipwake originates.
+	UserAgent string `yaml:"user_agent"`
+}
+
+// Listen holds the SIP listen addresses; an empty one is not opened.
+type Listen struct {
+	UDP         string `yaml:"udp"`
+	TCP         string `yaml:"tcp"`
+	TLS         string `yaml:"tls"`
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+}
+
+// Store says where records live and for how long.
+type Store struct {
+	Backend string `yaml:"backend"`
+	DataDir string `yaml:"data_dir"`
+	// RecordTTL is how long a binding is kept after its last successful
+	// REGISTER: between 72h and 144h.
+	RecordTTL       time.Duration `yaml:"record_ttl"`
+	SweepInterval   time.Duration `yaml:"sweep_interval"`
+	CompactInterval time.Duration `yaml:"compact_interval"`
+}
+
+// Seal holds the record sealing keys. With no key configured sipwake
+// generates a development key in the data dir and says so in the log.
+type Seal struct {
+	KeyID   string `yaml:"key_id"`
+	Key     Secret `yaml:"key"`
+	KeyFile string `yaml:"key_file"`
+	// Previous keys still open records sealed before a rotation.
+	Previous []SealKey `yaml:"previous"`
+}
+
+// SealKey is one older sealing key, by id.
+type SealKey struct {
+	ID      string `yaml:"id"`
+	Key     Secret `yaml:"key"`
+	KeyFile string `yaml:"key_file"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Secret is a string that never prints itself.
+type Secret string
+
+const redacted = "<secret>"
+
+func (s Secret) String() string { return redacted }
+
+// GoString keeps %#v from printing the value.
+func (s Secret) GoString() string { return redacted }
+
+// MarshalYAML keeps a dumped config from carrying the value.
+func (s Secret) MarshalYAML() (any, error) { return redacted, nil }
+
+// Default is the embedded default: bbolt in ./data, SIP on loopback.
+func Default() Config {
+	return Config{
+		SIP: SIP{
+			Listen:          Listen{UDP: "127.0.0.1:5060", TCP: "127.0.0.1:5060"},
+			Upstream:        "sip:127.0.0.1:5070",
+			UpstreamMode:    "path",
+			UpstreamTimeout: 5 * time.Second,
+			UserAgent:       "sipwake",
+		},
+		Store: Store{
+			Backend:         "bolt",
+			DataDir:         "data",
+			RecordTTL:       DefaultRecordTTL,
+			SweepInterval:   time.Minute,
+			CompactInterval: time.Hour,
+		},
+		Seal: Seal{KeyID: "k1"},
+		Log:  Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load reads the file at path (empty: defaults only), applies the
+// environment overrides from environ and validates the result.
+func Load(path string, environ []string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config: %w", err)
+		}
+		if err := decodeStrict(raw, &cfg); err != nil {
+			return Config{}, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&cfg, environ); err != nil {
+		return Config{}, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+func decodeStrict(raw []byte, into any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(into); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// Validate reports every problem at once, one line each.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(key string, value any, allowed string) {
+		errs = append(errs, fmt.Errorf("%s: %q is not allowed (%s)", key, fmt.Sprint(value), allowed))
+	}
+
+	l := c.SIP.Listen
+	if l.UDP == "" && l.TCP == "" && l.TLS == "" {
+		errs = append(errs, errors.New("sip.listen: no listener configured (set at least one of udp, tcp, tls)"))
+	}
+	for key, addr := range map[string]string{"sip.listen.udp": l.UDP, "sip.listen.tcp": l.TCP, "sip.listen.tls": l.TLS} {
+		if addr != "" && !isHostPort(addr) {
+			bad(key, addr, "host:port, e.g. 0.0.0.0:5060")
+		}
+	}
+	if l.TLS != "" && (l.TLSCertFile == "" || l.TLSKeyFile == "") {
+		errs = append(errs, errors.New("sip.listen.tls: needs sip.listen.tls_cert_file and sip.listen.tls_key_file"))
+	}
+	if a := c.SIP.PublicAddress; a != "" && strings.ContainsAny(a, " ;<>") {
+		bad("sip.public_address", a, "host or host:port")
+	}
+	if _, err := ParseUpstream(c.SIP.Upstream); err != nil {
+		bad("sip.upstream", c.SIP.Upstream, "a SIP URI such as sip:registrar.example.com:5060;transport=udp")
+	}
+	switch c.SIP.UpstreamMode {
+	case "path", "contact":
+	default:
+		bad("sip.upstream_mode", c.SIP.UpstreamMode, "path or contact")
+	}
+	if d := c.SIP.UpstreamTimeout; d < 100*time.Millisecond || d > time.Minute {
+		bad("sip.upstream_timeout", d, "between 100ms and 1m")
+	}
+
+	if c.Store.Backend != "bolt" {
+		bad("store.backend", c.Store.Backend, "bolt")
+	}
+	if c.Store.DataDir == "" {
+		bad("store.data_dir", "", "a directory path")
+	}
+	if d := c.Store.RecordTTL; d < MinRecordTTL || d > MaxRecordTTL {
+		bad("store.record_ttl", d, "between 72h (3 days) and 144h (6 days)")
+	}
+	if d := c.Store.SweepInterval; d < time.Second || d > time.Hour {
+		bad("store.sweep_interval", d, "between 1s and 1h")
+	}
+	if d := c.Store.CompactInterval; d < time.Minute || d > 7*24*time.Hour {
+		bad("store.compact_interval", d, "between 1m and 168h")
+	}
+
+	errs = append(errs, c.Seal.validate()...)
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", c.Log.Level, "debug, info, warn or error")
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", c.Log.Format, "text or json")
+	}
+	errs = append(errs, c.Push.Validate()...)
+	if len(errs) == 0 {
+		return nil
+	}
+	return &Error{Problems: errs}
+}
+
+func (s Seal) validate() []error {
+	var errs []error
+	if s.KeyID == "" || strings.ContainsAny(s.KeyID, " \t") {
+		errs = append(errs, fmt.Errorf("seal.key_id: %q is not allowed (a short name without spaces, e.g. k1)", s.KeyID))
+	}
+	if s.Key != "" && s.KeyFile != "" {
+		errs = append(errs, errors.New("seal.key: set seal.key or seal.key_file, not both"))
+	}
+	seen := map[string]bool{s.KeyID: true}
+	for i, p := range s.Previous {
+		key := fmt.Sprintf("seal.previous[%d]", i)
+		switch {
+		case p.ID == "":
+			errs = append(errs, fmt.Errorf("%s.id: must be set", key))
+		case seen[p.ID]:
+			errs = append(errs, fmt.Errorf("%s.id: %q is used twice", key, p.ID))
+		}
+		seen[p.ID] = true
+		if (p.Key == "") == (p.KeyFile == "") {
+			errs = append(errs, fmt.Errorf("%s: set exactly one of key or key_file", key))
+		}
+	}
+	return errs
+}
+
+// Error lists every configuration problem, one per line.
+type Error struct{ Problems []error }
+
+func (e *Error) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = "config: " + p.Error()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func isHostPort(s string) bool {
+	_, port, err := net.SplitHostPort(s)
+	return err == nil && port != ""
+}

@@ -1,0 +1,170 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func writeFile(t *testing.T, body string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "sipwake.yaml")
+	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestDefaultIsValid(t *testing.T) {
+	cfg, err := Load("", nil)
+	if err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	if cfg.Store.RecordTTL != DefaultRecordTTL || cfg.SIP.Listen.UDP != "127.0.0.1:5060" || cfg.SIP.Listen.TCP != "127.0.0.1:5060" {
+		t.Fatalf("unexpected defaults: %+v", cfg)
+	}
+}
+
+func TestExampleConfigLoads(t *testing.T) {
+	cfg, err := Load(filepath.Join("..", "..", "configs", "sipwake.yaml"), nil)
+	if err != nil {
+		t.Fatalf("configs/sipwake.yaml: %v", err)
+	}
+	if cfg.SIP.UpstreamMode == "" {
+		t.Fatal("example config lost sip.upstream_mode")
+	}
+}
+
+func TestBadValuesNameKeyValueAndAllowed(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"ttl too short", "store:\n  record_ttl: 48h\n", []string{"store.record_ttl", "48h0m0s", "between 72h (3 days) and 144h (6 days)"}},
+		{"ttl too long", "store:\n  record_ttl: 200h\n", []string{"store.record_ttl", "200h0m0s"}},
+		{"mode", "sip:\n  upstream_mode: sideways\n", []string{"sip.upstream_mode", `"sideways"`, "path or contact"}},
+		{"upstream", "sip:\n  upstream: http://x\n", []string{"sip.upstream", "http://x", "SIP URI"}},
+		{"listen", "sip:\n  listen:\n    udp: nonsense\n", []string{"sip.listen.udp", "nonsense", "host:port"}},
+		{"tls without cert", "sip:\n  listen:\n    tls: 127.0.0.1:5061\n", []string{"sip.listen.tls", "tls_cert_file"}},
+		{"log level", "log:\n  level: loud\n", []string{"log.level", "loud", "debug, info, warn or error"}},
+		{"key and file", "seal:\n  key: abc\n  key_file: /x\n", []string{"seal.key", "not both"}},
+		{"previous without key", "seal:\n  previous:\n    - id: old\n", []string{"seal.previous[0]", "exactly one of key or key_file"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(writeFile(t, tc.yaml), nil)
+			if err == nil {
+				t.Fatal("bad config accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestEveryProblemReportedAtOnce(t *testing.T) {
+	_, err := Load(writeFile(t, "store:\n  record_ttl: 1h\nlog:\n  format: xml\n"), nil)
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("want one line per problem, got %d: %q", len(lines), err)
+	}
+}
+
+func TestUnknownKeyIsAnError(t *testing.T) {
+	_, err := Load(writeFile(t, "sip:\n  upstraem: sip:x\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "upstraem") {
+		t.Fatalf("unknown key not named: %v", err)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	path := writeFile(t, "sip:\n  upstream: sip:10.0.0.1\n")
+	cfg, err := Load(path, []string{
+		"SIPWAKE_SIP_UPSTREAM=sip:127.0.0.9:5070;transport=tcp",
+		"SIPWAKE_STORE_RECORD_TTL=96h",
+		"SIPWAKE_SIP_LISTEN_TCP=",
+		"SIPWAKE_SEAL_KEY=c2VjcmV0",
+		"SIPWAKE_SEAL_PREVIOUS=[{id: k0, key_file: /run/k0}]",
+		"PATH=/usr/bin",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SIP.Upstream != "sip:127.0.0.9:5070;transport=tcp" || cfg.Store.RecordTTL != 96*time.Hour || cfg.SIP.Listen.TCP != "" {
+		t.Fatalf("overrides not applied: %+v", cfg.SIP)
+	}
+	if cfg.Seal.Key != "c2VjcmV0" || len(cfg.Seal.Previous) != 1 || cfg.Seal.Previous[0].KeyFile != "/run/k0" {
+		t.Fatalf("seal overrides not applied: %#v", cfg.Seal)
+	}
+	if got := EnvName("sip.upstream"); got != "SIPWAKE_SIP_UPSTREAM" {
+		t.Fatalf("EnvName = %s", got)
+	}
+}
+
+func TestEnvErrorsNameTheVariable(t *testing.T) {
+	_, err := Load("", []string{"SIPWAKE_STORE_RECORD_TTL=five days", "SIPWAKE_SIP_UPSTREM=x"})
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, w := range []string{"SIPWAKE_STORE_RECORD_TTL", "five days", "not a duration", "SIPWAKE_SIP_UPSTREM: no such configuration key"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("%q missing %q", err, w)
+		}
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	const value = "c3VwZXJzZWNyZXRrZXltYXRlcmlhbA=="
+	cfg, err := Load("", []string{"SIPWAKE_SEAL_KEY=" + value})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump, err := Dump(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{fmt.Sprint(cfg.Seal.Key), fmt.Sprintf("%v %+v %#v", cfg.Seal, cfg.Seal, cfg.Seal), dump} {
+		if strings.Contains(s, value) {
+			t.Fatalf("secret printed: %s", s)
+		}
+	}
+	if !strings.Contains(dump, "<secret>") {
+		t.Fatalf("dump lacks redaction marker: %s", dump)
+	}
+	_, err = Load("", []string{"SIPWAKE_SEAL_PREVIOUS=" + value + ": ["})
+	if err == nil {
+		t.Fatal("bad YAML accepted")
+	}
+}
+
+func TestParseUpstream(t *testing.T) {
+	cases := []struct {
+		in   string
+		want Upstream
+		ok   bool
+	}{
+		{"sip:reg.example.com", Upstream{"reg.example.com", 5060, "udp"}, true},
+		{"sip:127.0.0.2:5070;transport=TCP", Upstream{"127.0.0.2", 5070, "tcp"}, true},
+		{"sips:reg.example.com", Upstream{"reg.example.com", 5061, "tls"}, true},
+		{"sip:[::1]:5080", Upstream{"::1", 5080, "udp"}, true},
+		{"sip:host;transport=sctp", Upstream{}, false},
+		{"sip:host:99999", Upstream{}, false},
+		{"tel:+123", Upstream{}, false},
+		{"sip:", Upstream{}, false},
+	}
+	for _, tc := range cases {
+		got, err := ParseUpstream(tc.in)
+		if (err == nil) != tc.ok || got != tc.want {
+			t.Errorf("ParseUpstream(%q) = %+v, %v", tc.in, got, err)
+		}
+	}
+}

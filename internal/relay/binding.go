@@ -1,0 +1,104 @@
+// Package relay is sipwake's domain: device bindings and their lifecycle
+// (stored on a successful registration, refreshed, erased on expiry, on
+// push-off or when the push service says the token is dead), and the policy
+// for waking devices. It knows nothing of SIP wire formats or push protocols:
+// the sip package turns messages into these types and back, and relay
+// declares the Store it needs.
+package relay
+
+import (
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// AOR is a canonical address of record, "user@domain", without scheme,
+// port or parameters. It prints itself masked so logs never carry it.
+type AOR string
+
+// Masked keeps enough of the AOR to tell two apart in a log line without
+// giving away the number or name.
+func (a AOR) Masked() string {
+	user, host, _ := strings.Cut(string(a), "@")
+	return maskPart(user) + "@" + host
+}
+
+// String is the masked form: an AOR passed to a logger by mistake still
+// does not leak.
+func (a AOR) String() string { return a.Masked() }
+
+func maskPart(s string) string {
+	if len(s) <= 4 {
+		return "***"
+	}
+	return s[:2] + "***" + s[len(s)-2:]
+}
+
+// Device is one app installation, named by its RFC 8599 parameters, not by
+// its address: a woken app comes back from a new address and Call-ID.
+type Device struct {
+	Provider string `json:"provider"` // pn-provider
+	Token    string `json:"token"`    // pn-prid
+	Param    string `json:"param"`    // pn-param
+}
+
+// Key is the device's identity inside the keyed hash that names a binding.
+func (d Device) Key() string {
+	return d.Provider + "\x00" + d.Param + "\x00" + d.Token
+}
+
+// MaskedToken is the token as logs may show it.
+func (d Device) MaskedToken() string {
+	if len(d.Token) <= 6 {
+		return "***"
+	}
+	return "***" + d.Token[len(d.Token)-6:]
+}
+
+// Flow is how the device last reached sipwake, so a call can be sent back
+// the same way while the connection lives.
+type Flow struct {
+	Transport string `json:"transport"` // udp, tcp, tls, ws, wss
+	Source    string `json:"source"`    // ip:port the REGISTER came from
+}
+
+// UpstreamState is what the provider's registrar holds for the binding.
+type UpstreamState struct {
+	// Contact is the contact the registrar stores: the device's own in
+	// path mode, sipwake's in contact mode.
+	Contact      string    `json:"contact"`
+	Path         bool      `json:"path"`
+	Expires      int       `json:"expires"` // seconds granted by the registrar
+	RegisteredAt time.Time `json:"registered_at"`
+	CallID       string    `json:"call_id"`
+	CSeq         uint32    `json:"cseq"`
+}
+
+// LapsesAt is when the upstream registration runs out unless refreshed.
+func (u UpstreamState) LapsesAt() time.Time {
+	return u.RegisteredAt.Add(time.Duration(u.Expires) * time.Second)
+}
+
+// Binding is one device of one AOR as sipwake keeps it.
+type Binding struct {
+	AOR      AOR           `json:"aor"`
+	Device   Device        `json:"device"`
+	Contact  string        `json:"contact"`  // the device's Contact URI as it sent it
+	Instance string        `json:"instance"` // +sip.instance, when the device sent one
+	Flow     Flow          `json:"flow"`
+	Upstream UpstreamState `json:"upstream"`
+	// PNSReg: the device asked sipwake to wake it before the upstream
+	// registration lapses (+sip.pnsreg).
+	PNSReg    bool      `json:"pnsreg"`
+	UpdatedAt time.Time `json:"updated_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// LogValue keeps the token out of logs when a Device is logged whole.
+func (d Device) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("provider", d.Provider),
+		slog.String("param", d.Param),
+		slog.String("token", d.MaskedToken()),
+	)
+}

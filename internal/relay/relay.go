@@ -1,0 +1,255 @@
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/store"
+)
+
+// Store is what the relay needs from a record store. Records are sealed at
+// rest by the store; the relay hands it plaintext in memory only.
+type Store interface {
+	ID(aor, device string) store.ID
+	Put(ctx context.Context, r store.Record) error
+	Get(ctx context.Context, id store.ID) (store.Record, error)
+	ListAOR(ctx context.Context, aor string) ([]store.Record, error)
+	Delete(ctx context.Context, id store.ID) (store.Record, error)
+}
+
+// Upstream un-registers a binding at the provider's registrar. The sip
+// package implements it.
+type Upstream interface {
+	Unregister(ctx context.Context, b Binding) error
+}
+
+// Options are the relay's policy knobs.
+type Options struct {
+	// RecordTTL is how long a binding lives after its last refresh.
+	RecordTTL time.Duration
+	// Providers are the push services sipwake can deliver to
+	// (pn-provider values).
+	Providers []string
+}
+
+// Service owns the binding lifecycle.
+type Service struct {
+	store    Store
+	opts     Options
+	log      *slog.Logger
+	now      func() time.Time
+	upstream Upstream
+}
+
+// New builds the relay. now is the clock (time.Now in production).
+func New(st Store, opts Options, log *slog.Logger, now func() time.Time) *Service {
+	return &Service{store: st, opts: opts, log: log, now: now}
+}
+
+// SetUpstream wires the registrar side once the SIP layer exists; the two
+// depend on each other, so one is handed to the other after both are built.
+func (s *Service) SetUpstream(u Upstream) { s.upstream = u }
+
+// PushRequest is what a REGISTER's pn-* parameters ask for.
+type PushRequest int
+
+const (
+	// PushNone: no pn-provider; the REGISTER passes through untouched.
+	PushNone PushRequest = iota
+	// PushQuery: pn-provider without a value asks which services sipwake
+	// supports; nothing is stored.
+	PushQuery
+	// PushUnsupported: a provider sipwake does not serve (555).
+	PushUnsupported
+	// PushIncomplete: pn-provider without pn-prid (400).
+	PushIncomplete
+	// PushEnable: store the binding once the registrar accepts it.
+	PushEnable
+)
+
+// ContactParams are the RFC 8599 parameters found on one Contact.
+type ContactParams struct {
+	HasProvider bool
+	Device      Device
+}
+
+// Classify decides what a Contact's pn-* parameters ask for.
+func (s *Service) Classify(p ContactParams) PushRequest {
+	switch {
+	case !p.HasProvider:
+		return PushNone
+	case p.Device.Provider == "":
+		return PushQuery
+	case !s.Supports(p.Device.Provider):
+		return PushUnsupported
+	case p.Device.Token == "":
+		return PushIncomplete
+	default:
+		return PushEnable
+	}
+}
+
+// Supports says whether sipwake delivers to the given pn-provider.
+func (s *Service) Supports(provider string) bool {
+	return slices.Contains(s.opts.Providers, strings.ToLower(provider))
+}
+
+// Providers lists the push services sipwake delivers to.
+func (s *Service) Providers() []string { return slices.Clone(s.opts.Providers) }
+
+// BindingID names the binding of one device of one AOR; it is opaque and
+// may be put in a SIP URI.
+func (s *Service) BindingID(aor AOR, d Device) store.ID {
+	return s.store.ID(string(aor), d.Key())
+}
+
+// Register stores (or refreshes) a binding the registrar has accepted; the
+// record's TTL starts again.
+func (s *Service) Register(ctx context.Context, b Binding) error {
+	now := s.now()
+	b.UpdatedAt = now
+	b.ExpiresAt = now.Add(s.opts.RecordTTL)
+	data, err := json.Marshal(b)
+	if err != nil {
+		return fmt.Errorf("encode binding: %w", err)
+	}
+	rec := store.Record{ID: s.BindingID(b.AOR, b.Device), AOR: string(b.AOR), ExpiresAt: b.ExpiresAt, Data: data}
+	if err := s.store.Put(ctx, rec); err != nil {
+		return fmt.Errorf("store binding of %s: %w", b.AOR, err)
+	}
+	s.log.Info("binding stored", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt)
+	return nil
+}
+
+// Binding returns the binding stored under id.
+func (s *Service) Binding(ctx context.Context, id store.ID) (Binding, error) {
+	rec, err := s.store.Get(ctx, id)
+	if err != nil {
+		return Binding{}, err
+	}
+	return decode(rec)
+}
+
+// Bindings returns every device binding of an AOR.
+func (s *Service) Bindings(ctx context.Context, aor AOR) ([]Binding, error) {
+	recs, err := s.store.ListAOR(ctx, string(aor))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Binding, 0, len(recs))
+	for _, r := range recs {
+		b, err := decode(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// Erase removes one device's binding (Expires: 0, push disabled, dead
+// token). An absent binding is not an error: erasure is idempotent.
+func (s *Service) Erase(ctx context.Context, aor AOR, d Device, why string) error {
+	_, err := s.store.Delete(ctx, s.BindingID(aor, d))
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("erase binding of %s: %w", aor, err)
+	}
+	s.log.Info("binding erased", "aor", aor, "device", d, "why", why)
+	return nil
+}
+
+// ContactMatch names the contact of a REGISTER that carries no pn-*
+// parameters, so the binding it refreshes can be found: by +sip.instance
+// when the device sends one, else by its contact URI without pn-*.
+type ContactMatch struct {
+	Wildcard bool   // Contact: * (all of the AOR's contacts)
+	URI      string // contact URI with pn-* parameters removed
+	Instance string
+}
+
+// PushDisabled erases the AOR's bindings that a REGISTER without pn-*
+// parameters (or a Contact: * removal) refreshed: the device turned push
+// off. It returns how many it erased.
+func (s *Service) PushDisabled(ctx context.Context, aor AOR, contacts []ContactMatch) (int, error) {
+	bindings, err := s.Bindings(ctx, aor)
+	if err != nil || len(bindings) == 0 {
+		return 0, err
+	}
+	erased := 0
+	for _, b := range bindings {
+		if !slices.ContainsFunc(contacts, b.matches) {
+			continue
+		}
+		if err := s.Erase(ctx, aor, b.Device, "push disabled"); err != nil {
+			return erased, err
+		}
+		erased++
+	}
+	return erased, nil
+}
+
+func (b Binding) matches(c ContactMatch) bool {
+	switch {
+	case c.Wildcard:
+		return true
+	case c.Instance != "" && b.Instance != "":
+		return c.Instance == b.Instance
+	default:
+		return c.URI == StripPushParams(b.Contact)
+	}
+}
+
+// Expired handles records the sweeper has already erased: their upstream
+// registrations are removed too, so a forgotten device stops being called.
+func (s *Service) Expired(ctx context.Context, recs []store.Record) {
+	for _, r := range recs {
+		b, err := decode(r)
+		if err != nil {
+			s.log.Warn("expired record unreadable; erased without upstream un-register", "error", err)
+			continue
+		}
+		s.log.Info("binding expired and erased", "aor", b.AOR, "device", b.Device)
+		if s.upstream == nil {
+			continue
+		}
+		if err := s.upstream.Unregister(ctx, b); err != nil {
+			s.log.Warn("upstream un-register of expired binding failed; the registrar drops it at its own expiry",
+				"aor", b.AOR, "lapses_at", b.Upstream.LapsesAt(), "error", err)
+		}
+	}
+}
+
+func decode(r store.Record) (Binding, error) {
+	var b Binding
+	if err := json.Unmarshal(r.Data, &b); err != nil {
+		return Binding{}, fmt.Errorf("decode binding: %w", err)
+	}
+	return b, nil
+}
+
+// StripPushParams removes the RFC 8599 pn-* parameters from a URI string
+// (sip:alice@host;pn-prid=x;transport=tcp -> sip:alice@host;transport=tcp),
+// the form a device is addressed by once it is awake.
+func StripPushParams(uri string) string {
+	head, params, found := strings.Cut(uri, ";")
+	if !found {
+		return uri
+	}
+	kept := []string{head}
+	for _, p := range strings.Split(params, ";") {
+		name, _, _ := strings.Cut(p, "=")
+		if !strings.HasPrefix(strings.ToLower(strings.TrimSpace(name)), "pn-") {
+			kept = append(kept, p)
+		}
+	}
+	return strings.Join(kept, ";")
+}

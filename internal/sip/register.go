@@ -1,0 +1,368 @@
+package sip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/store"
+)
+
+// StatusPushNotSupported is RFC 8599's answer to a pn-provider sipwake does
+// not serve.
+const StatusPushNotSupported = 555
+
+const defaultExpires = 3600
+
+// registration is one REGISTER on its way through sipwake.
+type registration struct {
+	req      *sip.Request
+	aor      relay.AOR
+	contacts []*sip.ContactHeader
+	// push is the Contact that asks for push, with its device; nil when
+	// none does.
+	push   *sip.ContactHeader
+	device relay.Device
+	id     store.ID
+	query  bool // a bare pn-provider: capability query
+}
+
+// onRegister proxies a REGISTER to the provider's registrar. The challenge
+// goes back to the device untouched; only the registrar's 2xx changes what
+// sipwake stores.
+func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+	ctx, cancel := txContext(tx)
+	defer cancel()
+	reg, code, reason := s.parseRegister(req)
+	if code == StatusPushNotSupported {
+		s.reply(req, tx, code, reason, s.featureCaps(s.relay.Providers()...)...)
+		return
+	}
+	if code != 0 {
+		s.reply(req, tx, code, reason)
+		return
+	}
+	fwd := s.forwardRegister(reg)
+	res, err := s.upstreamDo(ctx, fwd)
+	if err != nil {
+		code, reason := upstreamFailure(err)
+		s.log.Warn("registrar did not answer a REGISTER", "aor", reg.aor, "error", err)
+		s.reply(req, tx, code, reason)
+		return
+	}
+	out := responseFor(req, res)
+	if res.IsSuccess() {
+		if code, reason := s.registered(ctx, reg, res, out); code != 0 {
+			s.reply(req, tx, code, reason)
+			return
+		}
+	}
+	s.respond(tx, out)
+}
+
+// parseRegister reads what a REGISTER asks for; a non-zero code is the
+// answer to give instead of forwarding it.
+func (s *Server) parseRegister(req *sip.Request) (*registration, int, string) {
+	to := req.To()
+	if to == nil || req.From() == nil || req.CallID() == nil || req.CSeq() == nil {
+		return nil, sip.StatusBadRequest, "Bad Request: To, From, Call-ID and CSeq are required"
+	}
+	aor, err := aorOf(to.Address)
+	if err != nil {
+		return nil, sip.StatusBadRequest, "Bad Request: To must be an address of record (user@domain)"
+	}
+	contacts, err := contactsOf(req)
+	if err != nil {
+		return nil, sip.StatusBadRequest, "Bad Request: malformed Contact"
+	}
+	reg := &registration{req: req, aor: aor, contacts: contacts}
+	for _, c := range contacts {
+		if c.Address.Wildcard {
+			continue
+		}
+		p := pushParams(c)
+		switch s.relay.Classify(p) {
+		case relay.PushUnsupported:
+			return nil, StatusPushNotSupported, "Push Notification Service Not Supported"
+		case relay.PushIncomplete:
+			return nil, sip.StatusBadRequest, "Bad Request: pn-provider without pn-prid"
+		case relay.PushQuery:
+			reg.query = true
+		case relay.PushEnable:
+			if reg.push != nil {
+				return nil, sip.StatusBadRequest, "Bad Request: one push-enabled Contact per REGISTER"
+			}
+			reg.push, reg.device = c, p.Device
+		}
+	}
+	if reg.push != nil {
+		reg.id = s.relay.BindingID(aor, reg.device)
+	}
+	return reg, 0, ""
+}
+
+// forwardRegister builds the REGISTER sent upstream: sipwake on the path
+// (a Path header, or the push Contact rewritten to sipwake).
+func (s *Server) forwardRegister(reg *registration) *sip.Request {
+	fwd := s.toUpstream(reg.req)
+	if reg.push == nil {
+		return fwd
+	}
+	if s.opts.ContactMode {
+		for fwd.RemoveHeader("Contact") {
+		}
+		for _, c := range reg.contacts {
+			if c == reg.push {
+				c = s.bindingContact(reg.id, c)
+			}
+			fwd.AppendHeader(c)
+		}
+		return fwd
+	}
+	path := s.bindingURI(reg.id)
+	fwd.PrependHeader(sip.NewHeader("Path", "<"+path.String()+">"))
+	fwd.AppendHeader(sip.NewHeader("Supported", "path"))
+	return fwd
+}
+
+// toUpstream clones a request for the registrar: our Route removed, the
+// destination set, and our Via on top.
+func (s *Server) toUpstream(req *sip.Request) *sip.Request {
+	fwd := req.Clone()
+	if rt := fwd.Route(); rt != nil && s.isLocal(rt.Address) {
+		fwd.RemoveHeader("Route")
+	}
+	fwd.Laddr = sip.Addr{}
+	fwd.SetTransport(sip.NetworkToUpper(s.opts.Upstream.Transport))
+	fwd.SetDestination(s.opts.Upstream.HostPort())
+	return fwd
+}
+
+// bindingURI names a binding at sipwake: sip:sw-<id>@public:port;lr.
+func (s *Server) bindingURI(id store.ID) sip.Uri {
+	u := sip.Uri{
+		Scheme:    "sip",
+		User:      bindingUserPrefix + id.String(),
+		Host:      s.opts.PublicHost,
+		Port:      s.publicPort(s.opts.Upstream.Transport),
+		UriParams: sip.NewParams(),
+	}
+	u.UriParams.Add("transport", s.opts.Upstream.Transport)
+	if !s.opts.ContactMode {
+		u.UriParams.Add("lr", "")
+	}
+	return u
+}
+
+// bindingContact is the Contact the registrar stores in contact mode; the
+// device's header parameters (expires, +sip.instance, reg-id) stay.
+func (s *Server) bindingContact(id store.ID, device *sip.ContactHeader) *sip.ContactHeader {
+	return &sip.ContactHeader{Address: s.bindingURI(id), Params: device.Params.Clone()}
+}
+
+func (s *Server) upstreamDo(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.UpstreamTimeout)
+	defer cancel()
+	return s.client.Do(ctx, req, sipgo.ClientRequestDecreaseMaxForward, sipgo.ClientRequestAddVia)
+}
+
+// upstreamFailure maps a failed upstream transaction to the device's answer.
+func upstreamFailure(err error) (int, string) {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, sip.ErrTransactionTimeout) {
+		return sip.StatusRequestTimeout, "Request Timeout: the registrar did not answer"
+	}
+	return sip.StatusServiceUnavailable, "Service Unavailable: the registrar cannot be reached"
+}
+
+// responseFor turns the registrar's response into the device's: the
+// device's Via, sent back where the request came from, and everything else
+// as the registrar said it (its To tag, challenge, Contacts, Path).
+func responseFor(req *sip.Request, up *sip.Response) *sip.Response {
+	out := sip.NewResponseFromRequest(req, up.StatusCode, up.Reason, up.Body())
+	if to := up.To(); to != nil {
+		out.ReplaceHeader(sip.HeaderClone(to))
+	}
+	for _, h := range up.Headers() {
+		switch strings.ToLower(h.Name()) {
+		case "via", "from", "to", "call-id", "cseq", "content-length":
+		default:
+			out.AppendHeader(sip.HeaderClone(h))
+		}
+	}
+	return out
+}
+
+// registered acts on the registrar's 2xx and decorates the device's
+// response. A non-zero code replaces that response (the binding could not
+// be stored, so push is not on).
+func (s *Server) registered(ctx context.Context, reg *registration, up, out *sip.Response) (int, string) {
+	switch {
+	case reg.push != nil && upstreamPushes(up, reg.device.Provider):
+		s.log.Info("registrar path already pushes; passing through", "aor", reg.aor)
+	case reg.push != nil:
+		return s.storeBinding(ctx, reg, up, out)
+	case reg.query:
+		for _, h := range s.featureCaps(s.relay.Providers()...) {
+			out.AppendHeader(h)
+		}
+	default:
+		s.pushDisabled(ctx, reg)
+	}
+	return 0, ""
+}
+
+func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *sip.Response) (int, string) {
+	requested := contactExpires(reg.req, reg.push, defaultExpires)
+	if requested == 0 {
+		if err := s.relay.Erase(ctx, reg.aor, reg.device, "device unregistered"); err != nil {
+			s.log.Error("erase binding failed", "aor", reg.aor, "error", err)
+		}
+		return 0, ""
+	}
+	upContact := reg.push.Address.String()
+	if s.opts.ContactMode {
+		u := s.bindingURI(reg.id)
+		upContact = u.String()
+	}
+	granted := s.grantedExpires(up, reg, requested)
+	b := relay.Binding{
+		AOR:      reg.aor,
+		Device:   reg.device,
+		Contact:  reg.push.Address.String(),
+		Instance: instanceOf(reg.push),
+		Flow:     relay.Flow{Transport: strings.ToLower(reg.req.Transport()), Source: reg.req.Source()},
+		Upstream: relay.UpstreamState{
+			Contact: upContact,
+			Path:    !s.opts.ContactMode,
+			Expires: granted,
+			CallID:  reg.req.CallID().Value(),
+			CSeq:    reg.req.CSeq().SeqNo,
+		},
+		PNSReg: reg.push.Params.Has("+sip.pnsreg"),
+	}
+	if err := s.relay.Register(ctx, b); err != nil {
+		s.log.Error("binding not stored; push stays off for this device", "aor", reg.aor, "error", err)
+		return sip.StatusInternalServerError, "Server Internal Error: sipwake could not store the push binding"
+	}
+	if s.opts.ContactMode {
+		restoreDeviceContact(out, reg)
+	}
+	for _, h := range s.featureCaps(reg.device.Provider) {
+		out.AppendHeader(h)
+	}
+	return 0, ""
+}
+
+// grantedExpires reads the expiry the registrar granted the push contact.
+func (s *Server) grantedExpires(up *sip.Response, reg *registration, requested int) int {
+	contacts, err := contactsOf(up)
+	if err != nil {
+		return requested
+	}
+	for _, c := range contacts {
+		if s.isPushContact(c, reg) {
+			return contactExpires(up, c, requested)
+		}
+	}
+	return contactExpires(up, &sip.ContactHeader{}, requested)
+}
+
+// isPushContact tells whether a Contact in the registrar's answer is the
+// one this REGISTER's push contact became upstream.
+func (s *Server) isPushContact(c *sip.ContactHeader, reg *registration) bool {
+	if s.opts.ContactMode {
+		id, ok := bindingIDFrom(c.Address)
+		return ok && id == reg.id
+	}
+	prid, _ := param(c, "pn-prid")
+	return strings.Trim(prid, `"`) == reg.device.Token && c.Address.User == reg.push.Address.User
+}
+
+// restoreDeviceContact shows the device its own Contact in the 200, not
+// the one sipwake registered for it.
+func restoreDeviceContact(out *sip.Response, reg *registration) {
+	contacts, err := contactsOf(out)
+	if err != nil {
+		return
+	}
+	for out.RemoveHeader("Contact") {
+	}
+	for _, c := range contacts {
+		if id, ok := bindingIDFrom(c.Address); ok && id == reg.id {
+			c.Address = *reg.push.Address.Clone()
+		}
+		out.AppendHeader(c)
+	}
+}
+
+// pushDisabled erases the bindings a REGISTER without pn-* parameters
+// refreshed or removed: push is off for those contacts.
+func (s *Server) pushDisabled(ctx context.Context, reg *registration) {
+	matches := make([]relay.ContactMatch, 0, len(reg.contacts))
+	for _, c := range reg.contacts {
+		matches = append(matches, relay.ContactMatch{
+			Wildcard: c.Address.Wildcard,
+			URI:      relay.StripPushParams(c.Address.String()),
+			Instance: instanceOf(c),
+		})
+	}
+	if len(matches) == 0 {
+		return
+	}
+	if _, err := s.relay.PushDisabled(ctx, reg.aor, matches); err != nil {
+		s.log.Error("erase on push-off failed", "aor", reg.aor, "error", err)
+	}
+}
+
+// upstreamPushes tells whether a proxy further up already announced push
+// for this provider, in which case sipwake must not push too.
+func upstreamPushes(res *sip.Response, provider string) bool {
+	for _, h := range res.GetHeaders("Feature-Caps") {
+		v := strings.ToLower(h.Value())
+		if strings.Contains(v, "+sip.pns=") && strings.Contains(v, `"`+provider+`"`) {
+			return true
+		}
+	}
+	return false
+}
+
+// featureCaps announces the push services sipwake handles (RFC 8599 §10).
+func (s *Server) featureCaps(providers ...string) []sip.Header {
+	hdrs := make([]sip.Header, 0, len(providers))
+	for _, p := range providers {
+		hdrs = append(hdrs, sip.NewHeader("Feature-Caps", fmt.Sprintf(`*;+sip.pns="%s"`, p)))
+	}
+	return hdrs
+}
+
+// isLocal tells whether a URI points at this sipwake.
+func (s *Server) isLocal(u sip.Uri) bool {
+	if u.Host != s.opts.PublicHost && !s.listensOn(u.Host) {
+		return false
+	}
+	if u.Port == 0 {
+		return true
+	}
+	for _, n := range []string{"udp", "tcp", "tls"} {
+		if u.Port == s.publicPort(n) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) listensOn(host string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.listeners {
+		if strings.HasPrefix(a.String(), host+":") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,278 @@
+// Package sip is sipwake's SIP wire side, on github.com/emiago/sipgo: the
+// listeners, REGISTER proxying toward the provider's registrar (Path or
+// Contact rewriting, challenge relay, Feature-Caps), and un-registering
+// upstream. It turns messages into relay types and back; the decisions about
+// bindings (what to keep, for how long, when to erase) belong to relay.
+package sip
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/internal/config"
+	"github.com/sipwake/sipwake/internal/relay"
+)
+
+// Options configure the SIP side.
+type Options struct {
+	Listen config.Listen
+	// PublicHost and PublicPort are what sipwake puts in Path, Contact and
+	// Via; empty/zero take the listen address.
+	PublicHost string
+	PublicPort int
+	Upstream   config.Upstream
+	// ContactMode rewrites the device's Contact to sipwake instead of adding
+	// a Path header (for registrars without RFC 3327 support).
+	ContactMode     bool
+	UpstreamTimeout time.Duration
+	UserAgent       string
+	// TLSConfig serves the TLS listener; nil without one.
+	TLSConfig *tls.Config
+}
+
+// OptionsFrom maps the config file's SIP section onto Options.
+func OptionsFrom(c config.SIP) (Options, error) {
+	up, err := config.ParseUpstream(c.Upstream)
+	if err != nil {
+		return Options{}, err
+	}
+	o := Options{
+		Listen:          c.Listen,
+		Upstream:        up,
+		ContactMode:     c.UpstreamMode == "contact",
+		UpstreamTimeout: c.UpstreamTimeout,
+		UserAgent:       c.UserAgent,
+	}
+	if c.PublicAddress != "" {
+		host, port, err := net.SplitHostPort(c.PublicAddress)
+		if err != nil {
+			o.PublicHost = c.PublicAddress
+		} else {
+			o.PublicHost = host
+			o.PublicPort, _ = strconv.Atoi(port)
+		}
+	}
+	return o, nil
+}
+
+// Server is sipwake's SIP endpoint.
+type Server struct {
+	opts   Options
+	relay  *relay.Service
+	log    *slog.Logger
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+
+	mu        sync.Mutex
+	listeners map[string]net.Addr // network -> bound address
+	closers   []func() error
+	serving   sync.WaitGroup
+}
+
+// New builds the SIP side. Nothing listens until Start.
+func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
+	host := opts.PublicHost
+	if host == "" {
+		host = firstHost(opts.Listen)
+	}
+	wireLog := RedactedLogger(log)
+	uaOpts := []sipgo.UserAgentOption{
+		sipgo.WithUserAgent(opts.UserAgent),
+		sipgo.WithUserAgentHostname(host),
+		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(wireLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(wireLog)),
+	}
+	if opts.TLSConfig != nil {
+		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(opts.TLSConfig))
+	}
+	ua, err := sipgo.NewUA(uaOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("sip user agent: %w", err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(wireLog))
+	if err != nil {
+		return nil, fmt.Errorf("sip server: %w", err)
+	}
+	clientOpts := []sipgo.ClientOption{sipgo.WithClientLogger(wireLog), sipgo.WithClientHostname(host)}
+	if opts.PublicPort > 0 {
+		clientOpts = append(clientOpts, sipgo.WithClientPort(opts.PublicPort))
+	}
+	client, err := sipgo.NewClient(ua, clientOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("sip client: %w", err)
+	}
+	s := &Server{opts: opts, relay: rl, log: log, ua: ua, srv: srv, client: client, listeners: map[string]net.Addr{}}
+	if s.opts.PublicHost == "" {
+		s.opts.PublicHost = host
+	}
+	srv.OnRegister(s.onRegister)
+	srv.OnOptions(s.onOptions)
+	return s, nil
+}
+
+func firstHost(l config.Listen) string {
+	for _, a := range []string{l.UDP, l.TCP, l.TLS} {
+		if host, _, err := net.SplitHostPort(a); err == nil && host != "" && host != "0.0.0.0" && host != "::" {
+			return host
+		}
+	}
+	return "127.0.0.1"
+}
+
+// Start binds every configured listener, then serves them. A bind error is
+// returned here, before anything is served.
+func (s *Server) Start(ctx context.Context) error {
+	type serve struct {
+		network string
+		run     func() error
+	}
+	var serves []serve
+	bindErr := func(network, addr string, err error) error {
+		s.closeListeners()
+		return fmt.Errorf("sip listen %s %s: %w", network, addr, err)
+	}
+	if a := s.opts.Listen.UDP; a != "" {
+		conn, err := net.ListenPacket("udp", a)
+		if err != nil {
+			return bindErr("udp", a, err)
+		}
+		s.track("udp", conn.LocalAddr(), conn.Close)
+		serves = append(serves, serve{"udp", func() error { return s.srv.ServeUDP(conn) }})
+	}
+	if a := s.opts.Listen.TCP; a != "" {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return bindErr("tcp", a, err)
+		}
+		s.track("tcp", l.Addr(), l.Close)
+		serves = append(serves, serve{"tcp", func() error { return s.srv.ServeTCP(l) }})
+	}
+	if a := s.opts.Listen.TLS; a != "" {
+		if s.opts.TLSConfig == nil {
+			return bindErr("tls", a, errors.New("no TLS certificate configured"))
+		}
+		l, err := tls.Listen("tcp", a, s.opts.TLSConfig)
+		if err != nil {
+			return bindErr("tls", a, err)
+		}
+		s.track("tls", l.Addr(), l.Close)
+		serves = append(serves, serve{"tls", func() error { return s.srv.ServeTLS(l) }})
+	}
+	for _, sv := range serves {
+		s.serving.Add(1)
+		go func() {
+			defer s.serving.Done()
+			if err := sv.run(); err != nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("sip listener stopped", "network", sv.network, "error", err)
+			}
+		}()
+	}
+	go func() {
+		<-ctx.Done()
+		s.closeListeners()
+	}()
+	return nil
+}
+
+func (s *Server) track(network string, addr net.Addr, closer func() error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listeners[network] = addr
+	s.closers = append(s.closers, closer)
+}
+
+func (s *Server) closeListeners() {
+	s.mu.Lock()
+	closers := s.closers
+	s.closers = nil
+	s.mu.Unlock()
+	for _, c := range closers {
+		_ = c()
+	}
+}
+
+// Addr is the bound address of a listener ("udp", "tcp", "tls"), or "".
+func (s *Server) Addr(network string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a, ok := s.listeners[network]; ok {
+		return a.String()
+	}
+	return ""
+}
+
+// Stop closes the listeners and the transports. It is idempotent.
+func (s *Server) Stop(ctx context.Context) error {
+	s.closeListeners()
+	done := make(chan struct{})
+	go func() {
+		s.serving.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.ua.Close()
+}
+
+// onOptions answers keep-alive and capability probes.
+func (s *Server) onOptions(req *sip.Request, tx sip.ServerTransaction) {
+	res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
+	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, UPDATE, INFO, PRACK"))
+	s.respond(tx, res)
+}
+
+func (s *Server) respond(tx sip.ServerTransaction, res *sip.Response) {
+	if err := tx.Respond(res); err != nil {
+		s.log.Debug("sip respond failed", "status", res.StatusCode, "error", err)
+	}
+}
+
+// reply answers req with a status and a reason a person can read.
+func (s *Server) reply(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	s.respond(tx, res)
+}
+
+// publicPort is the advertised port for a transport.
+func (s *Server) publicPort(network string) int {
+	if s.opts.PublicPort > 0 {
+		return s.opts.PublicPort
+	}
+	for _, n := range []string{network, "udp", "tcp", "tls"} {
+		if a := s.Addr(n); a != "" {
+			if _, p, err := net.SplitHostPort(a); err == nil {
+				port, _ := strconv.Atoi(p)
+				return port
+			}
+		}
+	}
+	return 5060
+}
+
+// txContext is cancelled when the server transaction ends. sipgo v1.7's
+// sip.ServerTransactionContext cancels at once (it reads OnTerminate's
+// "registered" result as "already terminated"), so it cannot be used.
+func txContext(tx sip.ServerTransaction) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	if !tx.OnTerminate(func(string, error) { cancel() }) {
+		cancel()
+	}
+	return ctx, cancel
+}

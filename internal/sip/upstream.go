@@ -1,0 +1,49 @@
+package sip
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/internal/relay"
+)
+
+// Unregister removes a binding at the registrar (REGISTER, Expires: 0) in
+// the registration's own Call-ID. A registrar that challenges it cannot be
+// answered for a SIP-native device (sipwake never holds its password); its
+// binding then lapses at the registrar's own expiry.
+func (s *Server) Unregister(ctx context.Context, b relay.Binding) error {
+	user, domain, _ := strings.Cut(string(b.AOR), "@")
+	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: domain})
+	aor := sip.Uri{Scheme: "sip", User: user, Host: domain}
+	fromParams := sip.NewParams()
+	fromParams.Add("tag", sip.GenerateTagN(16))
+	req.AppendHeader(&sip.FromHeader{Address: aor, Params: fromParams})
+	req.AppendHeader(&sip.ToHeader{Address: aor, Params: sip.NewParams()})
+	callID := sip.CallIDHeader(b.Upstream.CallID)
+	req.AppendHeader(&callID)
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: b.Upstream.CSeq + 1, MethodName: sip.REGISTER})
+	contact := &sip.ContactHeader{}
+	if err := sip.ParseUri(b.Upstream.Contact, &contact.Address); err != nil {
+		return fmt.Errorf("upstream contact: %w", err)
+	}
+	req.AppendHeader(contact)
+	req.AppendHeader(sip.NewHeader("Expires", "0"))
+	maxFwd := sip.MaxForwardsHeader(70)
+	req.AppendHeader(&maxFwd)
+	req.AppendHeader(sip.NewHeader("User-Agent", s.opts.UserAgent))
+	req.SetTransport(sip.NetworkToUpper(s.opts.Upstream.Transport))
+	req.SetDestination(s.opts.Upstream.HostPort())
+	req.SetBody(nil)
+
+	res, err := s.upstreamDo(ctx, req)
+	if err != nil {
+		return fmt.Errorf("un-register: %w", err)
+	}
+	if !res.IsSuccess() {
+		return fmt.Errorf("un-register: registrar answered %d %s", res.StatusCode, res.Reason)
+	}
+	return nil
+}
