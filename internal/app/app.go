@@ -36,6 +36,7 @@ type App struct {
 	log   *slog.Logger
 	now   func() time.Time
 	store *store.Bolt
+	push  *push.Dispatcher
 	relay *relay.Service
 	sip   *sip.Server
 
@@ -69,7 +70,12 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	for _, o := range opts {
 		o(a)
 	}
-	a.relay = relay.New(st, relay.Options{RecordTTL: cfg.Store.RecordTTL, Providers: providers(cfg.Push)}, log, a.now)
+	a.push, err = push.New(cfg.Push, log, nil)
+	if err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	a.relay = relay.New(st, a.push, relay.Options{RecordTTL: cfg.Store.RecordTTL, Providers: providers(cfg.Push)}, log, a.now)
 	sipOpts, err := sip.OptionsFrom(cfg.SIP)
 	if err == nil {
 		sipOpts.TLSConfig, err = sipTLS(cfg.SIP.Listen)
@@ -125,6 +131,8 @@ func (a *App) Stop(ctx context.Context) error {
 	}
 	errs := []error{a.sip.Stop(ctx)}
 	a.sweeping.Wait()
+	a.relay.Drain()
+	a.push.Close()
 	errs = append(errs, a.store.Close())
 	return errors.Join(errs...)
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/sipwake/sipwake/internal/app"
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
-	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/pushtest"
 	"github.com/sipwake/sipwake/internal/relay"
 )
 
@@ -50,6 +50,7 @@ type world struct {
 	swAddr   string
 	logs     *syncBuffer
 	deviceIP string
+	fakes    *pushtest.Fakes
 }
 
 // newWorld starts Kamailio on 127.x.y.1 and sipwake on 127.x.y.2.
@@ -68,7 +69,8 @@ func newWorld(t *testing.T, mutate ...func(*config.Config)) *world {
 	cfg.SIP.UpstreamTimeout = 2 * time.Second
 	cfg.Store.DataDir = t.TempDir()
 	cfg.Log.Level = "debug"
-	cfg.Push.Apps = []push.AppConfig{{Name: "ios", Provider: push.ProviderAPNs}, {Name: "android", Provider: push.ProviderFCM}}
+	w.fakes = pushtest.NewFakes(t)
+	cfg.Push = w.fakes.Config
 	for _, m := range mutate {
 		m(&cfg)
 	}

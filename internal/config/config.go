@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -29,8 +30,10 @@ const (
 
 // Config is the whole of sipwake's configuration.
 type Config struct {
-	SIP   SIP         `yaml:"sip"`
-	Store Store       `yaml:"store"`
+	SIP    SIP         `yaml:"sip"`
+	Calls  Calls       `yaml:"calls"`
+	Trunks []Trunk     `yaml:"trunks"`
+	Store  Store       `yaml:"store"`
 	Seal  Seal        `yaml:"seal"`
 	Log   Log         `yaml:"log"`
 	Push  push.Config `yaml:"push"`
@@ -52,6 +55,32 @@ type SIP struct {
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// UserAgent is sent in requests sipwake originates.
 	UserAgent string `yaml:"user_agent"`
+}
+
+// Calls is the policy for requests that must wake a device.
+type Calls struct {
+	// Wait is how long a call is held for a sleeping device (1s..120s).
+	Wait time.Duration `yaml:"wait"`
+	// Ringing sends 180 Ringing to the caller as soon as the push is sent,
+	// and progress 180s as the push is delivered and the device connects.
+	Ringing bool `yaml:"ringing"`
+	// TrustedSources are the CIDRs that may send calls for bindings (the
+	// provider's registrar/proxies); the upstream's own address always may.
+	TrustedSources []string `yaml:"trusted_sources"`
+	// RefreshLead is how long before the upstream registration lapses a
+	// device that asked for +sip.pnsreg is woken to refresh it.
+	RefreshLead time.Duration `yaml:"refresh_lead"`
+	// ExpiryWarnings are how long before a record's TTL runs out the user is
+	// told (visible push) to open the app once.
+	ExpiryWarnings []time.Duration `yaml:"expiry_warnings"`
+}
+
+// Trunk is a provider that sends calls straight to sipwake: the
+// Request-URI's user, at Domain, is the AOR called.
+type Trunk struct {
+	Name    string   `yaml:"name"`
+	Sources []string `yaml:"sources"`
+	Domain  string   `yaml:"domain"`
 }
 
 // Listen holds the SIP listen addresses; an empty one is not opened.
@@ -119,6 +148,12 @@ func Default() Config {
 			UpstreamMode:    "path",
 			UpstreamTimeout: 5 * time.Second,
 			UserAgent:       "sipwake",
+		},
+		Calls: Calls{
+			Wait:           30 * time.Second,
+			Ringing:        true,
+			RefreshLead:    2 * time.Minute,
+			ExpiryWarnings: []time.Duration{24 * time.Hour, time.Hour},
 		},
 		Store: Store{
 			Backend:         "bolt",
@@ -197,6 +232,9 @@ func (c Config) Validate() error {
 		bad("sip.upstream_timeout", d, "between 100ms and 1m")
 	}
 
+	errs = append(errs, c.Calls.validate()...)
+	errs = append(errs, validateTrunks(c.Trunks)...)
+
 	if c.Store.Backend != "bolt" {
 		bad("store.backend", c.Store.Backend, "bolt")
 	}
@@ -230,6 +268,49 @@ func (c Config) Validate() error {
 		return nil
 	}
 	return &Error{Problems: errs}
+}
+
+func (c Calls) validate() []error {
+	var errs []error
+	if c.Wait < time.Second || c.Wait > 120*time.Second {
+		errs = append(errs, fmt.Errorf("calls.wait: %q is not allowed (between 1s and 120s)", c.Wait))
+	}
+	for i, cidr := range c.TrustedSources {
+		if _, err := netip.ParsePrefix(cidr); err != nil {
+			errs = append(errs, fmt.Errorf("calls.trusted_sources[%d]: %q is not allowed (a CIDR such as 192.0.2.0/24)", i, cidr))
+		}
+	}
+	if c.RefreshLead < 10*time.Second || c.RefreshLead > time.Hour {
+		errs = append(errs, fmt.Errorf("calls.refresh_lead: %q is not allowed (between 10s and 1h)", c.RefreshLead))
+	}
+	for i, d := range c.ExpiryWarnings {
+		if d <= 0 || d >= MinRecordTTL {
+			errs = append(errs, fmt.Errorf("calls.expiry_warnings[%d]: %q is not allowed (between 0 and 72h)", i, d))
+		}
+	}
+	return errs
+}
+
+func validateTrunks(trunks []Trunk) []error {
+	var errs []error
+	for i, t := range trunks {
+		key := fmt.Sprintf("trunks[%d]", i)
+		if t.Name == "" {
+			errs = append(errs, fmt.Errorf("%s.name: must be set", key))
+		}
+		if t.Domain == "" || strings.ContainsAny(t.Domain, "@: ") {
+			errs = append(errs, fmt.Errorf("%s.domain: %q is not allowed (the SIP domain of the AORs it calls, e.g. example.com)", key, t.Domain))
+		}
+		if len(t.Sources) == 0 {
+			errs = append(errs, fmt.Errorf("%s.sources: must list at least one CIDR", key))
+		}
+		for j, cidr := range t.Sources {
+			if _, err := netip.ParsePrefix(cidr); err != nil {
+				errs = append(errs, fmt.Errorf("%s.sources[%d]: %q is not allowed (a CIDR such as 203.0.113.0/24)", key, j, cidr))
+			}
+		}
+	}
+	return errs
 }
 
 func (s Seal) validate() []error {

@@ -92,6 +92,27 @@ type Binding struct {
 	PNSReg    bool      `json:"pnsreg"`
 	UpdatedAt time.Time `json:"updated_at"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Account is set for a handed-over account: sipwake registers upstream
+	// itself and the app, when woken, connects to sipwake instead.
+	Account *Account `json:"account,omitempty"`
+}
+
+// Account is a SIP account an app handed over (SIPIS style). It is sealed
+// with the rest of the record and erased with it.
+type Account struct {
+	ID        string `json:"id"`  // the app's own id for the account (API path)
+	App       string `json:"app"` // the API client that owns it
+	Registrar string `json:"registrar"`
+	Transport string `json:"transport"`
+	Username  string `json:"username"`
+	Password  string `json:"password,omitempty"`
+	HA1       string `json:"ha1,omitempty"`
+	Expires   int    `json:"expires"` // requested upstream registration expiry, seconds
+}
+
+// LogValue keeps credentials out of logs.
+func (a *Account) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", a.ID), slog.String("app", a.App))
 }
 
 // LogValue keeps the token out of logs when a Device is logged whole.

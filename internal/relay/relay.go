@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sipwake/sipwake/internal/store"
@@ -36,20 +37,32 @@ type Options struct {
 	// Providers are the push services sipwake can deliver to
 	// (pn-provider values).
 	Providers []string
+	// FollowUpTimeout bounds a cancel push sent after a call ended.
+	FollowUpTimeout time.Duration
 }
 
 // Service owns the binding lifecycle.
 type Service struct {
 	store    Store
+	pusher   Pusher
 	opts     Options
 	log      *slog.Logger
 	now      func() time.Time
 	upstream Upstream
+
+	// waiters are the calls parked on each binding, woken by Refreshed.
+	waitMu  sync.Mutex
+	waiters map[store.ID]map[*Wakeup]struct{}
+	// pushes tracks background follow-up pushes.
+	pushes sync.WaitGroup
 }
 
 // New builds the relay. now is the clock (time.Now in production).
-func New(st Store, opts Options, log *slog.Logger, now func() time.Time) *Service {
-	return &Service{store: st, opts: opts, log: log, now: now}
+func New(st Store, p Pusher, opts Options, log *slog.Logger, now func() time.Time) *Service {
+	if opts.FollowUpTimeout == 0 {
+		opts.FollowUpTimeout = 10 * time.Second
+	}
+	return &Service{store: st, pusher: p, opts: opts, log: log, now: now, waiters: map[store.ID]map[*Wakeup]struct{}{}}
 }
 
 // SetUpstream wires the registrar side once the SIP layer exists; the two

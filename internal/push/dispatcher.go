@@ -1,0 +1,397 @@
+package push
+
+import (
+	"context"
+	crand "crypto/rand"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"log/slog"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sipwake/sipwake/internal/push/apns"
+	"github.com/sipwake/sipwake/internal/push/fcm"
+	"github.com/sipwake/sipwake/internal/push/pn"
+)
+
+const (
+	defaultMaxInFlight = 512
+	// defaultTimeout bounds a Send whose context has no deadline.
+	defaultTimeout = 30 * time.Second
+	// maxDeadlineMargin: Send stops this much (or a tenth of the time left,
+	// if less) before the caller's deadline so the caller still has time to
+	// act on the result.
+	maxDeadlineMargin = 100 * time.Millisecond
+)
+
+// provider is one app's connection to APNs or FCM. Implementations classify
+// their errors (pn.ClassifiedError) and never retry.
+type provider interface {
+	Send(ctx context.Context, pushID string, t pn.Target, m pn.Message) error
+	Close()
+}
+
+// Dispatcher is the Sender for every configured app. It is safe for
+// concurrent use; build it with New and Close it when done.
+type Dispatcher struct {
+	log     *slog.Logger
+	apps    []*app
+	sem     chan struct{}
+	now     func() time.Time
+	backoff backoff
+	seed    maphash.Seed
+
+	sent *prometheus.CounterVec
+	dur  *prometheus.HistogramVec
+
+	unknownMu     sync.Mutex
+	unknownLogged map[string]struct{}
+	closeOnce     sync.Once
+}
+
+type app struct {
+	name     string
+	provider string
+	// pn-param matching
+	bundle, team      string
+	project, senderID string
+
+	p      provider
+	health tokenHealth
+	// configLogged holds the reasons of config errors already logged loudly.
+	configLogged sync.Map
+}
+
+type backoff struct{ base, max time.Duration }
+
+// Option tunes a Dispatcher beyond its Config (mostly for tests).
+type Option func(*Dispatcher)
+
+// WithClock sets the clock used for APNs expirations and the token-health
+// window.
+func WithClock(now func() time.Time) Option { return func(d *Dispatcher) { d.now = now } }
+
+// WithBackoff sets the first retry delay and its cap (defaults 50ms, 1s);
+// each delay is jittered between half and all of its value.
+func WithBackoff(base, limit time.Duration) Option {
+	return func(d *Dispatcher) { d.backoff = backoff{base, limit} }
+}
+
+// New validates cfg and builds one long-lived client per app. reg may be nil.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Dispatcher, error) {
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Dispatcher{
+		log:           log,
+		now:           time.Now,
+		backoff:       backoff{50 * time.Millisecond, time.Second},
+		seed:          maphash.MakeSeed(),
+		unknownLogged: map[string]struct{}{},
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipwake_push_sent_total",
+			Help: "Pushes sent, by provider and outcome.",
+		}, []string{"provider", "outcome"}),
+		dur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "sipwake_push_dispatch_seconds",
+			Help:    "Time from Send to its result, retries included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"provider"}),
+	}
+	for _, o := range opts {
+		o(d)
+	}
+	n := cfg.MaxInFlight
+	if n == 0 {
+		n = defaultMaxInFlight
+	}
+	d.sem = make(chan struct{}, n)
+	for i, ac := range cfg.Apps {
+		a, err := d.buildApp(ac)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("push.apps[%d] (%s): %w", i, ac.Name, err)
+		}
+		d.apps = append(d.apps, a)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{d.sent, d.dur} {
+			if err := reg.Register(c); err != nil {
+				d.Close()
+				return nil, fmt.Errorf("push metrics: %w", err)
+			}
+		}
+	}
+	return d, nil
+}
+
+func (d *Dispatcher) buildApp(ac AppConfig) (*app, error) {
+	a := &app{name: ac.Name, provider: ac.Provider}
+	switch ac.Provider {
+	case ProviderAPNs:
+		c := ac.APNs
+		a.bundle, a.team = c.BundleID, c.TeamID
+		host, err := apnsHost(c.Endpoint)
+		if err != nil {
+			return nil, err
+		}
+		o := apns.Options{Host: host, BundleID: c.BundleID, TeamID: c.TeamID, KeyID: c.KeyID, Now: d.now}
+		if c.KeyFile != "" {
+			if o.AuthKey, err = loadAuthKey(c.KeyFile); err != nil {
+				return nil, err
+			}
+		} else {
+			cert, err := loadCertificate(c.CertFile, c.PasswordFile)
+			if err != nil {
+				return nil, err
+			}
+			o.Certificate = &cert
+		}
+		if c.CAFile != "" {
+			if o.RootCAs, err = loadCAs(c.CAFile); err != nil {
+				return nil, err
+			}
+		}
+		if a.p, err = apns.New(o); err != nil {
+			return nil, err
+		}
+	case ProviderFCM:
+		c := ac.FCM
+		a.project, a.senderID = c.ProjectID, c.SenderID
+		js, err := loadServiceAccount(c.CredentialsFile)
+		if err != nil {
+			return nil, err
+		}
+		o := fcm.Options{ProjectID: c.ProjectID, CredentialsJSON: js, Endpoint: fcmEndpoint(c.Endpoint)}
+		if c.CAFile != "" {
+			if o.RootCAs, err = loadCAs(c.CAFile); err != nil {
+				return nil, err
+			}
+		}
+		if a.p, err = fcm.New(context.Background(), o); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// fcmEndpoint accepts the endpoint with or without the /v1 API version.
+func fcmEndpoint(s string) string {
+	if s == "" {
+		return ""
+	}
+	s = strings.TrimSuffix(s, "/")
+	if i := strings.Index(s, "://"); i >= 0 && !strings.Contains(s[i+3:], "/") {
+		s += "/v1"
+	}
+	return s
+}
+
+// Close releases the apps' connections. It is idempotent.
+func (d *Dispatcher) Close() {
+	d.closeOnce.Do(func() {
+		for _, a := range d.apps {
+			a.p.Close()
+		}
+	})
+}
+
+// pick finds the app for a target: same provider, and pn-param naming its
+// bundle id (APNs, "<TeamID>.<bundle>[.voip]") or project/sender id (FCM).
+// With a single app for the provider, an empty pn-param selects it.
+func (d *Dispatcher) pick(t Target) *app {
+	var only *app
+	count := 0
+	for _, a := range d.apps {
+		if a.provider != t.Provider {
+			continue
+		}
+		count++
+		only = a
+		if a.matches(t.Param) {
+			return a
+		}
+	}
+	if count == 1 && t.Param == "" {
+		return only
+	}
+	return nil
+}
+
+func (a *app) matches(param string) bool {
+	switch a.provider {
+	case ProviderAPNs:
+		p := strings.TrimSuffix(param, ".voip")
+		if p == a.bundle {
+			return true
+		}
+		team, bundle, ok := strings.Cut(p, ".")
+		return ok && bundle == a.bundle && (a.team == "" || team == a.team)
+	case ProviderFCM:
+		return param == a.project || (a.senderID != "" && param == a.senderID)
+	}
+	return false
+}
+
+func (d *Dispatcher) app(name string) *app {
+	for _, a := range d.apps {
+		if a.name == name {
+			return a
+		}
+	}
+	return nil
+}
+
+// Send delivers m to t, retrying inside ctx's deadline. It never blocks past
+// that deadline, even when all push slots are busy.
+func (d *Dispatcher) Send(ctx context.Context, t Target, m Message) Result {
+	a := d.pick(t)
+	if a == nil {
+		d.unknownApp(t)
+		label := "unknown"
+		if t.Provider == ProviderAPNs || t.Provider == ProviderFCM {
+			label = t.Provider
+		}
+		d.sent.WithLabelValues(label, ConfigError.String()).Inc()
+		return Result{Outcome: ConfigError, Reason: "UnknownApp"}
+	}
+	return d.sendTo(ctx, a, t, m)
+}
+
+func (d *Dispatcher) unknownApp(t Target) {
+	key := t.Provider + "/" + t.Param
+	d.unknownMu.Lock()
+	_, seen := d.unknownLogged[key]
+	if !seen && len(d.unknownLogged) < 256 {
+		d.unknownLogged[key] = struct{}{}
+	}
+	d.unknownMu.Unlock()
+	lvl := slog.LevelError
+	if seen {
+		lvl = slog.LevelDebug
+	}
+	d.log.Log(context.Background(), lvl, "push: no app configured for this pn-provider/pn-param; check push.apps",
+		"provider", t.Provider, "pn_param", t.Param, "token", MaskToken(t.Token))
+}
+
+func (d *Dispatcher) sendTo(ctx context.Context, a *app, t Target, m Message) Result {
+	start := time.Now()
+	ctx, cancel := d.withDeadline(ctx)
+	defer cancel()
+
+	var res Result
+	select {
+	case d.sem <- struct{}{}:
+		res = d.attempt(ctx, a, t, m)
+		<-d.sem
+	case <-ctx.Done():
+		res = Result{Outcome: Failed, Reason: "QueueFull"}
+	}
+	res.EraseRecord = d.judge(a, t, res)
+
+	elapsed := time.Since(start)
+	d.sent.WithLabelValues(a.provider, res.Outcome.String()).Inc()
+	d.dur.WithLabelValues(a.provider).Observe(elapsed.Seconds())
+
+	attrs := []any{"app", a.name, "provider", a.provider, "kind", m.Kind.String(),
+		"token", MaskToken(t.Token), "outcome", res.Outcome.String(), "reason", res.Reason,
+		"attempts", res.Attempts, "erase", res.EraseRecord, "elapsed", elapsed}
+	switch res.Outcome {
+	case Delivered:
+		d.log.Debug("push delivered", attrs...)
+	case ConfigError:
+		// Logged loudly once in attempt.
+	default:
+		d.log.Warn("push not delivered", attrs...)
+	}
+	return res
+}
+
+func (d *Dispatcher) withDeadline(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithTimeout(ctx, defaultTimeout)
+	}
+	margin := min(time.Until(dl)/10, maxDeadlineMargin)
+	if margin < 0 {
+		margin = 0
+	}
+	return context.WithDeadline(ctx, dl.Add(-margin))
+}
+
+// attempt is the one retry loop. A retry follows only an answer that proves
+// the push was not delivered (429, 5xx) or a transport error; every attempt
+// carries the same push id so the app can drop a duplicate should a lost
+// answer ever hide a delivery.
+func (d *Dispatcher) attempt(ctx context.Context, a *app, t Target, m Message) Result {
+	id := newPushID()
+	delay := d.backoff.base
+	for n := 1; ; n++ {
+		err := a.p.Send(ctx, id, t, m)
+		if err == nil {
+			return Result{Outcome: Delivered, Attempts: n}
+		}
+		verdict, reason, after := pn.VerdictRetry, "Error", time.Duration(0)
+		var ce pn.ClassifiedError
+		if errors.As(err, &ce) {
+			verdict, reason, after = ce.Verdict(), ce.Reason(), ce.RetryAfter()
+		}
+		switch verdict {
+		case pn.VerdictTokenDead:
+			return Result{Outcome: TokenDead, Reason: reason, Attempts: n}
+		case pn.VerdictTokenRejected:
+			return Result{Outcome: TokenRejected, Reason: reason, Attempts: n}
+		case pn.VerdictConfig:
+			d.configError(a, reason, err)
+			return Result{Outcome: ConfigError, Reason: reason, Attempts: n}
+		}
+		if ctx.Err() != nil {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				reason = "Timeout"
+			}
+			return Result{Outcome: Failed, Reason: reason, Attempts: n}
+		}
+		wait := delay/2 + rand.N(delay/2+1)
+		wait = max(wait, after)
+		delay = min(delay*2, d.backoff.max)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+			return Result{Outcome: Failed, Reason: reason, Attempts: n}
+		}
+		d.log.Debug("push retry", "app", a.name, "token", MaskToken(t.Token), "attempt", n,
+			"reason", reason, "wait", wait, "err", err.Error())
+		timer := time.NewTimer(wait)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return Result{Outcome: Failed, Reason: reason, Attempts: n}
+		}
+	}
+}
+
+func (d *Dispatcher) configError(a *app, reason string, err error) {
+	if _, seen := a.configLogged.LoadOrStore(reason, struct{}{}); seen {
+		d.log.Debug("push config error (already reported)", "app", a.name, "reason", reason)
+		return
+	}
+	d.log.Error("push: configuration error; pushes for this app will fail until the config is fixed",
+		"app", a.name, "provider", a.provider, "reason", reason, "err", err.Error())
+}
+
+func newPushID() string {
+	var b [16]byte
+	_, _ = crand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+var _ Sender = (*Dispatcher)(nil)

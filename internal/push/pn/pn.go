@@ -1,0 +1,122 @@
+// Package pn holds the provider-neutral description of one push: where it
+// goes (a Target built from the RFC 8599 pn-* Contact parameters) and what it
+// says (a Message). It exists so that package push and the provider packages
+// below it (apns, fcm) share these types without an import cycle; callers
+// outside internal/push use the aliases in package push instead.
+//
+// It owns no I/O, no policy and no state.
+package pn
+
+import "time"
+
+// Provider names as in RFC 8599 pn-provider.
+const (
+	ProviderAPNs = "apns"
+	ProviderFCM  = "fcm"
+)
+
+// Kind says why a push is sent; each provider maps it to its own push type
+// and priority.
+type Kind int
+
+// Push kinds.
+const (
+	// KindCall wakes the app for an incoming call (APNs VoIP push, FCM
+	// high-priority data message).
+	KindCall Kind = iota
+	// KindCancel tells the app the call ended before it answered. Never a
+	// VoIP push: iOS 13+ would demand a CallKit report for it.
+	KindCancel
+	// KindRegister is a binding-refresh wake-up (background push).
+	KindRegister
+	// KindExpiryWarning is a user-visible alert asking the user to open the
+	// app before the record expires.
+	KindExpiryWarning
+)
+
+// String returns the kind's name as used in payloads and logs.
+func (k Kind) String() string {
+	switch k {
+	case KindCall:
+		return "call"
+	case KindCancel:
+		return "cancel"
+	case KindRegister:
+		return "register"
+	case KindExpiryWarning:
+		return "expiry_warning"
+	}
+	return "unknown"
+}
+
+// ParseKind is the inverse of Kind.String.
+func ParseKind(s string) (Kind, bool) {
+	for k := KindCall; k <= KindExpiryWarning; k++ {
+		if k.String() == s {
+			return k, true
+		}
+	}
+	return 0, false
+}
+
+// Target says where a push goes; it comes from the RFC 8599 Contact params.
+type Target struct {
+	Provider string // pn-provider
+	Token    string // pn-prid (APNs hex device token / FCM registration token)
+	Param    string // pn-param: APNs "<TeamID>.<bundle id>[.voip]"; FCM: Firebase project id / sender id
+}
+
+// Message is what a push says.
+type Message struct {
+	Kind         Kind
+	CallID       string // call-scoped id the app can match (SIP Call-ID or a generated uuid)
+	CallerName   string
+	CallerNumber string
+	Reason       string        // for KindCancel: "missed" or "answered-elsewhere"
+	Expiration   time.Duration // how long the push is worth delivering (call wait); 0 = provider default
+}
+
+// Cancel reasons.
+const (
+	ReasonMissed            = "missed"
+	ReasonAnsweredElsewhere = "answered-elsewhere"
+)
+
+// MaskToken returns a form of a push token safe for logs: its last six
+// characters only. Tokens of six characters or fewer are masked entirely.
+func MaskToken(tok string) string {
+	const keep = 6
+	if len(tok) <= keep {
+		return "******"
+	}
+	return "..." + tok[len(tok)-keep:]
+}
+
+// Verdict is what a provider error says about itself. Package push turns it
+// into an Outcome and decides about retries; providers never retry.
+type Verdict int
+
+// Verdicts.
+const (
+	// VerdictRetry: the push was provably not delivered (429, 5xx, transport
+	// error before any response); trying again may work.
+	VerdictRetry Verdict = iota
+	// VerdictTokenDead: the provider says the token is gone for good.
+	VerdictTokenDead
+	// VerdictTokenRejected: the provider refused the token; either the token
+	// is bad or the app is configured for the wrong environment/topic.
+	VerdictTokenRejected
+	// VerdictConfig: credentials, topic, project or request shape are wrong;
+	// retrying cannot help.
+	VerdictConfig
+)
+
+// ClassifiedError is implemented by every error a provider returns.
+type ClassifiedError interface {
+	error
+	Verdict() Verdict
+	// Reason is the provider's reason string, e.g. "Unregistered".
+	Reason() string
+	// RetryAfter is the provider's requested delay, 0 when it gave none.
+	RetryAfter() time.Duration
+}

@@ -1,0 +1,934 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// On-disk layout (format 1). Nothing in it is plaintext user data:
+//
+//	meta  "format"    -> "1"
+//	meta  "index-key" -> Seal(32 random bytes, aad "sipwake/meta/index-key/1")
+//	rec   ID          -> 1 | expiry (8) | HMAC(aor) (20) | Seal(uvarint len(aor) | aor | data, aad)
+//	aor   HMAC(aor) | ID  -> ""
+//	ttl   expiry | ID     -> ""
+//
+// expiry is big-endian Unix nanoseconds with the sign bit flipped, so byte
+// order is time order. The record's aad is its ID and its whole plaintext
+// header, so a value copied to another ID, or a header edited to dodge the
+// sweeper or move the record to another AOR, fails to open.
+const (
+	bucketMeta = "meta"
+	bucketRec  = "rec"
+	bucketAOR  = "aor"
+	bucketTTL  = "ttl"
+
+	metaFormat   = "format"
+	metaIndexKey = "index-key"
+	formatV1     = "1"
+	metaAAD      = "sipwake/meta/index-key/1"
+	recAADPrefix = "sipwake/rec/1\x00"
+
+	recFormat = 1
+	recHdrLen = 1 + 8 + IDSize
+
+	// lockTimeout bounds the wait for bbolt's file lock, so a second
+	// process on the same file fails with a clear error instead of hanging.
+	lockTimeout = 2 * time.Second
+	// chunk bounds the records one transaction handles in Scan, Rotate and
+	// the like, keeping transactions short while the relay keeps writing.
+	chunk = 256
+	// compactTxSize bounds one transaction of the copy in Compact.
+	compactTxSize = 64 << 20
+	// batchDelay is how long a Put waits for others to share its commit.
+	// bbolt's default (10ms) is added latency for a lone REGISTER; a short
+	// delay still groups well because writers arriving during a commit's
+	// fsync queue into the next batch.
+	batchDelay = 2 * time.Millisecond
+)
+
+// Bolt is the embedded backend: one bbolt file, sealed values, an AOR index
+// and a TTL index. It is safe for concurrent use, including Compact while
+// other goroutines read and write.
+type Bolt struct {
+	path     string
+	keys     *Keyring
+	log      *slog.Logger
+	indexKey []byte // immutable after OpenBolt
+
+	mu sync.RWMutex // Compact swaps db under the write lock
+	db *bolt.DB     // nil once closed
+
+	// freed counts records erased or overwritten since the last Compact:
+	// their old ciphertext may still sit in free pages.
+	freed atomic.Int64
+	// writers counts Puts in flight, to skip Batch's wait when alone.
+	writers atomic.Int64
+}
+
+// OpenBolt opens (or creates, mode 0600) the store at path. On first open it
+// makes a random index key and keeps it sealed under the active key. If no
+// configured key opens that index key, it returns an error wrapping
+// ErrWrongKey and has not written to the file. A file locked by another
+// process yields an error after two seconds. log may be nil.
+func OpenBolt(path string, keys *Keyring, log *slog.Logger) (*Bolt, error) {
+	if keys == nil {
+		return nil, errors.New("store: open bolt: nil keyring")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Bolt{path: path, keys: keys, log: log}
+
+	// An existing store is checked read-only first, so that a wrong key can
+	// never lead to a write (bbolt may write on a read-write open).
+	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+		ro, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, ReadOnly: true})
+		if err != nil {
+			return nil, openErr(path, err)
+		}
+		_, err = b.readIndexKey(ro)
+		_ = ro.Close()
+		if err != nil {
+			return nil, err
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("store file readable by others; restricting to 0600", "path", path, "mode", fi.Mode().Perm().String())
+			if err := os.Chmod(path, 0o600); err != nil {
+				return nil, fmt.Errorf("store: chmod %s: %w", path, err)
+			}
+		}
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+
+	db, err := openDB(path)
+	if err != nil {
+		return nil, err
+	}
+	created, err := b.initMeta(db)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	b.db = db
+	if created {
+		log.Info("store created", "path", path, "key_id", keys.ActiveID())
+	}
+	return b, nil
+}
+
+func openDB(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockTimeout, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return nil, openErr(path, err)
+	}
+	db.MaxBatchDelay = batchDelay
+	return db, nil
+}
+
+func openErr(path string, err error) error {
+	if errors.Is(err, bolt.ErrTimeout) {
+		return fmt.Errorf("store: open %s: file is locked by another process (waited %s): %w", path, lockTimeout, err)
+	}
+	return fmt.Errorf("store: open %s: %w", path, err)
+}
+
+// readIndexKey opens the sealed index key. It returns (nil, nil) for a file
+// with no buckets yet.
+func (b *Bolt) readIndexKey(db *bolt.DB) ([]byte, error) {
+	var key []byte
+	err := db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket([]byte(bucketMeta))
+		if meta == nil {
+			if tx.Bucket([]byte(bucketRec)) != nil {
+				return fmt.Errorf("store: %s: records but no meta bucket; refusing to guess an index key", b.path)
+			}
+			return nil
+		}
+		if f := meta.Get([]byte(metaFormat)); string(f) != formatV1 {
+			return fmt.Errorf("store: %s: unknown format %q", b.path, f)
+		}
+		sealed := meta.Get([]byte(metaIndexKey))
+		if sealed == nil {
+			return fmt.Errorf("store: %s: meta bucket has no index key", b.path)
+		}
+		plain, id, err := b.keys.Open(sealed, []byte(metaAAD))
+		if err != nil {
+			if errors.Is(err, ErrUnknownKey) {
+				return fmt.Errorf("%w: %s was sealed under key id %q; configured: %q", ErrWrongKey, b.path, id, b.keys.IDs())
+			}
+			return fmt.Errorf("%w: %s: the configured key %q is not the one it was sealed with", ErrWrongKey, b.path, id)
+		}
+		if len(plain) != sha256.Size {
+			return fmt.Errorf("store: %s: index key is %d bytes", b.path, len(plain))
+		}
+		key = plain
+		return nil
+	})
+	return key, err
+}
+
+// initMeta loads the index key, creating it and the buckets on first open.
+func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
+	key, err := b.readIndexKey(db)
+	if err != nil {
+		return false, err
+	}
+	if key != nil {
+		b.indexKey = key
+		return false, nil
+	}
+	key = make([]byte, sha256.Size)
+	_, _ = rand.Read(key)
+	sealed, err := b.keys.Seal(key, []byte(metaAAD))
+	if err != nil {
+		return false, err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucket([]byte(bucketMeta))
+		if err != nil {
+			return err
+		}
+		if err := meta.Put([]byte(metaFormat), []byte(formatV1)); err != nil {
+			return err
+		}
+		if err := meta.Put([]byte(metaIndexKey), sealed); err != nil {
+			return err
+		}
+		for _, name := range []string{bucketRec, bucketAOR, bucketTTL} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: init %s: %w", b.path, err)
+	}
+	b.indexKey = key
+	return true, nil
+}
+
+// ID derives the binding ID of device under aor. It does not touch the file.
+// aor and device should not contain NUL bytes (SIP URIs cannot).
+func (b *Bolt) ID(aor, device string) ID {
+	m := hmac.New(sha256.New, b.indexKey)
+	m.Write([]byte("b\x00"))
+	m.Write([]byte(aor))
+	m.Write([]byte{0})
+	m.Write([]byte(device))
+	var id ID
+	copy(id[:], m.Sum(nil))
+	return id
+}
+
+// aorHash is the AOR index key: HMAC(indexKey, "a\x00"+aor), 20 bytes.
+func (b *Bolt) aorHash(aor string) []byte {
+	m := hmac.New(sha256.New, b.indexKey)
+	m.Write([]byte("a\x00"))
+	m.Write([]byte(aor))
+	return m.Sum(nil)[:IDSize]
+}
+
+func encodeExpiry(t time.Time) []byte {
+	var e [8]byte
+	binary.BigEndian.PutUint64(e[:], uint64(t.UnixNano())^(1<<63))
+	return e[:]
+}
+
+func decodeExpiry(e []byte) time.Time {
+	return time.Unix(0, int64(binary.BigEndian.Uint64(e)^(1<<63))).UTC()
+}
+
+func join(parts ...[]byte) []byte {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	out := make([]byte, 0, n)
+	for _, p := range parts {
+		out = append(out, p...)
+	}
+	return out
+}
+
+func recAAD(id ID, hdr []byte) []byte {
+	return join([]byte(recAADPrefix), id[:], hdr)
+}
+
+// rawRecord is a rec bucket value copied out of its transaction.
+type rawRecord struct {
+	id  ID
+	val []byte
+}
+
+func (r rawRecord) expiry() time.Time { return decodeExpiry(r.val[1:9]) }
+func (r rawRecord) aorHash() []byte   { return r.val[9:recHdrLen] }
+
+func parseRaw(id ID, v []byte) (rawRecord, error) {
+	if len(v) < recHdrLen || v[0] != recFormat {
+		return rawRecord{}, fmt.Errorf("%w: record %s: bad header", ErrCorrupt, id)
+	}
+	return rawRecord{id: id, val: bytes.Clone(v)}, nil
+}
+
+// seal builds the rec value for r.
+func (b *Bolt) seal(r Record) ([]byte, error) {
+	if r.ID.IsZero() {
+		return nil, errors.New("store: put: zero ID")
+	}
+	if !validExpiry(r.ExpiresAt) {
+		return nil, fmt.Errorf("store: put %s: expiry %v outside 1970..2262", r.ID, r.ExpiresAt)
+	}
+	if len(r.Data) > MaxDataSize {
+		return nil, fmt.Errorf("store: put %s: data is %d bytes, limit %d", r.ID, len(r.Data), MaxDataSize)
+	}
+	hdr := join([]byte{recFormat}, encodeExpiry(r.ExpiresAt), b.aorHash(r.AOR))
+	plain := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(r.AOR)+len(r.Data)), uint64(len(r.AOR)))
+	plain = append(append(plain, r.AOR...), r.Data...)
+	sealed, err := b.keys.Seal(plain, recAAD(r.ID, hdr))
+	clear(plain)
+	if err != nil {
+		return nil, fmt.Errorf("store: seal %s: %w", r.ID, err)
+	}
+	return append(hdr, sealed...), nil
+}
+
+// open decrypts a raw record.
+func (b *Bolt) open(raw rawRecord) (Record, error) {
+	plain, _, err := b.keys.Open(raw.val[recHdrLen:], recAAD(raw.id, raw.val[:recHdrLen]))
+	if err != nil {
+		return Record{}, fmt.Errorf("store: open record %s: %w", raw.id, err)
+	}
+	n, k := binary.Uvarint(plain)
+	if k <= 0 || uint64(len(plain)-k) < n {
+		return Record{}, fmt.Errorf("store: open record %s: %w: bad plaintext", raw.id, ErrCorrupt)
+	}
+	aor := string(plain[k : k+int(n)])
+	return Record{
+		ID:        raw.id,
+		AOR:       aor,
+		ExpiresAt: raw.expiry(),
+		Data:      plain[k+int(n) : len(plain) : len(plain)],
+	}, nil
+}
+
+// openAll decrypts raws, skipping (and logging) records that cannot be
+// opened: one unreadable record must not hide the others.
+func (b *Bolt) openAll(op string, raws []rawRecord) []Record {
+	out := make([]Record, 0, len(raws))
+	for _, raw := range raws {
+		r, err := b.open(raw)
+		if err != nil {
+			b.log.Warn("store: skipping unreadable record", "op", op, "id", raw.id.String(), "err", err)
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// withDB runs fn with the current db under the read lock, so Compact cannot
+// swap it underneath.
+func (b *Bolt) withDB(ctx context.Context, fn func(db *bolt.DB) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.db == nil {
+		return ErrClosed
+	}
+	return fn(b.db)
+}
+
+type buckets struct{ rec, aor, ttl *bolt.Bucket }
+
+func txBuckets(tx *bolt.Tx) (buckets, error) {
+	bk := buckets{tx.Bucket([]byte(bucketRec)), tx.Bucket([]byte(bucketAOR)), tx.Bucket([]byte(bucketTTL))}
+	if bk.rec == nil || bk.aor == nil || bk.ttl == nil {
+		return bk, errors.New("store: bucket missing")
+	}
+	return bk, nil
+}
+
+// remove erases a record and its index entries; v is its current value.
+func (bk buckets) remove(id ID, v []byte) error {
+	if err := bk.rec.Delete(id[:]); err != nil {
+		return err
+	}
+	if len(v) < recHdrLen {
+		return nil // a mangled header: nothing to find in the indexes
+	}
+	if err := bk.ttl.Delete(join(v[1:9], id[:])); err != nil {
+		return err
+	}
+	return bk.aor.Delete(join(v[9:recHdrLen], id[:]))
+}
+
+// Put stores r durably, replacing any record with the same ID (its old TTL
+// and AOR index entries go with it). Concurrent Puts share one commit and
+// fsync (bbolt's Batch); sealing happens before, outside the writer lock.
+func (b *Bolt) Put(ctx context.Context, r Record) error {
+	val, err := b.seal(r)
+	if err != nil {
+		return err
+	}
+	var replaced bool
+	err = b.withDB(ctx, func(db *bolt.DB) error {
+		// A lone writer commits at once; concurrent writers share a
+		// commit through Batch, which may run fn more than once (when
+		// another call in the batch fails), so fn is idempotent.
+		commit := db.Batch
+		if b.writers.Add(1) == 1 {
+			commit = db.Update
+		}
+		defer b.writers.Add(-1)
+		return commit(func(tx *bolt.Tx) error {
+			bk, err := txBuckets(tx)
+			if err != nil {
+				return err
+			}
+			replaced = false
+			if old := bk.rec.Get(r.ID[:]); old != nil {
+				replaced = true
+				if err := bk.remove(r.ID, old); err != nil {
+					return err
+				}
+			}
+			if err := bk.rec.Put(r.ID[:], val); err != nil {
+				return err
+			}
+			if err := bk.ttl.Put(join(val[1:9], r.ID[:]), nil); err != nil {
+				return err
+			}
+			return bk.aor.Put(join(val[9:recHdrLen], r.ID[:]), nil)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("store: put %s: %w", r.ID, err)
+	}
+	if replaced {
+		b.freed.Add(1)
+	}
+	return nil
+}
+
+// Get returns the record with id, ErrNotFound if there is none, or an error
+// wrapping ErrCorrupt / ErrUnknownKey if it is there but cannot be opened.
+func (b *Bolt) Get(ctx context.Context, id ID) (Record, error) {
+	var raw rawRecord
+	err := b.withDB(ctx, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			bk, err := txBuckets(tx)
+			if err != nil {
+				return err
+			}
+			v := bk.rec.Get(id[:])
+			if v == nil {
+				return ErrNotFound
+			}
+			raw, err = parseRaw(id, v)
+			return err
+		})
+	})
+	if err != nil {
+		return Record{}, err
+	}
+	return b.open(raw)
+}
+
+// ListAOR returns every record of aor, in ID order. Records that cannot be
+// opened are skipped and logged.
+func (b *Bolt) ListAOR(ctx context.Context, aor string) ([]Record, error) {
+	prefix := b.aorHash(aor)
+	var raws []rawRecord
+	err := b.withDB(ctx, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			bk, err := txBuckets(tx)
+			if err != nil {
+				return err
+			}
+			c := bk.aor.Cursor()
+			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+				if len(k) != len(prefix)+IDSize {
+					continue
+				}
+				id := ID(k[len(prefix):])
+				if v := bk.rec.Get(id[:]); v != nil {
+					if raw, err := parseRaw(id, v); err == nil {
+						raws = append(raws, raw)
+					}
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list aor: %w", err)
+	}
+	return b.openAll("list_aor", raws), nil
+}
+
+// erase deletes the records with ids in one durable batch and returns their
+// raw values (absent ids are skipped).
+func (b *Bolt) erase(ctx context.Context, ids func(bk buckets) []ID) ([]rawRecord, error) {
+	var raws []rawRecord
+	err := b.withDB(ctx, func(db *bolt.DB) error {
+		// Look first: a write transaction that finds nothing still costs
+		// an fsync, and the sweeper mostly finds nothing.
+		var found bool
+		err := db.View(func(tx *bolt.Tx) error {
+			bk, err := txBuckets(tx)
+			if err != nil {
+				return err
+			}
+			found = len(ids(bk)) > 0
+			return nil
+		})
+		if err != nil || !found {
+			return err
+		}
+		return db.Batch(func(tx *bolt.Tx) error {
+			bk, err := txBuckets(tx)
+			if err != nil {
+				return err
+			}
+			raws = raws[:0]
+			for _, id := range ids(bk) {
+				v := bk.rec.Get(id[:])
+				if v == nil {
+					continue
+				}
+				raws = append(raws, rawRecord{id: id, val: bytes.Clone(v)})
+				if err := bk.remove(id, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.freed.Add(int64(len(raws)))
+	return raws, nil
+}
+
+// Delete erases the record with id and returns what it held, so the caller
+// can un-register it upstream; ErrNotFound if absent. A record that cannot be
+// opened is erased all the same: Delete then returns its ID and expiry with
+// an error wrapping ErrCorrupt or ErrUnknownKey.
+func (b *Bolt) Delete(ctx context.Context, id ID) (Record, error) {
+	raws, err := b.erase(ctx, func(buckets) []ID { return []ID{id} })
+	if err != nil {
+		return Record{}, fmt.Errorf("store: delete %s: %w", id, err)
+	}
+	if len(raws) == 0 {
+		return Record{}, ErrNotFound
+	}
+	if len(raws[0].val) < recHdrLen {
+		return Record{ID: id}, fmt.Errorf("store: deleted %s: %w: bad header", id, ErrCorrupt)
+	}
+	r, err := b.open(raws[0])
+	if err != nil {
+		return Record{ID: id, ExpiresAt: raws[0].expiry()}, fmt.Errorf("store: deleted unreadable record: %w", err)
+	}
+	return r, nil
+}
+
+// DeleteAOR erases every record of aor and returns the erased ones (those
+// that could be opened; the others are erased too, and logged).
+func (b *Bolt) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
+	prefix := b.aorHash(aor)
+	raws, err := b.erase(ctx, func(bk buckets) []ID {
+		var ids []ID
+		c := bk.aor.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(k) == len(prefix)+IDSize {
+				ids = append(ids, ID(k[len(prefix):]))
+			}
+		}
+		return ids
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: delete aor: %w", err)
+	}
+	return b.openAll("delete_aor", validRaws(raws)), nil
+}
+
+func validRaws(raws []rawRecord) []rawRecord {
+	out := raws[:0]
+	for _, r := range raws {
+		if len(r.val) >= recHdrLen {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TakeExpired erases up to limit records (all, if limit <= 0) whose ExpiresAt is
+// not after now, soonest first, and returns them. Expired records that
+// cannot be opened are erased too, and logged instead of returned.
+func (b *Bolt) TakeExpired(ctx context.Context, now time.Time, limit int) ([]Record, error) {
+	until := encodeExpiry(now)
+	raws, err := b.erase(ctx, func(bk buckets) []ID {
+		var ids []ID
+		c := bk.ttl.Cursor()
+		for k, _ := c.First(); len(k) >= 8 && bytes.Compare(k[:8], until) <= 0; k, _ = c.Next() {
+			if limit > 0 && len(ids) >= limit {
+				break
+			}
+			if len(k) == 8+IDSize {
+				ids = append(ids, ID(k[8:]))
+			}
+		}
+		return ids
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: take expired: %w", err)
+	}
+	return b.openAll("take_expired", validRaws(raws)), nil
+}
+
+// scanRaw calls fn with chunks of raw records in ID order, each chunk read in
+// its own short transaction, so fn never runs inside one.
+func (b *Bolt) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
+	var after []byte
+	for {
+		var raws []rawRecord
+		err := b.withDB(ctx, func(db *bolt.DB) error {
+			return db.View(func(tx *bolt.Tx) error {
+				bk, err := txBuckets(tx)
+				if err != nil {
+					return err
+				}
+				c := bk.rec.Cursor()
+				k, v := c.First()
+				if after != nil {
+					k, v = c.Seek(after)
+					if k != nil && bytes.Equal(k, after) {
+						k, v = c.Next()
+					}
+				}
+				for ; k != nil && len(raws) < chunk; k, v = c.Next() {
+					if len(k) != IDSize {
+						continue
+					}
+					raws = append(raws, rawRecord{id: ID(k), val: bytes.Clone(v)})
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return err
+		}
+		if len(raws) == 0 {
+			return nil
+		}
+		if err := fn(raws); err != nil {
+			return err
+		}
+		last := raws[len(raws)-1].id
+		after = last[:]
+		if len(raws) < chunk {
+			return nil
+		}
+	}
+}
+
+// Scan calls fn with every stored record, in ID order, including expired
+// ones the sweeper has not taken yet. It reads in short transactions, so
+// records written during a Scan may or may not be seen. Records that cannot
+// be opened are skipped and logged. An error from fn stops the scan and is
+// returned.
+func (b *Bolt) Scan(ctx context.Context, fn func(Record) error) error {
+	return b.scanRaw(ctx, func(raws []rawRecord) error {
+		for _, r := range b.openAll("scan", validRaws(raws)) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Count returns the number of stored records.
+func (b *Bolt) Count(ctx context.Context) (int, error) {
+	var n int
+	err := b.withDB(ctx, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			bk, err := txBuckets(tx)
+			if err != nil {
+				return err
+			}
+			n = bk.rec.Stats().KeyN
+			return nil
+		})
+	})
+	return n, err
+}
+
+// KeyUsage counts records per sealing key id, reading only the headers. Every
+// key in the keyring appears, with 0 if unused: a key can be retired once its
+// count is 0 (after Rotate). Ids not in the keyring appear too.
+func (b *Bolt) KeyUsage(ctx context.Context) (map[string]int, error) {
+	usage := make(map[string]int)
+	for _, id := range b.keys.IDs() {
+		usage[id] = 0
+	}
+	err := b.scanRaw(ctx, func(raws []rawRecord) error {
+		for _, r := range raws {
+			id := "?"
+			if len(r.val) >= recHdrLen {
+				if kid, _, err := sealedKeyID(r.val[recHdrLen:]); err == nil {
+					id = kid
+				}
+			}
+			usage[id]++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: key usage: %w", err)
+	}
+	return usage, nil
+}
+
+// Rotate re-seals, under the active key, the index key and every record
+// still sealed under another key, in short transactions. It returns how many
+// records it re-sealed; records it cannot open are left as they are and
+// reported in the error (see KeyUsage).
+func (b *Bolt) Rotate(ctx context.Context) (int, error) {
+	active := b.keys.ActiveID()
+	err := b.withDB(ctx, func(db *bolt.DB) error {
+		var metaKeyID string
+		err := db.View(func(tx *bolt.Tx) error {
+			id, _, err := sealedKeyID(tx.Bucket([]byte(bucketMeta)).Get([]byte(metaIndexKey)))
+			metaKeyID = id
+			return err
+		})
+		if err != nil || metaKeyID == active {
+			return err
+		}
+		return db.Update(func(tx *bolt.Tx) error {
+			meta := tx.Bucket([]byte(bucketMeta))
+			sealed := meta.Get([]byte(metaIndexKey))
+			plain, id, err := b.keys.Open(sealed, []byte(metaAAD))
+			if err != nil {
+				return fmt.Errorf("index key: %w", err)
+			}
+			resealed, err := b.keys.Seal(plain, []byte(metaAAD))
+			if err != nil {
+				return err
+			}
+			b.log.Info("store: index key re-sealed", "from_key_id", id, "to_key_id", active)
+			return meta.Put([]byte(metaIndexKey), resealed)
+		})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: rotate: %w", err)
+	}
+
+	var resealed, failed int
+	var firstErr error
+	var next []byte
+	for done := false; !done; {
+		err := b.withDB(ctx, func(db *bolt.DB) error {
+			return db.Update(func(tx *bolt.Tx) error {
+				bk, err := txBuckets(tx)
+				if err != nil {
+					return err
+				}
+				// Collect first: bbolt cursors must not run across Puts.
+				var todo []rawRecord
+				c := bk.rec.Cursor()
+				k, v := c.First()
+				if next != nil {
+					k, v = c.Seek(next)
+				}
+				for ; k != nil && len(todo) < chunk; k, v = c.Next() {
+					if len(k) != IDSize || len(v) < recHdrLen {
+						continue
+					}
+					if kid, _, err := sealedKeyID(v[recHdrLen:]); err == nil && kid == active {
+						continue
+					}
+					todo = append(todo, rawRecord{id: ID(k), val: bytes.Clone(v)})
+				}
+				if k == nil {
+					done = true
+				} else {
+					next = bytes.Clone(k)
+				}
+				for _, raw := range todo {
+					hdr := raw.val[:recHdrLen]
+					plain, _, err := b.keys.Open(raw.val[recHdrLen:], recAAD(raw.id, hdr))
+					if err != nil {
+						failed++
+						if firstErr == nil {
+							firstErr = fmt.Errorf("record %s: %w", raw.id, err)
+						}
+						continue
+					}
+					sealed, err := b.keys.Seal(plain, recAAD(raw.id, hdr))
+					clear(plain)
+					if err != nil {
+						return err
+					}
+					if err := bk.rec.Put(raw.id[:], join(hdr, sealed)); err != nil {
+						return err
+					}
+					resealed++
+				}
+				return nil
+			})
+		})
+		if err != nil {
+			return resealed, fmt.Errorf("store: rotate: %w", err)
+		}
+	}
+	if resealed > 0 {
+		b.freed.Add(int64(resealed)) // the old ciphertext sits in free pages
+	}
+	b.log.Info("store: rotated", "to_key_id", active, "resealed", resealed, "unreadable", failed)
+	if failed > 0 {
+		return resealed, fmt.Errorf("store: rotate: %d records could not be opened, first: %w", failed, firstErr)
+	}
+	return resealed, nil
+}
+
+// PendingErasures is the number of records erased, overwritten or re-sealed
+// since the last Compact: old ciphertext that may still sit in free pages.
+// The Sweeper compacts when it is above zero.
+func (b *Bolt) PendingErasures() int64 { return b.freed.Load() }
+
+// Compact rewrites the store into a fresh file (bbolt's copy-compaction into
+// a temporary file in the same directory, fsynced, renamed over the old one)
+// so pages freed by erasures no longer hold ciphertext and the file shrinks.
+// Other operations wait while it runs; it is safe to call at any time.
+func (b *Bolt) Compact(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.db == nil {
+		return ErrClosed
+	}
+	start := time.Now()
+	before := b.sizeLocked()
+	pending := b.freed.Load()
+
+	dir := filepath.Dir(b.path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(b.path)+".compact-*")
+	if err != nil {
+		return fmt.Errorf("store: compact: %w", err)
+	}
+	tmpPath := tmp.Name()
+	_ = tmp.Close()
+	renamed := false
+	defer func() {
+		if !renamed {
+			_ = os.Remove(tmpPath)
+		}
+	}()
+
+	dst, err := bolt.Open(tmpPath, 0o600, &bolt.Options{Timeout: lockTimeout, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return fmt.Errorf("store: compact: %w", err)
+	}
+	if err := bolt.Compact(dst, b.db, compactTxSize); err != nil {
+		_ = dst.Close()
+		return fmt.Errorf("store: compact: %w", err)
+	}
+	// Every Commit fsyncs, and so does this, before the old file goes.
+	if err := dst.Sync(); err != nil {
+		_ = dst.Close()
+		return fmt.Errorf("store: compact: %w", err)
+	}
+	if err := dst.Close(); err != nil {
+		return fmt.Errorf("store: compact: %w", err)
+	}
+
+	if err := b.db.Close(); err != nil {
+		return fmt.Errorf("store: compact: close: %w", err)
+	}
+	b.db = nil
+	if err := os.Rename(tmpPath, b.path); err != nil {
+		// Keep serving from the old file.
+		db, oerr := openDB(b.path)
+		b.db = db
+		return errors.Join(fmt.Errorf("store: compact: %w", err), oerr)
+	}
+	renamed = true
+	if err := syncDir(dir); err != nil {
+		b.log.Warn("store: compact: fsync dir", "dir", dir, "err", err)
+	}
+	db, err := openDB(b.path)
+	if err != nil {
+		return fmt.Errorf("store: compact: reopen: %w", err)
+	}
+	b.db = db
+	b.freed.Add(-pending)
+	b.log.Info("store: compacted", "bytes_before", before, "bytes_after", b.sizeLocked(), "took", time.Since(start))
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Size returns the size of the store file in bytes (0 if it cannot be read).
+func (b *Bolt) Size() int64 {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.sizeLocked()
+}
+
+func (b *Bolt) sizeLocked() int64 {
+	fi, err := os.Stat(b.path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// Path returns the store file's path.
+func (b *Bolt) Path() string { return b.path }
+
+// Close closes the store; later calls return ErrClosed. Close is idempotent.
+func (b *Bolt) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.db == nil {
+		return nil
+	}
+	err := b.db.Close()
+	b.db = nil
+	return err
+}

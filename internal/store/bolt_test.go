@@ -1,0 +1,465 @@
+package store
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func TestBoltRestartKeepsRecords(t *testing.T) {
+	path := tempDB(t)
+	keys := testKeyring(t, "a")
+	b := openAt(t, path, keys)
+	ctx := t.Context()
+	want := map[ID]Record{}
+	for i := range 20 {
+		r := Record{
+			ID:        b.ID("sip:alice@example.com", fmt.Sprint("dev", i)),
+			AOR:       "sip:alice@example.com",
+			ExpiresAt: testBase().Add(3*day + time.Duration(i)*time.Hour + 123456789),
+			Data:      []byte(fmt.Sprintf(`{"n":%d}`, i)),
+		}
+		if err := b.Put(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		want[r.ID] = r
+	}
+	firstID := b.ID("sip:alice@example.com", "dev0")
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Get(ctx, firstID); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Get after Close: %v, want ErrClosed", err)
+	}
+
+	b = openAt(t, path, keys)
+	if got := b.ID("sip:alice@example.com", "dev0"); got != firstID {
+		t.Fatal("IDs changed across restart")
+	}
+	for id, w := range want {
+		got, err := b.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.AOR != w.AOR || !got.ExpiresAt.Equal(w.ExpiresAt) || !bytes.Equal(got.Data, w.Data) {
+			t.Fatalf("after restart got %+v, want %+v", got, w)
+		}
+	}
+	list, err := b.ListAOR(ctx, "sip:alice@example.com")
+	if err != nil || len(list) != 20 {
+		t.Fatalf("ListAOR after restart: %d, %v", len(list), err)
+	}
+	// The TTL index survived too.
+	exp, err := b.TakeExpired(ctx, testBase().Add(3*day+5*time.Hour+123456789), 0)
+	if err != nil || len(exp) != 6 {
+		t.Fatalf("TakeExpired after restart: %d, %v; want 6", len(exp), err)
+	}
+}
+
+func TestBoltFileMode(t *testing.T) {
+	path := tempDB(t)
+	openAt(t, path, testKeyring(t, "a"))
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v, want 0600", fi.Mode().Perm())
+	}
+}
+
+func TestBoltWrongKeyLeavesFileUntouched(t *testing.T) {
+	path := tempDB(t)
+	b := openAt(t, path, testKeyring(t, "a"))
+	r := Record{ID: b.ID("sip:a@x", "d"), AOR: "sip:a@x", ExpiresAt: testBase(), Data: []byte("x")}
+	if err := b.Put(t.Context(), r); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	before := sha256.Sum256(readFile(t, path))
+	stBefore, _ := os.Stat(path)
+
+	wrong := map[string]*Keyring{
+		"other key id": testKeyring(t, "b"),
+		"same id, other bytes": func() *Keyring {
+			k, _ := NewKeyring("a", map[string][]byte{"a": testKey("not-a")})
+			return k
+		}(),
+	}
+	for name, keys := range wrong {
+		t.Run(name, func(t *testing.T) {
+			_, err := OpenBolt(path, keys, testLog(t))
+			if !errors.Is(err, ErrWrongKey) {
+				t.Fatalf("OpenBolt with wrong key: %v, want ErrWrongKey", err)
+			}
+			t.Log(err)
+			if after := sha256.Sum256(readFile(t, path)); after != before {
+				t.Fatal("file changed by a refused open")
+			}
+			if st, _ := os.Stat(path); !st.ModTime().Equal(stBefore.ModTime()) || st.Size() != stBefore.Size() {
+				t.Fatal("file metadata changed by a refused open")
+			}
+		})
+	}
+	// The right key still opens it.
+	b = openAt(t, path, testKeyring(t, "a"))
+	if _, err := b.Get(t.Context(), r.ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBoltSecondProcessLocked(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for the 2s lock timeout")
+	}
+	path := tempDB(t)
+	openAt(t, path, testKeyring(t, "a"))
+	start := time.Now()
+	_, err := OpenBolt(path, testKeyring(t, "a"), nil)
+	if err == nil || !strings.Contains(err.Error(), "locked by another process") {
+		t.Fatalf("second open: %v, want a lock error", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("second open took %v", d)
+	}
+}
+
+func TestBoltRotate(t *testing.T) {
+	path := tempDB(t)
+	ctx := t.Context()
+	b := openAt(t, path, testKeyring(t, "A"))
+	const n = chunk + 44 // more than one rotation transaction
+	ids := putMany(t, b, n, 0)
+	b.Close()
+
+	// Both keys, B active: old records still read, new ones seal under B.
+	b = openAt(t, path, testKeyring(t, "B", "A"))
+	if got := b.ID("sip:user0@example.com", "dev0-0"); got != ids[0] {
+		t.Fatal("ID changed with a new active key")
+	}
+	extra := Record{ID: b.ID("sip:new@x", "d"), AOR: "sip:new@x", ExpiresAt: testBase().Add(5 * day), Data: []byte("new")}
+	if err := b.Put(ctx, extra); err != nil {
+		t.Fatal(err)
+	}
+	usage, err := b.KeyUsage(ctx)
+	if err != nil || usage["A"] != n || usage["B"] != 1 {
+		t.Fatalf("KeyUsage before Rotate = %v, %v", usage, err)
+	}
+	resealed, err := b.Rotate(ctx)
+	if err != nil || resealed != n {
+		t.Fatalf("Rotate = %d, %v; want %d", resealed, err, n)
+	}
+	usage, err = b.KeyUsage(ctx)
+	if err != nil || usage["A"] != 0 || usage["B"] != n+1 {
+		t.Fatalf("KeyUsage after Rotate = %v, %v", usage, err)
+	}
+	if _, ok := usage["A"]; !ok {
+		t.Fatal("KeyUsage omits a configured key with no records")
+	}
+	if resealed, err := b.Rotate(ctx); err != nil || resealed != 0 {
+		t.Fatalf("second Rotate = %d, %v; want 0", resealed, err)
+	}
+	b.Close()
+
+	// A retired: B alone opens the store (meta was re-sealed too) and every record.
+	b = openAt(t, path, testKeyring(t, "B"))
+	for i, id := range ids {
+		r, err := b.Get(ctx, id)
+		if err != nil || r.AOR != fmt.Sprintf("sip:user%d@example.com", i/2) || string(r.Data) != fmt.Sprint(i) {
+			t.Fatalf("Get %d under B only: %q %q, %v", i, r.AOR, r.Data, err)
+		}
+	}
+	if c, _ := b.Count(ctx); c != n+1 {
+		t.Fatalf("Count = %d", c)
+	}
+}
+
+// rawEdit changes the store file through bbolt directly, as an attacker or a
+// disk fault would, while the store is closed.
+func rawEdit(t *testing.T, path string, fn func(rec *bolt.Bucket) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error { return fn(tx.Bucket([]byte(bucketRec))) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBoltTamperedRecords(t *testing.T) {
+	path := tempDB(t)
+	keys := testKeyring(t, "a")
+	ctx := t.Context()
+	b := openAt(t, path, keys)
+	mk := func(dev string) Record {
+		return Record{ID: b.ID("sip:alice@x", dev), AOR: "sip:alice@x", ExpiresAt: testBase().Add(5 * day), Data: []byte("payload " + dev)}
+	}
+	cipher, header, swapA, swapB, truncated, fine := mk("cipher"), mk("header"), mk("swapA"), mk("swapB"), mk("trunc"), mk("fine")
+	for _, r := range []Record{cipher, header, swapA, swapB, truncated, fine} {
+		if err := b.Put(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Close()
+
+	rawEdit(t, path, func(rec *bolt.Bucket) error {
+		flip := func(id ID, i int) error {
+			v := bytes.Clone(rec.Get(id[:]))
+			if i < 0 {
+				i += len(v)
+			}
+			v[i] ^= 0x40
+			return rec.Put(id[:], v)
+		}
+		if err := flip(cipher.ID, -1); err != nil { // last byte of the GCM tag
+			return err
+		}
+		if err := flip(header.ID, 8); err != nil { // expiry: try to dodge the sweeper
+			return err
+		}
+		va, vb := bytes.Clone(rec.Get(swapA.ID[:])), bytes.Clone(rec.Get(swapB.ID[:]))
+		if err := rec.Put(swapA.ID[:], vb); err != nil {
+			return err
+		}
+		if err := rec.Put(swapB.ID[:], va); err != nil {
+			return err
+		}
+		return rec.Put(truncated.ID[:], []byte{recFormat, 1, 2})
+	})
+
+	b = openAt(t, path, keys)
+	for _, r := range []Record{cipher, header, swapA, swapB, truncated} {
+		if _, err := b.Get(ctx, r.ID); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Get(%s) after tampering: %v, want ErrCorrupt", r.Data, err)
+		}
+	}
+	if got, err := b.Get(ctx, fine.ID); err != nil || string(got.Data) != "payload fine" {
+		t.Fatalf("untouched record: %q, %v", got.Data, err)
+	}
+	list, err := b.ListAOR(ctx, "sip:alice@x")
+	if err != nil || len(list) != 1 || list[0].ID != fine.ID {
+		t.Fatalf("ListAOR skips unreadable records: got %d, %v", len(list), err)
+	}
+	n := 0
+	if err := b.Scan(ctx, func(Record) error { n++; return nil }); err != nil || n != 1 {
+		t.Fatalf("Scan: %d records, %v", n, err)
+	}
+	// Unreadable records can still be erased.
+	if _, err := b.Delete(ctx, cipher.ID); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Delete of tampered record: %v, want ErrCorrupt (erased anyway)", err)
+	}
+	if _, err := b.Get(ctx, cipher.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("tampered record not erased: %v", err)
+	}
+	if _, err := b.Delete(ctx, truncated.ID); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Delete of truncated record: %v", err)
+	}
+	gone, err := b.DeleteAOR(ctx, "sip:alice@x")
+	if err != nil || len(gone) != 1 {
+		t.Fatalf("DeleteAOR: %d, %v", len(gone), err)
+	}
+	if c, _ := b.Count(ctx); c != 0 {
+		t.Fatalf("Count after erasing all = %d", c)
+	}
+}
+
+func TestBoltFileHoldsNoPlaintext(t *testing.T) {
+	path := tempDB(t)
+	ctx := t.Context()
+	b := openAt(t, path, testKeyring(t, "a"))
+	const (
+		aor     = "sip:alice.secret@example.org"
+		user    = "alice.secret"
+		token   = "7f3c9a1be2d44c0c8f6e5a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
+		contact = "sip:alice.secret@198.51.100.77:50607;transport=tcp"
+	)
+	var ids []ID
+	for i := range 50 {
+		dev := fmt.Sprintf("%s-%d", token, i)
+		r := Record{
+			ID:        b.ID(aor, dev),
+			AOR:       aor,
+			ExpiresAt: testBase().Add(5 * day),
+			Data:      []byte(fmt.Sprintf(`{"contact":%q,"pn-provider":"apns","pn-prid":"%s-%d","pn-param":"ABCD1234.com.example.voip"}`, contact, token, i)),
+		}
+		if err := b.Put(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+	}
+	needles := []string{aor, user, token, token[:16], contact, "198.51.100.77", "com.example.voip", "pn-prid"}
+	check := func(when string) {
+		t.Helper()
+		raw := readFile(t, path)
+		for _, s := range needles {
+			if bytes.Contains(raw, []byte(s)) {
+				t.Errorf("%s: the file holds %q", when, s)
+			}
+		}
+	}
+	check("after Put")
+
+	// Keep the sealed bytes of a record to erase, to look for them after.
+	var sealed []byte
+	rawView(t, b, func(rec *bolt.Bucket) { sealed = bytes.Clone(rec.Get(ids[0][:])) })
+	if len(sealed) == 0 {
+		t.Fatal("no raw value")
+	}
+	for _, id := range ids[:25] {
+		if _, err := b.Delete(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if b.PendingErasures() != 25 {
+		t.Fatalf("PendingErasures = %d, want 25", b.PendingErasures())
+	}
+	if err := b.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after Delete and Compact")
+	if bytes.Contains(readFile(t, path), sealed[len(sealed)-32:]) {
+		t.Fatal("the erased record's ciphertext survived compaction")
+	}
+	if b.PendingErasures() != 0 {
+		t.Fatalf("PendingErasures after Compact = %d", b.PendingErasures())
+	}
+	if _, err := b.DeleteAOR(ctx, aor); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("after DeleteAOR and Compact")
+}
+
+func rawView(t *testing.T, b *Bolt, fn func(rec *bolt.Bucket)) {
+	t.Helper()
+	err := b.withDB(t.Context(), func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error { fn(tx.Bucket([]byte(bucketRec))); return nil })
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBoltCompactShrinks(t *testing.T) {
+	path := tempDB(t)
+	ctx := t.Context()
+	b := openAt(t, path, testKeyring(t, "a"))
+	const n = 3000
+	putMany(t, b, n, 600)
+	full := b.Size()
+	gone, err := b.TakeExpired(ctx, testBase().Add(100*day), n-100)
+	if err != nil || len(gone) != n-100 {
+		t.Fatalf("TakeExpired: %d, %v", len(gone), err)
+	}
+	if b.Size() < full {
+		t.Fatalf("bbolt shrank without compaction? %d < %d", b.Size(), full)
+	}
+	if err := b.Compact(ctx); err != nil {
+		t.Fatal(err)
+	}
+	after := b.Size()
+	t.Logf("file: %d bytes with %d records, %d after erasing %d and compacting", full, n, after, n-100)
+	if after > full/5 {
+		t.Fatalf("Compact left %d bytes of %d", after, full)
+	}
+	if c, _ := b.Count(ctx); c != 100 {
+		t.Fatalf("Count after Compact = %d", c)
+	}
+	// Still a working store after the swap.
+	putMany(t, b, 10, 100)
+}
+
+// putMany writes n records of dataLen bytes from 16 goroutines and returns
+// their IDs.
+func putMany(t testing.TB, b *Bolt, n, dataLen int) []ID {
+	t.Helper()
+	ids := make([]ID, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < n; i += 16 {
+				aor := fmt.Sprintf("sip:user%d@example.com", i/2)
+				r := Record{ID: b.ID(aor, fmt.Sprint("dev", i%2, "-", i)), AOR: aor, ExpiresAt: testBase().Add(3*day + time.Duration(i)*time.Second), Data: bytes.Repeat([]byte{'d'}, dataLen)}
+				if dataLen == 0 {
+					r.Data = []byte(fmt.Sprint(i))
+				}
+				ids[i] = r.ID
+				if err := b.Put(t.Context(), r); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func TestBoltCompactWhileBusy(t *testing.T) {
+	path := tempDB(t)
+	ctx := t.Context()
+	b := openAt(t, path, testKeyring(t, "a"))
+	putMany(t, b, 200, 100)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for w := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				if i >= 5 { // every writer fills its 5 slots at least once
+					select {
+					case <-stop:
+						return
+					default:
+					}
+				}
+				aor := fmt.Sprintf("sip:busy%d@x", w)
+				r := Record{ID: b.ID(aor, fmt.Sprint(i%5)), AOR: aor, ExpiresAt: testBase().Add(5 * day), Data: []byte("x")}
+				if err := b.Put(ctx, r); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := b.ListAOR(ctx, aor); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	for range 5 {
+		if err := b.Compact(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if c, _ := b.Count(ctx); c != 200+8*5 {
+		t.Fatalf("Count = %d, want %d", c, 200+8*5)
+	}
+	entries, err := os.ReadDir(filepath.Dir(path))
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("store dir holds %d entries (%v), want only the store: temp files left behind", len(entries), err)
+	}
+}

@@ -1,0 +1,452 @@
+// Package storetest holds the behaviour suite every store backend must pass,
+// so that the Redis backend is held to the bbolt one's behaviour. It owns no
+// backend; each backend's tests call Run with a constructor.
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/store"
+)
+
+// Backend is what every store backend provides to the relay.
+type Backend interface {
+	ID(aor, device string) store.ID
+	Put(ctx context.Context, r store.Record) error
+	Get(ctx context.Context, id store.ID) (store.Record, error)
+	ListAOR(ctx context.Context, aor string) ([]store.Record, error)
+	Delete(ctx context.Context, id store.ID) (store.Record, error)
+	DeleteAOR(ctx context.Context, aor string) ([]store.Record, error)
+	TakeExpired(ctx context.Context, now time.Time, limit int) ([]store.Record, error)
+	Scan(ctx context.Context, fn func(store.Record) error) error
+	Count(ctx context.Context) (int, error)
+}
+
+// base is the fixed "now" the suite's records are made at; expiry is tested
+// by passing later times to TakeExpired, never by waiting.
+func base() time.Time { return time.Date(2031, 3, 14, 15, 9, 26, 535897932, time.UTC) }
+
+const day = 24 * time.Hour
+
+// Run runs the suite. open must return a fresh, empty backend and arrange
+// for it to be closed when the test ends (t.Cleanup).
+func Run(t *testing.T, open func(t *testing.T) Backend) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, b Backend)
+	}{
+		{"IDs", testIDs},
+		{"PutGet", testPutGet},
+		{"Replace", testReplace},
+		{"ListAOR", testListAOR},
+		{"Delete", testDelete},
+		{"DeleteAOR", testDeleteAOR},
+		{"TakeExpired", testTakeExpired},
+		{"TakeExpiredLimit", testTakeExpiredLimit},
+		{"Scan", testScan},
+		{"InvalidRecords", testInvalid},
+		{"CanceledContext", testCanceled},
+		{"ConcurrentPut", testConcurrentPut},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.fn(t, open(t))
+		})
+	}
+}
+
+func rec(b Backend, aor, device string, ttl time.Duration, data string) store.Record {
+	return store.Record{ID: b.ID(aor, device), AOR: aor, ExpiresAt: base().Add(ttl), Data: []byte(data)}
+}
+
+func put(t *testing.T, b Backend, rs ...store.Record) {
+	t.Helper()
+	for _, r := range rs {
+		if err := b.Put(t.Context(), r); err != nil {
+			t.Fatalf("Put(%s): %v", r.ID, err)
+		}
+	}
+}
+
+// putParallel writes many records from several goroutines: durable backends
+// group concurrent writes into one commit, so this stays fast.
+func putParallel(t *testing.T, b Backend, rs []store.Record) {
+	t.Helper()
+	const workers = 16
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(rs); i += workers {
+				if err := b.Put(t.Context(), rs[i]); err != nil {
+					errs <- fmt.Errorf("Put(%s): %w", rs[i].ID, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func same(t *testing.T, got, want store.Record) {
+	t.Helper()
+	if got.ID != want.ID || got.AOR != want.AOR || !got.ExpiresAt.Equal(want.ExpiresAt) || !bytes.Equal(got.Data, want.Data) {
+		t.Fatalf("record:\n got  %s %q %v %q\n want %s %q %v %q", got.ID, got.AOR, got.ExpiresAt, got.Data, want.ID, want.AOR, want.ExpiresAt, want.Data)
+	}
+}
+
+func ids(rs []store.Record) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.ID.String()
+	}
+	slices.Sort(out)
+	return out
+}
+
+func wantIDs(t *testing.T, what string, got []store.Record, want ...store.Record) {
+	t.Helper()
+	if g, w := ids(got), ids(want); !slices.Equal(g, w) {
+		t.Fatalf("%s: got ids %v, want %v", what, g, w)
+	}
+}
+
+func count(t *testing.T, b Backend, want int) {
+	t.Helper()
+	n, err := b.Count(t.Context())
+	if err != nil || n != want {
+		t.Fatalf("Count = %d, %v; want %d", n, err, want)
+	}
+}
+
+func testIDs(t *testing.T, b Backend) {
+	a := b.ID("sip:alice@example.com", "dev1")
+	if a.IsZero() {
+		t.Fatal("zero ID")
+	}
+	if b.ID("sip:alice@example.com", "dev1") != a {
+		t.Fatal("ID is not deterministic")
+	}
+	for _, other := range []store.ID{
+		b.ID("sip:alice@example.com", "dev2"),
+		b.ID("sip:bob@example.com", "dev1"),
+		b.ID("sip:alice@example.com", ""),
+	} {
+		if other == a {
+			t.Fatal("distinct bindings share an ID")
+		}
+	}
+	got, err := store.ParseID(a.String())
+	if err != nil || got != a {
+		t.Fatalf("ParseID(String()) = %s, %v; want %s", got, err, a)
+	}
+}
+
+func testPutGet(t *testing.T, b Backend) {
+	ctx := t.Context()
+	r := rec(b, "sip:alice@example.com", "dev1", 5*day, `{"token":"abc"}`)
+	put(t, b, r)
+	got, err := b.Get(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, got, r)
+
+	// Neither the caller's slice nor a returned one aliases the store.
+	got.Data[0] = 'X'
+	again, err := b.Get(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, again, r)
+
+	if _, err := b.Get(ctx, b.ID("sip:nobody@example.com", "dev1")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get(absent) err = %v, want ErrNotFound", err)
+	}
+	count(t, b, 1)
+}
+
+func testReplace(t *testing.T, b Backend) {
+	ctx := t.Context()
+	old := rec(b, "sip:alice@example.com", "dev1", 3*day, "old")
+	put(t, b, old)
+	updated := old
+	updated.ExpiresAt = base().Add(6 * day)
+	updated.Data = []byte("new")
+	put(t, b, updated)
+
+	got, err := b.Get(ctx, old.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, got, updated)
+	count(t, b, 1)
+	list, err := b.ListAOR(ctx, old.AOR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "ListAOR after replace", list, updated)
+
+	// The old expiry no longer applies: a refresh must extend the TTL.
+	exp, err := b.TakeExpired(ctx, old.ExpiresAt.Add(time.Hour), 0)
+	if err != nil || len(exp) != 0 {
+		t.Fatalf("TakeExpired at old expiry = %d records, %v; want none", len(exp), err)
+	}
+	exp, err = b.TakeExpired(ctx, updated.ExpiresAt, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "TakeExpired at new expiry", exp, updated)
+	count(t, b, 0)
+}
+
+func testListAOR(t *testing.T, b Backend) {
+	ctx := t.Context()
+	alice := []store.Record{
+		rec(b, "sip:alice@example.com", "iphone", 5*day, "a1"),
+		rec(b, "sip:alice@example.com", "ipad", 4*day, "a2"),
+		rec(b, "sip:alice@example.com", "android", 6*day, "a3"),
+	}
+	bob := rec(b, "sip:bob@example.com", "iphone", 5*day, "b1")
+	// An AOR that is a prefix of another must not list the other's records.
+	alicePrefix := rec(b, "sip:alice@example.co", "iphone", 5*day, "p1")
+	put(t, b, append(slices.Clone(alice), bob, alicePrefix)...)
+
+	got, err := b.ListAOR(ctx, "sip:alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "ListAOR(alice)", got, alice...)
+	for _, g := range got {
+		for _, w := range alice {
+			if g.ID == w.ID {
+				same(t, g, w)
+			}
+		}
+	}
+	got, err = b.ListAOR(ctx, "sip:bob@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "ListAOR(bob)", got, bob)
+	got, err = b.ListAOR(ctx, "sip:nobody@example.com")
+	if err != nil || len(got) != 0 {
+		t.Fatalf("ListAOR(unknown) = %d records, %v; want none, nil", len(got), err)
+	}
+}
+
+func testDelete(t *testing.T, b Backend) {
+	ctx := t.Context()
+	r := rec(b, "sip:alice@example.com", "iphone", 5*day, "a1")
+	keep := rec(b, "sip:alice@example.com", "ipad", 5*day, "a2")
+	put(t, b, r, keep)
+
+	gone, err := b.Delete(ctx, r.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same(t, gone, r)
+	if _, err := b.Get(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get after Delete err = %v, want ErrNotFound", err)
+	}
+	if _, err := b.Delete(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second Delete err = %v, want ErrNotFound", err)
+	}
+	list, err := b.ListAOR(ctx, r.AOR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "ListAOR after Delete", list, keep)
+	exp, err := b.TakeExpired(ctx, base().Add(10*day), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "TakeExpired after Delete", exp, keep)
+	count(t, b, 0)
+}
+
+func testDeleteAOR(t *testing.T, b Backend) {
+	ctx := t.Context()
+	alice := []store.Record{
+		rec(b, "sip:alice@example.com", "iphone", 5*day, "a1"),
+		rec(b, "sip:alice@example.com", "ipad", 4*day, "a2"),
+	}
+	bob := rec(b, "sip:bob@example.com", "iphone", 5*day, "b1")
+	put(t, b, append(slices.Clone(alice), bob)...)
+
+	gone, err := b.DeleteAOR(ctx, "sip:alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "DeleteAOR", gone, alice...)
+	for _, g := range gone {
+		if g.AOR != "sip:alice@example.com" || len(g.Data) == 0 {
+			t.Fatalf("DeleteAOR returned %q %q, want the erased content", g.AOR, g.Data)
+		}
+	}
+	for _, r := range alice {
+		if _, err := b.Get(ctx, r.ID); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("Get after DeleteAOR err = %v, want ErrNotFound", err)
+		}
+	}
+	gone, err = b.DeleteAOR(ctx, "sip:alice@example.com")
+	if err != nil || len(gone) != 0 {
+		t.Fatalf("second DeleteAOR = %d, %v; want none, nil", len(gone), err)
+	}
+	if _, err := b.Get(ctx, bob.ID); err != nil {
+		t.Fatalf("DeleteAOR(alice) touched bob: %v", err)
+	}
+	count(t, b, 1)
+}
+
+func testTakeExpired(t *testing.T, b Backend) {
+	ctx := t.Context()
+	r3 := rec(b, "sip:alice@example.com", "iphone", 3*day, "3d")
+	r5 := rec(b, "sip:alice@example.com", "ipad", 5*day, "5d")
+	r6 := rec(b, "sip:bob@example.com", "iphone", 6*day, "6d")
+	put(t, b, r5, r6, r3)
+
+	steps := []struct {
+		now  time.Time
+		want []store.Record
+	}{
+		{base(), nil},
+		{base().Add(3*day - time.Nanosecond), nil},
+		{base().Add(3 * day), []store.Record{r3}}, // ExpiresAt <= now
+		{base().Add(5*day - time.Nanosecond), nil},
+		{base().Add(7 * day), []store.Record{r5, r6}},
+		{base().Add(70 * day), nil},
+	}
+	for _, s := range steps {
+		got, err := b.TakeExpired(ctx, s.now, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantIDs(t, fmt.Sprintf("TakeExpired(base()+%v)", s.now.Sub(base())), got, s.want...)
+		for i, g := range got {
+			same(t, g, s.want[i]) // soonest first, full content
+		}
+	}
+	count(t, b, 0)
+	if got, _ := b.ListAOR(ctx, "sip:alice@example.com"); len(got) != 0 {
+		t.Fatalf("ListAOR after expiry: %d records", len(got))
+	}
+}
+
+func testTakeExpiredLimit(t *testing.T, b Backend) {
+	ctx := t.Context()
+	var all []store.Record
+	for i := range 7 {
+		all = append(all, rec(b, "sip:alice@example.com", fmt.Sprint("dev", i), 3*day+time.Duration(i)*time.Hour, "x"))
+	}
+	put(t, b, all...)
+	var got []store.Record
+	for range 4 {
+		batch, err := b.TakeExpired(ctx, base().Add(4*day), 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(batch) > 2 {
+			t.Fatalf("TakeExpired(limit 2) returned %d", len(batch))
+		}
+		got = append(got, batch...)
+	}
+	for i := range got {
+		same(t, got[i], all[i]) // in expiry order across batches
+	}
+	wantIDs(t, "TakeExpired in batches", got, all...)
+}
+
+func testScan(t *testing.T, b Backend) {
+	ctx := t.Context()
+	var want []store.Record
+	for i := range 600 { // more than one internal page of a chunked scan
+		want = append(want, rec(b, fmt.Sprintf("sip:user%d@example.com", i%50), fmt.Sprint("dev", i), 5*day, fmt.Sprint("data", i)))
+	}
+	putParallel(t, b, want)
+	var got []store.Record
+	if err := b.Scan(ctx, func(r store.Record) error { got = append(got, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "Scan", got, want...)
+	byID := map[store.ID]store.Record{}
+	for _, w := range want {
+		byID[w.ID] = w
+	}
+	for _, g := range got {
+		same(t, g, byID[g.ID])
+	}
+
+	stop := errors.New("stop")
+	n := 0
+	err := b.Scan(ctx, func(store.Record) error { n++; return stop })
+	if !errors.Is(err, stop) || n != 1 {
+		t.Fatalf("Scan with failing fn: calls %d, err %v; want 1, stop", n, err)
+	}
+	count(t, b, len(want))
+}
+
+func testInvalid(t *testing.T, b Backend) {
+	ctx := t.Context()
+	r := rec(b, "sip:alice@example.com", "dev", 5*day, "x")
+	noID := r
+	noID.ID = store.ID{}
+	if err := b.Put(ctx, noID); err == nil {
+		t.Error("Put with zero ID succeeded")
+	}
+	noExpiry := r
+	noExpiry.ExpiresAt = time.Time{}
+	if err := b.Put(ctx, noExpiry); err == nil {
+		t.Error("Put with zero ExpiresAt succeeded")
+	}
+	count(t, b, 0)
+}
+
+func testCanceled(t *testing.T, b Backend) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	r := rec(b, "sip:alice@example.com", "dev", 5*day, "x")
+	if err := b.Put(ctx, r); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Put with canceled ctx: %v, want context.Canceled", err)
+	}
+	if _, err := b.Get(ctx, r.ID); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Get with canceled ctx: %v, want context.Canceled", err)
+	}
+	count(t, b, 0)
+}
+
+func testConcurrentPut(t *testing.T, b Backend) {
+	const writers, each = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				r := rec(b, fmt.Sprintf("sip:w%d@example.com", w), fmt.Sprint("dev", i), 5*day, "x")
+				if err := b.Put(t.Context(), r); err != nil {
+					errs <- err
+				}
+				if _, err := b.Get(t.Context(), r.ID); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	count(t, b, writers*each)
+}
