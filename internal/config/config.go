@@ -34,9 +34,9 @@ type Config struct {
 	Calls  Calls       `yaml:"calls"`
 	Trunks []Trunk     `yaml:"trunks"`
 	Store  Store       `yaml:"store"`
-	Seal  Seal        `yaml:"seal"`
-	Log   Log         `yaml:"log"`
-	Push  push.Config `yaml:"push"`
+	Seal   Seal        `yaml:"seal"`
+	Log    Log         `yaml:"log"`
+	Push   push.Config `yaml:"push"`
 }
 
 // SIP is the wire side: where sipwake listens and where it forwards.

@@ -37,14 +37,14 @@ const (
 // device once, after its binding refresh succeeded upstream; Failed
 // delivers the devices whose push could not be delivered.
 type Wakeup struct {
-	svc      *Service
-	call     Call
-	ids      []store.ID
-	awake    chan Binding
-	failed   chan Binding
-	pushed   chan Binding
-	cancel   context.CancelFunc
-	pushes   sync.WaitGroup
+	svc       *Service
+	call      Call
+	ids       []store.ID
+	awake     chan Binding
+	failed    chan Binding
+	pushed    chan Binding
+	cancel    context.CancelFunc
+	pushes    sync.WaitGroup
 	mu        sync.Mutex
 	delivered []Binding // devices whose call push was accepted
 	done      bool
@@ -67,12 +67,12 @@ func (w *Wakeup) Pushed() <-chan Binding { return w.pushed }
 func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time.Duration) *Wakeup {
 	pctx, cancel := context.WithTimeout(ctx, wait)
 	w := &Wakeup{
-		svc:      s,
-		call:     c,
-		awake:    make(chan Binding, len(devices)),
-		failed:   make(chan Binding, len(devices)),
-		pushed:   make(chan Binding, len(devices)),
-		cancel:   cancel,
+		svc:    s,
+		call:   c,
+		awake:  make(chan Binding, len(devices)),
+		failed: make(chan Binding, len(devices)),
+		pushed: make(chan Binding, len(devices)),
+		cancel: cancel,
 	}
 	s.waitMu.Lock()
 	for _, b := range devices {
