@@ -76,7 +76,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, err
 	}
 	a.relay = relay.New(st, a.push, relay.Options{RecordTTL: cfg.Store.RecordTTL, Providers: providers(cfg.Push)}, log, a.now)
-	sipOpts, err := sip.OptionsFrom(cfg.SIP)
+	sipOpts, err := sip.OptionsFrom(cfg)
 	if err == nil {
 		sipOpts.TLSConfig, err = sipTLS(cfg.SIP.Listen)
 	}

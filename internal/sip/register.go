@@ -30,6 +30,8 @@ type registration struct {
 	device relay.Device
 	id     store.ID
 	query  bool // a bare pn-provider: capability query
+	// stored is the binding this REGISTER refreshed, once stored.
+	stored *relay.Binding
 }
 
 // onRegister proxies a REGISTER to the provider's registrar. The challenge
@@ -63,6 +65,10 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	s.respond(tx, out)
+	if reg.stored != nil {
+		// After the device has its 200: calls parked for it go out now.
+		s.relay.Refreshed(*reg.stored)
+	}
 }
 
 // parseRegister reads what a REGISTER asks for; a non-zero code is the
@@ -184,6 +190,8 @@ func upstreamFailure(err error) (int, string) {
 // as the registrar said it (its To tag, challenge, Contacts, Path).
 func responseFor(req *sip.Request, up *sip.Response) *sip.Response {
 	out := sip.NewResponseFromRequest(req, up.StatusCode, up.Reason, up.Body())
+	for out.RemoveHeader("Record-Route") {
+	}
 	if to := up.To(); to != nil {
 		out.ReplaceHeader(sip.HeaderClone(to))
 	}
@@ -249,6 +257,7 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *s
 		s.log.Error("binding not stored; push stays off for this device", "aor", reg.aor, "error", err)
 		return sip.StatusInternalServerError, "Server Internal Error: sipwake could not store the push binding"
 	}
+	reg.stored = &b
 	if s.opts.ContactMode {
 		restoreDeviceContact(out, reg)
 	}

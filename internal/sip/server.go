@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -38,10 +39,19 @@ type Options struct {
 	UserAgent       string
 	// TLSConfig serves the TLS listener; nil without one.
 	TLSConfig *tls.Config
+	// CallWait is how long a call is held for a sleeping device.
+	CallWait time.Duration
+	// Ringing sends 180s to the caller while the device is woken.
+	Ringing bool
+	// TrustedSources may send calls for bindings, besides the upstream.
+	TrustedSources []netip.Prefix
+	Trunks         []Trunk
 }
 
-// OptionsFrom maps the config file's SIP section onto Options.
-func OptionsFrom(c config.SIP) (Options, error) {
+// OptionsFrom maps the config file's SIP, calls and trunks sections onto
+// Options.
+func OptionsFrom(cfg config.Config) (Options, error) {
+	c := cfg.SIP
 	up, err := config.ParseUpstream(c.Upstream)
 	if err != nil {
 		return Options{}, err
@@ -52,6 +62,18 @@ func OptionsFrom(c config.SIP) (Options, error) {
 		ContactMode:     c.UpstreamMode == "contact",
 		UpstreamTimeout: c.UpstreamTimeout,
 		UserAgent:       c.UserAgent,
+		CallWait:        cfg.Calls.Wait,
+		Ringing:         cfg.Calls.Ringing,
+	}
+	if o.TrustedSources, err = prefixes(cfg.Calls.TrustedSources); err != nil {
+		return Options{}, err
+	}
+	for _, t := range cfg.Trunks {
+		nets, err := prefixes(t.Sources)
+		if err != nil {
+			return Options{}, err
+		}
+		o.Trunks = append(o.Trunks, Trunk{Name: t.Name, Sources: nets, Domain: t.Domain})
 	}
 	if c.PublicAddress != "" {
 		host, port, err := net.SplitHostPort(c.PublicAddress)
@@ -65,6 +87,18 @@ func OptionsFrom(c config.SIP) (Options, error) {
 	return o, nil
 }
 
+func prefixes(cidrs []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(cidrs))
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("CIDR %q: %w", c, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 // Server is sipwake's SIP endpoint.
 type Server struct {
 	opts   Options
@@ -73,6 +107,8 @@ type Server struct {
 	ua     *sipgo.UserAgent
 	srv    *sipgo.Server
 	client *sipgo.Client
+	// upstreamIPs are the registrar's addresses: it may send calls.
+	upstreamIPs map[netip.Addr]bool
 
 	mu        sync.Mutex
 	listeners map[string]net.Addr // network -> bound address
@@ -87,11 +123,15 @@ func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
 		host = firstHost(opts.Listen)
 	}
 	wireLog := RedactedLogger(log)
+	s := &Server{opts: opts, relay: rl, log: log, listeners: map[string]net.Addr{}, upstreamIPs: resolveUpstream(opts.Upstream.Host)}
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(host),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(wireLog)),
-		sipgo.WithUserAgentTransactionLayerOptions(sip.WithTransactionLayerLogger(wireLog)),
+		sipgo.WithUserAgentTransactionLayerOptions(
+			sip.WithTransactionLayerLogger(wireLog),
+			sip.WithTransactionLayerUnhandledResponseHandler(s.relayStray2xx),
+		),
 	}
 	if opts.TLSConfig != nil {
 		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(opts.TLSConfig))
@@ -112,12 +152,19 @@ func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sip client: %w", err)
 	}
-	s := &Server{opts: opts, relay: rl, log: log, ua: ua, srv: srv, client: client, listeners: map[string]net.Addr{}}
+	s.ua, s.srv, s.client = ua, srv, client
 	if s.opts.PublicHost == "" {
 		s.opts.PublicHost = host
 	}
 	srv.OnRegister(s.onRegister)
 	srv.OnOptions(s.onOptions)
+	srv.OnInvite(s.onInvite)
+	srv.OnMessage(s.onMessage)
+	srv.OnAck(s.onAck)
+	srv.OnCancel(s.onCancel)
+	for _, m := range []sip.RequestMethod{sip.BYE, sip.UPDATE, sip.INFO, sip.PRACK, sip.NOTIFY, sip.REFER, sip.SUBSCRIBE} {
+		srv.OnRequest(m, s.onInDialog)
+	}
 	return s, nil
 }
 

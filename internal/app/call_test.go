@@ -1,0 +1,237 @@
+package app_test
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/config"
+	"github.com/sipwake/sipwake/internal/peertest"
+	"github.com/sipwake/sipwake/internal/push/pushtest"
+)
+
+// callerIP is where sipp callers run: 127.x.y.4.
+func callerIP(t *testing.T) string { return peertest.IP(t, 4) }
+
+// sleepingDevice registers alice through sipwake from port, then "sleeps"
+// (the sipp process ends, nothing listens there).
+func (w *world) sleepingDevice(user, tok string, port int) {
+	w.t.Helper()
+	params := ";pn-provider=apns;pn-prid=" + tok + ";pn-param=" + w.fakes.APNs.Param()
+	if res, err := w.register(user, params, 600, port); err != nil {
+		w.t.Fatalf("device registration: %v\n%s", err, res.Messages())
+	}
+}
+
+// wake acts as the app after a push: it re-registers from port and then
+// answers there with the given scenario (uas_answer, uas_ring_cancel).
+func (w *world) wake(user, tok string, port int, scenario string) *peertest.Sipp {
+	w.t.Helper()
+	w.sleepingDevice(user, tok, port)
+	return peertest.StartSipp(w.t, peertest.SippOptions{
+		Name:      scenario + "-" + strconv.Itoa(port),
+		Scenario:  peertest.Scenario(w.t, scenario),
+		LocalIP:   w.deviceIP,
+		LocalPort: port,
+		Timeout:   30 * time.Second,
+	})
+}
+
+// call places a call to user through Kamailio from a sipp caller.
+func (w *world) call(user, scenario string, keys map[string]string) *peertest.Sipp {
+	w.t.Helper()
+	return peertest.StartSipp(w.t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(w.t, scenario),
+		Remote:    w.kam.Addr,
+		LocalIP:   callerIP(w.t),
+		LocalPort: 5060,
+		Service:   user,
+		Keys:      keys,
+		Timeout:   40 * time.Second,
+	})
+}
+
+func waitPushes(t *testing.T, rec interface {
+	WaitFor(context.Context, int) ([]pushtest.Push, error)
+}, n int) []pushtest.Push {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	ps, err := rec.WaitFor(ctx, n)
+	if err != nil {
+		t.Fatalf("waiting for %d pushes: %v (got %d)", n, err, len(ps))
+	}
+	return ps
+}
+
+func payload(t *testing.T, p pushtest.Push) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(p.Payload, &m); err != nil {
+		t.Fatalf("push payload: %v", err)
+	}
+	return m
+}
+
+func mustSucceed(t *testing.T, name string, s *peertest.Sipp) *peertest.SippResult {
+	t.Helper()
+	res, err := s.Wait(45 * time.Second)
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", name, err, res.Messages())
+	}
+	return res
+}
+
+func TestCallWakesSleepingPhone(t *testing.T) {
+	w := newWorld(t)
+	tok := pushtest.APNsToken(1)
+	w.sleepingDevice("alice", tok, 5070)
+
+	caller := w.call("alice", "caller_answered", nil)
+	ps := waitPushes(t, w.fakes.APNs, 1)
+	p := ps[0]
+	if p.Token != tok || p.Header.Get("apns-push-type") != "voip" || p.Header.Get("apns-topic") != w.fakes.APNs.BundleID+".voip" || p.Header.Get("apns-priority") != "10" {
+		t.Fatalf("call push headers: token %s, %v", p.Token, p.Header)
+	}
+	body := string(p.Payload)
+	for _, want := range []string{"Carol Caller", "+15550100"} {
+		if !strings.Contains(body, want) {
+			t.Fatalf("call push lacks %q for CallKit: %s", want, body)
+		}
+	}
+	device := w.wake("alice", tok, 5070, "uas_answer")
+	res := mustSucceed(t, "caller", caller)
+	dev := mustSucceed(t, "device", device)
+
+	invite := ""
+	for _, m := range dev.Received() {
+		if strings.HasPrefix(m, "INVITE ") {
+			invite = m
+		}
+	}
+	first, _, _ := strings.Cut(invite, "\n")
+	if first == "" || strings.Contains(first, "pn-") {
+		t.Fatalf("device got INVITE %q: pn-* must be stripped from the Request-URI", first)
+	}
+	if !strings.Contains(dev.Messages(), "BYE ") {
+		t.Fatal("BYE did not reach the device")
+	}
+	if !strings.Contains(res.Messages(), "X-Sipwake-Progress: push-sent") {
+		t.Fatal("caller saw no SIPIS progress 180")
+	}
+	if n := len(w.fakes.APNs.Pushes()); n != 1 {
+		t.Fatalf("%d pushes for one answered call, want 1", n)
+	}
+}
+
+func TestCallerCancelSendsCancelPush(t *testing.T) {
+	w := newWorld(t)
+	tok := pushtest.APNsToken(2)
+	w.sleepingDevice("alice", tok, 5070)
+	caller := w.call("alice", "caller_cancel", nil)
+	mustSucceed(t, "caller cancel (200 to CANCEL, 487)", caller)
+	ps := waitPushes(t, w.fakes.APNs, 2)
+	if ps[1].Header.Get("apns-push-type") == "voip" {
+		t.Fatal("the cancel push was a VoIP push")
+	}
+	if !strings.Contains(string(ps[1].Payload), "missed") {
+		t.Fatalf("cancel push payload: %s", ps[1].Payload)
+	}
+	if w.records() != 1 {
+		t.Fatal("a cancelled call changed the records")
+	}
+}
+
+func TestCallNoDeviceTimesOut(t *testing.T) {
+	w := newWorld(t, func(c *config.Config) { c.Calls.Wait = 2 * time.Second })
+	w.sleepingDevice("alice", pushtest.APNsToken(3), 5070)
+	start := time.Now()
+	res := mustSucceed(t, "caller", w.call("alice", "caller_expect", map[string]string{"expect": "480"}))
+	if took := time.Since(start); took < 2*time.Second {
+		t.Fatalf("480 after %v, before the wait ran out", took)
+	}
+	if !strings.Contains(res.Messages(), "no device answered within 2s") {
+		t.Fatalf("480 lacks a readable reason:\n%s", res.Messages())
+	}
+	waitPushes(t, w.fakes.APNs, 2) // the call push and the "missed" follow-up
+}
+
+func TestDeadTokenErasesAndRejects(t *testing.T) {
+	w := newWorld(t)
+	tok := pushtest.APNsToken(4)
+	w.fakes.APNs.Program(tok, pushtest.Behavior{Status: 410, Reason: "Unregistered"})
+	w.sleepingDevice("alice", tok, 5070)
+	start := time.Now()
+	mustSucceed(t, "caller", w.call("alice", "caller_expect", map[string]string{"expect": "480"}))
+	if took := time.Since(start); took > w.cfg.Calls.Wait {
+		t.Fatalf("dead token held the call for %v", took)
+	}
+	if w.records() != 0 {
+		t.Fatal("dead token's record kept")
+	}
+}
+
+func TestTwoDevicesFirstAnswerWins(t *testing.T) {
+	w := newWorld(t)
+	tokA, tokB := pushtest.APNsToken(5), pushtest.APNsToken(6)
+	w.sleepingDevice("alice", tokA, 5070)
+	w.sleepingDevice("alice", tokB, 5072)
+	caller := w.call("alice", "caller_answered", nil)
+	waitPushes(t, w.fakes.APNs, 2)
+	ringing := w.wake("alice", tokB, 5072, "uas_ring_cancel")
+	time.Sleep(500 * time.Millisecond)
+	answering := w.wake("alice", tokA, 5070, "uas_answer")
+	mustSucceed(t, "caller", caller)
+	mustSucceed(t, "answering device", answering)
+	mustSucceed(t, "ringing device gets CANCEL", ringing)
+	ps := waitPushes(t, w.fakes.APNs, 3)
+	cancelPush := ps[2]
+	if cancelPush.Token != tokB || !strings.Contains(string(cancelPush.Payload), "answered-elsewhere") {
+		t.Fatalf("answered-elsewhere push: %+v %s", cancelPush.Token, cancelPush.Payload)
+	}
+}
+
+func TestTrunkFromUnlistedSourceIsForbidden(t *testing.T) {
+	w := newWorld(t, func(c *config.Config) {
+		c.Trunks = []config.Trunk{{Name: "carrier", Sources: []string{"192.0.2.0/24"}, Domain: domain}}
+	})
+	w.sleepingDevice("alice", pushtest.APNsToken(7), 5070)
+	_, err := peertest.RunSipp(t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(t, "caller_expect"),
+		Remote:    w.swAddr,
+		LocalIP:   callerIP(t),
+		LocalPort: 5060,
+		Service:   "alice",
+		Keys:      map[string]string{"expect": "403"},
+	})
+	if err != nil {
+		t.Fatalf("unlisted trunk: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if n := len(w.fakes.APNs.Pushes()); n != 0 {
+		t.Fatalf("a stranger's INVITE sent %d pushes", n)
+	}
+}
+
+func TestTrunkCallWakesPhone(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.Trunks = []config.Trunk{{Name: "carrier", Sources: []string{callerIP(t) + "/32"}, Domain: domain}}
+	w.restartWith()
+	tok := pushtest.APNsToken(8)
+	w.sleepingDevice("alice", tok, 5070)
+	caller := peertest.StartSipp(t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(t, "caller_answered"),
+		Remote:    w.swAddr,
+		LocalIP:   callerIP(t),
+		LocalPort: 5060,
+		Service:   "alice",
+		Timeout:   40 * time.Second,
+	})
+	waitPushes(t, w.fakes.APNs, 1)
+	device := w.wake("alice", tok, 5070, "uas_answer")
+	mustSucceed(t, "trunk caller", caller)
+	mustSucceed(t, "device", device)
+}
