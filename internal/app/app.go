@@ -106,12 +106,21 @@ func (a *App) Start(ctx context.Context) error {
 	a.cancel = cancel
 	a.started = true
 	sweeper := store.NewSweeper(a.store, a.cfg.Store.SweepInterval, a.cfg.Store.CompactInterval, a.now, a.relay.Expired, a.log)
-	a.sweeping.Add(1)
+	keeper := a.relay.NewKeeper(a.store, relay.KeeperOptions{
+		Interval:       a.cfg.Store.SweepInterval,
+		RefreshLead:    a.cfg.Calls.RefreshLead,
+		ExpiryWarnings: a.cfg.Calls.ExpiryWarnings,
+	})
+	a.sweeping.Add(2)
 	go func() {
 		defer a.sweeping.Done()
 		if err := sweeper.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			a.log.Error("sweeper stopped", "error", err)
 		}
+	}()
+	go func() {
+		defer a.sweeping.Done()
+		keeper.Run(ctx)
 	}()
 	a.log.Info("sipwake started", "udp", a.sip.Addr("udp"), "tcp", a.sip.Addr("tcp"), "tls", a.sip.Addr("tls"),
 		"upstream", a.cfg.SIP.Upstream, "mode", a.cfg.SIP.UpstreamMode, "record_ttl", a.cfg.Store.RecordTTL)

@@ -221,6 +221,13 @@ func (l *Linphone) CountOutput(substr string) int {
 	return strings.Count(l.Output(), substr)
 }
 
+// Kill ends linphonec with SIGKILL, without un-registering: to the network
+// it looks like an app the phone's OS suspended (its TCP connection drops).
+func (l *Linphone) Kill() {
+	l.proc.kill()
+	l.holder.stop(time.Second)
+}
+
 // Stop quits linphonec (which unregisters) and kills what is left.
 func (l *Linphone) Stop() {
 	_ = l.Command("quit")

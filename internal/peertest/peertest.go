@@ -154,6 +154,16 @@ func (p *process) exited() bool {
 	}
 }
 
+// kill ends the process group at once with SIGKILL: nothing gets to clean
+// up (a phone whose app the OS froze and then killed).
+func (p *process) kill() {
+	if p.exited() {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
 // stop sends SIGTERM to the process group, then SIGKILL after grace.
 func (p *process) stop(grace time.Duration) {
 	if p.exited() {

@@ -89,7 +89,12 @@ type Binding struct {
 	Upstream UpstreamState `json:"upstream"`
 	// PNSReg: the device asked sipwake to wake it before the upstream
 	// registration lapses (+sip.pnsreg).
-	PNSReg    bool      `json:"pnsreg"`
+	PNSReg bool `json:"pnsreg"`
+	// RefreshPushedFor is the upstream registration the device was last
+	// woken to refresh (its RegisteredAt), so it is woken once per lapse.
+	RefreshPushedFor time.Time `json:"refresh_pushed_for,omitzero"`
+	// Warned counts the expiry warnings already sent for this TTL.
+	Warned    int       `json:"warned,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 	// Account is set for a handed-over account: sipwake registers upstream

@@ -127,7 +127,16 @@ func (s *Service) BindingID(aor AOR, d Device) store.ID {
 func (s *Service) Register(ctx context.Context, b Binding) error {
 	now := s.now()
 	b.UpdatedAt = now
+	b.Upstream.RegisteredAt = now
 	b.ExpiresAt = now.Add(s.opts.RecordTTL)
+	if err := s.put(ctx, b); err != nil {
+		return err
+	}
+	s.log.Info("binding stored", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt)
+	return nil
+}
+
+func (s *Service) put(ctx context.Context, b Binding) error {
 	data, err := json.Marshal(b)
 	if err != nil {
 		return fmt.Errorf("encode binding: %w", err)
@@ -136,7 +145,6 @@ func (s *Service) Register(ctx context.Context, b Binding) error {
 	if err := s.store.Put(ctx, rec); err != nil {
 		return fmt.Errorf("store binding of %s: %w", b.AOR, err)
 	}
-	s.log.Info("binding stored", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt)
 	return nil
 }
 

@@ -261,9 +261,9 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *s
 	if s.opts.ContactMode {
 		restoreDeviceContact(out, reg)
 	}
-	for _, h := range s.featureCaps(reg.device.Provider) {
-		out.AppendHeader(h)
-	}
+	// +sip.pnsreg: sipwake wakes the device to refresh before the
+	// registrar's binding lapses (the keeper does it).
+	out.AppendHeader(sip.NewHeader("Feature-Caps", fmt.Sprintf(`*;+sip.pns="%s";+sip.pnsreg`, reg.device.Provider)))
 	return 0, ""
 }
 

@@ -1,0 +1,59 @@
+package app_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/peertest"
+	"github.com/sipwake/sipwake/internal/push/pushtest"
+)
+
+// linphone starts linphonec as alice's phone, registering through sipwake
+// over TCP with its pn-* parameters in the Contact.
+func (w *world) linphone(tok string) *peertest.Linphone {
+	w.t.Helper()
+	l := peertest.StartLinphone(w.t, peertest.LinphoneOptions{
+		Addr:          peertest.Addr(w.t, 5, 5080),
+		Proxy:         w.swAddr,
+		Transport:     "tcp",
+		User:          "alice",
+		Domain:        domain,
+		Password:      password,
+		ContactParams: "pn-provider=apns;pn-prid=" + tok + ";pn-param=" + w.fakes.APNs.Param(),
+	})
+	waitFor(w.t, func() bool { return len(w.bindings("alice")) == 1 && len(w.locations("alice")) > 0 }, "linphonec registered through sipwake")
+	return l
+}
+
+// The app is killed by the OS (no un-register, its TCP flow drops); a call
+// pushes, the app starts again, registers, and auto-answers.
+func TestLinphoneWokenByPushAnswers(t *testing.T) {
+	w := newWorld(t)
+	tok := pushtest.APNsToken(20)
+	phone := w.linphone(tok)
+	if b := w.bindings("alice")[0]; b.Flow.Transport != "tcp" {
+		t.Fatalf("linphonec's flow: %+v", b.Flow)
+	}
+	phone.Kill()
+
+	caller := w.call("alice", "caller_answered", nil)
+	ps := waitPushes(t, w.fakes.APNs, 1)
+	if ps[0].Header.Get("apns-push-type") != "voip" {
+		t.Fatalf("call push: %v", ps[0].Header)
+	}
+	woken := w.linphone(tok)
+	mustSucceed(t, "caller through Kamailio to the woken linphonec", caller)
+	if err := woken.WaitOutput("Call", 5*time.Second); err != nil {
+		t.Fatalf("linphonec saw no call: %v\n%s", err, woken.Output())
+	}
+}
+
+// A phone still connected over TCP is called at once, without a push.
+func TestLinphoneOnLiveFlowNeedsNoPush(t *testing.T) {
+	w := newWorld(t)
+	w.linphone(pushtest.APNsToken(21))
+	mustSucceed(t, "caller", w.call("alice", "caller_answered", nil))
+	if n := len(w.fakes.APNs.Pushes()); n != 0 {
+		t.Fatalf("%d pushes to a phone with a live flow", n)
+	}
+}

@@ -1,0 +1,157 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/store"
+)
+
+// Scanner lists every stored record; the keeper walks them.
+type Scanner interface {
+	Scan(ctx context.Context, fn func(store.Record) error) error
+}
+
+// KeeperOptions say when devices are woken without a call.
+type KeeperOptions struct {
+	// Interval between passes over the records.
+	Interval time.Duration
+	// RefreshLead: a device that asked for +sip.pnsreg is woken this long
+	// before its upstream registration lapses, to refresh it.
+	RefreshLead time.Duration
+	// ExpiryWarnings: how long before the record's TTL runs out the user
+	// is told to open the app once (visible push), largest first.
+	ExpiryWarnings []time.Duration
+}
+
+// Keeper wakes sleeping devices when no call does: to refresh their
+// upstream registration (+sip.pnsreg) and to warn the user before the
+// record expires, so push never stops without a word.
+type Keeper struct {
+	svc  *Service
+	scan Scanner
+	opts KeeperOptions
+}
+
+// NewKeeper builds the keeper over the relay's store.
+func (s *Service) NewKeeper(scan Scanner, opts KeeperOptions) *Keeper {
+	opts.ExpiryWarnings = slices.Clone(opts.ExpiryWarnings)
+	slices.SortFunc(opts.ExpiryWarnings, func(a, b time.Duration) int { return int(b - a) })
+	return &Keeper{svc: s, scan: scan, opts: opts}
+}
+
+// Run passes over the records every interval until ctx ends.
+func (k *Keeper) Run(ctx context.Context) {
+	t := time.NewTicker(k.opts.Interval)
+	defer t.Stop()
+	for {
+		if _, err := k.Pass(ctx); err != nil && ctx.Err() == nil {
+			k.svc.log.Warn("keeper pass failed", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Pass looks at every binding once and sends the wake-ups that are due; it
+// returns how many pushes it sent.
+func (k *Keeper) Pass(ctx context.Context) (int, error) {
+	now := k.svc.now()
+	var due []Binding
+	err := k.scan.Scan(ctx, func(r store.Record) error {
+		b, err := decode(r)
+		if err != nil {
+			return nil
+		}
+		if k.refreshDue(b, now) || k.warningDue(b, now) >= 0 {
+			due = append(due, b)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("keeper scan: %w", err)
+	}
+	sent := 0
+	for _, b := range due {
+		sent += k.wake(ctx, b, now)
+	}
+	return sent, nil
+}
+
+// refreshDue: the device asked to be woken before its upstream
+// registration lapses, and has not been for this registration.
+func (k *Keeper) refreshDue(b Binding, now time.Time) bool {
+	if !b.PNSReg || b.Account != nil || b.Upstream.Expires == 0 {
+		return false
+	}
+	if b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) {
+		return false
+	}
+	return !now.Before(b.Upstream.LapsesAt().Add(-k.opts.RefreshLead))
+}
+
+// warningDue is the index of the expiry warning due now, or -1.
+func (k *Keeper) warningDue(b Binding, now time.Time) int {
+	due := -1
+	for i, w := range k.opts.ExpiryWarnings {
+		if i >= b.Warned && !now.Before(b.ExpiresAt.Add(-w)) && now.Before(b.ExpiresAt) {
+			due = i
+		}
+	}
+	return due
+}
+
+func (k *Keeper) wake(ctx context.Context, b Binding, now time.Time) int {
+	s := k.svc
+	sent := 0
+	if k.refreshDue(b, now) {
+		res := s.pusher.Send(ctx, b.Device.target(), push.Message{Kind: push.KindRegister, Expiration: k.opts.RefreshLead})
+		s.log.Info("refresh push", "aor", b.AOR, "device", b.Device, "outcome", res.Outcome)
+		if s.handled(ctx, b, res) {
+			return 1
+		}
+		b.RefreshPushedFor = b.Upstream.RegisteredAt
+		sent++
+	}
+	if i := k.warningDue(b, now); i >= 0 {
+		res := s.pusher.Send(ctx, b.Device.target(), push.Message{Kind: push.KindExpiryWarning, Expiration: time.Hour})
+		s.log.Info("expiry warning push", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt, "outcome", res.Outcome)
+		if s.handled(ctx, b, res) {
+			return sent + 1
+		}
+		b.Warned = i + 1
+		sent++
+	}
+	if err := s.rewrite(ctx, b); err != nil {
+		s.log.Warn("keeper could not record its push", "aor", b.AOR, "error", err)
+	}
+	return sent
+}
+
+// handled erases the record when the push service said the token is dead;
+// true means the binding is gone.
+func (s *Service) handled(ctx context.Context, b Binding, res push.Result) bool {
+	if !res.EraseRecord {
+		return false
+	}
+	if err := s.Erase(ctx, b.AOR, b.Device, "push service: token "+res.Outcome.String()); err != nil {
+		s.log.Error("erase after dead token failed", "aor", b.AOR, "error", err)
+	}
+	return true
+}
+
+// rewrite stores a binding's bookkeeping without touching its TTL, unless
+// the device re-registered meanwhile (its fresh record wins).
+func (s *Service) rewrite(ctx context.Context, b Binding) error {
+	cur, err := s.Binding(ctx, s.BindingID(b.AOR, b.Device))
+	if err != nil || !cur.UpdatedAt.Equal(b.UpdatedAt) {
+		return err
+	}
+	return s.put(ctx, b)
+}

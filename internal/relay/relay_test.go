@@ -1,0 +1,231 @@
+package relay_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/pushtest"
+	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/store"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type fixture struct {
+	svc   *relay.Service
+	st    *store.Bolt
+	fakes *pushtest.Fakes
+	clock *clock
+	logs  *bytes.Buffer
+}
+
+const ttl = 120 * time.Hour
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	keys, err := store.NewKeyring("k1", map[string][]byte{"k1": store.NewKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &bytes.Buffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "s.db"), keys, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	fakes := pushtest.NewFakes(t)
+	d, err := push.New(fakes.Config, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	c := &clock{t: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)}
+	svc := relay.New(st, d, relay.Options{RecordTTL: ttl, Providers: []string{"apns", "fcm"}}, log, c.now)
+	return &fixture{svc: svc, st: st, fakes: fakes, clock: c, logs: logs}
+}
+
+func (f *fixture) register(t *testing.T, tok string, pnsreg bool) relay.Binding {
+	t.Helper()
+	b := relay.Binding{
+		AOR:      "alice@example.test",
+		Device:   relay.Device{Provider: "apns", Token: tok, Param: f.fakes.APNs.Param()},
+		Contact:  "sip:alice@192.0.2.1:5060;pn-provider=apns",
+		Flow:     relay.Flow{Transport: "udp", Source: "192.0.2.1:5060"},
+		Upstream: relay.UpstreamState{Expires: 600},
+		PNSReg:   pnsreg,
+	}
+	if err := f.svc.Register(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func kinds(ps []pushtest.Push) []string {
+	var out []string
+	for _, p := range ps {
+		switch {
+		case p.Header.Get("apns-push-type") == "voip":
+			out = append(out, "voip")
+		case strings.Contains(string(p.Payload), `"kind":"register"`):
+			out = append(out, "register")
+		case strings.Contains(string(p.Payload), `"kind":"expiry_warning"`) || strings.Contains(string(p.Payload), `"kind":"expiry-warning"`):
+			out = append(out, "expiry")
+		default:
+			out = append(out, string(p.Payload))
+		}
+	}
+	return out
+}
+
+func TestKeeperWakesBeforeUpstreamLapses(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.register(t, pushtest.APNsToken(1), true)
+	f.register(t, pushtest.APNsToken(2), false) // did not ask for +sip.pnsreg
+	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
+
+	f.clock.advance(7 * time.Minute) // 3 minutes before the 600 s lapse
+	if n, err := k.Pass(ctx); err != nil || n != 0 {
+		t.Fatalf("early pass sent %d, %v", n, err)
+	}
+	f.clock.advance(90 * time.Second)
+	if n, err := k.Pass(ctx); err != nil || n != 1 {
+		t.Fatalf("due pass sent %d, %v", n, err)
+	}
+	if n, _ := k.Pass(ctx); n != 0 {
+		t.Fatalf("woke the same registration twice (%d)", n)
+	}
+	ps := f.fakes.APNs.Pushes()
+	if len(ps) != 1 || ps[0].Token != pushtest.APNsToken(1) || kinds(ps)[0] != "register" {
+		t.Fatalf("refresh pushes: %v", kinds(ps))
+	}
+	if ps[0].Header.Get("apns-push-type") == "voip" {
+		t.Fatal("binding refresh used a VoIP push")
+	}
+	// The device refreshed: the next lapse gets its own wake-up.
+	f.register(t, pushtest.APNsToken(1), true)
+	f.clock.advance(9 * time.Minute)
+	if n, _ := k.Pass(ctx); n != 1 {
+		t.Fatalf("after a refresh: %d wake-ups, want 1", n)
+	}
+}
+
+func TestKeeperWarnsBeforeTTLRunsOut(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.register(t, pushtest.APNsToken(3), false)
+	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: time.Minute, ExpiryWarnings: []time.Duration{time.Hour, 24 * time.Hour}})
+
+	f.clock.advance(ttl - 25*time.Hour)
+	if n, _ := k.Pass(ctx); n != 0 {
+		t.Fatal("warned too early")
+	}
+	f.clock.advance(2 * time.Hour) // 23 h left
+	if n, _ := k.Pass(ctx); n != 1 {
+		t.Fatal("no day-ahead warning")
+	}
+	if n, _ := k.Pass(ctx); n != 0 {
+		t.Fatal("day-ahead warning repeated")
+	}
+	f.clock.advance(22*time.Hour + 30*time.Minute) // 30 min left
+	if n, _ := k.Pass(ctx); n != 1 {
+		t.Fatal("no hour-ahead warning")
+	}
+	got := kinds(f.fakes.APNs.Pushes())
+	if len(got) != 2 || got[0] == "voip" || got[1] == "voip" {
+		t.Fatalf("warnings: %v", got)
+	}
+	if !strings.Contains(string(f.fakes.APNs.Pushes()[0].Payload), "alert") {
+		t.Fatalf("expiry warning must be visible: %s", f.fakes.APNs.Pushes()[0].Payload)
+	}
+}
+
+func TestKeeperErasesDeadToken(t *testing.T) {
+	f := newFixture(t)
+	tok := pushtest.APNsToken(4)
+	f.fakes.APNs.Program(tok, pushtest.Behavior{Status: 410, Reason: "Unregistered"})
+	f.register(t, tok, true)
+	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
+	f.clock.advance(9 * time.Minute)
+	if _, err := k.Pass(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := f.st.Count(context.Background()); n != 0 {
+		t.Fatal("dead token's record kept")
+	}
+}
+
+func TestWakeDeliversEachDeviceOnce(t *testing.T) {
+	f := newFixture(t)
+	b := f.register(t, pushtest.APNsToken(5), false)
+	w := f.svc.Wake(context.Background(), relay.Call{ID: "c1", CallerNumber: "+15550100"}, []relay.Binding{b}, 5*time.Second)
+	f.svc.Refreshed(b)
+	f.svc.Refreshed(b) // a second REGISTER must not fork twice
+	select {
+	case got := <-w.Awake():
+		if got.Device != b.Device {
+			t.Fatalf("woke %+v", got.Device)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("not woken")
+	}
+	select {
+	case <-w.Awake():
+		t.Fatal("device delivered twice")
+	case <-time.After(100 * time.Millisecond):
+	}
+	w.End(relay.ReasonAnsweredElsewhere, b)
+	f.svc.Drain()
+	for _, p := range f.fakes.APNs.Pushes() {
+		if strings.Contains(string(p.Payload), `"kind":"cancel"`) {
+			t.Fatal("the device that answered got a cancel push")
+		}
+	}
+}
+
+func TestStripPushParams(t *testing.T) {
+	for in, want := range map[string]string{
+		"sip:a@h":                                   "sip:a@h",
+		"sip:a@h;pn-provider=apns;pn-prid=x;ob":     "sip:a@h;ob",
+		"sip:a@h:5060;transport=tcp;PN-PARAM=y;x=1": "sip:a@h:5060;transport=tcp;x=1",
+	} {
+		if got := relay.StripPushParams(in); got != want {
+			t.Errorf("StripPushParams(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestAORMasked(t *testing.T) {
+	a := relay.AOR("+4915112345678@example.test")
+	if strings.Contains(a.Masked(), "12345") || !strings.HasSuffix(a.Masked(), "@example.test") {
+		t.Fatalf("Masked = %s", a.Masked())
+	}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "aor", a, "device", relay.Device{Provider: "apns", Token: "0123456789abcdef"})
+	if strings.Contains(buf.String(), "12345") || strings.Contains(buf.String(), "0123456789") {
+		t.Fatalf("log leaked: %s", buf.String())
+	}
+}
