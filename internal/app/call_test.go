@@ -235,3 +235,20 @@ func TestTrunkCallWakesPhone(t *testing.T) {
 	mustSucceed(t, "trunk caller", caller)
 	mustSucceed(t, "device", device)
 }
+
+func TestMessageWakesSleepingPhone(t *testing.T) {
+	w := newWorld(t)
+	tok := pushtest.APNsToken(9)
+	w.sleepingDevice("alice", tok, 5070)
+	sender := w.call("alice", "sender_message", nil)
+	ps := waitPushes(t, w.fakes.APNs, 1)
+	if ps[0].Header.Get("apns-push-type") == "voip" {
+		t.Fatal("a MESSAGE woke the phone with a VoIP push (iOS would kill the app)")
+	}
+	device := w.wake("alice", tok, 5070, "uas_message")
+	mustSucceed(t, "sender", sender)
+	dev := mustSucceed(t, "device", device)
+	if !strings.Contains(dev.Messages(), "hello from carol") {
+		t.Fatal("message body did not reach the device")
+	}
+}

@@ -57,3 +57,21 @@ func TestLinphoneOnLiveFlowNeedsNoPush(t *testing.T) {
 		t.Fatalf("%d pushes to a phone with a live flow", n)
 	}
 }
+
+// The woken phone hangs up: its BYE goes back over TCP to sipwake and on,
+// along the double Record-Route, over UDP to Kamailio and the caller.
+func TestLinphoneHangsUp(t *testing.T) {
+	w := newWorld(t)
+	tok := pushtest.APNsToken(22)
+	w.linphone(tok).Kill()
+	caller := w.call("alice", "caller_hungup", nil)
+	waitPushes(t, w.fakes.APNs, 1)
+	woken := w.linphone(tok)
+	if err := woken.WaitOutput("connected", 10*time.Second); err != nil {
+		t.Fatalf("call not connected: %v\n%s", err, woken.Output())
+	}
+	if err := woken.Command("terminate"); err != nil {
+		t.Fatal(err)
+	}
+	mustSucceed(t, "caller receives the phone's BYE", caller)
+}
