@@ -16,6 +16,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/relay"
@@ -32,13 +35,15 @@ const sweepBatch = 512
 
 // App is one sipwake instance.
 type App struct {
-	cfg   config.Config
-	log   *slog.Logger
-	now   func() time.Time
-	store *store.Bolt
-	push  *push.Dispatcher
-	relay *relay.Service
-	sip   *sip.Server
+	cfg      config.Config
+	log      *slog.Logger
+	now      func() time.Time
+	store    *store.Bolt
+	registry *prometheus.Registry
+	counted  countedStore
+	push     *push.Dispatcher
+	relay    *relay.Service
+	sip      *sip.Server
 
 	mu       sync.Mutex
 	started  bool
@@ -66,18 +71,25 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, now: time.Now, store: st}
+	a := &App{cfg: cfg, log: log, now: time.Now, store: st, registry: prometheus.NewRegistry()}
 	for _, o := range opts {
 		o(a)
 	}
-	a.push, err = push.New(cfg.Push, log, nil)
+	a.registerStoreMetrics()
+	a.counted = newCountedStore(st, a.registry)
+	a.push, err = push.New(cfg.Push, log, a.registry)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
-	a.relay = relay.New(st, a.push, relay.Options{RecordTTL: cfg.Store.RecordTTL, Providers: providers(cfg.Push)}, log, a.now)
+	a.relay = relay.New(st, a.push, relay.Options{
+		RecordTTL: cfg.Store.RecordTTL,
+		Providers: providers(cfg.Push),
+		Metrics:   relay.NewMetrics(a.registry),
+	}, log, a.now)
 	sipOpts, err := sip.OptionsFrom(cfg)
 	if err == nil {
+		sipOpts.Metrics = sip.NewMetrics(a.registry)
 		sipOpts.TLSConfig, err = sipTLS(cfg.SIP.Listen)
 	}
 	if err == nil {
@@ -105,7 +117,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.cancel = cancel
 	a.started = true
-	sweeper := store.NewSweeper(a.store, a.cfg.Store.SweepInterval, a.cfg.Store.CompactInterval, a.now, a.relay.Expired, a.log)
+	sweeper := store.NewSweeper(a.counted, a.cfg.Store.SweepInterval, a.cfg.Store.CompactInterval, a.now, a.relay.Expired, a.log)
 	keeper := a.relay.NewKeeper(a.store, relay.KeeperOptions{
 		Interval:       a.cfg.Store.SweepInterval,
 		RefreshLead:    a.cfg.Calls.RefreshLead,
@@ -148,6 +160,28 @@ func (a *App) Stop(ctx context.Context) error {
 
 // SIPAddr is the bound address of a SIP listener ("udp", "tcp", "tls").
 func (a *App) SIPAddr(network string) string { return a.sip.Addr(network) }
+
+// Registry holds every metric of this instance (served on /metrics).
+func (a *App) Registry() *prometheus.Registry { return a.registry }
+
+// registerStoreMetrics exports what the store holds, read at scrape time,
+// and the Go runtime's own figures.
+func (a *App) registerStoreMetrics() {
+	a.registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipwake_store_records", Help: "Bindings held."}, func() float64 {
+			n, err := a.store.Count(context.Background())
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipwake_store_size_bytes", Help: "Size of the database file."}, func() float64 {
+			return float64(a.store.Size())
+		}),
+	)
+}
 
 // Relay is the domain service, for tests and the admin side.
 func (a *App) Relay() *relay.Service { return a.relay }

@@ -3,10 +3,13 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
@@ -250,5 +253,77 @@ func TestMessageWakesSleepingPhone(t *testing.T) {
 	dev := mustSucceed(t, "device", device)
 	if !strings.Contains(dev.Messages(), "hello from carol") {
 		t.Fatal("message body did not reach the device")
+	}
+}
+
+// metric reads one counter or gauge value by name and label value.
+func metric(t *testing.T, w *world, name, label string) float64 {
+	t.Helper()
+	fams, err := w.sw.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			if label != "" && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetValue() == label }) {
+				continue
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+func TestMetricsMoveAndStayAggregate(t *testing.T) {
+	w := newWorld(t)
+	tok := pushtest.APNsToken(10)
+	w.sleepingDevice("alice", tok, 5070)
+	caller := w.call("alice", "caller_answered", nil)
+	waitPushes(t, w.fakes.APNs, 1)
+	device := w.wake("alice", tok, 5070, "uas_answer")
+	mustSucceed(t, "caller", caller)
+	mustSucceed(t, "device", device)
+
+	for _, c := range []struct {
+		name, label string
+		min         float64
+	}{
+		{"sipwake_sip_registers_total", "stored", 2},
+		{"sipwake_calls_total", "delivered", 1},
+		{"sipwake_call_push_latency_seconds", "", 1},
+		{"sipwake_push_sent_total", "apns", 1},
+		{"sipwake_store_records", "", 1},
+		{"sipwake_bindings_stored_total", "", 2},
+	} {
+		if got := metric(t, w, c.name, c.label); got < c.min {
+			t.Errorf("%s{%s} = %v, want >= %v", c.name, c.label, got, c.min)
+		}
+	}
+	if got := metric(t, w, "sipwake_calls_parked", ""); got != 0 {
+		t.Errorf("calls_parked = %v after the call ended", got)
+	}
+	fams, err := w.sw.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				v := l.GetValue()
+				if strings.Contains(v, "alice") || strings.Contains(v, tok[:12]) || strings.Contains(v, "15550100") {
+					t.Fatalf("metric %s carries a personal label %s=%s", f.GetName(), l.GetName(), v)
+				}
+			}
+		}
 	}
 }

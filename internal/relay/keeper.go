@@ -112,6 +112,7 @@ func (k *Keeper) wake(ctx context.Context, b Binding, now time.Time) int {
 	sent := 0
 	if k.refreshDue(b, now) {
 		res := s.pusher.Send(ctx, b.Device.target(), push.Message{Kind: push.KindRegister, Expiration: k.opts.RefreshLead})
+		s.metrics.wakeups.WithLabelValues("refresh").Inc()
 		s.log.Info("refresh push", "aor", b.AOR, "device", b.Device, "outcome", res.Outcome)
 		if s.handled(ctx, b, res) {
 			return 1
@@ -121,6 +122,7 @@ func (k *Keeper) wake(ctx context.Context, b Binding, now time.Time) int {
 	}
 	if i := k.warningDue(b, now); i >= 0 {
 		res := s.pusher.Send(ctx, b.Device.target(), push.Message{Kind: push.KindExpiryWarning, Expiration: time.Hour})
+		s.metrics.wakeups.WithLabelValues("expiry_warning").Inc()
 		s.log.Info("expiry warning push", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt, "outcome", res.Outcome)
 		if s.handled(ctx, b, res) {
 			return sent + 1
@@ -140,7 +142,7 @@ func (s *Service) handled(ctx context.Context, b Binding, res push.Result) bool 
 	if !res.EraseRecord {
 		return false
 	}
-	if err := s.Erase(ctx, b.AOR, b.Device, "push service: token "+res.Outcome.String()); err != nil {
+	if err := s.Erase(ctx, b.AOR, b.Device, ErasedTokenDead); err != nil {
 		s.log.Error("erase after dead token failed", "aor", b.AOR, "error", err)
 	}
 	return true

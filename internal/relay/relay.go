@@ -39,6 +39,8 @@ type Options struct {
 	Providers []string
 	// FollowUpTimeout bounds a cancel push sent after a call ended.
 	FollowUpTimeout time.Duration
+	// Metrics counts what the relay does; nil keeps unexported ones.
+	Metrics *Metrics
 }
 
 // Service owns the binding lifecycle.
@@ -46,6 +48,7 @@ type Service struct {
 	store    Store
 	pusher   Pusher
 	opts     Options
+	metrics  *Metrics
 	log      *slog.Logger
 	now      func() time.Time
 	upstream Upstream
@@ -55,6 +58,7 @@ type Service struct {
 	waiters map[store.ID]map[*Wakeup]struct{}
 	// pushes tracks background follow-up pushes.
 	pushes sync.WaitGroup
+	traces *Traces
 }
 
 // New builds the relay. now is the clock (time.Now in production).
@@ -62,8 +66,18 @@ func New(st Store, p Pusher, opts Options, log *slog.Logger, now func() time.Tim
 	if opts.FollowUpTimeout == 0 {
 		opts.FollowUpTimeout = 10 * time.Second
 	}
-	return &Service{store: st, pusher: p, opts: opts, log: log, now: now, waiters: map[store.ID]map[*Wakeup]struct{}{}}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	return &Service{store: st, pusher: p, opts: opts, metrics: opts.Metrics, log: log, now: now,
+		waiters: map[store.ID]map[*Wakeup]struct{}{}, traces: newTraces(now)}
 }
+
+// Traces are the per-AOR troubleshooting traces (admin switches them).
+func (s *Service) Traces() *Traces { return s.traces }
+
+// Metrics are the relay's counters, for the SIP side to report calls.
+func (s *Service) Metrics() *Metrics { return s.metrics }
 
 // SetUpstream wires the registrar side once the SIP layer exists; the two
 // depend on each other, so one is handed to the other after both are built.
@@ -132,6 +146,7 @@ func (s *Service) Register(ctx context.Context, b Binding) error {
 	if err := s.put(ctx, b); err != nil {
 		return err
 	}
+	s.metrics.stored.Inc()
 	s.log.Info("binding stored", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt)
 	return nil
 }
@@ -174,9 +189,18 @@ func (s *Service) Bindings(ctx context.Context, aor AOR) ([]Binding, error) {
 	return out, nil
 }
 
-// Erase removes one device's binding (Expires: 0, push disabled, dead
-// token). An absent binding is not an error: erasure is idempotent.
-func (s *Service) Erase(ctx context.Context, aor AOR, d Device, why string) error {
+// Why a binding was erased (the label of sipwake_bindings_erased_total).
+const (
+	ErasedUnregistered = "unregistered"  // REGISTER with Expires: 0
+	ErasedPushDisabled = "push_disabled" // refresh without pn-* parameters
+	ErasedTokenDead    = "token_dead"    // the push service said so
+	ErasedExpired      = "expired"       // TTL ran out
+	ErasedByRequest    = "request"       // API DELETE or an operator's erasure
+)
+
+// Erase removes one device's binding. An absent binding is not an error:
+// erasure is idempotent.
+func (s *Service) Erase(ctx context.Context, aor AOR, d Device, reason string) error {
 	_, err := s.store.Delete(ctx, s.BindingID(aor, d))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -184,7 +208,8 @@ func (s *Service) Erase(ctx context.Context, aor AOR, d Device, why string) erro
 	if err != nil {
 		return fmt.Errorf("erase binding of %s: %w", aor, err)
 	}
-	s.log.Info("binding erased", "aor", aor, "device", d, "why", why)
+	s.metrics.erasedFor(reason)
+	s.log.Info("binding erased", "aor", aor, "device", d, "reason", reason)
 	return nil
 }
 
@@ -210,7 +235,7 @@ func (s *Service) PushDisabled(ctx context.Context, aor AOR, contacts []ContactM
 		if !slices.ContainsFunc(contacts, b.matches) {
 			continue
 		}
-		if err := s.Erase(ctx, aor, b.Device, "push disabled"); err != nil {
+		if err := s.Erase(ctx, aor, b.Device, ErasedPushDisabled); err != nil {
 			return erased, err
 		}
 		erased++
@@ -233,6 +258,7 @@ func (b Binding) matches(c ContactMatch) bool {
 // registrations are removed too, so a forgotten device stops being called.
 func (s *Service) Expired(ctx context.Context, recs []store.Record) {
 	for _, r := range recs {
+		s.metrics.erasedFor(ErasedExpired)
 		b, err := decode(r)
 		if err != nil {
 			s.log.Warn("expired record unreadable; erased without upstream un-register", "error", err)

@@ -18,6 +18,9 @@ type Pusher interface {
 // Call is what the relay knows of an incoming request that needs a
 // sleeping device: enough for CallKit, nothing of SIP.
 type Call struct {
+	// Arrived is when the request reached sipwake (push latency is
+	// measured from it).
+	Arrived      time.Time
 	ID           string // the caller's Call-ID: the app matches its call with it
 	CallerName   string
 	CallerNumber string
@@ -74,6 +77,7 @@ func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time
 		pushed: make(chan Binding, len(devices)),
 		cancel: cancel,
 	}
+	s.metrics.Parked(1)
 	s.waitMu.Lock()
 	for _, b := range devices {
 		id := s.BindingID(b.AOR, b.Device)
@@ -110,11 +114,14 @@ func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Mes
 	s.log.Info("call push", "aor", b.AOR, "device", b.Device, "outcome", res.Outcome, "reason", res.Reason,
 		"attempts", res.Attempts, "took", s.now().Sub(start))
 	if res.EraseRecord {
-		if err := s.Erase(context.WithoutCancel(ctx), b.AOR, b.Device, "push service: token "+res.Outcome.String()); err != nil {
+		if err := s.Erase(context.WithoutCancel(ctx), b.AOR, b.Device, ErasedTokenDead); err != nil {
 			s.log.Error("erase after dead token failed", "aor", b.AOR, "error", err)
 		}
 	}
 	if res.Outcome == push.Delivered {
+		if msg.Kind == push.KindCall && !w.call.Arrived.IsZero() {
+			s.metrics.PushLatency(s.now().Sub(w.call.Arrived))
+		}
 		w.mu.Lock()
 		w.delivered = append(w.delivered, b)
 		w.mu.Unlock()
@@ -149,6 +156,7 @@ func (w *Wakeup) End(reason string, answered ...Binding) {
 	}
 	w.done = true
 	w.mu.Unlock()
+	w.svc.metrics.Parked(-1)
 
 	w.cancel()
 	w.svc.waitMu.Lock()

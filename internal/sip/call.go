@@ -27,6 +27,7 @@ func (s *Server) onMessage(req *sip.Request, tx sip.ServerTransaction) {
 }
 
 func (s *Server) onInitialOrInDialog(req *sip.Request, tx sip.ServerTransaction) {
+	arrived := time.Now()
 	ctx, cancel := txContext(tx)
 	defer cancel()
 	if to := req.To(); to != nil && to.Params.Has("tag") {
@@ -43,6 +44,7 @@ func (s *Server) onInitialOrInDialog(req *sip.Request, tx sip.ServerTransaction)
 	}
 	d := &delivery{
 		s:           s,
+		arrived:     arrived,
 		req:         req,
 		tx:          tx,
 		toTag:       sip.GenerateTagN(16),
@@ -63,10 +65,11 @@ func (s *Server) onInitialOrInDialog(req *sip.Request, tx sip.ServerTransaction)
 // delivery is one initial request on its way to a user's devices: the
 // awake ones at once, the sleeping ones once their push woke them.
 type delivery struct {
-	s     *Server
-	req   *sip.Request
-	tx    sip.ServerTransaction
-	toTag string // for sipwake's own 180s
+	s       *Server
+	arrived time.Time
+	req     *sip.Request
+	tx      sip.ServerTransaction
+	toTag   string // for sipwake's own 180s
 
 	provisional chan *sip.Response
 	finals      chan branchFinal
@@ -90,6 +93,10 @@ type branchFinal struct {
 
 func (d *delivery) run(ctx context.Context, bindings []relay.Binding) {
 	s := d.s
+	metrics := s.relay.Metrics()
+	for _, b := range bindings {
+		s.relay.Traces().Log(s.log, b.AOR, "request for binding", "device_token", b.Device.Token, "sip", d.req.String())
+	}
 	var asleep []relay.Binding
 	active := 0
 	for _, b := range bindings {
@@ -137,6 +144,7 @@ func (d *delivery) run(ctx context.Context, bindings []relay.Binding) {
 		case f := <-d.finals:
 			active--
 			if f.res != nil && f.res.IsSuccess() {
+				metrics.CallEnded(relay.CallDelivered)
 				s.respond(d.tx, responseFor(d.req, f.res))
 				d.cancelOthers(f.b)
 				endWake(relay.ReasonAnsweredElsewhere, f.b.binding)
@@ -144,6 +152,7 @@ func (d *delivery) run(ctx context.Context, bindings []relay.Binding) {
 			}
 			d.keepBest(f.res)
 		case <-timer.C:
+			metrics.CallEnded(relay.CallTimedOut)
 			d.cancelOthers(nil)
 			endWake(relay.ReasonMissed)
 			s.replyReason(d.req, d.tx, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable",
@@ -152,10 +161,12 @@ func (d *delivery) run(ctx context.Context, bindings []relay.Binding) {
 		case reason := <-d.cancelled:
 			// The caller cancelled (sipgo has answered 487): stop at once,
 			// not when the transaction winds down.
+			metrics.CallEnded(relay.CallCancelled)
 			d.cancelOthers(nil)
 			endWake(reason)
 			return
 		case <-ctx.Done():
+			metrics.CallEnded(relay.CallCancelled)
 			d.cancelOthers(nil)
 			endWake(relay.ReasonMissed)
 			return
@@ -163,15 +174,17 @@ func (d *delivery) run(ctx context.Context, bindings []relay.Binding) {
 	}
 	endWake(relay.ReasonMissed)
 	if d.best != nil {
+		metrics.CallEnded(relay.CallRejected)
 		s.respond(d.tx, responseFor(d.req, d.best))
 		return
 	}
+	metrics.CallEnded(relay.CallFailed)
 	s.replyReason(d.req, d.tx, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable",
 		"no device could be woken (push failed)")
 }
 
 func (d *delivery) call() relay.Call {
-	c := relay.Call{ID: d.req.CallID().Value(), Message: d.req.Method == sip.MESSAGE}
+	c := relay.Call{Arrived: d.arrived, ID: d.req.CallID().Value(), Message: d.req.Method == sip.MESSAGE}
 	if from := d.req.From(); from != nil {
 		c.CallerName = from.DisplayName
 		c.CallerNumber = from.Address.User

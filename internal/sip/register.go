@@ -41,28 +41,39 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	ctx, cancel := txContext(tx)
 	defer cancel()
 	reg, code, reason := s.parseRegister(req)
-	if code == StatusPushNotSupported {
+	switch code {
+	case 0:
+	case StatusPushNotSupported:
+		s.metrics.register(regUnsupported)
 		s.reply(req, tx, code, reason, s.featureCaps(s.relay.Providers()...)...)
 		return
-	}
-	if code != 0 {
+	default:
+		s.metrics.register(regBadRequest)
 		s.reply(req, tx, code, reason)
 		return
 	}
+	s.relay.Traces().Log(s.log, reg.aor, "REGISTER from device", "sip", req.String())
 	fwd := s.forwardRegister(reg)
 	res, err := s.upstreamDo(ctx, fwd)
 	if err != nil {
+		s.metrics.register(regUpstreamFailed)
 		code, reason := upstreamFailure(err)
 		s.log.Warn("registrar did not answer a REGISTER", "aor", reg.aor, "error", err)
 		s.reply(req, tx, code, reason)
 		return
 	}
+	s.relay.Traces().Log(s.log, reg.aor, "registrar answered", "sip", res.String())
 	out := responseFor(req, res)
-	if res.IsSuccess() {
-		if code, reason := s.registered(ctx, reg, res, out); code != 0 {
-			s.reply(req, tx, code, reason)
-			return
-		}
+	if !res.IsSuccess() {
+		s.metrics.register(regUpstreamDenied)
+		s.respond(tx, out)
+		return
+	}
+	outcome := s.registered(ctx, reg, res, out)
+	s.metrics.register(outcome)
+	if outcome == regStoreFailed {
+		s.reply(req, tx, sip.StatusInternalServerError, "Server Internal Error: sipwake could not store the push binding")
+		return
 	}
 	s.respond(tx, out)
 	if reg.stored != nil {
@@ -205,32 +216,33 @@ func responseFor(req *sip.Request, up *sip.Response) *sip.Response {
 	return out
 }
 
-// registered acts on the registrar's 2xx and decorates the device's
-// response. A non-zero code replaces that response (the binding could not
-// be stored, so push is not on).
-func (s *Server) registered(ctx context.Context, reg *registration, up, out *sip.Response) (int, string) {
+// registered acts on the registrar's 2xx, decorates the device's response
+// and says what came of it.
+func (s *Server) registered(ctx context.Context, reg *registration, up, out *sip.Response) string {
 	switch {
 	case reg.push != nil && upstreamPushes(up, reg.device.Provider):
 		s.log.Info("registrar path already pushes; passing through", "aor", reg.aor)
+		return regPassThrough
 	case reg.push != nil:
 		return s.storeBinding(ctx, reg, up, out)
 	case reg.query:
 		for _, h := range s.featureCaps(s.relay.Providers()...) {
 			out.AppendHeader(h)
 		}
+		return regQuery
 	default:
 		s.pushDisabled(ctx, reg)
+		return regPassThrough
 	}
-	return 0, ""
 }
 
-func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *sip.Response) (int, string) {
+func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *sip.Response) string {
 	requested := contactExpires(reg.req, reg.push, defaultExpires)
 	if requested == 0 {
-		if err := s.relay.Erase(ctx, reg.aor, reg.device, "device unregistered"); err != nil {
+		if err := s.relay.Erase(ctx, reg.aor, reg.device, relay.ErasedUnregistered); err != nil {
 			s.log.Error("erase binding failed", "aor", reg.aor, "error", err)
 		}
-		return 0, ""
+		return regUnregistered
 	}
 	upContact := reg.push.Address.String()
 	if s.opts.ContactMode {
@@ -255,7 +267,7 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *s
 	}
 	if err := s.relay.Register(ctx, b); err != nil {
 		s.log.Error("binding not stored; push stays off for this device", "aor", reg.aor, "error", err)
-		return sip.StatusInternalServerError, "Server Internal Error: sipwake could not store the push binding"
+		return regStoreFailed
 	}
 	reg.stored = &b
 	if s.opts.ContactMode {
@@ -264,7 +276,7 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *s
 	// +sip.pnsreg: sipwake wakes the device to refresh before the
 	// registrar's binding lapses (the keeper does it).
 	out.AppendHeader(sip.NewHeader("Feature-Caps", fmt.Sprintf(`*;+sip.pns="%s";+sip.pnsreg`, reg.device.Provider)))
-	return 0, ""
+	return regStored
 }
 
 // grantedExpires reads the expiry the registrar granted the push contact.

@@ -46,6 +46,8 @@ type Options struct {
 	// TrustedSources may send calls for bindings, besides the upstream.
 	TrustedSources []netip.Prefix
 	Trunks         []Trunk
+	// Metrics counts REGISTER outcomes; nil keeps unexported ones.
+	Metrics *Metrics
 }
 
 // OptionsFrom maps the config file's SIP, calls and trunks sections onto
@@ -101,12 +103,13 @@ func prefixes(cidrs []string) ([]netip.Prefix, error) {
 
 // Server is sipwake's SIP endpoint.
 type Server struct {
-	opts   Options
-	relay  *relay.Service
-	log    *slog.Logger
-	ua     *sipgo.UserAgent
-	srv    *sipgo.Server
-	client *sipgo.Client
+	opts    Options
+	relay   *relay.Service
+	log     *slog.Logger
+	metrics *Metrics
+	ua      *sipgo.UserAgent
+	srv     *sipgo.Server
+	client  *sipgo.Client
 	// upstreamIPs are the registrar's addresses: it may send calls.
 	upstreamIPs map[netip.Addr]bool
 
@@ -123,7 +126,10 @@ func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
 		host = firstHost(opts.Listen)
 	}
 	wireLog := RedactedLogger(log)
-	s := &Server{opts: opts, relay: rl, log: log, listeners: map[string]net.Addr{}, upstreamIPs: resolveUpstream(opts.Upstream.Host)}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	s := &Server{opts: opts, relay: rl, log: log, metrics: opts.Metrics, listeners: map[string]net.Addr{}, upstreamIPs: resolveUpstream(opts.Upstream.Host)}
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(host),

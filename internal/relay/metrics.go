@@ -1,0 +1,73 @@
+package relay
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Call outcomes, as counted in sipwake_calls_total.
+const (
+	CallDelivered = "delivered" // a device answered (2xx)
+	CallRejected  = "rejected"  // devices answered, none with 2xx
+	CallTimedOut  = "timed_out" // no device within the wait
+	CallCancelled = "cancelled" // the caller gave up
+	CallFailed    = "failed"    // no device could be woken or reached
+)
+
+// Metrics are the relay's aggregate counters: no AOR, number or token is
+// ever a label.
+type Metrics struct {
+	calls     *prometheus.CounterVec
+	parked    prometheus.Gauge
+	dispatch  prometheus.Histogram
+	erased    *prometheus.CounterVec
+	stored    prometheus.Counter
+	wakeups   *prometheus.CounterVec
+	collected []prometheus.Collector
+}
+
+// NewMetrics creates the relay's metrics and registers them on reg (nil:
+// kept but not exported).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipwake_calls_total", Help: "Calls and MESSAGEs for bindings, by outcome.",
+		}, []string{"outcome"}),
+		parked: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sipwake_calls_parked", Help: "Calls held right now while their devices are woken.",
+		}),
+		dispatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sipwake_call_push_latency_seconds",
+			Help:    "From an INVITE's arrival to its call push accepted by the push service.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		erased: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipwake_bindings_erased_total", Help: "Bindings erased, by why.",
+		}, []string{"reason"}),
+		stored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sipwake_bindings_stored_total", Help: "Bindings stored or refreshed after the registrar's 2xx.",
+		}),
+		wakeups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sipwake_wakeups_total", Help: "Pushes sent without a call: binding refresh, expiry warnings.",
+		}, []string{"kind"}),
+	}
+	m.collected = []prometheus.Collector{m.calls, m.parked, m.dispatch, m.erased, m.stored, m.wakeups}
+	if reg != nil {
+		for _, c := range m.collected {
+			reg.MustRegister(c)
+		}
+	}
+	return m
+}
+
+// CallEnded counts a call's outcome.
+func (m *Metrics) CallEnded(outcome string) { m.calls.WithLabelValues(outcome).Inc() }
+
+// Parked moves the parked-calls gauge by delta (+1 on park, -1 on end).
+func (m *Metrics) Parked(delta float64) { m.parked.Add(delta) }
+
+// PushLatency records INVITE-to-push time.
+func (m *Metrics) PushLatency(d time.Duration) { m.dispatch.Observe(d.Seconds()) }
+
+func (m *Metrics) erasedFor(reason string) { m.erased.WithLabelValues(reason).Inc() }
