@@ -147,10 +147,14 @@ func (a *App) Stop(ctx context.Context) error {
 		return nil
 	}
 	a.stopped = true
+	// Parked calls finish (or get 503) before the listeners close.
+	if err := a.sip.Drain(ctx); err != nil {
+		a.log.Warn("calls still parked at shutdown were answered 503", "error", err)
+	}
 	if a.cancel != nil {
 		a.cancel()
 	}
-	errs := []error{a.sip.Stop(ctx)}
+	errs := []error{a.sip.Stop(context.WithoutCancel(ctx))}
 	a.sweeping.Wait()
 	a.relay.Drain()
 	a.push.Close()

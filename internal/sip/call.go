@@ -34,6 +34,12 @@ func (s *Server) onInitialOrInDialog(req *sip.Request, tx sip.ServerTransaction)
 		s.proxyInDialog(ctx, req, tx)
 		return
 	}
+	if s.draining.Load() {
+		s.reply(req, tx, sip.StatusServiceUnavailable, "Service Unavailable: sipwake is restarting", sip.NewHeader("Retry-After", "5"))
+		return
+	}
+	s.deliveries.Add(1)
+	defer s.deliveries.Done()
 	tgt, code, reason := s.targetOf(ctx, req)
 	if code != 0 {
 		s.reply(req, tx, code, reason)
@@ -169,6 +175,12 @@ func (d *delivery) run(ctx context.Context, bindings []relay.Binding) {
 			metrics.CallEnded(relay.CallCancelled)
 			d.cancelOthers(nil)
 			endWake(relay.ReasonMissed)
+			return
+		case <-s.drainCtx.Done():
+			metrics.CallEnded(relay.CallFailed)
+			d.cancelOthers(nil)
+			endWake(relay.ReasonMissed)
+			s.reply(d.req, d.tx, sip.StatusServiceUnavailable, "Service Unavailable: sipwake is restarting", sip.NewHeader("Retry-After", "5"))
 			return
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -113,6 +114,12 @@ type Server struct {
 	// upstreamIPs are the registrar's addresses: it may send calls.
 	upstreamIPs map[netip.Addr]bool
 
+	// draining refuses new calls; drainCtx ends the parked ones.
+	draining   atomic.Bool
+	drainCtx   context.Context
+	drainNow   context.CancelFunc
+	deliveries sync.WaitGroup
+
 	mu        sync.Mutex
 	listeners map[string]net.Addr // network -> bound address
 	closers   []func() error
@@ -159,6 +166,7 @@ func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("sip client: %w", err)
 	}
 	s.ua, s.srv, s.client = ua, srv, client
+	s.drainCtx, s.drainNow = context.WithCancel(context.Background())
 	if s.opts.PublicHost == "" {
 		s.opts.PublicHost = host
 	}
@@ -263,6 +271,27 @@ func (s *Server) Addr(network string) string {
 		return a.String()
 	}
 	return ""
+}
+
+// Drain stops taking new calls (they get 503 with Retry-After) and waits
+// for the parked ones to finish; those still parked when ctx ends are
+// answered 503 at once. REGISTERs keep flowing meanwhile, so devices that
+// wake during the drain still get their calls.
+func (s *Server) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	done := make(chan struct{})
+	go func() {
+		s.deliveries.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.drainNow()
+		<-done
+		return ctx.Err()
+	}
 }
 
 // Stop closes the listeners and the transports. It is idempotent.
