@@ -81,7 +81,11 @@ func newWorld(t *testing.T, mutate ...func(*config.Config)) *world {
 
 func (w *world) start(opts ...app.Option) {
 	w.t.Helper()
-	log := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(w.cfg.Log.Level)); err != nil {
+		w.t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: level}))
 	a, err := app.New(w.cfg, log, opts...)
 	if err != nil {
 		w.t.Fatalf("sipwake: %v", err)
