@@ -18,13 +18,13 @@ const (
 // Metrics are the relay's aggregate counters: no AOR, number or token is
 // ever a label.
 type Metrics struct {
-	calls     *prometheus.CounterVec
-	parked    prometheus.Gauge
-	dispatch  prometheus.Histogram
-	erased    *prometheus.CounterVec
-	stored    prometheus.Counter
-	wakeups   *prometheus.CounterVec
-	collected []prometheus.Collector
+	calls      *prometheus.CounterVec
+	parked     prometheus.Gauge
+	dispatch   prometheus.Histogram
+	erased     *prometheus.CounterVec
+	stored     prometheus.Counter
+	wakeups    *prometheus.CounterVec
+	pushCapped prometheus.Counter
 }
 
 // NewMetrics creates the relay's metrics and registers them on reg (nil:
@@ -52,11 +52,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sipwake_wakeups_total", Help: "Pushes sent without a call: binding refresh, expiry warnings.",
 		}, []string{"kind"}),
 	}
-	m.collected = []prometheus.Collector{m.calls, m.parked, m.dispatch, m.erased, m.stored, m.wakeups}
+	m.pushCapped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sipwake_call_pushes_capped_total", Help: "Call pushes not sent because one device got too many calls per minute.",
+	})
 	if reg != nil {
-		for _, c := range m.collected {
-			reg.MustRegister(c)
-		}
+		reg.MustRegister(m.calls, m.parked, m.dispatch, m.erased, m.stored, m.wakeups, m.pushCapped)
 	}
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sipwake/sipwake/internal/limit"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -41,6 +42,9 @@ type Options struct {
 	FollowUpTimeout time.Duration
 	// Metrics counts what the relay does; nil keeps unexported ones.
 	Metrics *Metrics
+	// CallPushesPerMinute caps call pushes to one device, so an INVITE
+	// flood for one AOR does not spam the phone; 0 disables the cap.
+	CallPushesPerMinute int
 }
 
 // Service owns the binding lifecycle.
@@ -59,6 +63,8 @@ type Service struct {
 	// pushes tracks background follow-up pushes.
 	pushes sync.WaitGroup
 	traces *Traces
+	// pushCaps holds each device's call-push budget.
+	pushCaps *limit.Keyed[store.ID]
 }
 
 // New builds the relay. now is the clock (time.Now in production).
@@ -70,7 +76,8 @@ func New(st Store, p Pusher, opts Options, log *slog.Logger, now func() time.Tim
 		opts.Metrics = NewMetrics(nil)
 	}
 	return &Service{store: st, pusher: p, opts: opts, metrics: opts.Metrics, log: log, now: now,
-		waiters: map[store.ID]map[*Wakeup]struct{}{}, traces: newTraces(now)}
+		waiters: map[store.ID]map[*Wakeup]struct{}{}, traces: newTraces(now),
+		pushCaps: limit.New[store.ID](float64(opts.CallPushesPerMinute)/60, opts.CallPushesPerMinute, now)}
 }
 
 // Traces are the per-AOR troubleshooting traces (admin switches them).

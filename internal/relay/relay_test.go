@@ -229,3 +229,40 @@ func TestAORMasked(t *testing.T) {
 		t.Fatalf("log leaked: %s", buf.String())
 	}
 }
+
+func TestCallPushesPerDeviceAreCapped(t *testing.T) {
+	f := newFixture(t)
+	d, err := push.New(f.fakes.Config, slog.New(slog.NewTextHandler(f.logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	capped := relay.New(f.st, d, relay.Options{RecordTTL: ttl, Providers: []string{"apns"}, CallPushesPerMinute: 3}, slog.New(slog.NewTextHandler(f.logs, nil)), f.clock.now)
+	b := f.register(t, pushtest.APNsToken(6), false)
+	failed := 0
+	for i := range 5 {
+		w := capped.Wake(context.Background(), relay.Call{ID: "flood-" + string(rune('a'+i))}, []relay.Binding{b}, 5*time.Second)
+		select {
+		case <-w.Pushed():
+		case <-w.Failed():
+			failed++
+		case <-time.After(5 * time.Second):
+			t.Fatal("no push outcome")
+		}
+		w.End(relay.ReasonMissed, b)
+	}
+	if failed != 2 {
+		t.Fatalf("%d of 5 flood calls were capped, want 2", failed)
+	}
+	if n := len(f.fakes.APNs.Pushes()); n != 3 {
+		t.Fatalf("the phone got %d call pushes in a minute, want 3", n)
+	}
+	f.clock.advance(time.Minute)
+	w := capped.Wake(context.Background(), relay.Call{ID: "later"}, []relay.Binding{b}, 5*time.Second)
+	select {
+	case <-w.Pushed():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the cap did not refill after a minute")
+	}
+	w.End(relay.ReasonMissed, b)
+}

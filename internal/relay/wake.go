@@ -109,6 +109,12 @@ func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Mes
 		w.failed <- b
 		return
 	}
+	if !s.pushCaps.Allow(s.BindingID(b.AOR, b.Device)) {
+		s.metrics.pushCapped.Inc()
+		s.log.Warn("call push to this device capped: too many calls per minute", "aor", b.AOR, "device", b.Device)
+		w.failed <- b
+		return
+	}
 	start := s.now()
 	res := s.pusher.Send(ctx, b.Device.target(), msg)
 	s.log.Info("call push", "aor", b.AOR, "device", b.Device, "outcome", res.Outcome, "reason", res.Reason,

@@ -13,6 +13,7 @@ const (
 	regUpstreamFailed = "upstream_failed" // registrar unreachable or silent
 	regUpstreamDenied = "upstream_denied" // registrar's final non-2xx (challenges included)
 	regStoreFailed    = "store_failed"    // 500: binding not stored
+	regRateLimited    = "rate_limited"    // 503: the source sent too many
 )
 
 // Metrics are the SIP side's counters: aggregate only.

@@ -38,6 +38,11 @@ type registration struct {
 // goes back to the device untouched; only the registrar's 2xx changes what
 // sipwake stores.
 func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+	if !s.limits.Allow(sourceIP(req)) {
+		s.metrics.register(regRateLimited)
+		s.reply(req, tx, sip.StatusServiceUnavailable, "Service Unavailable: too many REGISTERs from this address", sip.NewHeader("Retry-After", "10"))
+		return
+	}
 	ctx, cancel := txContext(tx)
 	defer cancel()
 	reg, code, reason := s.parseRegister(req)

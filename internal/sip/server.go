@@ -22,6 +22,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwake/sipwake/internal/config"
+	"github.com/sipwake/sipwake/internal/limit"
 	"github.com/sipwake/sipwake/internal/relay"
 )
 
@@ -49,6 +50,10 @@ type Options struct {
 	Trunks         []Trunk
 	// Metrics counts REGISTER outcomes; nil keeps unexported ones.
 	Metrics *Metrics
+	// RegisterRate and RegisterBurst bound REGISTERs per source address
+	// (per second, and the burst allowed); 0 disables the limit.
+	RegisterRate  float64
+	RegisterBurst int
 }
 
 // OptionsFrom maps the config file's SIP, calls and trunks sections onto
@@ -108,6 +113,7 @@ type Server struct {
 	relay   *relay.Service
 	log     *slog.Logger
 	metrics *Metrics
+	limits  *limit.Keyed[netip.Addr]
 	ua      *sipgo.UserAgent
 	srv     *sipgo.Server
 	client  *sipgo.Client
@@ -136,7 +142,12 @@ func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
-	s := &Server{opts: opts, relay: rl, log: log, metrics: opts.Metrics, listeners: map[string]net.Addr{}, upstreamIPs: resolveUpstream(opts.Upstream.Host)}
+	s := &Server{
+		opts: opts, relay: rl, log: log, metrics: opts.Metrics,
+		limits:      limit.New[netip.Addr](opts.RegisterRate, opts.RegisterBurst, time.Now),
+		listeners:   map[string]net.Addr{},
+		upstreamIPs: resolveUpstream(opts.Upstream.Host),
+	}
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(host),
