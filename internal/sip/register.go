@@ -58,6 +58,12 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	s.relay.Traces().Log(s.log, reg.aor, "REGISTER from device", "sip", req.String())
+	if reg.push != nil {
+		if b, ok := s.accountBinding(ctx, reg); ok {
+			s.registerAccountApp(ctx, req, tx, reg, b)
+			return
+		}
+	}
 	fwd := s.forwardRegister(reg)
 	res, err := s.upstreamDo(ctx, fwd)
 	if err != nil {
@@ -165,19 +171,25 @@ func (s *Server) toUpstream(req *sip.Request) *sip.Request {
 	return fwd
 }
 
-// bindingURI names a binding at sipwake: sip:sw-<id>@public:port;lr.
+// bindingURI names a binding at sipwake, toward the registrar:
+// sip:sw-<id>@public:port;transport=t, with ;lr when it goes in a Path.
 func (s *Server) bindingURI(id store.ID) sip.Uri {
+	u := s.bindingURIOver(id, s.opts.Upstream.Transport)
+	if !s.opts.ContactMode {
+		u.UriParams.Add("lr", "")
+	}
+	return u
+}
+
+func (s *Server) bindingURIOver(id store.ID, transport string) sip.Uri {
 	u := sip.Uri{
 		Scheme:    "sip",
 		User:      bindingUserPrefix + id.String(),
 		Host:      s.opts.PublicHost,
-		Port:      s.publicPort(s.opts.Upstream.Transport),
+		Port:      s.publicPort(strings.ToLower(transport)),
 		UriParams: sip.NewParams(),
 	}
-	u.UriParams.Add("transport", s.opts.Upstream.Transport)
-	if !s.opts.ContactMode {
-		u.UriParams.Add("lr", "")
-	}
+	u.UriParams.Add("transport", strings.ToLower(transport))
 	return u
 }
 

@@ -114,9 +114,11 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	limits  *limit.Keyed[netip.Addr]
-	ua      *sipgo.UserAgent
-	srv     *sipgo.Server
-	client  *sipgo.Client
+	// nonceKey signs the digest nonces sipwake issues to handed-over apps.
+	nonceKey []byte
+	ua       *sipgo.UserAgent
+	srv      *sipgo.Server
+	client   *sipgo.Client
 	// upstreamIPs are the registrar's addresses: it may send calls.
 	upstreamIPs map[netip.Addr]bool
 
@@ -147,6 +149,7 @@ func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
 		limits:      limit.New[netip.Addr](opts.RegisterRate, opts.RegisterBurst, time.Now),
 		listeners:   map[string]net.Addr{},
 		upstreamIPs: resolveUpstream(opts.Upstream.Host),
+		nonceKey:    newNonceKey(),
 	}
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(opts.UserAgent),
