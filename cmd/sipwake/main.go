@@ -1,7 +1,13 @@
 // Command sipwake runs the push relay for SIP softphones.
 //
-//	sipwake [-config FILE]           run (defaults: bbolt in ./data, SIP on 127.0.0.1:5060)
-//	sipwake config check [-config F] validate a config and print it, secrets redacted
+//	sipwake [-config FILE]                  run until SIGTERM (drain) ; SIGHUP reloads TLS certs and push credentials
+//	sipwake config check [-config F]        validate a config and print it, secrets redacted
+//	sipwake keys generate                   print a new sealing key (32 random bytes, base64)
+//	sipwake keys usage [-config F]          records per sealing key of a stopped instance
+//	sipwake admin token                     print a new admin bearer token and its SHA-256
+//	sipwake admin hash-token                read a token on stdin, print its SHA-256 (admin.token_sha256)
+//	sipwake push test -provider P -token T [-app A] [-kind call|cancel|register|expiry_warning] [-config F]
+//	sipwake healthcheck [-config F] [-url U] [-ready]  exit 0 if the admin listener answers 200
 package main
 
 import (
@@ -14,7 +20,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	sipgo "github.com/emiago/sipgo/sip"
 
@@ -23,39 +28,83 @@ import (
 	sipwire "github.com/sipwake/sipwake/internal/sip"
 )
 
-// stopTimeout bounds a graceful shutdown.
-const stopTimeout = 10 * time.Second
-
 func main() {
-	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	c := cli{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, environ: os.Environ(), hup: hup, stopSignals: stop}
+	err := c.run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "sipwake:", err)
 		os.Exit(1)
 	}
 }
 
-func run(args []string, stdout, stderr io.Writer) error {
-	if len(args) >= 2 && args[0] == "config" && args[1] == "check" {
-		cfg, err := loadConfig(args[2:], stderr)
-		if err != nil {
-			return err
+// cli is one invocation: its streams, environment and signals, so tests run
+// it in-process.
+type cli struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	environ        []string
+	// hup delivers SIGHUP (reload); nil in most tests.
+	hup <-chan os.Signal
+	// stopSignals, called once shutdown starts, lets a second SIGTERM kill
+	// the process the default way; may be nil.
+	stopSignals func()
+}
+
+func (c cli) run(ctx context.Context, args []string) error {
+	if len(args) >= 1 {
+		sub := args[0]
+		if len(args) >= 2 {
+			sub += " " + args[1]
 		}
-		out, err := config.Dump(cfg)
-		if err != nil {
-			return err
+		switch sub {
+		case "config check":
+			return c.configCheck(args[2:])
+		case "keys generate":
+			return c.keysGenerate(args[2:])
+		case "keys usage":
+			return c.keysUsage(ctx, args[2:])
+		case "admin token":
+			return c.adminToken(args[2:])
+		case "admin hash-token":
+			return c.adminHashToken(args[2:])
+		case "push test":
+			return c.pushTest(ctx, args[2:])
 		}
-		_, err = fmt.Fprint(stdout, out)
-		return err
+		if args[0] == "healthcheck" {
+			return c.healthcheck(ctx, args[1:])
+		}
 	}
-	cfg, err := loadConfig(args, stderr)
+	return c.serve(ctx, args)
+}
+
+func (c cli) configCheck(args []string) error {
+	cfg, _, err := c.loadConfig("config check", args, nil)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	out, err := config.Dump(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprint(c.stdout, out)
+	return err
+}
+
+// serve runs sipwake until ctx ends, then drains within
+// shutdown.drain_timeout and returns nil on a clean stop (exit 0).
+func (c cli) serve(ctx context.Context, args []string) error {
+	cfg, path, err := c.loadConfig("sipwake", args, nil)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log, c.stderr)
 	// sipgo's package-level logger, set once here: its stray messages go
 	// through the same redaction as the rest of the SIP side.
 	sipgo.SetDefaultLogger(sipwire.RedactedLogger(log))
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 
 	a, err := app.New(cfg, log)
 	if err != nil {
@@ -65,24 +114,53 @@ func run(args []string, stdout, stderr io.Writer) error {
 		_ = a.Stop(context.Background())
 		return err
 	}
-	<-ctx.Done()
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+	for running := true; running; {
+		select {
+		case <-ctx.Done():
+			running = false
+		case <-c.hup:
+			c.reload(ctx, a, path, log)
+		}
+	}
+	if c.stopSignals != nil {
+		c.stopSignals()
+	}
+	log.Info("shutting down: draining parked calls", "bound", cfg.Shutdown.DrainTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.DrainTimeout)
 	defer cancel()
 	return a.Stop(sctx)
 }
 
-func loadConfig(args []string, stderr io.Writer) (config.Config, error) {
-	fs := flag.NewFlagSet("sipwake", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+// reload re-reads the config file and applies what can change live.
+func (c cli) reload(ctx context.Context, a *app.App, path string, log *slog.Logger) {
+	log.Info("SIGHUP: reloading TLS certificates and push credentials", "config", path)
+	cfg, err := config.Load(path, c.environ)
+	if err != nil {
+		log.Error("reload: config invalid; keeping the running settings", "error", err)
+		return
+	}
+	if err := a.Reload(ctx, cfg); err != nil {
+		return // logged by Reload
+	}
+	log.Info("reload done")
+}
+
+// loadConfig parses -config (and the flags extra adds) and loads the config.
+func (c cli) loadConfig(name string, args []string, extra func(*flag.FlagSet)) (config.Config, string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
 	path := fs.String("config", "", "config file (YAML); every key can also be set as SIPWAKE_<PATH>")
+	if extra != nil {
+		extra(fs)
+	}
 	if err := fs.Parse(args); err != nil {
-		return config.Config{}, err
+		return config.Config{}, "", err
 	}
 	if fs.NArg() > 0 {
-		return config.Config{}, errors.New("unexpected argument " + fs.Arg(0))
+		return config.Config{}, "", errors.New("unexpected argument " + fs.Arg(0))
 	}
-	return config.Load(*path, os.Environ())
+	cfg, err := config.Load(*path, c.environ)
+	return cfg, *path, err
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

@@ -14,12 +14,16 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/sipwake/sipwake/internal/admin"
+	"github.com/sipwake/sipwake/internal/api"
 	"github.com/sipwake/sipwake/internal/config"
+	"github.com/sipwake/sipwake/internal/handover"
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/relay"
 	"github.com/sipwake/sipwake/internal/sip"
@@ -33,6 +37,10 @@ const DevKeyFile = "dev-seal.key"
 // sweepBatch bounds how many expired records one sweep takes at once.
 const sweepBatch = 512
 
+// closeTimeout bounds closing listeners and the admin listener after the
+// drain, so Stop ends even when a transport hangs.
+const closeTimeout = 5 * time.Second
+
 // App is one sipwake instance.
 type App struct {
 	cfg      config.Config
@@ -41,13 +49,20 @@ type App struct {
 	store    *store.Bolt
 	registry *prometheus.Registry
 	counted  countedStore
-	push     *push.Dispatcher
+	pusher   *pushSwitch
 	relay    *relay.Service
 	sip      *sip.Server
+	admin    *admin.Server // nil when admin.listen is empty
+	handover *handover.Keeper
+	api      *api.Server // nil when api.listen is empty
+
+	sipCert, adminCert *certFile // nil without TLS
+	rotation           rotationState
 
 	mu       sync.Mutex
 	started  bool
 	stopped  bool
+	stopping atomic.Bool // readyz answers 503 from the first moment of Stop
 	cancel   context.CancelFunc
 	sweeping sync.WaitGroup
 }
@@ -68,6 +83,10 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	st, err := store.OpenBolt(filepath.Join(cfg.Store.DataDir, "sipwake.db"), keys, log)
+	if errors.Is(err, store.ErrWrongKey) {
+		return nil, fmt.Errorf("refusing to start, the store was not changed: %w "+
+			"(check seal.key/seal.key_file; after a rotation the old key must stay in seal.previous until /admin/keys lists it as retirable)", err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -77,12 +96,13 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	a.registerStoreMetrics()
 	a.counted = newCountedStore(st, a.registry)
-	a.push, err = push.New(cfg.Push, log, a.registry)
+	d, err := push.New(cfg.Push, log, a.registry)
 	if err != nil {
 		_ = st.Close()
 		return nil, err
 	}
-	a.relay = relay.New(st, a.push, relay.Options{
+	a.pusher = newPushSwitch(d)
+	a.relay = relay.New(st, a.pusher, relay.Options{
 		RecordTTL: cfg.Store.RecordTTL,
 		Providers: providers(cfg.Push),
 		Metrics:   relay.NewMetrics(a.registry),
@@ -90,17 +110,70 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	sipOpts, err := sip.OptionsFrom(cfg)
 	if err == nil {
 		sipOpts.Metrics = sip.NewMetrics(a.registry)
-		sipOpts.TLSConfig, err = sipTLS(cfg.SIP.Listen)
+		if l := cfg.SIP.Listen; l.TLS != "" {
+			a.sipCert, err = loadCertFile("sip.listen.tls_cert_file/tls_key_file", l.TLSCertFile, l.TLSKeyFile)
+			if err == nil {
+				sipOpts.TLSConfig = a.sipCert.config()
+			}
+		}
 	}
 	if err == nil {
 		a.sip, err = sip.New(sipOpts, a.relay, log)
 	}
+	if err == nil {
+		a.handover, err = handover.New(a.relay, st, handover.Options{
+			ContactFor: a.sip.BindingURIFor,
+			UserAgent:  cfg.SIP.UserAgent,
+			Now:        a.now,
+		}, log)
+	}
+	if err == nil && cfg.API.Listen != "" {
+		a.api, err = api.New(cfg.API, a.relay, a.handover, log, a.now)
+	}
+	if err == nil {
+		err = a.newAdmin()
+	}
 	if err != nil {
+		d.Close()
 		_ = st.Close()
 		return nil, err
 	}
-	a.relay.SetUpstream(a.sip)
+	a.relay.SetUpstream(upstreams{sip: a.sip, handover: a.handover})
 	return a, nil
+}
+
+// upstreams un-registers an expired binding the way it was registered:
+// sipwake's own registration for a handed-over account, the device's
+// otherwise.
+type upstreams struct{ sip, handover relay.Upstream }
+
+func (u upstreams) Unregister(ctx context.Context, b relay.Binding) error {
+	if b.Account != nil {
+		return u.handover.Unregister(ctx, b)
+	}
+	return u.sip.Unregister(ctx, b)
+}
+
+// newAdmin builds the operator listener when admin.listen is set.
+func (a *App) newAdmin() error {
+	c := a.cfg.Admin
+	if c.Listen == "" {
+		return nil
+	}
+	opts := admin.Options{
+		Listen: c.Listen, TokenSHA256: c.TokenSHA256, MaxTrace: c.MaxTrace,
+		Gatherer: a.registry, Backend: operator{a}, Traces: a.relay.Traces(), Log: a.log,
+	}
+	if c.TLSCertFile != "" {
+		var err error
+		if a.adminCert, err = loadCertFile("admin.tls_cert_file/tls_key_file", c.TLSCertFile, c.TLSKeyFile); err != nil {
+			return err
+		}
+		opts.TLS = a.adminCert.config()
+	}
+	var err error
+	a.admin, err = admin.New(opts)
+	return err
 }
 
 // Start binds the listeners and starts the sweeper.
@@ -113,6 +186,11 @@ func (a *App) Start(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	if err := a.sip.Start(ctx); err != nil {
 		cancel()
+		return err
+	}
+	if err := a.startServices(ctx); err != nil {
+		cancel()
+		_ = a.sip.Stop(context.Background())
 		return err
 	}
 	a.cancel = cancel
@@ -134,19 +212,33 @@ func (a *App) Start(ctx context.Context) error {
 		defer a.sweeping.Done()
 		keeper.Run(ctx)
 	}()
+	if len(a.cfg.Seal.Previous) > 0 {
+		a.sweeping.Add(1)
+		go func() {
+			defer a.sweeping.Done()
+			a.rotate(ctx)
+		}()
+	}
 	a.log.Info("sipwake started", "udp", a.sip.Addr("udp"), "tcp", a.sip.Addr("tcp"), "tls", a.sip.Addr("tls"),
-		"upstream", a.cfg.SIP.Upstream, "mode", a.cfg.SIP.UpstreamMode, "record_ttl", a.cfg.Store.RecordTTL)
+		"upstream", a.cfg.SIP.Upstream, "mode", a.cfg.SIP.UpstreamMode, "record_ttl", a.cfg.Store.RecordTTL,
+		"admin", a.AdminAddr())
 	return nil
 }
 
-// Stop shuts down in reverse order within ctx; it is idempotent.
+// Stop shuts down in reverse order; it is idempotent. ctx bounds the drain:
+// new calls get 503 at once, parked ones may still be answered until ctx
+// ends and get 503 then. Closing the listeners and the store (which flushes
+// it) follows within a few seconds. /readyz answers 503 from the start and
+// /metrics stays up until the end.
 func (a *App) Stop(ctx context.Context) error {
+	a.stopping.Store(true)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.stopped {
 		return nil
 	}
 	a.stopped = true
+	start := time.Now()
 	// Parked calls finish (or get 503) before the listeners close.
 	if err := a.sip.Drain(ctx); err != nil {
 		a.log.Warn("calls still parked at shutdown were answered 503", "error", err)
@@ -154,12 +246,64 @@ func (a *App) Stop(ctx context.Context) error {
 	if a.cancel != nil {
 		a.cancel()
 	}
-	errs := []error{a.sip.Stop(context.WithoutCancel(ctx))}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), closeTimeout)
+	defer cancel()
+	var errs []error
+	if a.api != nil {
+		errs = append(errs, a.api.Stop(cctx))
+	}
+	errs = append(errs, a.handover.Stop(cctx), a.sip.Stop(cctx))
 	a.sweeping.Wait()
 	a.relay.Drain()
-	a.push.Close()
+	a.pusher.close()
 	errs = append(errs, a.store.Close())
-	return errors.Join(errs...)
+	if a.admin != nil {
+		errs = append(errs, a.admin.Stop(cctx))
+	}
+	err := errors.Join(errs...)
+	a.log.Info("sipwake stopped", "took", time.Since(start), "clean", err == nil)
+	return err
+}
+
+// startServices starts what runs beside the SIP side: the handover
+// keeper (resuming every stored account), the API and the admin listener.
+func (a *App) startServices(ctx context.Context) error {
+	if err := a.handover.Start(ctx); err != nil {
+		return err
+	}
+	if a.api != nil {
+		if err := a.api.Start(ctx); err != nil {
+			return err
+		}
+	}
+	if a.admin != nil {
+		return a.admin.Start(ctx)
+	}
+	return nil
+}
+
+// APIURL is the handover API's base URL, or "" when it is off.
+func (a *App) APIURL() string {
+	if a.api == nil {
+		return ""
+	}
+	return a.api.URL()
+}
+
+// AdminAddr is the bound address of the operator listener, or "".
+func (a *App) AdminAddr() string {
+	if a.admin == nil {
+		return ""
+	}
+	return a.admin.Addr()
+}
+
+// AdminURL is the operator listener's base URL, or "".
+func (a *App) AdminURL() string {
+	if a.admin == nil {
+		return ""
+	}
+	return a.admin.URL()
 }
 
 // SIPAddr is the bound address of a SIP listener ("udp", "tcp", "tls").
@@ -221,6 +365,10 @@ func keyring(cfg config.Config, log *slog.Logger) (*store.Keyring, error) {
 		}
 		material[cfg.Seal.KeyID] = dev
 	}
+	return parseKeys(cfg.Seal.KeyID, material)
+}
+
+func parseKeys(active string, material map[string]string) (*store.Keyring, error) {
 	keys := make(map[string][]byte, len(material))
 	for id, b64 := range material {
 		k, err := store.ParseKey(b64)
@@ -229,7 +377,7 @@ func keyring(cfg config.Config, log *slog.Logger) (*store.Keyring, error) {
 		}
 		keys[id] = k
 	}
-	return store.NewKeyring(cfg.Seal.KeyID, keys)
+	return store.NewKeyring(active, keys)
 }
 
 func devKey(dataDir string, log *slog.Logger) (string, error) {

@@ -17,6 +17,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sipwake/sipwake/internal/api"
 	"github.com/sipwake/sipwake/internal/push"
 )
 
@@ -37,6 +38,12 @@ type Config struct {
 	Seal   Seal        `yaml:"seal"`
 	Log    Log         `yaml:"log"`
 	Push   push.Config `yaml:"push"`
+	// API is the HTTPS handover API apps post their accounts to.
+	API api.Config `yaml:"api"`
+	// Admin is the operator listener (metrics, health, admin API).
+	Admin Admin `yaml:"admin"`
+	// Shutdown bounds the graceful stop.
+	Shutdown Shutdown `yaml:"shutdown"`
 }
 
 // SIP is the wire side: where sipwake listens and where it forwards.
@@ -126,6 +133,12 @@ type Log struct {
 	Format string `yaml:"format"`
 }
 
+func defaultAPI() api.Config {
+	var c api.Config
+	c.Defaults()
+	return c
+}
+
 // Secret is a string that never prints itself.
 type Secret string
 
@@ -162,8 +175,11 @@ func Default() Config {
 			SweepInterval:   time.Minute,
 			CompactInterval: time.Hour,
 		},
-		Seal: Seal{KeyID: "k1"},
-		Log:  Log{Level: "info", Format: "text"},
+		Seal:     Seal{KeyID: "k1"},
+		Log:      Log{Level: "info", Format: "text"},
+		API:      defaultAPI(),
+		Admin:    defaultAdmin(),
+		Shutdown: Shutdown{DrainTimeout: DefaultDrainTimeout},
 	}
 }
 
@@ -264,6 +280,9 @@ func (c Config) Validate() error {
 		bad("log.format", c.Log.Format, "text or json")
 	}
 	errs = append(errs, c.Push.Validate()...)
+	errs = append(errs, c.API.Validate()...)
+	errs = append(errs, c.Admin.validate()...)
+	errs = append(errs, c.Shutdown.validate()...)
 	if len(errs) == 0 {
 		return nil
 	}

@@ -126,7 +126,7 @@ func (d *delivery) run(ctx context.Context, bindings []relay.Binding) {
 	}
 	endWake := func(reason string, answered ...relay.Binding) {
 		if wake != nil {
-			go wake.End(reason, answered...)
+			wake.End(reason, answered...)
 		}
 	}
 	timer := time.NewTimer(s.opts.CallWait)
@@ -240,7 +240,7 @@ func (d *delivery) fork(b relay.Binding) bool {
 		return false
 	}
 	fwd.Recipient = uri
-	fwd.Laddr = sip.Addr{}
+	s.sendFrom(fwd, b.Flow.Transport)
 	out := sip.NetworkToUpper(b.Flow.Transport)
 	fwd.SetTransport(out)
 	fwd.SetDestination(b.Flow.Source)
@@ -312,6 +312,7 @@ func (s *Server) cancelBranch(inv *sip.Request) {
 	c.SetBody(nil)
 	c.SetTransport(inv.Transport())
 	c.SetDestination(inv.Destination())
+	c.Laddr = inv.Laddr
 	keep := func(*sipgo.Client, *sip.Request) error { return nil }
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)

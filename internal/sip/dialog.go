@@ -22,7 +22,7 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 	fwd := req.Clone()
 	s.popOwnRoutes(fwd)
 	dest, transport := nextHop(fwd)
-	fwd.Laddr = sip.Addr{}
+	s.sendFrom(fwd, transport)
 	fwd.SetTransport(sip.NetworkToUpper(transport))
 	fwd.SetDestination(dest)
 	if req.IsAck() {

@@ -165,7 +165,7 @@ func (s *Server) toUpstream(req *sip.Request) *sip.Request {
 	if rt := fwd.Route(); rt != nil && s.isLocal(rt.Address) {
 		fwd.RemoveHeader("Route")
 	}
-	fwd.Laddr = sip.Addr{}
+	s.sendFrom(fwd, s.opts.Upstream.Transport)
 	fwd.SetTransport(sip.NetworkToUpper(s.opts.Upstream.Transport))
 	fwd.SetDestination(s.opts.Upstream.HostPort())
 	return fwd

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -274,6 +275,23 @@ func (s *Server) closeListeners() {
 	s.mu.Unlock()
 	for _, c := range closers {
 		_ = c()
+	}
+}
+
+// sendFrom makes a request sipwake originates or forwards leave over UDP
+// from its listening socket: the far end answers to where it came from, and
+// sipgo's per-destination client sockets (reference-counted, closed when
+// idle) are never involved. Over TCP/TLS the pool's connections are used.
+func (s *Server) sendFrom(req *sip.Request, transport string) {
+	req.Laddr = sip.Addr{}
+	if !strings.EqualFold(transport, "udp") {
+		return
+	}
+	s.mu.Lock()
+	a, ok := s.listeners["udp"].(*net.UDPAddr)
+	s.mu.Unlock()
+	if ok {
+		req.Laddr = sip.Addr{IP: a.IP, Port: a.Port}
 	}
 }
 

@@ -34,6 +34,7 @@ func (s *Server) Unregister(ctx context.Context, b relay.Binding) error {
 	maxFwd := sip.MaxForwardsHeader(70)
 	req.AppendHeader(&maxFwd)
 	req.AppendHeader(sip.NewHeader("User-Agent", s.opts.UserAgent))
+	s.sendFrom(req, s.opts.Upstream.Transport)
 	req.SetTransport(sip.NetworkToUpper(s.opts.Upstream.Transport))
 	req.SetDestination(s.opts.Upstream.HostPort())
 	req.SetBody(nil)

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# sipwake's REGISTER-rate load harness: Kamailio, sipwake and sipp on
+# 127.x.y.n, one table out.
+#
+#   bash bench/run.sh                # all set-ups, ~5 min; prints the table
+#   bash bench/run.sh profile RATE   # in-process sipwake at RATE REGISTER/s for
+#                                    # 10 s under -cpuprofile; prints pprof -top
+#
+# Needs kamailio, kamcmd and sipp (scripts/deps.sh installs them). Extra
+# arguments after the mode go to the benchmark binary, e.g.
+# -register.users=20000. BENCH_KEEP=1 keeps the temp dir (logs, binaries).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+for bin in kamailio kamcmd sipp; do
+	command -v "$bin" >/dev/null || { echo "run.sh: $bin missing; run scripts/deps.sh" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d)
+cleanup() {
+	if [[ ${BENCH_KEEP:-} == 1 ]]; then echo "run.sh: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+
+# The separate-process set-up runs the binary an operator gets.
+go build -o "$tmp/sipwake" ./cmd/sipwake
+go test -c -o "$tmp/bench.test" ./bench
+
+mode=${1:-table}
+[[ $# -gt 0 ]] && shift
+case $mode in
+table)
+	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench '^BenchmarkRegisterRate$' \
+		-test.benchtime 1x -test.timeout 30m -test.v \
+		-sipwake.bin "$tmp/sipwake" -register.table "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
+		tail -n 60 "$tmp/bench.log" >&2
+		echo "run.sh: benchmark failed" >&2
+		exit 1
+	fi
+	cat "$tmp/table.txt"
+	;;
+profile)
+	rate=${1:?usage: run.sh profile RATE}
+	shift
+	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench '^BenchmarkRegisterRate$/^b-sipwake$' \
+		-test.benchtime 1x -test.timeout 10m -test.v -test.cpuprofile "$tmp/cpu.out" \
+		-register.rate "$rate" -register.table "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
+		tail -n 60 "$tmp/bench.log" >&2
+		echo "run.sh: benchmark failed" >&2
+		exit 1
+	fi
+	cat "$tmp/table.txt"
+	echo
+	go tool pprof -top -nodecount=15 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
+	echo
+	go tool pprof -top -cum -nodecount=25 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
+	;;
+*)
+	echo "usage: run.sh [table|profile RATE] [benchmark flags]" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,317 @@
+// Package api is sipwake's HTTPS API for apps: the handover of SIP accounts
+// (PUT, GET, DELETE /v1/accounts/{id}). It owns authentication (per-app API
+// keys, held as SHA-256 hashes), per-key and per-source rate limits, body
+// bounds and strict JSON, and the mapping of registrar outcomes to HTTP
+// statuses. It does not register anything itself (package handover does)
+// nor store anything (package relay, sealed by store).
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/handover"
+	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/store"
+)
+
+// Bindings is what the API reads from the relay. *relay.Service satisfies it.
+type Bindings interface {
+	AccountID(app, id string) store.ID
+	Binding(ctx context.Context, id store.ID) (relay.Binding, error)
+	Supports(provider string) bool
+	Providers() []string
+}
+
+// Keeper is what the API asks of the registration keeper.
+// *handover.Keeper satisfies it.
+type Keeper interface {
+	Hand(ctx context.Context, b relay.Binding, ttl time.Duration) (relay.Binding, bool, error)
+	Release(ctx context.Context, app, id string) error
+	Status(id store.ID) (handover.Status, bool)
+}
+
+// Server is the API's HTTP(S) server.
+type Server struct {
+	cfg      Config
+	bindings Bindings
+	keeper   Keeper
+	log      *slog.Logger
+	now      func() time.Time
+	tls      *tls.Config
+	keys     map[[sha256.Size]byte]string // key hash -> app
+	limits   *limiters
+	handler  http.Handler
+
+	mu      sync.Mutex
+	srv     *http.Server
+	ln      net.Listener
+	served  chan struct{}
+	started bool
+	stopped bool
+}
+
+// New checks cfg, loads the TLS certificate and builds the server; nothing
+// listens until Start. now is the clock (time.Now in production).
+func New(cfg Config, bindings Bindings, keeper Keeper, log *slog.Logger, now func() time.Time) (*Server, error) {
+	cfg.Defaults()
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("api config: %w", errors.Join(errs...))
+	}
+	if cfg.Listen == "" {
+		return nil, errors.New("api config: api.listen is empty (the API is off)")
+	}
+	s := &Server{
+		cfg: cfg, bindings: bindings, keeper: keeper, log: log.With("part", "api"), now: now,
+		keys: map[[sha256.Size]byte]string{},
+	}
+	for _, k := range cfg.Keys {
+		var h [sha256.Size]byte
+		b, _ := hex.DecodeString(strings.ToLower(k.SHA256)) // Validate checked it
+		copy(h[:], b)
+		s.keys[h] = k.App
+	}
+	if cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("api.tls_cert_file / api.tls_key_file: %w", err)
+		}
+		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	}
+	s.limits = newLimiters(cfg.RateLimit, now)
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler is the API's HTTP handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Start binds the listen address (so a bind error is returned here) and
+// serves in the background. It is idempotent.
+func (s *Server) Start(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started {
+		return nil
+	}
+	if s.stopped {
+		return errors.New("api: server stopped")
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("api: listen %s: %w", s.cfg.Listen, err)
+	}
+	s.srv = &http.Server{
+		Handler:           s.handler,
+		TLSConfig:         s.tls,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// A PUT waits for the registrar (its own timeout, twice when an
+		// account moves registrar).
+		WriteTimeout:   60 * time.Second,
+		IdleTimeout:    90 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	s.ln = ln
+	s.served = make(chan struct{})
+	s.started = true
+	srv, served := s.srv, s.served
+	go func() {
+		defer close(served)
+		var err error
+		if s.tls != nil {
+			err = srv.ServeTLS(ln, "", "")
+		} else {
+			err = srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("api server stopped", "error", err)
+		}
+	}()
+	s.log.Info("api listening", "addr", ln.Addr().String(), "tls", s.tls != nil, "apps", len(s.keys))
+	return nil
+}
+
+// Stop shuts the server down, letting requests in flight finish within
+// ctx. It is idempotent.
+func (s *Server) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return nil
+	}
+	s.stopped = true
+	if s.srv == nil {
+		return nil
+	}
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+	}
+	<-s.served
+	return err
+}
+
+// Addr is the bound address ("" before Start).
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr().String()
+}
+
+// URL is the API's base URL ("https://127.0.0.1:8443"), "" before Start.
+func (s *Server) URL() string {
+	addr := s.Addr()
+	if addr == "" {
+		return ""
+	}
+	if s.tls != nil {
+		return "https://" + addr
+	}
+	return "http://" + addr
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /v1/accounts/{id}", s.authed(s.putAccount))
+	mux.HandleFunc("GET /v1/accounts/{id}", s.authed(s.getAccount))
+	mux.HandleFunc("DELETE /v1/accounts/{id}", s.authed(s.deleteAccount))
+	mux.HandleFunc("/v1/accounts/{id}", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "PUT, GET, DELETE")
+		writeError(w, http.StatusMethodNotAllowed, "method not allowed; use PUT, GET or DELETE")
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such resource; the API is /v1/accounts/{id} (PUT, GET, DELETE)")
+	})
+	return s.perSource(mux)
+}
+
+// perSource rate-limits by source IP before anything else, so guessing
+// keys is as slow as any other request.
+func (s *Server) perSource(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			host = r.RemoteAddr
+		}
+		if !s.limits.allowSource(host) {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusTooManyRequests, "too many requests from this address")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+type appHandler func(w http.ResponseWriter, r *http.Request, app, id string)
+
+// authed checks the API key and the per-key limit and the account id, then
+// calls h with the calling app.
+func (s *Server) authed(h appHandler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		app, ok := s.app(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="sipwake"`)
+			writeError(w, http.StatusUnauthorized, "missing or unknown API key (send Authorization: Bearer <key>)")
+			return
+		}
+		if !s.limits.allowKey(app) {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusTooManyRequests, "too many requests for this API key")
+			return
+		}
+		id := r.PathValue("id")
+		if !validAccountID(id) {
+			writeError(w, http.StatusBadRequest, "account id: want 1–128 of A-Z a-z 0-9 . _ ~ -")
+			return
+		}
+		start := s.now()
+		rw := &statusWriter{ResponseWriter: w}
+		h(rw, r, app, id)
+		s.log.Info("api request", "app", app, "method", r.Method, "status", rw.status, "took", s.now().Sub(start))
+	}
+}
+
+// app finds the caller's app from its bearer key. Keys are compared by
+// their SHA-256 in constant time.
+func (s *Server) app(r *http.Request) (string, bool) {
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || key == "" {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(key)))
+	var found string
+	for h, app := range s.keys {
+		if subtle.ConstantTimeCompare(h[:], sum[:]) == 1 {
+			found = app
+		}
+	}
+	return found, found != ""
+}
+
+func validAccountID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '~' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// errorBody is every error answer: {"error": "..."}.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

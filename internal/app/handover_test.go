@@ -1,0 +1,61 @@
+package app_test
+
+import (
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/sipwake/sipwake/internal/api"
+	"github.com/sipwake/sipwake/internal/config"
+	"github.com/sipwake/sipwake/internal/peertest"
+	"github.com/sipwake/sipwake/internal/push/pushtest"
+)
+
+const apiKey = "handover-test-key-0123456789"
+
+// A SIPIS-style app hands its account over the API, goes to sleep; a call
+// through the provider's registrar wakes it by push, it connects to
+// sipwake (which challenges it with the account's own credentials) and the
+// call is answered.
+func TestHandedOverAccountCallIsDelivered(t *testing.T) {
+	apiAddr := peertest.Addr(t, 6, 8443)
+	w := newWorld(t, func(c *config.Config) {
+		c.API.Listen = apiAddr
+		c.API.Keys = []api.Key{{App: "phone", SHA256: api.HashKey(apiKey)}}
+	})
+	tok := pushtest.APNsToken(40)
+	body := `{"aor":"alice@` + domain + `","registrar":"sip:` + w.kam.Addr + `","transport":"udp","username":"alice",` +
+		`"password":"` + password + `","expires":600,"push":{"provider":"apns","token":"` + tok + `","param":"` + w.fakes.APNs.Param() + `"}}`
+	req, err := http.NewRequest(http.MethodPut, "http://"+apiAddr+"/v1/accounts/phone-1", bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("PUT answered %d", res.StatusCode)
+	}
+	locs := w.locations("alice")
+	if len(locs) != 1 || !strings.Contains(locs[0].Contact, "sw-") || !strings.Contains(locs[0].Contact, w.swAddr) {
+		t.Fatalf("registrar holds %+v, want sipwake's contact", locs)
+	}
+
+	caller := w.call("alice", "caller_answered", nil)
+	ps := waitPushes(t, w.fakes.APNs, 1)
+	if ps[0].Token != tok || ps[0].Header.Get("apns-push-type") != "voip" {
+		t.Fatalf("call push: %s %v", ps[0].Token, ps[0].Header)
+	}
+	// The woken app connects to sipwake with the account's credentials.
+	app := w.wake("alice", tok, 5070, "uas_answer")
+	mustSucceed(t, "caller", caller)
+	mustSucceed(t, "woken app", app)
+	if n := len(w.locations("alice")); n != 1 {
+		t.Fatalf("the app's own REGISTER reached the registrar: %d contacts", n)
+	}
+}
