@@ -21,8 +21,6 @@ import (
 	"os/signal"
 	"syscall"
 
-	sipgo "github.com/emiago/sipgo/sip"
-
 	"github.com/sipwake/sipwake/internal/app"
 	"github.com/sipwake/sipwake/internal/config"
 	sipwire "github.com/sipwake/sipwake/internal/sip"
@@ -102,9 +100,9 @@ func (c cli) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	log := newLogger(cfg.Log, c.stderr)
-	// sipgo's package-level logger, set once here: its stray messages go
-	// through the same redaction as the rest of the SIP side.
-	sipgo.SetDefaultLogger(sipwire.RedactedLogger(log))
+	// sipgo's process-wide knobs, set once here: the UDP size limit and its
+	// stray log messages, redacted like the rest of the SIP side.
+	sipwire.ConfigureLibrary(log)
 
 	a, err := app.New(cfg, log)
 	if err != nil {

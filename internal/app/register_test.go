@@ -315,3 +315,24 @@ func TestSweeperErasesExpiredRecords(t *testing.T) {
 	// SIP-native device's password is never held by sipwake).
 	waitFor(t, func() bool { return strings.Contains(w.logs.String(), "upstream un-register of expired binding") }, "upstream un-register attempted")
 }
+
+// The registrar's 200 lists every contact of the AOR; with a handful of
+// devices (pn-* parameters and a Path each) it outgrows 1,300 bytes and
+// must still reach the device over UDP. (sipgo refuses such datagrams by
+// default: once an AOR had enough contacts, its devices never got a 200.)
+func TestLargeRegistrarAnswerReachesDeviceOverUDP(t *testing.T) {
+	w := newWorld(t)
+	for i := range 8 {
+		tok := fmt.Sprintf("%02x%s", i, token[2:])
+		res, err := w.register("alice", apnsParams(tok), 600, 5070+i)
+		if err != nil {
+			t.Fatalf("device %d: %v\n%s", i, err, res.Messages())
+		}
+		if i == 7 && len(lastReceived(res)) < 1300 {
+			t.Fatalf("the 200 is only %d bytes: the test does not exercise a large answer", len(lastReceived(res)))
+		}
+	}
+	if n := len(w.bindings("alice")); n != 8 {
+		t.Fatalf("%d bindings, want 8", n)
+	}
+}

@@ -14,6 +14,7 @@ const (
 	regUpstreamDenied = "upstream_denied" // registrar's final non-2xx (challenges included)
 	regStoreFailed    = "store_failed"    // 500: binding not stored
 	regRateLimited    = "rate_limited"    // 503: the source sent too many
+	regOverloaded     = "overloaded"      // 503: too many waiting on the registrar
 )
 
 // Metrics are the SIP side's counters: aggregate only.

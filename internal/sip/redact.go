@@ -3,6 +3,8 @@ package sip
 import (
 	"context"
 	"log/slog"
+
+	"github.com/emiago/sipgo/sip"
 )
 
 // sipgo logs whole messages under these keys (a parse error logs the raw
@@ -43,4 +45,19 @@ func (h redactHandler) WithAttrs(as []slog.Attr) slog.Handler {
 
 func (h redactHandler) WithGroup(name string) slog.Handler {
 	return redactHandler{next: h.next.WithGroup(name)}
+}
+
+// maxUDPMessage is the largest SIP message sipwake sends over UDP. sipgo
+// refuses anything over 1300 bytes by default, but a registrar's 200 lists
+// every contact of the AOR (with pn-* parameters and Path, a few hundred
+// bytes each) and must reach the device over the transport it came on:
+// like Kamailio, send it and let IP fragment it.
+const maxUDPMessage = 65000
+
+// ConfigureLibrary sets sipgo's process-wide knobs: the UDP size limit and
+// its default logger (redacted). Call it once, from main or a TestMain,
+// before any Server exists.
+func ConfigureLibrary(log *slog.Logger) {
+	sip.UDPMTUSize = maxUDPMessage
+	sip.SetDefaultLogger(RedactedLogger(log))
 }

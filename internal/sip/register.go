@@ -38,11 +38,20 @@ type registration struct {
 // goes back to the device untouched; only the registrar's 2xx changes what
 // sipwake stores.
 func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
-	if !s.limits.Allow(sourceIP(req)) {
+	// Phones are limited per address; a trusted proxy in front of sipwake
+	// carries everyone's REGISTERs from one address and is not.
+	if src := sourceIP(req); !s.trusted(src) && !s.limits.Allow(src) {
 		s.metrics.register(regRateLimited)
 		s.reply(req, tx, sip.StatusServiceUnavailable, "Service Unavailable: too many REGISTERs from this address", sip.NewHeader("Retry-After", "10"))
 		return
 	}
+	if s.inFlight.Add(1) > int64(s.opts.MaxRegistersInFlight) {
+		s.inFlight.Add(-1)
+		s.metrics.register(regOverloaded)
+		s.reply(req, tx, sip.StatusServiceUnavailable, "Service Unavailable: sipwake is overloaded", sip.NewHeader("Retry-After", "5"))
+		return
+	}
+	defer s.inFlight.Add(-1)
 	ctx, cancel := txContext(tx)
 	defer cancel()
 	reg, code, reason := s.parseRegister(req)

@@ -51,6 +51,10 @@ type Options struct {
 	Trunks         []Trunk
 	// Metrics counts REGISTER outcomes; nil keeps unexported ones.
 	Metrics *Metrics
+	// MaxRegistersInFlight bounds REGISTERs waiting on the registrar; past
+	// it sipwake answers 503 at once instead of queueing without end
+	// (0: 2048).
+	MaxRegistersInFlight int
 	// RegisterRate and RegisterBurst bound REGISTERs per source address
 	// (per second, and the burst allowed); 0 disables the limit.
 	RegisterRate  float64
@@ -73,6 +77,7 @@ func OptionsFrom(cfg config.Config) (Options, error) {
 		UserAgent:       c.UserAgent,
 		CallWait:        cfg.Calls.Wait,
 		Ringing:         cfg.Calls.Ringing,
+		RegisterRate:    c.RegisterRate, RegisterBurst: c.RegisterBurst,
 	}
 	if o.TrustedSources, err = prefixes(cfg.Calls.TrustedSources); err != nil {
 		return Options{}, err
@@ -115,6 +120,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	limits  *limit.Keyed[netip.Addr]
+	// inFlight counts REGISTERs waiting on the registrar.
+	inFlight atomic.Int64
 	// nonceKey signs the digest nonces sipwake issues to handed-over apps.
 	nonceKey []byte
 	ua       *sipgo.UserAgent
@@ -144,6 +151,9 @@ func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
 	wireLog := RedactedLogger(log)
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
+	}
+	if opts.MaxRegistersInFlight <= 0 {
+		opts.MaxRegistersInFlight = 2048
 	}
 	s := &Server{
 		opts: opts, relay: rl, log: log, metrics: opts.Metrics,
