@@ -73,6 +73,7 @@ func startSipwakeProcess(b *testing.B, upstream string) *sipwakeProcess {
 		"SIPWAKE_STORE_DATA_DIR=" + p.dataDir,
 		"SIPWAKE_SEAL_KEY=" + base64.StdEncoding.EncodeToString(p.key),
 		"SIPWAKE_LOG_LEVEL=warn",
+		"SIPWAKE_SIP_REGISTER_RATE=0", // sipp is one source standing for many phones
 		"SIPWAKE_PUSH_APPS=" + string(apps),
 	}
 	for _, kv := range os.Environ() {

@@ -106,6 +106,8 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		RecordTTL: cfg.Store.RecordTTL,
 		Providers: providers(cfg.Push),
 		Metrics:   relay.NewMetrics(a.registry),
+
+		CallPushesPerMinute: cfg.Calls.PushesPerDevicePerMinute,
 	}, log, a.now)
 	sipOpts, err := sip.OptionsFrom(cfg)
 	if err == nil {

@@ -62,6 +62,11 @@ type SIP struct {
 	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
 	// UserAgent is sent in requests sipwake originates.
 	UserAgent string `yaml:"user_agent"`
+	// RegisterRate bounds REGISTERs per second from one source address
+	// (beyond it: 503 with Retry-After); 0 turns the limit off.
+	RegisterRate float64 `yaml:"register_rate"`
+	// RegisterBurst is how many REGISTERs one source may send at once.
+	RegisterBurst int `yaml:"register_burst"`
 }
 
 // Calls is the policy for requests that must wake a device.
@@ -80,6 +85,10 @@ type Calls struct {
 	// ExpiryWarnings are how long before a record's TTL runs out the user is
 	// told (visible push) to open the app once.
 	ExpiryWarnings []time.Duration `yaml:"expiry_warnings"`
+	// PushesPerDevicePerMinute caps call pushes to one device, so an INVITE
+	// flood for one AOR does not ring the phone without end; 0 turns the
+	// cap off.
+	PushesPerDevicePerMinute int `yaml:"pushes_per_device_per_minute"`
 }
 
 // Trunk is a provider that sends calls straight to sipwake: the
@@ -161,12 +170,16 @@ func Default() Config {
 			UpstreamMode:    "path",
 			UpstreamTimeout: 5 * time.Second,
 			UserAgent:       "sipwake",
+			RegisterRate:    50,
+			RegisterBurst:   100,
 		},
 		Calls: Calls{
 			Wait:           30 * time.Second,
 			Ringing:        true,
 			RefreshLead:    2 * time.Minute,
 			ExpiryWarnings: []time.Duration{24 * time.Hour, time.Hour},
+
+			PushesPerDevicePerMinute: 10,
 		},
 		Store: Store{
 			Backend:         "bolt",
@@ -186,14 +199,36 @@ func Default() Config {
 // Load reads the file at path (empty: defaults only), applies the
 // environment overrides from environ and validates the result.
 func Load(path string, environ []string) (Config, error) {
-	cfg := Default()
+	var raw []byte
 	if path != "" {
-		raw, err := os.ReadFile(path)
-		if err != nil {
+		var err error
+		if raw, err = os.ReadFile(path); err != nil {
 			return Config{}, fmt.Errorf("config: %w", err)
 		}
+	}
+	cfg, err := parse(raw, environ)
+	if err != nil && path != "" && !errors.As(err, new(*Error)) {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, err
+}
+
+// Parse is Load for a config already in memory: raw YAML (empty: defaults
+// only), then the environment overrides, then validation. A config that
+// fails any step is never returned.
+func Parse(raw []byte, environ []string) (Config, error) {
+	cfg, err := parse(raw, environ)
+	if err != nil && !errors.As(err, new(*Error)) {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return cfg, err
+}
+
+func parse(raw []byte, environ []string) (Config, error) {
+	cfg := Default()
+	if len(raw) > 0 {
 		if err := decodeStrict(raw, &cfg); err != nil {
-			return Config{}, fmt.Errorf("config %s: %w", path, err)
+			return Config{}, err
 		}
 	}
 	if err := applyEnv(&cfg, environ); err != nil {
@@ -246,6 +281,12 @@ func (c Config) Validate() error {
 	}
 	if d := c.SIP.UpstreamTimeout; d < 100*time.Millisecond || d > time.Minute {
 		bad("sip.upstream_timeout", d, "between 100ms and 1m")
+	}
+	if r := c.SIP.RegisterRate; r < 0 || r > 1e6 || r != r {
+		bad("sip.register_rate", r, "REGISTERs per second per source, 0 (off) to 1000000")
+	}
+	if b := c.SIP.RegisterBurst; b < 0 || b > 1e6 || (c.SIP.RegisterRate > 0 && b < 1) {
+		bad("sip.register_burst", b, "1 to 1000000 when sip.register_rate is set")
 	}
 
 	errs = append(errs, c.Calls.validate()...)
@@ -301,6 +342,9 @@ func (c Calls) validate() []error {
 	}
 	if c.RefreshLead < 10*time.Second || c.RefreshLead > time.Hour {
 		errs = append(errs, fmt.Errorf("calls.refresh_lead: %q is not allowed (between 10s and 1h)", c.RefreshLead))
+	}
+	if n := c.PushesPerDevicePerMinute; n < 0 || n > 1000 {
+		errs = append(errs, fmt.Errorf("calls.pushes_per_device_per_minute: %q is not allowed (0 (off) to 1000)", fmt.Sprint(n)))
 	}
 	for i, d := range c.ExpiryWarnings {
 		if d <= 0 || d >= MinRecordTTL {

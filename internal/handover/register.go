@@ -14,6 +14,7 @@ import (
 	"github.com/icholy/digest"
 
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -241,31 +242,15 @@ func answer(res *sip.Response, req *sip.Request, acct *relay.Account) (header, v
 // expires parameter in the 200's Contact list, else the Expires header,
 // else what was asked.
 func grantedExpires(res *sip.Response, ours sip.Uri, asked int) int {
-	for _, h := range res.GetHeaders("Contact") {
-		for _, v := range splitList(h.Value()) {
-			var (
-				u      sip.Uri
-				params sip.HeaderParams
-			)
-			if _, err := sip.ParseAddressValue(v, &u, &params); err != nil {
-				continue
-			}
-			if !strings.EqualFold(u.User, ours.User) {
-				continue
-			}
-			if e, ok := params.Get("expires"); ok {
-				if n, err := strconv.Atoi(e); err == nil && n >= 0 {
-					return n
-				}
+	contacts, _ := sipmsg.Contacts(res)
+	for _, c := range contacts {
+		if strings.EqualFold(c.Address.User, ours.User) {
+			if _, ok := c.Params.Get("expires"); ok {
+				return sipmsg.Expires(res, c, asked)
 			}
 		}
 	}
-	if h := res.GetHeader("Expires"); h != nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
-			return n
-		}
-	}
-	return asked
+	return sipmsg.Expires(res, nil, asked)
 }
 
 func minExpires(res *sip.Response) (int, error) {
@@ -278,32 +263,6 @@ func minExpires(res *sip.Response) (int, error) {
 		return 0, fmt.Errorf("bad Min-Expires %q", h.Value())
 	}
 	return n, nil
-}
-
-// splitList splits a header value at commas outside quotes and <>.
-func splitList(v string) []string {
-	var (
-		out     []string
-		start   int
-		quoted  bool
-		bracket bool
-	)
-	for i := 0; i < len(v); i++ {
-		switch v[i] {
-		case '"':
-			quoted = !quoted
-		case '<':
-			bracket = !quoted
-		case '>':
-			bracket = false
-		case ',':
-			if !quoted && !bracket {
-				out = append(out, strings.TrimSpace(v[start:i]))
-				start = i + 1
-			}
-		}
-	}
-	return append(out, strings.TrimSpace(v[start:]))
 }
 
 // defaultPort is the registrar port of a transport an account may

@@ -16,6 +16,7 @@ import (
 	"github.com/icholy/digest"
 
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -56,7 +57,7 @@ func (s *Server) registerAccountApp(ctx context.Context, req *sip.Request, tx si
 			sip.NewHeader("WWW-Authenticate", fmt.Sprintf(`Digest realm="%s", nonce="%s", algorithm=MD5, qop="auth"`, realm, s.nonce())))
 		return
 	}
-	expires := contactExpires(req, reg.push, defaultExpires)
+	expires := sipmsg.Expires(req, reg.push, defaultExpires)
 	b.Contact = reg.push.Address.String()
 	b.Flow = relay.Flow{Transport: strings.ToLower(req.Transport()), Source: req.Source()}
 	if err := s.relay.UpdateAccount(ctx, b); err != nil {

@@ -2,8 +2,6 @@ package sip
 
 import (
 	"errors"
-	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -15,55 +13,6 @@ import (
 // bindingUserPrefix marks the user part of a URI that names a binding
 // (sw-<id>@sipwake), in a Path or a rewritten Contact.
 const bindingUserPrefix = "sw-"
-
-// contactsOf parses every Contact of a request, including comma-separated
-// lists in one header field.
-func contactsOf(msg sip.Message) ([]*sip.ContactHeader, error) {
-	var out []*sip.ContactHeader
-	for _, h := range msg.GetHeaders("Contact") {
-		for _, v := range splitList(h.Value()) {
-			c := &sip.ContactHeader{}
-			if strings.TrimSpace(v) == "*" {
-				c.Address.Wildcard = true
-				out = append(out, c)
-				continue
-			}
-			name, err := sip.ParseAddressValue(v, &c.Address, &c.Params)
-			if err != nil {
-				return nil, fmt.Errorf("bad Contact %q: %w", v, err)
-			}
-			c.DisplayName = name
-			out = append(out, c)
-		}
-	}
-	return out, nil
-}
-
-// splitList splits a header value at commas outside quotes and <>.
-func splitList(v string) []string {
-	var (
-		out     []string
-		start   int
-		quoted  bool
-		bracket bool
-	)
-	for i := 0; i < len(v); i++ {
-		switch v[i] {
-		case '"':
-			quoted = !quoted
-		case '<':
-			bracket = !quoted
-		case '>':
-			bracket = false
-		case ',':
-			if !quoted && !bracket {
-				out = append(out, strings.TrimSpace(v[start:i]))
-				start = i + 1
-			}
-		}
-	}
-	return append(out, strings.TrimSpace(v[start:]))
-}
 
 // param reads a pn-* parameter from the Contact URI, where RFC 8599 puts
 // it, falling back to the header parameters some clients use.
@@ -87,23 +36,6 @@ func pushParams(c *sip.ContactHeader) relay.ContactParams {
 			Param:    strings.Trim(pnParam, `"`),
 		},
 	}
-}
-
-// contactExpires is the expiry a Contact asks for: its own expires
-// parameter, else the request's Expires header, else def.
-func contactExpires(msg sip.Message, c *sip.ContactHeader, def int) int {
-	if v, ok := c.Params.Get("expires"); ok {
-		if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-			return n
-		}
-	}
-	if hs := msg.GetHeaders("Expires"); len(hs) > 0 {
-		h := hs[0]
-		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
-			return n
-		}
-	}
-	return def
 }
 
 // aorOf is the canonical AOR of a To or From address: user@host, lower-case

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -68,7 +69,7 @@ func FuzzSIPMessage(f *testing.F) {
 		}
 		switch m := msg.(type) {
 		case *sip.Request:
-			_, _ = contactsOf(m)
+			_, _ = sipmsg.Contacts(m)
 			s.bindingIDOf(m)
 			if m.Method != sip.REGISTER {
 				return
@@ -86,7 +87,7 @@ func FuzzSIPMessage(f *testing.F) {
 			req.AppendHeader(sip.NewHeader("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx"))
 			_ = responseFor(req, m)
 			upstreamPushes(m, "apns")
-			_, _ = contactsOf(m)
+			_, _ = sipmsg.Contacts(m)
 		}
 	})
 }

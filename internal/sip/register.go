@@ -10,6 +10,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -113,7 +114,7 @@ func (s *Server) parseRegister(req *sip.Request) (*registration, int, string) {
 	if err != nil {
 		return nil, sip.StatusBadRequest, "Bad Request: To must be an address of record (user@domain)"
 	}
-	contacts, err := contactsOf(req)
+	contacts, err := sipmsg.Contacts(req)
 	if err != nil {
 		return nil, sip.StatusBadRequest, "Bad Request: malformed Contact"
 	}
@@ -263,7 +264,7 @@ func (s *Server) registered(ctx context.Context, reg *registration, up, out *sip
 }
 
 func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *sip.Response) string {
-	requested := contactExpires(reg.req, reg.push, defaultExpires)
+	requested := sipmsg.Expires(reg.req, reg.push, defaultExpires)
 	if requested == 0 {
 		if err := s.relay.Erase(ctx, reg.aor, reg.device, relay.ErasedUnregistered); err != nil {
 			s.log.Error("erase binding failed", "aor", reg.aor, "error", err)
@@ -307,16 +308,16 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *s
 
 // grantedExpires reads the expiry the registrar granted the push contact.
 func (s *Server) grantedExpires(up *sip.Response, reg *registration, requested int) int {
-	contacts, err := contactsOf(up)
+	contacts, err := sipmsg.Contacts(up)
 	if err != nil {
 		return requested
 	}
 	for _, c := range contacts {
 		if s.isPushContact(c, reg) {
-			return contactExpires(up, c, requested)
+			return sipmsg.Expires(up, c, requested)
 		}
 	}
-	return contactExpires(up, &sip.ContactHeader{}, requested)
+	return sipmsg.Expires(up, &sip.ContactHeader{}, requested)
 }
 
 // isPushContact tells whether a Contact in the registrar's answer is the
@@ -333,7 +334,7 @@ func (s *Server) isPushContact(c *sip.ContactHeader, reg *registration) bool {
 // restoreDeviceContact shows the device its own Contact in the 200, not
 // the one sipwake registered for it.
 func restoreDeviceContact(out *sip.Response, reg *registration) {
-	contacts, err := contactsOf(out)
+	contacts, err := sipmsg.Contacts(out)
 	if err != nil {
 		return
 	}

@@ -1,0 +1,989 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis layout (format 1), every key under one hash tag {P} (P = Prefix):
+//
+//	{P}:meta        hash   format -> "1", index-key -> Seal(32 random bytes, aad "sipwake/meta/index-key/1")
+//	{P}:r:<id>      string the bbolt rec value, byte for byte:
+//	                       1 | expiry (8) | HMAC(aor) (20) | Seal(uvarint len(aor) | aor | data, aad)
+//	                       PEXPIREAT max(ExpiresAt, now) + Grace
+//	{P}:ttl         zset   member <id>, score ExpiresAt in Unix ms
+//	{P}:a:<aorhash> set    members <id>; PEXPIREAT the latest record's
+//
+// <id> is ID.String() and <aorhash> the AOR's HMAC in the same base32 form,
+// so no AOR, device, token or contact appears in a key, and values are the
+// sealed bbolt records (same seal, same aad binding a value to its ID and
+// header). Redis' own expiry is the hard TTL; the ttl zset lets a sweeper
+// take records (and un-register them upstream) before Redis drops them.
+//
+// One hash tag puts the whole store in one Cluster slot, so every script
+// may touch the ttl zset, a record and its AOR set atomically. The price is
+// that a Cluster holds the store on one master (and its replicas): Cluster
+// then buys fail-over, not capacity. At ~1 KB per binding, a million
+// bindings is ~1 GB, well within one Redis.
+const (
+	redisMetaField = "index-key"
+	redisFmtField  = "format"
+
+	// DefaultRedisGrace is how long Redis keeps a record past its ExpiresAt
+	// so that a sweeper takes it (and un-registers it upstream) first.
+	DefaultRedisGrace = time.Hour
+	// DefaultRedisPrefix names the store's keys when RedisOptions.Prefix is
+	// empty.
+	DefaultRedisPrefix = "sipwake"
+
+	// redisDeleteTries bounds Delete's optimistic retries when the record
+	// changes between its read and its erasure.
+	redisDeleteTries = 8
+)
+
+// RedisOptions say which Redis holds the store and how it is reached.
+type RedisOptions struct {
+	// Addrs: one "host:port" (or a unix socket path) for a single Redis;
+	// several for a Cluster (seed nodes); the Sentinels when MasterName is
+	// set.
+	Addrs []string
+	// Cluster forces Cluster mode with a single seed address.
+	Cluster bool
+	// MasterName is the Sentinel master name; empty: no Sentinel.
+	MasterName string
+	// Username and Password authenticate to Redis (ACL or requirepass).
+	Username, Password string
+	// SentinelUsername and SentinelPassword authenticate to the Sentinels,
+	// if they require it.
+	SentinelUsername, SentinelPassword string
+	// DB is the database number (single Redis or Sentinel; Cluster has
+	// only 0).
+	DB int
+	// Prefix names the store's keys, "{Prefix}:…" (default "sipwake").
+	// Several stores may share a Redis under different prefixes. Letters,
+	// digits and . _ - only.
+	Prefix string
+	// Grace is how long after ExpiresAt Redis itself drops a record that
+	// no sweeper took (default DefaultRedisGrace). Redis counts it from
+	// the later of ExpiresAt and the time of the Put.
+	Grace time.Duration
+	// TLS, if set, is used for every connection.
+	TLS *tls.Config
+}
+
+func (o RedisOptions) universal() *redis.UniversalOptions {
+	return &redis.UniversalOptions{
+		Addrs:            o.Addrs,
+		IsClusterMode:    o.Cluster,
+		MasterName:       o.MasterName,
+		Username:         o.Username,
+		Password:         o.Password,
+		SentinelUsername: o.SentinelUsername,
+		SentinelPassword: o.SentinelPassword,
+		DB:               o.DB,
+		TLSConfig:        o.TLS,
+		ClientName:       "sipwake",
+	}
+}
+
+func (o *RedisOptions) validate() error {
+	var errs []error
+	if len(o.Addrs) == 0 {
+		errs = append(errs, errors.New("no addresses"))
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultRedisPrefix
+	}
+	for _, c := range o.Prefix {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+		if !ok {
+			errs = append(errs, fmt.Errorf("prefix %q: only letters, digits, '.', '_' and '-' are allowed", o.Prefix))
+			break
+		}
+	}
+	if o.Grace < 0 {
+		errs = append(errs, fmt.Errorf("grace %v is negative", o.Grace))
+	} else if o.Grace == 0 {
+		o.Grace = DefaultRedisGrace
+	}
+	if o.DB != 0 && (o.Cluster || len(o.Addrs) > 1 && o.MasterName == "") {
+		errs = append(errs, fmt.Errorf("db %d: Redis Cluster has only db 0", o.DB))
+	}
+	if o.DB < 0 {
+		errs = append(errs, fmt.Errorf("db %d is negative", o.DB))
+	}
+	return errors.Join(errs...)
+}
+
+// Redis is the shared backend for several sipwake nodes: the same sealed
+// records as Bolt, in a single Redis, Sentinel or Cluster, with Redis key
+// expiry as the hard TTL. It is safe for concurrent use, also by several
+// processes on one Redis: TakeExpired hands each record to one caller.
+type Redis struct {
+	rdb   redis.UniversalClient
+	keys  *Keyring
+	log   *slog.Logger
+	grace time.Duration
+	now   func() time.Time // the wall clock Redis' own expiry runs on
+
+	// codec seals, opens and derives IDs exactly as the bbolt backend does:
+	// those Bolt methods use only the keyring and the index key and never
+	// touch a file, so sharing them keeps the two formats identical.
+	codec *Bolt
+	sc    redisScripts
+
+	tag, metaKey, ttlKey string
+	closed               atomic.Bool
+}
+
+// OpenRedis connects to Redis and opens the store under opts.Prefix. On
+// first open it makes a random index key and keeps it sealed under the
+// active key in {Prefix}:meta (several nodes opening an empty store at once
+// agree on one). If no configured key opens that index key, it returns an
+// error wrapping ErrWrongKey and has written nothing. log may be nil.
+//
+// Redis must be 7.0 or later and must not evict keys: any maxmemory-policy
+// but noeviction may drop bindings silently (OpenRedis logs a warning).
+func OpenRedis(ctx context.Context, opts RedisOptions, keys *Keyring, log *slog.Logger) (*Redis, error) {
+	if keys == nil {
+		return nil, errors.New("store: open redis: nil keyring")
+	}
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("store: open redis: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	tag := "{" + opts.Prefix + "}"
+	s := &Redis{
+		rdb:     redis.NewUniversalClient(opts.universal()),
+		keys:    keys,
+		log:     log,
+		grace:   opts.Grace,
+		now:     time.Now,
+		sc:      newRedisScripts(),
+		tag:     tag,
+		metaKey: tag + ":meta",
+		ttlKey:  tag + ":ttl",
+	}
+	created, err := s.init(ctx)
+	if err != nil {
+		_ = s.rdb.Close()
+		return nil, fmt.Errorf("store: open redis %s (prefix %q): %w", strings.Join(opts.Addrs, ","), opts.Prefix, err)
+	}
+	s.warnEviction(ctx)
+	if created {
+		log.Info("store created", "backend", "redis", "prefix", opts.Prefix, "key_id", keys.ActiveID())
+	}
+	return s, nil
+}
+
+// init loads the sealed index key, creating it on first open. A wrong key
+// is found before anything is written.
+func (s *Redis) init(ctx context.Context) (created bool, err error) {
+	vals, err := s.rdb.HMGet(ctx, s.metaKey, redisFmtField, redisMetaField).Result()
+	if err != nil {
+		return false, mapRedisErr(err)
+	}
+	if vals[0] == nil && vals[1] == nil {
+		key := make([]byte, sha256.Size)
+		_, _ = rand.Read(key)
+		sealed, err := s.keys.Seal(key, []byte(metaAAD))
+		clear(key)
+		if err != nil {
+			return false, err
+		}
+		res, err := s.sc.init.Run(ctx, s.rdb, []string{s.metaKey, s.ttlKey}, formatV1, sealed).Slice()
+		if err != nil {
+			return false, fmt.Errorf("init meta: %w", mapRedisErr(err))
+		}
+		if len(res) != 3 {
+			return false, fmt.Errorf("init meta: unexpected reply %d elements", len(res))
+		}
+		created = res[2] == int64(1)
+		vals = res[:2]
+	}
+	format, _ := vals[0].(string)
+	sealed, _ := vals[1].(string)
+	if format != formatV1 {
+		return false, fmt.Errorf("%s: unknown format %q", s.metaKey, format)
+	}
+	if sealed == "" {
+		return false, fmt.Errorf("%s: no index key", s.metaKey)
+	}
+	plain, id, err := s.keys.Open([]byte(sealed), []byte(metaAAD))
+	if err != nil {
+		if errors.Is(err, ErrUnknownKey) {
+			return false, fmt.Errorf("%w: the store was sealed under key id %q; configured: %q", ErrWrongKey, id, s.keys.IDs())
+		}
+		return false, fmt.Errorf("%w: the configured key %q is not the one it was sealed with", ErrWrongKey, id)
+	}
+	if len(plain) != sha256.Size {
+		return false, fmt.Errorf("%s: index key is %d bytes", s.metaKey, len(plain))
+	}
+	s.codec = &Bolt{keys: s.keys, log: s.log, indexKey: plain}
+	return created, nil
+}
+
+// warnEviction logs when Redis may evict keys: every record has a TTL, so
+// the volatile-* policies would pick bindings first.
+func (s *Redis) warnEviction(ctx context.Context) {
+	info, err := s.rdb.Info(ctx, "memory").Result()
+	if err != nil {
+		return // INFO may be disabled; this is advice, not a check
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "maxmemory_policy:"); ok && v != "noeviction" {
+			s.log.Warn("redis may evict sipwake's records under memory pressure; set maxmemory-policy noeviction", "maxmemory_policy", v)
+		}
+	}
+}
+
+func (s *Redis) recKey(id ID) string { return s.tag + ":r:" + id.String() }
+
+func (s *Redis) aorKeyOf(hash []byte) string { return s.tag + ":a:" + ID(hash).String() }
+
+// aorKeyFromValue is the AOR set of a raw record value, "" if the header is
+// unreadable.
+func (s *Redis) aorKeyFromValue(v []byte) string {
+	if len(v) < recHdrLen || v[0] != recFormat {
+		return ""
+	}
+	return s.aorKeyOf(v[9:recHdrLen])
+}
+
+// ready fails fast on a done context or a closed store.
+func (s *Redis) ready(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+func mapRedisErr(err error) error {
+	if errors.Is(err, redis.ErrClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+// ID derives the binding ID of device under aor, as Bolt.ID does. It does
+// not touch Redis.
+func (s *Redis) ID(aor, device string) ID { return s.codec.ID(aor, device) }
+
+// Put stores r, replacing any record with the same ID (and its place in the
+// TTL and AOR indexes). Redis drops it by itself Grace after ExpiresAt.
+// Durability is Redis': an acknowledged Put survives a Redis crash only as
+// far as its appendfsync setting and replication allow.
+func (s *Redis) Put(ctx context.Context, r Record) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	val, err := s.codec.seal(r)
+	if err != nil {
+		return err
+	}
+	hard := r.ExpiresAt
+	if now := s.now(); now.After(hard) {
+		hard = now
+	}
+	hard = hard.Add(s.grace)
+	hdr := val[9:recHdrLen]
+	old, err := s.sc.put.Run(ctx, s.rdb, []string{s.recKey(r.ID), s.ttlKey, s.aorKeyOf(hdr)},
+		r.ID.String(), val, r.ExpiresAt.UnixMilli(), hard.UnixMilli()).Text()
+	if errors.Is(err, redis.Nil) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("store: put %s: %w", r.ID, mapRedisErr(err))
+	}
+	// The ID moved to another AOR (a caller bug, but the indexes stay
+	// right): drop it from the old AOR's set unless it moved back.
+	err = s.sc.unlinkMoved.Run(ctx, s.rdb, []string{s.recKey(r.ID), s.aorKeyOf([]byte(old))}, r.ID.String(), old).Err()
+	if err != nil {
+		return fmt.Errorf("store: put %s: unlink old aor: %w", r.ID, mapRedisErr(err))
+	}
+	return nil
+}
+
+// Get returns the record with id, ErrNotFound if there is none, or an error
+// wrapping ErrCorrupt / ErrUnknownKey if it is there but cannot be opened.
+func (s *Redis) Get(ctx context.Context, id ID) (Record, error) {
+	if err := s.ready(ctx); err != nil {
+		return Record{}, err
+	}
+	v, err := s.rdb.Get(ctx, s.recKey(id)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return Record{}, ErrNotFound
+	}
+	if err != nil {
+		return Record{}, fmt.Errorf("store: get %s: %w", id, mapRedisErr(err))
+	}
+	raw, err := parseRaw(id, v)
+	if err != nil {
+		return Record{}, err
+	}
+	return s.codec.open(raw)
+}
+
+// mget reads the raw values of ids (nil where absent), in one round trip.
+func (s *Redis) mget(ctx context.Context, ids []ID) ([][]byte, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(ids))
+	for i, id := range ids {
+		keys[i] = s.recKey(id)
+	}
+	vals, err := s.rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, mapRedisErr(err)
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		if str, ok := v.(string); ok {
+			out[i] = []byte(str)
+		}
+	}
+	return out, nil
+}
+
+// parseIDs turns set or zset members into IDs, skipping (and logging)
+// members that are not IDs.
+func (s *Redis) parseIDs(op string, members []string) []ID {
+	ids := make([]ID, 0, len(members))
+	for _, m := range members {
+		id, err := ParseID(m)
+		if err != nil {
+			s.log.Warn("store: skipping a member that is not an id", "op", op, "err", err)
+			continue
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+func sortIDs(ids []ID) []ID {
+	slices.SortFunc(ids, func(a, b ID) int { return bytes.Compare(a[:], b[:]) })
+	return slices.Compact(ids)
+}
+
+// ListAOR returns every record of aor, in ID order. Records that cannot be
+// opened are skipped and logged; index entries of records Redis has
+// expired are dropped.
+func (s *Redis) ListAOR(ctx context.Context, aor string) ([]Record, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	hash := s.codec.aorHash(aor)
+	aorKey := s.aorKeyOf(hash)
+	members, err := s.rdb.SMembers(ctx, aorKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: list aor: %w", mapRedisErr(err))
+	}
+	ids := sortIDs(s.parseIDs("list_aor", members))
+	vals, err := s.mget(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("store: list aor: %w", err)
+	}
+	var raws []rawRecord
+	pruneKeys, pruneArgs := []string{aorKey}, []any{}
+	for i, v := range vals {
+		if v == nil {
+			pruneKeys = append(pruneKeys, s.recKey(ids[i]))
+			pruneArgs = append(pruneArgs, ids[i].String())
+			continue
+		}
+		raw, err := parseRaw(ids[i], v)
+		if err != nil || !bytes.Equal(raw.aorHash(), hash) {
+			s.log.Warn("store: skipping unreadable record", "op", "list_aor", "id", ids[i].String())
+			continue
+		}
+		raws = append(raws, raw)
+	}
+	if len(pruneArgs) > 0 {
+		if err := s.sc.prune.Run(ctx, s.rdb, pruneKeys, pruneArgs...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+			s.log.Warn("store: pruning expired index entries", "op", "list_aor", "err", err)
+		}
+	}
+	return s.codec.openAll("list_aor", raws), nil
+}
+
+// Delete erases the record with id and returns what it held, so the caller
+// can un-register it upstream; ErrNotFound if absent. A record that cannot be
+// opened is erased all the same: Delete then returns its ID and expiry with
+// an error wrapping ErrCorrupt or ErrUnknownKey.
+func (s *Redis) Delete(ctx context.Context, id ID) (Record, error) {
+	if err := s.ready(ctx); err != nil {
+		return Record{}, err
+	}
+	key := s.recKey(id)
+	for range redisDeleteTries {
+		v, err := s.rdb.Get(ctx, key).Bytes()
+		if errors.Is(err, redis.Nil) {
+			return Record{}, ErrNotFound
+		}
+		if err != nil {
+			return Record{}, fmt.Errorf("store: delete %s: %w", id, mapRedisErr(err))
+		}
+		keys := []string{key, s.ttlKey}
+		if k := s.aorKeyFromValue(v); k != "" {
+			keys = append(keys, k)
+		}
+		n, err := s.sc.erase.Run(ctx, s.rdb, keys, id.String(), v, "").Int()
+		if err != nil {
+			return Record{}, fmt.Errorf("store: delete %s: %w", id, mapRedisErr(err))
+		}
+		if n != 1 {
+			continue // changed since the GET: look again
+		}
+		if len(v) < recHdrLen {
+			return Record{ID: id}, fmt.Errorf("store: deleted %s: %w: bad header", id, ErrCorrupt)
+		}
+		raw := rawRecord{id: id, val: v}
+		r, err := s.codec.open(raw)
+		if err != nil {
+			return Record{ID: id, ExpiresAt: raw.expiry()}, fmt.Errorf("store: deleted unreadable record: %w", err)
+		}
+		return r, nil
+	}
+	return Record{}, fmt.Errorf("store: delete %s: the record kept changing under %d tries", id, redisDeleteTries)
+}
+
+// DeleteAOR erases every record of aor and returns the erased ones (those
+// that could be opened; the others are erased too, and logged).
+func (s *Redis) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	aorKey := s.aorKeyOf(s.codec.aorHash(aor))
+	members, err := s.rdb.SMembers(ctx, aorKey).Result()
+	if err != nil {
+		return nil, fmt.Errorf("store: delete aor: %w", mapRedisErr(err))
+	}
+	ids := sortIDs(s.parseIDs("delete_aor", members))
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	keys := []string{aorKey, s.ttlKey}
+	args := make([]any, len(ids))
+	for i, id := range ids {
+		keys = append(keys, s.recKey(id))
+		args[i] = id.String()
+	}
+	res, err := s.sc.deleteAOR.Run(ctx, s.rdb, keys, args...).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("store: delete aor: %w", mapRedisErr(err))
+	}
+	var raws []rawRecord
+	for i, v := range res {
+		str, ok := v.(string)
+		if !ok || i >= len(ids) {
+			continue
+		}
+		raw, err := parseRaw(ids[i], []byte(str))
+		if err != nil {
+			s.log.Warn("store: erased unreadable record", "op", "delete_aor", "id", ids[i].String())
+			continue
+		}
+		raws = append(raws, raw)
+	}
+	return s.codec.openAll("delete_aor", raws), nil
+}
+
+// TakeExpired erases up to limit records (all, if limit <= 0) whose
+// ExpiresAt is not after now, soonest first, and returns them. Several
+// callers, on one node or many, may run it at once: each record goes to
+// exactly one of them. Expired records that cannot be opened are erased
+// too, and logged instead of returned; so are index entries of records
+// Redis has already dropped (no sweeper took them within Grace).
+func (s *Redis) TakeExpired(ctx context.Context, now time.Time, limit int) ([]Record, error) {
+	if err := s.ready(ctx); err != nil {
+		return nil, err
+	}
+	// Scores are milliseconds; records are exact to the nanosecond. Those
+	// scored before now's millisecond are surely due; those in it are
+	// checked against the expiry in their header.
+	nowMs := now.UnixMilli()
+	var out []Record
+	var err error
+	for limit <= 0 || len(out) < limit {
+		want := chunk
+		if limit > 0 {
+			want = min(limit-len(out), chunk)
+		}
+		var sure, edge *redis.StringSliceCmd
+		_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			sure = p.ZRangeByScore(ctx, s.ttlKey, &redis.ZRangeBy{Min: "-inf", Max: fmt.Sprintf("(%d", nowMs), Count: int64(want)})
+			edge = p.ZRangeByScore(ctx, s.ttlKey, &redis.ZRangeBy{Min: fmt.Sprint(nowMs), Max: fmt.Sprint(nowMs), Count: int64(want)})
+			return nil
+		})
+		if err != nil {
+			err = mapRedisErr(err)
+			break
+		}
+		ids := make([]ID, 0, len(sure.Val())+len(edge.Val()))
+		var junk []any
+		nSure := 0
+		for i, m := range append(sure.Val(), edge.Val()...) {
+			if id, err := ParseID(m); err == nil {
+				ids = append(ids, id)
+				if i < len(sure.Val()) {
+					nSure++
+				}
+			} else {
+				junk = append(junk, m)
+			}
+		}
+		if len(junk) > 0 {
+			// Not ours: nothing to hand over, and it would stall the index.
+			s.log.Warn("store: dropping TTL index members that are not ids", "count", len(junk))
+			if err = s.rdb.ZRem(ctx, s.ttlKey, junk...).Err(); err != nil {
+				err = mapRedisErr(err)
+				break
+			}
+		}
+		if len(ids) == 0 {
+			if len(junk) > 0 {
+				continue
+			}
+			break
+		}
+		var vals [][]byte
+		if vals, err = s.mget(ctx, ids); err != nil {
+			break
+		}
+		// Claim in one pipeline: the erase script removes the zset member
+		// only if it is still due and the value unchanged, so of several
+		// sweepers exactly one erases (and returns) each record.
+		var calls []scriptCall
+		var claimed [][]byte
+		var claimedIDs []ID
+		for i, id := range ids {
+			v := vals[i]
+			if len(calls) == want {
+				break
+			}
+			if i >= nSure && len(v) >= recHdrLen && v[0] == recFormat && (rawRecord{val: v}).expiry().After(now) {
+				continue // in now's millisecond, but not due yet
+			}
+			keys := []string{s.recKey(id), s.ttlKey}
+			if k := s.aorKeyFromValue(v); k != "" {
+				keys = append(keys, k)
+			}
+			calls = append(calls, scriptCall{keys: keys, args: []any{id.String(), v, nowMs}})
+			claimed = append(claimed, v)
+			claimedIDs = append(claimedIDs, id)
+		}
+		res, claimErr := s.runPipelined(ctx, s.sc.erase, calls)
+		won := 0
+		for i, n := range res {
+			if n != 1 {
+				continue // another sweeper took it, or it was refreshed
+			}
+			won++
+			id, v := claimedIDs[i], claimed[i]
+			if v == nil {
+				s.log.Warn("store: redis expired a record before any sweeper took it; it was not un-registered upstream (sweepers down longer than the grace?)", "id", id.String())
+				continue
+			}
+			raw, err := parseRaw(id, v)
+			if err != nil {
+				s.log.Warn("store: erased unreadable record", "op", "take_expired", "id", id.String(), "err", err)
+				continue
+			}
+			r, err := s.codec.open(raw)
+			if err != nil {
+				s.log.Warn("store: erased unreadable record", "op", "take_expired", "id", id.String(), "err", err)
+				continue
+			}
+			out = append(out, r)
+		}
+		if claimErr != nil {
+			err = claimErr
+			break
+		}
+		if won == 0 {
+			break // nothing left that this caller could take
+		}
+	}
+	if err != nil {
+		if len(out) == 0 {
+			return nil, fmt.Errorf("store: take expired: %w", err)
+		}
+		// What was erased must reach the caller (to un-register it
+		// upstream); the error will show again at the next call.
+		s.log.Warn("store: take expired: stopped early", "taken", len(out), "err", err)
+	}
+	slices.SortFunc(out, func(a, b Record) int {
+		if c := a.ExpiresAt.Compare(b.ExpiresAt); c != 0 {
+			return c
+		}
+		return bytes.Compare(a.ID[:], b.ID[:])
+	})
+	return out, nil
+}
+
+type scriptCall struct {
+	keys []string
+	args []any
+}
+
+// runPipelined runs sc once per call in one round trip and returns each
+// call's integer reply (0 for a call that failed) and the first error, so
+// a caller can still account for the calls that did run. A Redis that lost its script cache (restart,
+// fail-over) answers NOSCRIPT; those calls are re-run one by one, which
+// loads the script.
+func (s *Redis) runPipelined(ctx context.Context, sc *redis.Script, calls []scriptCall) ([]int64, error) {
+	if len(calls) == 0 {
+		return nil, nil
+	}
+	cmds := make([]*redis.Cmd, len(calls))
+	_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, c := range calls {
+			cmds[i] = sc.EvalSha(ctx, p, c.keys, c.args...)
+		}
+		return nil
+	})
+	out := make([]int64, len(calls))
+	var first error
+	for i, cmd := range cmds {
+		if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+			cmd = sc.Run(ctx, s.rdb, calls[i].keys, calls[i].args...)
+		}
+		n, err := cmd.Int64()
+		if err != nil && first == nil {
+			first = mapRedisErr(err)
+		}
+		out[i] = n // 0 for a failed call
+	}
+	return out, first
+}
+
+// allIDs lists the IDs in the TTL index, in ID order. ZSCAN may repeat a
+// member; sortIDs drops repeats.
+func (s *Redis) allIDs(ctx context.Context) ([]ID, error) {
+	var members []string
+	var cursor uint64
+	for {
+		kv, next, err := s.rdb.ZScan(ctx, s.ttlKey, cursor, "", 1024).Result()
+		if err != nil {
+			return nil, mapRedisErr(err)
+		}
+		for i := 0; i < len(kv); i += 2 {
+			members = append(members, kv[i])
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return sortIDs(s.parseIDs("scan", members)), nil
+}
+
+// scanRaw calls fn with chunks of raw records in ID order. The IDs are
+// listed first; records written during a scan may or may not be seen.
+func (s *Redis) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	ids, err := s.allIDs(ctx)
+	if err != nil {
+		return err
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), chunk)
+		batch := ids[:n]
+		ids = ids[n:]
+		vals, err := s.mget(ctx, batch)
+		if err != nil {
+			return err
+		}
+		raws := make([]rawRecord, 0, n)
+		for i, v := range vals {
+			if v != nil {
+				raws = append(raws, rawRecord{id: batch[i], val: v})
+			}
+		}
+		if err := fn(raws); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Scan calls fn with every stored record, in ID order, including expired
+// ones no sweeper has taken yet. Records that cannot be opened are skipped
+// and logged. An error from fn stops the scan and is returned.
+func (s *Redis) Scan(ctx context.Context, fn func(Record) error) error {
+	return s.scanRaw(ctx, func(raws []rawRecord) error {
+		for _, r := range s.codec.openAll("scan", validRaws(raws)) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// Count returns the number of records in the TTL index: the stored ones,
+// plus any Redis has dropped since the last sweep (TakeExpired clears them).
+func (s *Redis) Count(ctx context.Context) (int, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	n, err := s.rdb.ZCard(ctx, s.ttlKey).Result()
+	if err != nil {
+		return 0, fmt.Errorf("store: count: %w", mapRedisErr(err))
+	}
+	return int(n), nil
+}
+
+// KeyUsage counts records per sealing key id, reading only the headers. Every
+// key in the keyring appears, with 0 if unused: a key can be retired once its
+// count is 0 (after Rotate). Ids not in the keyring appear too.
+func (s *Redis) KeyUsage(ctx context.Context) (map[string]int, error) {
+	usage := make(map[string]int)
+	for _, id := range s.keys.IDs() {
+		usage[id] = 0
+	}
+	err := s.scanRaw(ctx, func(raws []rawRecord) error {
+		for _, r := range raws {
+			id := "?"
+			if len(r.val) >= recHdrLen {
+				if kid, _, err := sealedKeyID(r.val[recHdrLen:]); err == nil {
+					id = kid
+				}
+			}
+			usage[id]++
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: key usage: %w", err)
+	}
+	return usage, nil
+}
+
+// Rotate re-seals, under the active key, the index key and every record
+// still sealed under another key. It returns how many records it re-sealed;
+// records it cannot open are left as they are and reported in the error.
+// A record changed meanwhile (a Put seals under the active key anyway) is
+// left to its writer. Several nodes may rotate at once.
+func (s *Redis) Rotate(ctx context.Context) (int, error) {
+	if err := s.ready(ctx); err != nil {
+		return 0, err
+	}
+	active := s.keys.ActiveID()
+	sealed, err := s.rdb.HGet(ctx, s.metaKey, redisMetaField).Bytes()
+	if err != nil {
+		return 0, fmt.Errorf("store: rotate: %w", mapRedisErr(err))
+	}
+	if kid, _, err := sealedKeyID(sealed); err != nil {
+		return 0, fmt.Errorf("store: rotate: index key: %w", err)
+	} else if kid != active {
+		plain, _, err := s.keys.Open(sealed, []byte(metaAAD))
+		if err != nil {
+			return 0, fmt.Errorf("store: rotate: index key: %w", err)
+		}
+		resealed, err := s.keys.Seal(plain, []byte(metaAAD))
+		clear(plain)
+		if err != nil {
+			return 0, err
+		}
+		if err := s.sc.swapMeta.Run(ctx, s.rdb, []string{s.metaKey}, sealed, resealed).Err(); err != nil {
+			return 0, fmt.Errorf("store: rotate: index key: %w", mapRedisErr(err))
+		}
+		s.log.Info("store: index key re-sealed", "from_key_id", kid, "to_key_id", active)
+	}
+
+	var resealed, failed int
+	var firstErr error
+	err = s.scanRaw(ctx, func(raws []rawRecord) error {
+		var calls []scriptCall
+		for _, raw := range raws {
+			if len(raw.val) < recHdrLen {
+				continue
+			}
+			if kid, _, err := sealedKeyID(raw.val[recHdrLen:]); err == nil && kid == active {
+				continue
+			}
+			hdr := raw.val[:recHdrLen]
+			plain, _, err := s.keys.Open(raw.val[recHdrLen:], recAAD(raw.id, hdr))
+			if err != nil {
+				failed++
+				if firstErr == nil {
+					firstErr = fmt.Errorf("record %s: %w", raw.id, err)
+				}
+				continue
+			}
+			sealed, err := s.keys.Seal(plain, recAAD(raw.id, hdr))
+			clear(plain)
+			if err != nil {
+				return err
+			}
+			calls = append(calls, scriptCall{keys: []string{s.recKey(raw.id)}, args: []any{raw.val, join(hdr, sealed)}})
+		}
+		res, err := s.runPipelined(ctx, s.sc.swap, calls)
+		for _, n := range res {
+			resealed += int(n)
+		}
+		return err
+	})
+	if err != nil {
+		return resealed, fmt.Errorf("store: rotate: %w", err)
+	}
+	s.log.Info("store: rotated", "backend", "redis", "to_key_id", active, "resealed", resealed, "unreadable", failed)
+	if failed > 0 {
+		return resealed, fmt.Errorf("store: rotate: %d records could not be opened, first: %w", failed, firstErr)
+	}
+	return resealed, nil
+}
+
+// Compact does nothing: an erased key's memory is freed at once. What
+// Redis persisted (RDB snapshots, the AOF) is Redis' to rewrite; run it
+// without persistence, or with an AOF rewrite schedule, if erased
+// ciphertext must not linger on its disk. It exists so that a Redis store
+// can be swept like a Bolt one.
+func (s *Redis) Compact(ctx context.Context) error { return s.ready(ctx) }
+
+// Close closes the connections; later calls return ErrClosed. Close is
+// idempotent.
+func (s *Redis) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	return s.rdb.Close()
+}
+
+// redisScripts are the store's Lua scripts (each keeps its SHA for EVALSHA).
+type redisScripts struct {
+	init, put, unlinkMoved, erase, deleteAOR, prune, swap, swapMeta *redis.Script
+}
+
+func newRedisScripts() redisScripts {
+	return redisScripts{
+		init:        redis.NewScript(redisInitLua),
+		put:         redis.NewScript(redisPutLua),
+		unlinkMoved: redis.NewScript(redisUnlinkMovedLua),
+		erase:       redis.NewScript(redisEraseLua),
+		deleteAOR:   redis.NewScript(redisDeleteAORLua),
+		prune:       redis.NewScript(redisPruneLua),
+		swap:        redis.NewScript(redisSwapLua),
+		swapMeta:    redis.NewScript(redisSwapMetaLua),
+	}
+}
+
+// The scripts' source. Every key a script touches is passed in KEYS and shares the
+// store's hash tag, so they run unchanged on a Cluster. A record value's
+// header is bytes 1..29 in Lua (format, expiry, AOR hash at 10..29).
+const (
+	// redisInitLua creates the meta hash unless another node did first, and
+	// returns {format, sealed index key, created}.
+	redisInitLua = `
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local m = redis.call('HMGET', KEYS[1], 'format', 'index-key')
+  return {m[1], m[2], 0}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return redis.error_reply('records but no meta: refusing to guess an index key')
+end
+redis.call('HSET', KEYS[1], 'format', ARGV[1], 'index-key', ARGV[2])
+return {ARGV[1], ARGV[2], 1}`
+
+	// redisPutLua: KEYS rec, ttl, aor; ARGV id, value, score (ms), hard expiry
+	// (ms). Returns the previous value's AOR hash if it differs, else nil.
+	redisPutLua = `
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[4])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+local at = redis.call('PEXPIRETIME', KEYS[3])
+if at == -1 or at < tonumber(ARGV[4]) then
+  redis.call('PEXPIREAT', KEYS[3], ARGV[4])
+end
+if old and #old >= 29 and string.byte(old, 1) == 1 and string.sub(old, 10, 29) ~= string.sub(ARGV[2], 10, 29) then
+  return string.sub(old, 10, 29)
+end
+return false`
+
+	// redisUnlinkMovedLua: KEYS rec, old aor; ARGV id, old AOR hash. Drops id
+	// from the old AOR's set unless the record is back in that AOR.
+	redisUnlinkMovedLua = `
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 10, 29) == ARGV[2] then return 0 end
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1`
+
+	// redisEraseLua: KEYS rec, ttl[, aor]; ARGV id, expected value ("" for
+	// absent), max score ("" for any). Erases the record and its index
+	// entries if the value is unchanged and, with a max score, the record is
+	// still in the TTL index at or below it. Returns 1 if this call erased
+	// it, 0 if it is not (or no longer) due, -1 if the value changed.
+	redisEraseLua = `
+if ARGV[3] ~= '' then
+  local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
+  if not s or tonumber(s) > tonumber(ARGV[3]) then return 0 end
+end
+local cur = redis.call('GET', KEYS[1])
+if (cur or '') ~= ARGV[2] then return -1 end
+if cur then redis.call('DEL', KEYS[1]) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if KEYS[3] then redis.call('SREM', KEYS[3], ARGV[1]) end
+return 1`
+
+	// redisDeleteAORLua: KEYS aor, ttl, rec...; ARGV id... Erases each record
+	// and its index entries; returns their values (nil where absent).
+	redisDeleteAORLua = `
+local out = {}
+for i = 3, #KEYS do
+  local id = ARGV[i - 2]
+  local v = redis.call('GET', KEYS[i])
+  if v then redis.call('DEL', KEYS[i]) end
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('SREM', KEYS[1], id)
+  out[#out + 1] = v
+end
+return out`
+
+	// redisPruneLua: KEYS aor, rec...; ARGV id... Drops from the AOR's set the
+	// ids whose record Redis has expired.
+	redisPruneLua = `
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then redis.call('SREM', KEYS[1], ARGV[i - 1]) end
+end
+return 0`
+
+	// redisSwapLua: KEYS rec; ARGV old, new. Replaces an unchanged value,
+	// keeping its expiry.
+	redisSwapLua = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+return 1`
+
+	// redisSwapLuaMetaLua: KEYS meta; ARGV old, new sealed index key.
+	redisSwapMetaLua = `
+if redis.call('HGET', KEYS[1], 'index-key') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'index-key', ARGV[2])
+return 1`
+)

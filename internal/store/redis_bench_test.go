@@ -1,0 +1,188 @@
+package store
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sipwake/sipwake/internal/peertest"
+)
+
+// benchRedis starts a redis-server on loopback TCP (an explicit 127.x.y.1
+// address, as peertest derives it): what a sipwake node next to its Redis
+// sees, minus the network.
+func benchRedis(b *testing.B) string {
+	return StartRedisForTest(b, peertest.Addr(b, 1, 6379))
+}
+
+// BenchmarkRedisPut writes records from several writers at once; each Put
+// is one EVALSHA round trip (seal, then SET PXAT + ZADD + SADD in a script).
+func BenchmarkRedisPut(b *testing.B) {
+	addr := benchRedis(b)
+	for _, writers := range []int{1, 16, 128} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			st := openRedisAt(b, addr, fmt.Sprintf("bput%d", writers), testKeyring(b, "a"), 0)
+			ctx := b.Context()
+			exp := time.Now().Add(5 * day)
+			var next atomic.Int64
+			b.ReportAllocs()
+			b.ResetTimer()
+			var wg sync.WaitGroup
+			for range writers {
+				wg.Go(func() {
+					for {
+						i := int(next.Add(1)) - 1
+						if i >= b.N {
+							return
+						}
+						aor := fmt.Sprintf("sip:user%d@example.com", i)
+						r := Record{ID: st.ID(aor, "dev"), AOR: aor, ExpiresAt: exp, Data: bindingJSON(i)}
+						if err := st.Put(ctx, r); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}
+
+// BenchmarkRedisGet reads random records of 10,000 from parallel readers
+// (8 × GOMAXPROCS goroutines); each Get is one GET and an AES-GCM open.
+func BenchmarkRedisGet(b *testing.B) {
+	addr := benchRedis(b)
+	b.Run("readers=8xGOMAXPROCS", func(b *testing.B) {
+		st := openRedisAt(b, addr, "bget", testKeyring(b, "a"), 0)
+		ids := putManyRedis(b, st, 10000)
+		ctx := b.Context()
+		b.SetParallelism(8) // a node serves many SIP transactions at once
+		b.ReportAllocs()
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
+			for pb.Next() {
+				if _, err := st.Get(ctx, ids[rng.IntN(len(ids))]); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "gets/s")
+	})
+}
+
+// BenchmarkRedis100k writes 100,000 bindings (two devices per AOR, the
+// relay-shaped payload) from 256 writers, then sweeps them all, and reports
+// Redis' memory per record. Run with -benchtime=1x; -short skips it.
+func BenchmarkRedis100k(b *testing.B) {
+	if testing.Short() {
+		b.Skip("writes 100k records")
+	}
+	const n, writers = 100_000, 256
+	addr := benchRedis(b)
+	raw := rawRedis(b, addr)
+	for i := range b.N {
+		st := openRedisAt(b, addr, fmt.Sprint("b100k-", i), testKeyring(b, "a"), 0)
+		ctx := b.Context()
+		before := usedMemory(b, raw)
+		exp := time.Now().Add(5 * day)
+		start := time.Now()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range writers {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= n {
+						return
+					}
+					aor := fmt.Sprintf("sip:user%d@example.com", i/2)
+					r := Record{ID: st.ID(aor, fmt.Sprint("dev", i%2)), AOR: aor, ExpiresAt: exp.Add(time.Duration(i) * time.Millisecond), Data: bindingJSON(i)}
+					if err := st.Put(ctx, r); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		took := time.Since(start)
+		if c, err := st.Count(ctx); err != nil || c != n {
+			b.Fatalf("Count = %d, %v", c, err)
+		}
+		used := usedMemory(b, raw) - before
+		sstart := time.Now()
+		seen := 0
+		if err := st.Scan(ctx, func(Record) error { seen++; return nil }); err != nil || seen != n {
+			b.Fatalf("Scan saw %d, %v", seen, err)
+		}
+		scan := time.Since(sstart)
+		tstart := time.Now()
+		taken := 0
+		for {
+			rs, err := st.TakeExpired(ctx, exp.Add(time.Hour), SweepBatch)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(rs) == 0 {
+				break
+			}
+			taken += len(rs)
+		}
+		if taken != n {
+			b.Fatalf("took %d of %d", taken, n)
+		}
+		b.ReportMetric(float64(n)/took.Seconds(), "put-records/s")
+		b.ReportMetric(float64(n)/scan.Seconds(), "scan-records/s")
+		b.ReportMetric(float64(n)/time.Since(tstart).Seconds(), "sweep-records/s")
+		b.ReportMetric(float64(used)/n, "redis-B/record")
+		b.ReportMetric(float64(len(bindingJSON(n/2))), "payload-B")
+	}
+}
+
+func putManyRedis(tb testing.TB, st *Redis, n int) []ID {
+	tb.Helper()
+	ids := make([]ID, n)
+	var wg sync.WaitGroup
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < n; i += 16 {
+				aor := fmt.Sprintf("sip:user%d@example.com", i/2)
+				r := Record{ID: st.ID(aor, fmt.Sprint("dev", i%2)), AOR: aor, ExpiresAt: testBase().Add(3 * day), Data: bindingJSON(i)}
+				ids[i] = r.ID
+				if err := st.Put(tb.Context(), r); err != nil {
+					tb.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return ids
+}
+
+func usedMemory(tb testing.TB, c *redis.Client) int64 {
+	tb.Helper()
+	info, err := c.Info(tb.Context(), "memory").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	tb.Fatal("no used_memory in INFO")
+	return 0
+}

@@ -1,0 +1,78 @@
+package store_test
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sipwake/sipwake/internal/peertest"
+	"github.com/sipwake/sipwake/internal/store"
+	"github.com/sipwake/sipwake/internal/store/storetest"
+)
+
+// TestRedisSuite holds the Redis backend to the behaviour the bbolt one
+// passes. One redis-server serves the suite; each case gets a fresh store
+// under its own key prefix.
+func TestRedisSuite(t *testing.T) {
+	addr := store.StartRedisForTest(t, "")
+	var n atomic.Int64
+	storetest.Run(t, func(t *testing.T) storetest.Backend {
+		keys, err := store.NewKeyring("k1", map[string][]byte{"k1": store.NewKey()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := store.RedisOptions{Addrs: []string{addr}, Prefix: fmt.Sprintf("suite%d", n.Add(1))}
+		r, err := store.OpenRedis(t.Context(), opts, keys, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		return r
+	})
+}
+
+// TestRedisClusterSuite runs the suite through the Cluster client against
+// a one-node Redis Cluster that serves all 16384 slots. Cluster mode
+// refuses multi-key commands and scripts whose keys span slots (CROSSSLOT),
+// so this proves the store keeps every key under its one hash tag.
+func TestRedisClusterSuite(t *testing.T) {
+	addr := store.StartRedisForTest(t, peertest.Addr(t, 1, 7000),
+		"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+		"--cluster-announce-ip", peertest.IP(t, 1)) // else CLUSTER SLOTS names no host
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	defer admin.Close()
+	if err := admin.Do(t.Context(), "CLUSTER", "ADDSLOTSRANGE", 0, 16383).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		info, _ := admin.ClusterInfo(t.Context()).Result()
+		if strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not ok:\n%s", info)
+		}
+	}
+	// A multi-key command across slots is refused here, as on any cluster.
+	if err := admin.MGet(t.Context(), "a", "b").Err(); err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+		t.Fatalf("MGET across slots: %v, want CROSSSLOT", err)
+	}
+	var n atomic.Int64
+	storetest.Run(t, func(t *testing.T) storetest.Backend {
+		keys, err := store.NewKeyring("k1", map[string][]byte{"k1": store.NewKey()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := store.RedisOptions{Addrs: []string{addr}, Cluster: true, Prefix: fmt.Sprintf("cluster%d", n.Add(1))}
+		r, err := store.OpenRedis(t.Context(), opts, keys, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		return r
+	})
+}
