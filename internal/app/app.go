@@ -46,7 +46,7 @@ type App struct {
 	cfg      config.Config
 	log      *slog.Logger
 	now      func() time.Time
-	store    *store.Bolt
+	store    Records
 	registry *prometheus.Registry
 	counted  countedStore
 	pusher   *pushSwitch
@@ -79,10 +79,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.Store.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	st, err := store.OpenBolt(filepath.Join(cfg.Store.DataDir, "sipwake.db"), keys, log)
+	st, err := openRecords(cfg, keys, log)
 	if errors.Is(err, store.ErrWrongKey) {
 		return nil, fmt.Errorf("refusing to start, the store was not changed: %w "+
 			"(check seal.key/seal.key_file; after a rotation the old key must stay in seal.previous until /admin/keys lists it as retirable)", err)
@@ -328,7 +325,7 @@ func (a *App) registerStoreMetrics() {
 			return float64(n)
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipwake_store_size_bytes", Help: "Size of the database file."}, func() float64 {
-			return float64(a.store.Size())
+			return float64(sizeOf(a.store))
 		}),
 	)
 }
@@ -337,7 +334,7 @@ func (a *App) registerStoreMetrics() {
 func (a *App) Relay() *relay.Service { return a.relay }
 
 // Store is the record store, for tests and the admin side.
-func (a *App) Store() *store.Bolt { return a.store }
+func (a *App) Store() Records { return a.store }
 
 // providers lists the pn-provider values the configured apps serve.
 func providers(c push.Config) []string {

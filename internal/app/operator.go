@@ -63,8 +63,8 @@ func (o operator) Counts(ctx context.Context) (admin.Counts, error) {
 		Records:         n,
 		TracesOn:        a.relay.Traces().Count(),
 		CallsParked:     int(a.gauge("sipwake_calls_parked")),
-		StoreSizeBytes:  a.store.Size(),
-		PendingErasures: a.store.PendingErasures(),
+		StoreSizeBytes:  sizeOf(a.store),
+		PendingErasures: pendingErasuresOf(a.store),
 	}, nil
 }
 
@@ -133,11 +133,11 @@ func (o operator) EraseAOR(ctx context.Context, aor relay.AOR) (int, error) {
 
 func (o operator) Compact(ctx context.Context) (admin.Compaction, error) {
 	a := o.a
-	before, start := a.store.Size(), time.Now()
+	before, start := sizeOf(a.store), time.Now()
 	if err := a.counted.Compact(ctx); err != nil {
 		return admin.Compaction{}, err
 	}
-	return admin.Compaction{BytesBefore: before, BytesAfter: a.store.Size(), Seconds: time.Since(start).Seconds()}, nil
+	return admin.Compaction{BytesBefore: before, BytesAfter: sizeOf(a.store), Seconds: time.Since(start).Seconds()}, nil
 }
 
 func (o operator) Keys(ctx context.Context) (admin.Keys, error) {

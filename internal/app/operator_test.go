@@ -283,7 +283,7 @@ func TestRotateThenRetireKeepsEveryRecord(t *testing.T) {
 	if bs, _ := a.Relay().Bindings(context.Background(), aorN(0)); len(bs) != 0 {
 		t.Fatal("erased AOR still held")
 	}
-	if code, body := adminCall(t, a, "POST", "/admin/compact"); code != 200 || a.Store().PendingErasures() != 0 {
+	if code, body := adminCall(t, a, "POST", "/admin/compact"); code != 200 || a.Store().(*store.Bolt).PendingErasures() != 0 {
 		t.Fatalf("compact: %d %s", code, body)
 	}
 }

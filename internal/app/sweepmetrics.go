@@ -12,13 +12,13 @@ import (
 // countedStore counts the sweeper's passes and compactions on their way to
 // the store.
 type countedStore struct {
-	*store.Bolt
+	Records
 	sweeps, compactions prometheus.Counter
 }
 
-func newCountedStore(st *store.Bolt, reg prometheus.Registerer) countedStore {
+func newCountedStore(st Records, reg prometheus.Registerer) countedStore {
 	c := countedStore{
-		Bolt:        st,
+		Records:     st,
 		sweeps:      prometheus.NewCounter(prometheus.CounterOpts{Name: "sipwake_store_sweeps_total", Help: "Sweeper passes over expired records."}),
 		compactions: prometheus.NewCounter(prometheus.CounterOpts{Name: "sipwake_store_compactions_total", Help: "Copy-compactions of the database file."}),
 	}
@@ -28,10 +28,13 @@ func newCountedStore(st *store.Bolt, reg prometheus.Registerer) countedStore {
 
 func (c countedStore) TakeExpired(ctx context.Context, now time.Time, limit int) ([]store.Record, error) {
 	c.sweeps.Inc()
-	return c.Bolt.TakeExpired(ctx, now, limit)
+	return c.Records.TakeExpired(ctx, now, limit)
 }
+
+// PendingErasures lets the sweeper see erasures made outside it.
+func (c countedStore) PendingErasures() int64 { return pendingErasuresOf(c.Records) }
 
 func (c countedStore) Compact(ctx context.Context) error {
 	c.compactions.Inc()
-	return c.Bolt.Compact(ctx)
+	return c.Records.Compact(ctx)
 }

@@ -110,8 +110,11 @@ type Listen struct {
 
 // Store says where records live and for how long.
 type Store struct {
+	// Backend is "bolt" (one file in data_dir, the default) or "redis"
+	// (shared by several sipwake nodes).
 	Backend string `yaml:"backend"`
 	DataDir string `yaml:"data_dir"`
+	Redis   Redis  `yaml:"redis"`
 	// RecordTTL is how long a binding is kept after its last successful
 	// REGISTER: between 72h and 144h.
 	RecordTTL       time.Duration `yaml:"record_ttl"`
@@ -292,8 +295,12 @@ func (c Config) Validate() error {
 	errs = append(errs, c.Calls.validate()...)
 	errs = append(errs, validateTrunks(c.Trunks)...)
 
-	if c.Store.Backend != "bolt" {
-		bad("store.backend", c.Store.Backend, "bolt")
+	switch c.Store.Backend {
+	case "bolt":
+	case "redis":
+		errs = append(errs, c.Store.Redis.validate(c.Seal)...)
+	default:
+		bad("store.backend", c.Store.Backend, "bolt or redis")
 	}
 	if c.Store.DataDir == "" {
 		bad("store.data_dir", "", "a directory path")

@@ -19,7 +19,7 @@ import (
 // address, as peertest derives it): what a sipwake node next to its Redis
 // sees, minus the network.
 func benchRedis(b *testing.B) string {
-	return StartRedisForTest(b, peertest.Addr(b, 1, 6379))
+	return peertest.StartRedis(b, peertest.Addr(b, 1, 6379))
 }
 
 // BenchmarkRedisPut writes records from several writers at once; each Put

@@ -18,7 +18,7 @@ import (
 // passes. One redis-server serves the suite; each case gets a fresh store
 // under its own key prefix.
 func TestRedisSuite(t *testing.T) {
-	addr := store.StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	var n atomic.Int64
 	storetest.Run(t, func(t *testing.T) storetest.Backend {
 		keys, err := store.NewKeyring("k1", map[string][]byte{"k1": store.NewKey()})
@@ -40,7 +40,7 @@ func TestRedisSuite(t *testing.T) {
 // refuses multi-key commands and scripts whose keys span slots (CROSSSLOT),
 // so this proves the store keeps every key under its one hash tag.
 func TestRedisClusterSuite(t *testing.T) {
-	addr := store.StartRedisForTest(t, peertest.Addr(t, 1, 7000),
+	addr := peertest.StartRedis(t, peertest.Addr(t, 1, 7000),
 		"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
 		"--cluster-announce-ip", peertest.IP(t, 1)) // else CLUSTER SLOTS names no host
 	admin := redis.NewClient(&redis.Options{Addr: addr})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/sipwake/sipwake/internal/peertest"
 	"maps"
 	"slices"
 	"strings"
@@ -102,7 +103,7 @@ func redisWrites(t testing.TB, c *redis.Client) string {
 }
 
 func TestRedisRestartKeepsRecords(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	keys := testKeyring(t, "a")
 	ctx := t.Context()
 	s := openRedisAt(t, addr, "restart", keys, 0)
@@ -164,7 +165,7 @@ func TestRedisRestartKeepsRecords(t *testing.T) {
 // The bbolt and Redis backends seal the same bytes: a value written by one
 // opens in the other under the same ID and index key.
 func TestRedisSameFormatAsBolt(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	keys := testKeyring(t, "a")
 	s := openRedisAt(t, addr, "format", keys, 0)
 	b := openAt(t, tempDB(t), keys)
@@ -187,7 +188,7 @@ func TestRedisSameFormatAsBolt(t *testing.T) {
 }
 
 func TestRedisWrongKeyWritesNothing(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	raw := rawRedis(t, addr)
 	s := openRedisAt(t, addr, "wrongkey", testKeyring(t, "a"), 0)
 	r := Record{ID: s.ID("sip:a@x", "d"), AOR: "sip:a@x", ExpiresAt: testBase(), Data: []byte("x")}
@@ -247,7 +248,7 @@ func TestRedisWrongKeyWritesNothing(t *testing.T) {
 
 // Nodes opening an empty store at once agree on one index key.
 func TestRedisConcurrentFirstOpen(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	keys := testKeyring(t, "a")
 	const nodes = 8
 	ids := make([]ID, nodes)
@@ -272,7 +273,7 @@ func TestRedisConcurrentFirstOpen(t *testing.T) {
 }
 
 func TestRedisTakeExpiredConcurrently(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	keys := testKeyring(t, "a")
 	ctx := t.Context()
 	const nodes, n = 4, 3000
@@ -367,7 +368,7 @@ func TestRedisTakeExpiredConcurrently(t *testing.T) {
 // A record no sweeper took is dropped by Redis Grace after it expired, with
 // its AOR index entry, and the TTL index entry goes at the next sweep.
 func TestRedisOwnExpiryDropsRecord(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	raw := rawRedis(t, addr)
 	ctx := t.Context()
 	const grace = 300 * time.Millisecond
@@ -439,7 +440,7 @@ func TestRedisOwnExpiryDropsRecord(t *testing.T) {
 }
 
 func TestRedisHoldsNoPlaintext(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	raw := rawRedis(t, addr)
 	ctx := t.Context()
 	s := openRedisAt(t, addr, "plain", testKeyring(t, "a"), 0)
@@ -488,7 +489,7 @@ func TestRedisHoldsNoPlaintext(t *testing.T) {
 }
 
 func TestRedisTamperedRecords(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	raw := rawRedis(t, addr)
 	keys := testKeyring(t, "a")
 	ctx := t.Context()
@@ -583,7 +584,7 @@ func TestRedisTamperedRecords(t *testing.T) {
 }
 
 func TestRedisRotate(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	ctx := t.Context()
 	s := openRedisAt(t, addr, "rotate", testKeyring(t, "A"), 0)
 	const n = chunk + 44 // more than one chunk
@@ -636,7 +637,7 @@ func TestRedisRotate(t *testing.T) {
 // A record put again under another AOR (a caller bug) leaves the old AOR's
 // index, as in bbolt.
 func TestRedisPutMovesAOR(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	ctx := t.Context()
 	s := openRedisAt(t, addr, "move", testKeyring(t, "a"), 0)
 	r := Record{ID: s.ID("sip:a@x", "d"), AOR: "sip:a@x", ExpiresAt: testBase().Add(day), Data: []byte("1")}
@@ -659,7 +660,7 @@ func TestRedisPutMovesAOR(t *testing.T) {
 }
 
 func TestRedisSweeper(t *testing.T) {
-	addr := StartRedisForTest(t, "")
+	addr := peertest.StartRedis(t, "")
 	ctx := t.Context()
 	s := openRedisAt(t, addr, "sweeper", testKeyring(t, "a"), 0)
 	for i := range 600 {

@@ -1,4 +1,4 @@
-package store
+package peertest
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-// StartRedisForTest starts a private redis-server for tb and returns the
+// StartRedis starts a private redis-server for tb and returns the
 // address to give RedisOptions.Addrs: a unix socket in a short temporary
 // directory (no port to clash with parallel tests), or, if tcpAddr is set
 // (e.g. peertest.Addr(tb, 1, 6379)), that TCP address as well and as the
@@ -20,9 +20,7 @@ import (
 // killed in tb.Cleanup and its log printed if the test failed. A missing
 // redis-server skips tb, naming the Debian package. extra are more
 // redis-server arguments (relative paths are in the server's directory).
-//
-// It is exported (in a _test file) for the store_test package.
-func StartRedisForTest(tb testing.TB, tcpAddr string, extra ...string) string {
+func StartRedis(tb testing.TB, tcpAddr string, extra ...string) string {
 	tb.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -51,7 +49,7 @@ func StartRedisForTest(tb testing.TB, tcpAddr string, extra ...string) string {
 	}
 	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Dir = dir
-	var out lockedBuffer
+	var out redisLog
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -90,18 +88,18 @@ func StartRedisForTest(tb testing.TB, tcpAddr string, extra ...string) string {
 	}
 }
 
-type lockedBuffer struct {
+type redisLog struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *redisLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *redisLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()

@@ -1,0 +1,66 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/config"
+	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/store"
+)
+
+// Records is what the app needs of a record store; *store.Bolt (one node)
+// and *store.Redis (several nodes) both are one.
+type Records interface {
+	relay.Store
+	DeleteAOR(ctx context.Context, aor string) ([]store.Record, error)
+	TakeExpired(ctx context.Context, now time.Time, limit int) ([]store.Record, error)
+	Scan(ctx context.Context, fn func(store.Record) error) error
+	Count(ctx context.Context) (int, error)
+	Compact(ctx context.Context) error
+	Rotate(ctx context.Context) (int, error)
+	KeyUsage(ctx context.Context) (map[string]int, error)
+	Close() error
+}
+
+// openRecords opens the configured backend.
+func openRecords(cfg config.Config, keys *store.Keyring, log *slog.Logger) (Records, error) {
+	if cfg.Store.Backend == "redis" {
+		r := cfg.Store.Redis
+		pw, err := r.Secret()
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return store.OpenRedis(ctx, store.RedisOptions{
+			Addrs: r.Addrs, Cluster: r.Cluster, MasterName: r.MasterName,
+			Username: r.Username, Password: pw, DB: r.DB, Prefix: r.Prefix, Grace: r.Grace,
+		}, keys, log)
+	}
+	if err := os.MkdirAll(cfg.Store.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	return store.OpenBolt(filepath.Join(cfg.Store.DataDir, "sipwake.db"), keys, log)
+}
+
+// sizeOf is the store's file size; 0 for a backend without a file.
+func sizeOf(r Records) int64 {
+	if s, ok := r.(interface{ Size() int64 }); ok {
+		return s.Size()
+	}
+	return 0
+}
+
+// pendingErasuresOf counts erasures whose ciphertext a compaction would
+// drop; 0 for a backend that does not keep freed pages.
+func pendingErasuresOf(r Records) int64 {
+	if p, ok := r.(interface{ PendingErasures() int64 }); ok {
+		return p.PendingErasures()
+	}
+	return 0
+}
