@@ -12,3 +12,6 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go test -race -count=1 -timeout 12m ./...
+# A short run of every fuzz target past its seed corpus (the seeds already
+# ran above as plain tests).
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-10}"

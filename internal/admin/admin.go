@@ -23,13 +23,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/relay"
 )
 
@@ -134,7 +134,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Backend == nil || opts.Traces == nil || opts.Gatherer == nil {
 		return nil, errors.New("admin: Backend, Traces and Gatherer are required")
 	}
-	if opts.TLS == nil && !loopback(opts.Listen) {
+	if opts.TLS == nil && !config.IsLoopback(opts.Listen) {
 		return nil, fmt.Errorf("admin: refusing plain HTTP on non-loopback address %q: configure admin.tls_cert_file and admin.tls_key_file", opts.Listen)
 	}
 	if opts.MaxTrace <= 0 {
@@ -252,16 +252,4 @@ func (s *Server) authorized(r *http.Request) bool {
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
 	return subtle.ConstantTimeCompare(sum[:], s.token) == 1
-}
-
-func loopback(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }

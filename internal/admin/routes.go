@@ -2,8 +2,8 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
+	"github.com/sipwake/sipwake/internal/httpjson"
 	"net/http"
 	"strings"
 	"time"
@@ -23,7 +23,7 @@ func (s *Server) routes() http.Handler {
 		ErrorLog: slog2promLogger{s}, ErrorHandling: promhttp.ContinueOnError,
 	}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "alive"})
 	})
 	mux.HandleFunc("GET /readyz", s.readyz)
 
@@ -44,13 +44,13 @@ func (s *Server) routes() http.Handler {
 func (s *Server) authed(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.token == nil {
-			writeError(w, http.StatusForbidden, "admin API is off: set admin.token_sha256 (sipwake admin token prints one)")
+			httpjson.Error(w, http.StatusForbidden, "admin API is off: set admin.token_sha256 (sipwake admin token prints one)")
 			return
 		}
 		if !s.authorized(r) {
 			s.log.Warn("admin: unauthorized request", "remote", r.RemoteAddr, "method", r.Method, "path", maskedPath(r))
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sipwake admin"`)
-			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
+			httpjson.Error(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
 		}
 		h(w, r)
@@ -61,10 +61,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), probeTimeout)
 	defer cancel()
 	if why := s.opts.Backend.Ready(ctx); len(why) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "why": why})
+		httpjson.Write(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "why": why})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"ready": true})
+	httpjson.Write(w, http.StatusOK, map[string]any{"ready": true})
 }
 
 func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
@@ -73,7 +73,7 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "counts", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c)
+	httpjson.Write(w, http.StatusOK, c)
 }
 
 // ExportedRecord is what GET /admin/aors/{aor} shows of one record: what
@@ -154,7 +154,7 @@ func (s *Server) export(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("admin: export", "aor", aor, "records", len(bs), "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, map[string]any{"aor": string(aor), "records": Export(bs)})
+	httpjson.Write(w, http.StatusOK, map[string]any{"aor": string(aor), "records": Export(bs)})
 }
 
 func (s *Server) erase(w http.ResponseWriter, r *http.Request) {
@@ -169,7 +169,7 @@ func (s *Server) erase(w http.ResponseWriter, r *http.Request) {
 	}
 	s.opts.Traces.Off(aor)
 	s.log.Info("admin: erasure request", "aor", aor, "erased", n, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, map[string]any{"aor": string(aor), "erased": n,
+	httpjson.Write(w, http.StatusOK, map[string]any{"aor": string(aor), "erased": n,
 		"note": "freed pages are compacted by the sweeper within store.compact_interval; POST /admin/compact to do it now"})
 }
 
@@ -178,7 +178,7 @@ func (s *Server) traceState(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"aor": string(aor), "active": s.opts.Traces.Active(aor)})
+	httpjson.Write(w, http.StatusOK, map[string]any{"aor": string(aor), "active": s.opts.Traces.Active(aor)})
 }
 
 func (s *Server) traceOn(w http.ResponseWriter, r *http.Request) {
@@ -190,17 +190,17 @@ func (s *Server) traceOn(w http.ResponseWriter, r *http.Request) {
 	if v := r.URL.Query().Get("for"); v != "" {
 		var err error
 		if d, err = time.ParseDuration(v); err != nil || d <= 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("for=%q: want a positive duration such as 30m or 2h", v))
+			httpjson.Error(w, http.StatusBadRequest, fmt.Sprintf("for=%q: want a positive duration such as 30m or 2h", v))
 			return
 		}
 	}
 	if d > s.opts.MaxTrace {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("for=%s: longer than admin.max_trace (%s)", d, s.opts.MaxTrace))
+		httpjson.Error(w, http.StatusBadRequest, fmt.Sprintf("for=%s: longer than admin.max_trace (%s)", d, s.opts.MaxTrace))
 		return
 	}
 	until := s.opts.Traces.On(aor, d)
 	s.log.Info("admin: trace on", "aor", aor, "for", d, "until", until, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, map[string]any{"aor": string(aor), "active": true, "until": until})
+	httpjson.Write(w, http.StatusOK, map[string]any{"aor": string(aor), "active": true, "until": until})
 }
 
 func (s *Server) traceOff(w http.ResponseWriter, r *http.Request) {
@@ -210,7 +210,7 @@ func (s *Server) traceOff(w http.ResponseWriter, r *http.Request) {
 	}
 	s.opts.Traces.Off(aor)
 	s.log.Info("admin: trace off", "aor", aor, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, map[string]any{"aor": string(aor), "active": false})
+	httpjson.Write(w, http.StatusOK, map[string]any{"aor": string(aor), "active": false})
 }
 
 func (s *Server) compact(w http.ResponseWriter, r *http.Request) {
@@ -220,7 +220,7 @@ func (s *Server) compact(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("admin: compacted", "bytes_before", c.BytesBefore, "bytes_after", c.BytesAfter, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusOK, c)
+	httpjson.Write(w, http.StatusOK, c)
 }
 
 func (s *Server) keys(w http.ResponseWriter, r *http.Request) {
@@ -229,12 +229,12 @@ func (s *Server) keys(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, "keys", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, k)
+	httpjson.Write(w, http.StatusOK, k)
 }
 
 func (s *Server) fail(w http.ResponseWriter, op string, err error) {
 	s.log.Error("admin: "+op+" failed", "error", err)
-	writeError(w, http.StatusInternalServerError, op+" failed; see the log")
+	httpjson.Error(w, http.StatusInternalServerError, op+" failed; see the log")
 }
 
 // ParseAOR accepts "user@domain", with or without a sip:/sips: scheme or
@@ -258,7 +258,7 @@ func ParseAOR(s string) (relay.AOR, error) {
 func aorOf(w http.ResponseWriter, r *http.Request) (relay.AOR, bool) {
 	aor, err := ParseAOR(r.PathValue("aor"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		httpjson.Error(w, http.StatusBadRequest, err.Error())
 		return "", false
 	}
 	return aor, true
@@ -273,19 +273,6 @@ func maskedPath(r *http.Request) string {
 		return "/admin/aors/<invalid>"
 	}
 	return r.URL.Path
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, map[string]string{"error": msg})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }
 
 // slog2promLogger routes promhttp's errors to the server's logger.

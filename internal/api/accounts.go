@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sipwake/sipwake/internal/httpjson"
 	"io"
 	"mime"
 	"net/http"
@@ -87,12 +88,12 @@ type RegistrationView struct {
 func (s *Server) putAccount(w http.ResponseWriter, r *http.Request, app, id string) {
 	req, status, msg := s.readAccount(w, r)
 	if status != 0 {
-		writeError(w, status, msg)
+		httpjson.Error(w, status, msg)
 		return
 	}
 	b, ttl, status, msg := s.bindingFrom(req, app, id)
 	if status != 0 {
-		writeError(w, status, msg)
+		httpjson.Error(w, status, msg)
 		return
 	}
 	saved, created, err := s.keeper.Hand(r.Context(), b, ttl)
@@ -101,39 +102,39 @@ func (s *Server) putAccount(w http.ResponseWriter, r *http.Request, app, id stri
 		if status >= 500 && status != http.StatusBadGateway && status != http.StatusGatewayTimeout {
 			s.log.Error("handover failed", "app", app, "error", err)
 		}
-		writeError(w, status, msg)
+		httpjson.Error(w, status, msg)
 		return
 	}
 	status = http.StatusOK
 	if created {
 		status = http.StatusCreated
 	}
-	writeJSON(w, status, s.view(saved, s.bindings.AccountID(app, id)))
+	httpjson.Write(w, status, s.view(saved, s.bindings.AccountID(app, id)))
 }
 
 func (s *Server) getAccount(w http.ResponseWriter, r *http.Request, app, id string) {
 	sid := s.bindings.AccountID(app, id)
 	b, err := s.bindings.Binding(r.Context(), sid)
 	if errors.Is(err, store.ErrNotFound) || err == nil && (b.Account == nil || b.Account.App != app) {
-		writeError(w, http.StatusNotFound, "no such account")
+		httpjson.Error(w, http.StatusNotFound, "no such account")
 		return
 	}
 	if err != nil {
 		s.log.Error("read account", "app", app, "error", err)
-		writeError(w, http.StatusInternalServerError, "internal error")
+		httpjson.Error(w, http.StatusInternalServerError, "internal error")
 		return
 	}
-	writeJSON(w, http.StatusOK, s.view(b, sid))
+	httpjson.Write(w, http.StatusOK, s.view(b, sid))
 }
 
 func (s *Server) deleteAccount(w http.ResponseWriter, r *http.Request, app, id string) {
 	err := s.keeper.Release(r.Context(), app, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, "no such account")
+		httpjson.Error(w, http.StatusNotFound, "no such account")
 	case err != nil:
 		s.log.Error("release account", "app", app, "error", err)
-		writeError(w, http.StatusInternalServerError, "internal error")
+		httpjson.Error(w, http.StatusInternalServerError, "internal error")
 	default:
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusNoContent)

@@ -12,9 +12,9 @@ import (
 	"crypto/subtle"
 	"crypto/tls"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/sipwake/sipwake/internal/httpjson"
 	"log/slog"
 	"net"
 	"net/http"
@@ -196,10 +196,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("DELETE /v1/accounts/{id}", s.authed(s.deleteAccount))
 	mux.HandleFunc("/v1/accounts/{id}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "PUT, GET, DELETE")
-		writeError(w, http.StatusMethodNotAllowed, "method not allowed; use PUT, GET or DELETE")
+		httpjson.Error(w, http.StatusMethodNotAllowed, "method not allowed; use PUT, GET or DELETE")
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such resource; the API is /v1/accounts/{id} (PUT, GET, DELETE)")
+		httpjson.Error(w, http.StatusNotFound, "no such resource; the API is /v1/accounts/{id} (PUT, GET, DELETE)")
 	})
 	return s.perSource(mux)
 }
@@ -214,7 +214,7 @@ func (s *Server) perSource(next http.Handler) http.Handler {
 		}
 		if !s.limits.allowSource(host) {
 			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusTooManyRequests, "too many requests from this address")
+			httpjson.Error(w, http.StatusTooManyRequests, "too many requests from this address")
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -230,17 +230,17 @@ func (s *Server) authed(h appHandler) http.HandlerFunc {
 		app, ok := s.app(r)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sipwake"`)
-			writeError(w, http.StatusUnauthorized, "missing or unknown API key (send Authorization: Bearer <key>)")
+			httpjson.Error(w, http.StatusUnauthorized, "missing or unknown API key (send Authorization: Bearer <key>)")
 			return
 		}
 		if !s.limits.allowKey(app) {
 			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusTooManyRequests, "too many requests for this API key")
+			httpjson.Error(w, http.StatusTooManyRequests, "too many requests for this API key")
 			return
 		}
 		id := r.PathValue("id")
 		if !validAccountID(id) {
-			writeError(w, http.StatusBadRequest, "account id: want 1–128 of A-Z a-z 0-9 . _ ~ -")
+			httpjson.Error(w, http.StatusBadRequest, "account id: want 1–128 of A-Z a-z 0-9 . _ ~ -")
 			return
 		}
 		start := s.now()
@@ -296,22 +296,4 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	return w.ResponseWriter.Write(b)
-}
-
-// errorBody is every error answer: {"error": "..."}.
-type errorBody struct {
-	Error string `json:"error"`
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, errorBody{Error: msg})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
 }

@@ -67,6 +67,9 @@ type SIP struct {
 	RegisterRate float64 `yaml:"register_rate"`
 	// RegisterBurst is how many REGISTERs one source may send at once.
 	RegisterBurst int `yaml:"register_burst"`
+	// MaxRegistersInFlight bounds REGISTERs waiting on the registrar; past
+	// it new ones get 503 at once instead of queueing without end.
+	MaxRegistersInFlight int `yaml:"max_registers_in_flight"`
 }
 
 // Calls is the policy for requests that must wake a device.
@@ -168,13 +171,14 @@ func (s Secret) MarshalYAML() (any, error) { return redacted, nil }
 func Default() Config {
 	return Config{
 		SIP: SIP{
-			Listen:          Listen{UDP: "127.0.0.1:5060", TCP: "127.0.0.1:5060"},
-			Upstream:        "sip:127.0.0.1:5070",
-			UpstreamMode:    "path",
-			UpstreamTimeout: 5 * time.Second,
-			UserAgent:       "sipwake",
-			RegisterRate:    50,
-			RegisterBurst:   100,
+			Listen:               Listen{UDP: "127.0.0.1:5060", TCP: "127.0.0.1:5060"},
+			Upstream:             "sip:127.0.0.1:5070",
+			UpstreamMode:         "path",
+			UpstreamTimeout:      5 * time.Second,
+			UserAgent:            "sipwake",
+			RegisterRate:         50,
+			RegisterBurst:        100,
+			MaxRegistersInFlight: 2048,
 		},
 		Calls: Calls{
 			Wait:           30 * time.Second,
@@ -287,6 +291,9 @@ func (c Config) Validate() error {
 	}
 	if r := c.SIP.RegisterRate; r < 0 || r > 1e6 || r != r {
 		bad("sip.register_rate", r, "REGISTERs per second per source, 0 (off) to 1000000")
+	}
+	if n := c.SIP.MaxRegistersInFlight; n < 1 || n > 1e6 {
+		bad("sip.max_registers_in_flight", n, "1 to 1000000")
 	}
 	if b := c.SIP.RegisterBurst; b < 0 || b > 1e6 || (c.SIP.RegisterRate > 0 && b < 1) {
 		bad("sip.register_burst", b, "1 to 1000000 when sip.register_rate is set")

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -167,4 +170,31 @@ func TestParseUpstream(t *testing.T) {
 			t.Errorf("ParseUpstream(%q) = %+v, %v", tc.in, got, err)
 		}
 	}
+}
+
+// Every key of the config has its place in the annotated example.
+func TestExampleConfigNamesEveryKey(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "configs", "sipwake.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Default()
+	walkEnv(reflect.ValueOf(&cfg).Elem(), "", func(path string, _ reflect.Value) {
+		var node any = doc
+		for _, part := range strings.Split(path, ".") {
+			m, ok := node.(map[string]any)
+			if !ok {
+				t.Errorf("configs/sipwake.yaml lacks %s", path)
+				return
+			}
+			if node, ok = m[part]; !ok {
+				t.Errorf("configs/sipwake.yaml lacks %s", path)
+				return
+			}
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"strings"
@@ -185,14 +186,37 @@ func validateFCM(es *errs, p string, c FCMConfig) {
 	}
 }
 
+// maxCredentialFile bounds what is read of a key, certificate or
+// service-account file: a config pointing at /dev/zero or a FIFO must not
+// hang start-up.
+const maxCredentialFile = 1 << 20
+
 func readFile(name string) ([]byte, error) {
-	b, err := os.ReadFile(name)
-	if err != nil {
+	fail := func(err error) ([]byte, error) {
 		var pe *os.PathError
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
 		return nil, fmt.Errorf("file %q not readable: %w", name, err)
+	}
+	st, err := os.Stat(name)
+	if err != nil {
+		return fail(err)
+	}
+	if !st.Mode().IsRegular() {
+		return fail(errors.New("not a regular file"))
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxCredentialFile+1))
+	if err != nil {
+		return fail(err)
+	}
+	if len(b) > maxCredentialFile {
+		return fail(errors.New("larger than 1 MiB"))
 	}
 	return b, nil
 }

@@ -78,6 +78,7 @@ func OptionsFrom(cfg config.Config) (Options, error) {
 		CallWait:        cfg.Calls.Wait,
 		Ringing:         cfg.Calls.Ringing,
 		RegisterRate:    c.RegisterRate, RegisterBurst: c.RegisterBurst,
+		MaxRegistersInFlight: c.MaxRegistersInFlight,
 	}
 	if o.TrustedSources, err = prefixes(cfg.Calls.TrustedSources); err != nil {
 		return Options{}, err
@@ -242,18 +243,20 @@ func (s *Server) Start(ctx context.Context) error {
 			return bindErr("tcp", a, err)
 		}
 		s.track("tcp", l.Addr(), l.Close)
-		serves = append(serves, serve{"tcp", func() error { return s.srv.ServeTCP(l) }})
+		bl := bound(l, idleTimeout, maxConnsPerSource)
+		serves = append(serves, serve{"tcp", func() error { return s.srv.ServeTCP(bl) }})
 	}
 	if a := s.opts.Listen.TLS; a != "" {
 		if s.opts.TLSConfig == nil {
 			return bindErr("tls", a, errors.New("no TLS certificate configured"))
 		}
-		l, err := tls.Listen("tcp", a, s.opts.TLSConfig)
+		l, err := net.Listen("tcp", a)
 		if err != nil {
 			return bindErr("tls", a, err)
 		}
 		s.track("tls", l.Addr(), l.Close)
-		serves = append(serves, serve{"tls", func() error { return s.srv.ServeTLS(l) }})
+		tl := tls.NewListener(bound(l, idleTimeout, maxConnsPerSource), s.opts.TLSConfig)
+		serves = append(serves, serve{"tls", func() error { return s.srv.ServeTLS(tl) }})
 	}
 	for _, sv := range serves {
 		s.serving.Add(1)
