@@ -56,12 +56,17 @@ type world struct {
 // newWorld starts Kamailio on 127.x.y.1 and sipwake on 127.x.y.2.
 func newWorld(t *testing.T, mutate ...func(*config.Config)) *world {
 	t.Helper()
+	return newWorldWith(t, peertest.KamailioOptions{}, mutate...)
+}
+
+// newWorldWith is newWorld with more Kamailio options (address, domain
+// and users are always the world's).
+func newWorldWith(t *testing.T, kam peertest.KamailioOptions, mutate ...func(*config.Config)) *world {
+	t.Helper()
 	w := &world{t: t, logs: &syncBuffer{}, deviceIP: peertest.IP(t, 3)}
-	w.kam = peertest.StartKamailio(t, peertest.KamailioOptions{
-		Addr:   peertest.Addr(t, 1, 5060),
-		Domain: domain,
-		Users:  map[string]string{"alice": password, "bob": password},
-	})
+	kam.Addr, kam.Domain = peertest.Addr(t, 1, 5060), domain
+	kam.Users = map[string]string{"alice": password, "bob": password}
+	w.kam = peertest.StartKamailio(t, kam)
 	cfg := config.Default()
 	w.swAddr = peertest.Addr(t, 2, 5060)
 	cfg.SIP.Listen = config.Listen{UDP: w.swAddr, TCP: w.swAddr}

@@ -336,3 +336,24 @@ func TestLargeRegistrarAnswerReachesDeviceOverUDP(t *testing.T) {
 		t.Fatalf("%d bindings, want 8", n)
 	}
 }
+
+// A registrar (or a proxy of its own) that already pushes says so in its
+// 2xx; sipwake then passes the REGISTER through and keeps nothing, so the
+// phone is never pushed twice.
+func TestUpstreamThatPushesIsPassedThrough(t *testing.T) {
+	w := newWorldWith(t, peertest.KamailioOptions{PushProvider: "apns"})
+	res, err := w.register("alice", apnsParams(token), 600, 5070)
+	if err != nil {
+		t.Fatalf("register: %v\n%s", err, res.Messages())
+	}
+	ok := lastReceived(res)
+	if n := strings.Count(ok, "+sip.pns="); n != 1 {
+		t.Fatalf("the 200 carries %d push announcements, want the registrar's one:\n%s", n, ok)
+	}
+	if w.records() != 0 {
+		t.Fatal("sipwake kept a binding although upstream pushes")
+	}
+	if len(w.locations("alice")) != 1 {
+		t.Fatal("the REGISTER did not reach the registrar")
+	}
+}

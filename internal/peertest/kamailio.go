@@ -42,6 +42,10 @@ type KamailioOptions struct {
 	Users map[string]string
 	// MaxExpires caps the Expires the registrar grants (default 3600).
 	MaxExpires int
+	// PushProvider, when set, makes the registrar announce on its REGISTER
+	// 2xx that it (or a proxy of its own) already pushes for this
+	// provider: Feature-Caps: *;+sip.pns="<provider>" (RFC 8599).
+	PushProvider string
 
 	// EdgeUpstream, when set, makes this Kamailio an edge proxy instead of
 	// a registrar: REGISTERs get add_path() and go to EdgeUpstream, a SIP
@@ -131,14 +135,15 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 		kamcmd:    kamcmd,
 	}
 	data := map[string]any{
-		"Addr":       opts.Addr,
-		"Domain":     opts.Domain,
-		"Users":      opts.Users,
-		"MaxExpires": opts.MaxExpires,
-		"Children":   opts.Children,
-		"Debug":      opts.Debug,
-		"CtlSocket":  strings.TrimPrefix(k.CtlSocket, "unix:"),
-		"Upstream":   upstream,
+		"Addr":         opts.Addr,
+		"Domain":       opts.Domain,
+		"Users":        opts.Users,
+		"MaxExpires":   opts.MaxExpires,
+		"PushProvider": opts.PushProvider,
+		"Children":     opts.Children,
+		"Debug":        opts.Debug,
+		"CtlSocket":    strings.TrimPrefix(k.CtlSocket, "unix:"),
+		"Upstream":     upstream,
 	}
 	tmpl := registrarTmpl
 	if upstream != "" {
