@@ -5,6 +5,14 @@
 #   bash bench/run.sh                # all set-ups, ~5 min; prints the table
 #   bash bench/run.sh profile RATE   # in-process sipwake at RATE REGISTER/s for
 #                                    # 10 s under -cpuprofile; prints pprof -top
+#   bash bench/run.sh calls          # wake-up calls/s vs direct Kamailio calls,
+#                                    # INVITE→push latency; ~8 min
+#   bash bench/run.sh parked         # dispatch latency with 100 / 1,000 calls
+#                                    # parked, RSS per call with 10,000; ~6 min
+#   bash bench/run.sh records        # 1,000,000 bindings: write, file size,
+#                                    # start-up, RSS, sweep; ~4 min
+#   bash bench/run.sh cpuprofile BENCH  # any of the above (BenchmarkWakeCalls, …)
+#                                    # under -cpuprofile; prints pprof -top
 #
 # Needs kamailio, kamcmd and sipp (scripts/deps.sh installs them). Extra
 # arguments after the mode go to the benchmark binary, e.g.
@@ -55,8 +63,35 @@ profile)
 	echo
 	go tool pprof -top -cum -nodecount=25 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
 	;;
+calls | parked | records)
+	bench=$(case $mode in calls) echo BenchmarkWakeCalls ;; parked) echo BenchmarkParkedCalls ;; records) echo BenchmarkRecords ;; esac)
+	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench "^$bench\$" \
+		-test.benchtime 1x -test.timeout 40m -test.v \
+		-sipwake.bin "$tmp/sipwake" "-$mode.table" "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
+		tail -n 60 "$tmp/bench.log" >&2
+		echo "run.sh: benchmark failed" >&2
+		exit 1
+	fi
+	cat "$tmp/table.txt"
+	;;
+cpuprofile)
+	bench=${1:?usage: run.sh cpuprofile BENCHMARK [flags]}
+	shift
+	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench "^$bench\$" \
+		-test.benchtime 1x -test.timeout 40m -test.v -test.cpuprofile "$tmp/cpu.out" \
+		-sipwake.bin "$tmp/sipwake" "$@") >"$tmp/bench.log" 2>&1; then
+		tail -n 60 "$tmp/bench.log" >&2
+		echo "run.sh: benchmark failed" >&2
+		exit 1
+	fi
+	grep -v '^ *[0-9]*([0-9]*) ' "$tmp/bench.log" | tail -n 40
+	echo
+	go tool pprof -top -nodecount=20 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
+	echo
+	go tool pprof -top -cum -nodecount=30 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
+	;;
 *)
-	echo "usage: run.sh [table|profile RATE] [benchmark flags]" >&2
+	echo "usage: run.sh [table|profile RATE|calls|parked|records|cpuprofile BENCH] [benchmark flags]" >&2
 	exit 2
 	;;
 esac

@@ -327,3 +327,25 @@ func TestMetricsMoveAndStayAggregate(t *testing.T) {
 		}
 	}
 }
+
+// After a woken phone answers, the dialog keeps going through sipwake:
+// INFO, UPDATE, a re-INVITE with its ACK, and the BYE, each along the
+// Record-Route and answered end to end.
+func TestInDialogRequestsFollowTheRoute(t *testing.T) {
+	w := newWorld(t)
+	tok := pushtest.APNsToken(11)
+	w.sleepingDevice("alice", tok, 5070)
+	caller := w.call("alice", "caller_dialog", nil)
+	waitPushes(t, w.fakes.APNs, 1)
+	device := w.wake("alice", tok, 5070, "uas_dialog")
+	mustSucceed(t, "caller", caller)
+	dev := mustSucceed(t, "device", device)
+	for _, m := range []string{"INFO ", "UPDATE ", "BYE "} {
+		if !strings.Contains(dev.Messages(), m) {
+			t.Fatalf("%s did not reach the device", m)
+		}
+	}
+	if n := strings.Count(dev.Messages(), "INVITE sip:"); n != 2 {
+		t.Fatalf("the device saw %d INVITEs, want the call and its re-INVITE", n)
+	}
+}
