@@ -138,7 +138,20 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		return nil, err
 	}
 	a.relay.SetUpstream(upstreams{sip: a.sip, handover: a.handover})
+	a.registerHandoverMetrics()
 	return a, nil
+}
+
+// registerHandoverMetrics exports how many handed-over accounts stand in
+// each upstream registration state, read at scrape time.
+func (a *App) registerHandoverMetrics() {
+	for _, phase := range []handover.Phase{handover.PhaseRegistering, handover.PhaseRegistered, handover.PhaseFailed} {
+		a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "sipwake_upstream_registrations",
+			Help:        "Handed-over accounts by upstream registration state.",
+			ConstLabels: prometheus.Labels{"state": string(phase)},
+		}, func() float64 { return float64(a.handover.Phases()[phase]) }))
+	}
 }
 
 // upstreams un-registers an expired binding the way it was registered:

@@ -45,6 +45,9 @@ func TestHandedOverAccountCallIsDelivered(t *testing.T) {
 	if len(locs) != 1 || !strings.Contains(locs[0].Contact, "sw-") || !strings.Contains(locs[0].Contact, w.swAddr) {
 		t.Fatalf("registrar holds %+v, want sipwake's contact", locs)
 	}
+	if n := metric(t, w, "sipwake_upstream_registrations", "registered"); n != 1 {
+		t.Fatalf("sipwake_upstream_registrations{state=registered} = %v, want 1", n)
+	}
 
 	caller := w.call("alice", "caller_answered", nil)
 	ps := waitPushes(t, w.fakes.APNs, 1)

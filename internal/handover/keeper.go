@@ -219,6 +219,22 @@ func (k *Keeper) Start(ctx context.Context) error {
 	if k.stopped {
 		return errors.New("handover: keeper stopped")
 	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	k.cancel = cancel
+	k.started = true
+	k.done.Add(1)
+	go func() {
+		defer k.done.Done()
+		// Resuming walks every record: done here, not in Start, so a large
+		// store does not hold up readiness.
+		k.resumeAll(ctx)
+		k.run(ctx)
+	}()
+	return nil
+}
+
+// resumeAll schedules every stored account again after a restart.
+func (k *Keeper) resumeAll(ctx context.Context) {
 	resumed := 0
 	if k.records != nil {
 		err := k.records.Scan(ctx, func(r store.Record) error {
@@ -230,20 +246,23 @@ func (k *Keeper) Start(ctx context.Context) error {
 			resumed++
 			return nil
 		})
-		if err != nil {
-			return fmt.Errorf("handover: resume accounts: %w", err)
+		if err != nil && ctx.Err() == nil {
+			k.log.Error("handover: resuming accounts failed; they are re-registered when re-posted", "error", err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	k.cancel = cancel
-	k.started = true
-	k.done.Add(1)
-	go func() {
-		defer k.done.Done()
-		k.run(ctx)
-	}()
 	k.log.Info("handover keeper started", "resumed", resumed, "workers", k.opts.Workers)
-	return nil
+}
+
+// Phases counts the accounts in each registration phase (aggregate, for
+// metrics).
+func (k *Keeper) Phases() map[Phase]int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := map[Phase]int{PhaseRegistering: 0, PhaseRegistered: 0, PhaseFailed: 0}
+	for _, st := range k.states {
+		out[st.Phase]++
+	}
+	return out
 }
 
 // Stop ends the scheduler and waits for refreshes in flight (bounded by

@@ -205,9 +205,10 @@ func TestRestartResumes(t *testing.T) {
 	k2 := env.Keeper(t, handover.Options{})
 	for _, u := range []string{"alice", "bob"} {
 		id := env.Relay.AccountID("app1", "acc-"+u)
-		if _, ok := k2.Status(id); !ok {
-			t.Fatalf("%s: not resumed", u)
-		}
+		handovertest.Eventually(t, 5*time.Second, u+" resumed", func() bool {
+			_, ok := k2.Status(id)
+			return ok
+		})
 		handovertest.Eventually(t, 5*time.Second, u+" re-registered by the new keeper", func() bool {
 			b, ok := ourContact(t, env.Locations(t, u), id)
 			return ok && b.CallID == before[u].CallID && b.CSeq > before[u].CSeq
