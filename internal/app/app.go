@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/sipwake/sipwake/internal/admin"
 	"github.com/sipwake/sipwake/internal/api"
+	"github.com/sipwake/sipwake/internal/cluster"
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/handover"
 	"github.com/sipwake/sipwake/internal/push"
@@ -54,7 +56,8 @@ type App struct {
 	sip      *sip.Server
 	admin    *admin.Server // nil when admin.listen is empty
 	handover *handover.Keeper
-	api      *api.Server // nil when api.listen is empty
+	bus      *cluster.Bus // nil on a single node
+	api      *api.Server  // nil when api.listen is empty
 
 	sipCert, adminCert *certFile // nil without TLS
 	rotation           rotationState
@@ -139,7 +142,25 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	}
 	a.relay.SetUpstream(upstreams{sip: a.sip, handover: a.handover})
 	a.registerHandoverMetrics()
+	if rs, ok := st.(*store.Redis); ok {
+		prefix := cfg.Store.Redis.Prefix
+		if prefix == "" {
+			prefix = store.DefaultRedisPrefix
+		}
+		a.bus = cluster.New(rs.Client(), prefix, log)
+		a.relay.JoinCluster(a.bus, nodeAddress(cfg))
+	}
 	return a, nil
+}
+
+// nodeAddress is where the other nodes reach this one.
+func nodeAddress(cfg config.Config) string {
+	for _, a := range []string{cfg.Cluster.NodeAddress, cfg.SIP.PublicAddress, cfg.SIP.Listen.UDP} {
+		if _, _, err := net.SplitHostPort(a); err == nil {
+			return a
+		}
+	}
+	return ""
 }
 
 // registerHandoverMetrics exports how many handed-over accounts stand in
@@ -280,6 +301,11 @@ func (a *App) Stop(ctx context.Context) error {
 // startServices starts what runs beside the SIP side: the handover
 // keeper (resuming every stored account), the API and the admin listener.
 func (a *App) startServices(ctx context.Context) error {
+	if a.bus != nil {
+		if err := a.bus.Run(ctx, a.relay.RemoteRefreshed); err != nil {
+			return err
+		}
+	}
 	if err := a.handover.Start(ctx); err != nil {
 		return err
 	}

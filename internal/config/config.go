@@ -38,6 +38,8 @@ type Config struct {
 	Seal   Seal        `yaml:"seal"`
 	Log    Log         `yaml:"log"`
 	Push   push.Config `yaml:"push"`
+	// Cluster matters with store.backend redis: several nodes.
+	Cluster Cluster `yaml:"cluster"`
 	// API is the HTTPS handover API apps post their accounts to.
 	API api.Config `yaml:"api"`
 	// Admin is the operator listener (metrics, health, admin API).
@@ -335,6 +337,7 @@ func (c Config) Validate() error {
 		bad("log.format", c.Log.Format, "text or json")
 	}
 	errs = append(errs, c.Push.Validate()...)
+	errs = append(errs, c.Cluster.validate()...)
 	errs = append(errs, c.API.Validate()...)
 	errs = append(errs, c.Admin.validate()...)
 	errs = append(errs, c.Shutdown.validate()...)

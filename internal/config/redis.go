@@ -61,3 +61,18 @@ func (r Redis) Secret() (string, error) {
 	}
 	return strings.TrimSpace(string(raw)), nil
 }
+
+// Cluster is what several nodes sharing a Redis store need of each other.
+type Cluster struct {
+	// NodeAddress is host:port where the other nodes reach this node's SIP
+	// UDP listener (to hand it calls for devices that woke through it).
+	// Empty: sip.public_address, else the UDP listen address.
+	NodeAddress string `yaml:"node_address"`
+}
+
+func (c Cluster) validate() []error {
+	if c.NodeAddress != "" && !isHostPort(c.NodeAddress) {
+		return []error{fmt.Errorf("cluster.node_address: %q is not allowed (host:port of this node's SIP UDP listener)", c.NodeAddress)}
+	}
+	return nil
+}

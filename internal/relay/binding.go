@@ -97,6 +97,9 @@ type Binding struct {
 	Warned    int       `json:"warned,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 	ExpiresAt time.Time `json:"expires_at"`
+	// Node is the cluster address of the sipwake node that holds the
+	// device's flow ("" on a single node).
+	Node string `json:"node,omitempty"`
 	// Account is set for a handed-over account: sipwake registers upstream
 	// itself and the app, when woken, connects to sipwake instead.
 	Account *Account `json:"account,omitempty"`

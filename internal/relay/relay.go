@@ -63,6 +63,9 @@ type Service struct {
 	// pushes tracks background follow-up pushes.
 	pushes sync.WaitGroup
 	traces *Traces
+	// bus and node: set when several nodes share the store.
+	bus  Bus
+	node string
 	// pushCaps holds each device's call-push budget.
 	pushCaps *limit.Keyed[store.ID]
 }
@@ -148,6 +151,7 @@ func (s *Service) BindingID(aor AOR, d Device) store.ID {
 func (s *Service) Register(ctx context.Context, b Binding) error {
 	now := s.now()
 	b.UpdatedAt = now
+	b.Node = s.node
 	b.Upstream.RegisteredAt = now
 	b.ExpiresAt = now.Add(s.opts.RecordTTL)
 	if err := s.put(ctx, b); err != nil {

@@ -142,6 +142,12 @@ func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Mes
 // it, so a second REGISTER does not fork the call twice.
 func (s *Service) Refreshed(b Binding) {
 	id := s.BindingID(b.AOR, b.Device)
+	s.release(id, b)
+	s.publish(id)
+}
+
+// release hands the device to every call parked for it, once.
+func (s *Service) release(id store.ID, b Binding) {
 	s.waitMu.Lock()
 	ws := s.waiters[id]
 	delete(s.waiters, id)

@@ -60,6 +60,7 @@ func (s *Server) registerAccountApp(ctx context.Context, req *sip.Request, tx si
 	expires := sipmsg.Expires(req, reg.push, defaultExpires)
 	b.Contact = reg.push.Address.String()
 	b.Flow = relay.Flow{Transport: strings.ToLower(req.Transport()), Source: req.Source()}
+	b.Node = s.relay.Node()
 	if err := s.relay.UpdateAccount(ctx, b); err != nil {
 		s.metrics.register(regStoreFailed)
 		s.log.Error("handed-over account not updated", "account", b.Account, "error", err)

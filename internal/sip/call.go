@@ -3,6 +3,8 @@ package sip
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -14,6 +16,11 @@ import (
 
 // ProgressHeader carries SIPIS-style progress in sipwake's own 180s.
 const ProgressHeader = "X-Sipwake-Progress"
+
+// DeliverHeader marks a call one sipwake node hands to the node that holds
+// the device's flow: deliver it now, do not push again. Only honoured from
+// trusted sources, and never passed on to the device.
+const DeliverHeader = "X-Sipwake-Deliver"
 
 // onInvite takes a new call (or passes an in-dialog re-INVITE along).
 func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
@@ -105,8 +112,9 @@ func (d *delivery) run(ctx context.Context, bindings []relay.Binding) {
 	}
 	var asleep []relay.Binding
 	active := 0
+	handedOver := d.req.GetHeader(DeliverHeader) != nil
 	for _, b := range bindings {
-		if !s.liveFlow(b) {
+		if !handedOver && !s.liveFlow(b) {
 			asleep = append(asleep, b)
 			continue
 		}
@@ -234,16 +242,23 @@ func (d *delivery) fork(b relay.Binding) bool {
 	s := d.s
 	fwd := d.req.Clone()
 	s.popOwnRoutes(fwd)
+	fwd.RemoveHeader(DeliverHeader)
 	var uri sip.Uri
 	if err := sip.ParseUri(relay.StripPushParams(b.Contact), &uri); err != nil {
 		s.log.Warn("stored contact unusable", "aor", b.AOR, "error", err)
 		return false
 	}
 	fwd.Recipient = uri
-	s.sendFrom(fwd, b.Flow.Transport)
-	out := sip.NetworkToUpper(b.Flow.Transport)
+	flowTransport, dest := b.Flow.Transport, b.Flow.Source
+	if b.Node != "" && b.Node != s.relay.Node() {
+		// The device woke through another node: that node holds its flow.
+		flowTransport, dest = "udp", b.Node
+		s.viaNode(fwd, b)
+	}
+	s.sendFrom(fwd, flowTransport)
+	out := sip.NetworkToUpper(flowTransport)
 	fwd.SetTransport(out)
-	fwd.SetDestination(b.Flow.Source)
+	fwd.SetDestination(dest)
 	if d.req.IsInvite() {
 		in := d.req.Transport()
 		fwd.PrependHeader(s.recordRoute(in))
@@ -279,6 +294,22 @@ func (d *delivery) fork(b relay.Binding) bool {
 		}
 	}()
 	return true
+}
+
+// viaNode routes a forwarded request through the node that holds the
+// device's flow: a Route naming the binding at that node, and the mark
+// that tells it to deliver without pushing.
+func (s *Server) viaNode(fwd *sip.Request, b relay.Binding) {
+	host, port, err := net.SplitHostPort(b.Node)
+	if err != nil {
+		return
+	}
+	p, _ := strconv.Atoi(port)
+	u := sip.Uri{Scheme: "sip", User: bindingUserPrefix + s.relay.BindingID(b.AOR, b.Device).String(), Host: host, Port: p, UriParams: sip.NewParams()}
+	u.UriParams.Add("transport", "udp")
+	u.UriParams.Add("lr", "")
+	fwd.PrependHeader(&sip.RouteHeader{Address: u})
+	fwd.AppendHeader(sip.NewHeader(DeliverHeader, "flow"))
 }
 
 // cancelOthers sends CANCEL to every forked branch but the winner.

@@ -987,3 +987,6 @@ if redis.call('HGET', KEYS[1], 'index-key') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'index-key', ARGV[2])
 return 1`
 )
+
+// Client is the Redis connection, for the cluster bus to share.
+func (r *Redis) Client() redis.UniversalClient { return r.rdb }

@@ -1,0 +1,69 @@
+// Package cluster connects sipwake nodes that share a Redis store: it
+// carries "binding refreshed" between them over Redis pub/sub, so a call
+// parked on one node is released when its device re-registers through
+// another. Only binding ids travel (HMACs: no AOR, token or address). It
+// knows nothing of SIP or of what a binding holds.
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sipwake/sipwake/internal/store"
+)
+
+// Bus is Redis pub/sub on one channel per deployment (prefix).
+type Bus struct {
+	client  redis.UniversalClient
+	channel string
+	log     *slog.Logger
+}
+
+// New carries refreshes over client (the Redis store's connection), on a
+// channel named after the deployment's key prefix.
+func New(client redis.UniversalClient, prefix string, log *slog.Logger) *Bus {
+	return &Bus{client: client, channel: prefix + ":refreshed", log: log}
+}
+
+// Publish tells every node that the binding id was refreshed.
+func (b *Bus) Publish(ctx context.Context, id store.ID) error {
+	if err := b.client.Publish(ctx, b.channel, id.String()).Err(); err != nil {
+		return fmt.Errorf("cluster: publish: %w", err)
+	}
+	return nil
+}
+
+// Run delivers every published id to refreshed until ctx ends. It returns
+// once the subscription is confirmed, and keeps delivering in the
+// background (go-redis re-subscribes after a lost connection).
+func (b *Bus) Run(ctx context.Context, refreshed func(context.Context, store.ID)) error {
+	sub := b.client.Subscribe(ctx, b.channel)
+	if _, err := sub.Receive(ctx); err != nil {
+		_ = sub.Close()
+		return fmt.Errorf("cluster: subscribe: %w", err)
+	}
+	go func() {
+		defer sub.Close()
+		ch := sub.Channel()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m, ok := <-ch:
+				if !ok {
+					return
+				}
+				id, err := store.ParseID(m.Payload)
+				if err != nil {
+					b.log.Warn("cluster: message that is no binding id ignored")
+					continue
+				}
+				refreshed(ctx, id)
+			}
+		}
+	}()
+	return nil
+}

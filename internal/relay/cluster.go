@@ -1,0 +1,69 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/store"
+)
+
+// Bus carries "binding refreshed" between sipwake nodes that share a
+// store: a call parked on one node is released when its device
+// re-registers through another. Only the binding id travels (an HMAC: no
+// AOR, token or address).
+type Bus interface {
+	Publish(ctx context.Context, id store.ID) error
+}
+
+// publishTimeout bounds telling the other nodes.
+const publishTimeout = 2 * time.Second
+
+// JoinCluster makes this node publish its refreshes on bus; node is the
+// address other nodes reach this one at (host:port), stored with every
+// binding this node refreshes so a call parked elsewhere is sent here.
+func (s *Service) JoinCluster(bus Bus, node string) {
+	s.bus, s.node = bus, node
+}
+
+// Node is this node's cluster address ("" when alone).
+func (s *Service) Node() string { return s.node }
+
+// publish tells the other nodes that a binding was refreshed here.
+func (s *Service) publish(id store.ID) {
+	if s.bus == nil {
+		return
+	}
+	s.pushes.Add(1)
+	go func() {
+		defer s.pushes.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+		defer cancel()
+		if err := s.bus.Publish(ctx, id); err != nil {
+			s.log.Warn("could not tell the other nodes of a refresh; calls parked there wait for their timeout", "error", err)
+		}
+	}()
+}
+
+// RemoteRefreshed is a refresh another node published: calls parked here
+// for that binding get the device, now reachable through that node.
+func (s *Service) RemoteRefreshed(ctx context.Context, id store.ID) {
+	s.waitMu.Lock()
+	_, waiting := s.waiters[id]
+	s.waitMu.Unlock()
+	if !waiting {
+		return
+	}
+	b, err := s.Binding(ctx, id)
+	if errors.Is(err, store.ErrNotFound) {
+		return
+	}
+	if err != nil {
+		s.log.Warn("refreshed binding unreadable", "error", err)
+		return
+	}
+	if b.Node == "" || b.Node == s.node {
+		return
+	}
+	s.release(id, b)
+}
