@@ -49,7 +49,7 @@ func (w *world) registerVia(remote, tok string, port int) {
 		LocalIP:   w.deviceIP,
 		LocalPort: port,
 		Injection: peertest.RegisterInjection(peertest.SippUser{User: "alice", Domain: domain, Password: password}),
-		Keys: map[string]string{"expires": "600", "contact_params": ";pn-provider=apns;pn-prid=" + tok + ";pn-param=" + w.fakes.APNs.Param()},
+		Keys:      map[string]string{"expires": "600", "contact_params": ";pn-provider=apns;pn-prid=" + tok + ";pn-param=" + w.fakes.APNs.Param()},
 	})
 	if err != nil {
 		w.t.Fatalf("register via %s: %v\n%s", remote, err, res.Messages())
