@@ -123,11 +123,12 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 		a.sip, err = sip.New(sipOpts, a.relay, log)
 	}
 	if err == nil {
-		a.handover, err = handover.New(a.relay, st, handover.Options{
-			ContactFor: a.sip.BindingURIFor,
-			UserAgent:  cfg.SIP.UserAgent,
-			Now:        a.now,
-		}, log)
+		hopts := handover.Options{ContactFor: a.sip.BindingURIFor, UserAgent: cfg.SIP.UserAgent, Now: a.now}
+		if rs, ok := st.(*store.Redis); ok {
+			hopts.Leases = cluster.NewLeases(rs.Client(), redisPrefix(cfg), nodeAddress(cfg))
+			hopts.Rescan = cfg.Cluster.RescanInterval
+		}
+		a.handover, err = handover.New(a.relay, st, hopts, log)
 	}
 	if err == nil && cfg.API.Listen != "" {
 		a.api, err = api.New(cfg.API, a.relay, a.handover, log, a.now)
@@ -143,14 +144,17 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	a.relay.SetUpstream(upstreams{sip: a.sip, handover: a.handover})
 	a.registerHandoverMetrics()
 	if rs, ok := st.(*store.Redis); ok {
-		prefix := cfg.Store.Redis.Prefix
-		if prefix == "" {
-			prefix = store.DefaultRedisPrefix
-		}
-		a.bus = cluster.New(rs.Client(), prefix, log)
+		a.bus = cluster.New(rs.Client(), redisPrefix(cfg), log)
 		a.relay.JoinCluster(a.bus, nodeAddress(cfg))
 	}
 	return a, nil
+}
+
+func redisPrefix(cfg config.Config) string {
+	if cfg.Store.Redis.Prefix != "" {
+		return cfg.Store.Redis.Prefix
+	}
+	return store.DefaultRedisPrefix
 }
 
 // nodeAddress is where the other nodes reach this one.
@@ -166,7 +170,7 @@ func nodeAddress(cfg config.Config) string {
 // registerHandoverMetrics exports how many handed-over accounts stand in
 // each upstream registration state, read at scrape time.
 func (a *App) registerHandoverMetrics() {
-	for _, phase := range []handover.Phase{handover.PhaseRegistering, handover.PhaseRegistered, handover.PhaseFailed} {
+	for _, phase := range []handover.Phase{handover.PhaseRegistering, handover.PhaseRegistered, handover.PhaseStandby, handover.PhaseFailed} {
 		a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "sipwake_upstream_registrations",
 			Help:        "Handed-over accounts by upstream registration state.",

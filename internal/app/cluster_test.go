@@ -1,12 +1,15 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/sipwake/sipwake/internal/api"
 	"github.com/sipwake/sipwake/internal/app"
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
@@ -99,4 +102,71 @@ func TestCallParkedOnOneNodeIsDeliveredThroughAnother(t *testing.T) {
 	if got := metric(t, cw, "sipwake_call_push_latency_seconds", ""); got != 0 {
 		t.Fatalf("node C pushed again (%v)", got)
 	}
+}
+
+// Handed-over accounts are kept registered by one node at a time (a lease
+// in Redis). When that node stops, another takes the account over before
+// the registrar would drop it, in the same registration dialog.
+func TestHandoverTakenOverWhenItsNodeStops(t *testing.T) {
+	apiAddr := peertest.Addr(t, 6, 8443)
+	w := newWorld(t, redisBackend(t), func(c *config.Config) {
+		c.Cluster.RescanInterval = 200 * time.Millisecond
+		c.API.Listen = apiAddr
+		c.API.Keys = []api.Key{{App: "phone", SHA256: api.HashKey(apiKey)}}
+	})
+	w.cfg.API.Listen = "" // the second node serves no API
+	b, _ := w.node(7)
+	body := `{"aor":"alice@` + domain + `","registrar":"sip:` + w.kam.Addr + `","transport":"udp","username":"alice",` +
+		`"password":"` + password + `","expires":10,"push":{"provider":"apns","token":"` + pushtest.APNsToken(61) + `","param":"` + w.fakes.APNs.Param() + `"}}`
+	if code := putAccount(t, apiAddr, "phone-1", body); code != http.StatusCreated {
+		t.Fatalf("PUT answered %d", code)
+	}
+	before := w.locations("alice")
+	if len(before) != 1 {
+		t.Fatalf("registrar holds %+v", before)
+	}
+	bw := &world{t: t, sw: b}
+	waitFor(t, func() bool { return metric(t, bw, "sipwake_upstream_registrations", "standby") == 1 }, "node B standing by for the account")
+
+	w.stop() // node A goes away; its lease is given back
+	// B tries at the account's refresh time (80% of the 10 s granted).
+	deadline := time.Now().Add(20 * time.Second)
+	for metric(t, bw, "sipwake_upstream_registrations", "registered") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("node B did not take the account over")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	after := w.locations("alice")
+	if len(after) != 1 || after[0].CallID != before[0].CallID || after[0].CSeq <= before[0].CSeq {
+		t.Fatalf("not refreshed in the same dialog: before %+v after %+v", before, after)
+	}
+	if n := records(t, b); n != 1 {
+		t.Fatalf("%d records after the takeover, want 1", n)
+	}
+}
+
+func putAccount(t *testing.T, addr, id, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/accounts/"+id, bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+func records(t *testing.T, a *app.App) int {
+	t.Helper()
+	n, err := a.Store().Count(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -199,6 +199,7 @@ func Default() Config {
 		},
 		Seal:     Seal{KeyID: "k1"},
 		Log:      Log{Level: "info", Format: "text"},
+		Cluster:  Cluster{RescanInterval: 30 * time.Second},
 		API:      defaultAPI(),
 		Admin:    defaultAdmin(),
 		Shutdown: Shutdown{DrainTimeout: DefaultDrainTimeout},

@@ -68,11 +68,18 @@ type Cluster struct {
 	// UDP listener (to hand it calls for devices that woke through it).
 	// Empty: sip.public_address, else the UDP listen address.
 	NodeAddress string `yaml:"node_address"`
+	// RescanInterval is how often a node looks for handed-over accounts
+	// other nodes took in, to take them over if their node dies.
+	RescanInterval time.Duration `yaml:"rescan_interval"`
 }
 
 func (c Cluster) validate() []error {
+	var errs []error
 	if c.NodeAddress != "" && !isHostPort(c.NodeAddress) {
-		return []error{fmt.Errorf("cluster.node_address: %q is not allowed (host:port of this node's SIP UDP listener)", c.NodeAddress)}
+		errs = append(errs, fmt.Errorf("cluster.node_address: %q is not allowed (host:port of this node's SIP UDP listener)", c.NodeAddress))
 	}
-	return nil
+	if c.RescanInterval < 100*time.Millisecond || c.RescanInterval > time.Hour {
+		errs = append(errs, fmt.Errorf("cluster.rescan_interval: %q is not allowed (between 100ms and 1h)", c.RescanInterval))
+	}
+	return errs
 }

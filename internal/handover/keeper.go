@@ -74,9 +74,27 @@ type Options struct {
 	Workers int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Leases, when several nodes share the store, make one node at a time
+	// keep an account registered; nil: this node keeps every account.
+	Leases Leases
+	// Rescan is how often, with Leases, the store is looked through for
+	// accounts other nodes took in (so this node can take them over).
+	// Default 30s.
+	Rescan time.Duration
+}
+
+// Leases hand each account to one node at a time. Hold takes or extends
+// this node's lease on id for ttl; when another node holds it, held is
+// false and left says how long until that lease lapses.
+type Leases interface {
+	Hold(ctx context.Context, id store.ID, ttl time.Duration) (held bool, left time.Duration, err error)
+	Release(ctx context.Context, id store.ID) error
 }
 
 func (o *Options) defaults() error {
+	if o.Rescan <= 0 {
+		o.Rescan = 30 * time.Second
+	}
 	if o.ContactFor == nil {
 		return errors.New("handover: Options.ContactFor is required")
 	}
@@ -119,6 +137,9 @@ const (
 	PhaseRegistering Phase = "registering"
 	// PhaseRegistered: the registrar accepted the last REGISTER.
 	PhaseRegistered Phase = "registered"
+	// PhaseStandby: another node holds the account's lease and keeps it
+	// registered; this one takes over if that lease lapses.
+	PhaseStandby Phase = "standby"
 	// PhaseFailed: the last REGISTER failed; it is retried with back-off.
 	PhaseFailed Phase = "failed"
 )
@@ -228,9 +249,38 @@ func (k *Keeper) Start(ctx context.Context) error {
 		// Resuming walks every record: done here, not in Start, so a large
 		// store does not hold up readiness.
 		k.resumeAll(ctx)
+		if k.opts.Leases != nil && k.records != nil {
+			go k.rescan(ctx)
+		}
 		k.run(ctx)
 	}()
 	return nil
+}
+
+// rescan looks for accounts other nodes took in, so this node can take
+// them over if their node dies.
+func (k *Keeper) rescan(ctx context.Context) {
+	t := time.NewTicker(k.opts.Rescan)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_ = k.records.Scan(ctx, func(r store.Record) error {
+			k.mu.Lock()
+			_, known := k.states[r.ID]
+			k.mu.Unlock()
+			if known {
+				return nil
+			}
+			if b, err := relay.DecodeBinding(r); err == nil && b.Account != nil {
+				k.resume(r.ID, b)
+			}
+			return nil
+		})
+	}
 }
 
 // resumeAll schedules every stored account again after a restart.
@@ -253,12 +303,25 @@ func (k *Keeper) resumeAll(ctx context.Context) {
 	k.log.Info("handover keeper started", "resumed", resumed, "workers", k.opts.Workers)
 }
 
+// heldIDs are the accounts this node keeps registered.
+func (k *Keeper) heldIDs() []store.ID {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []store.ID
+	for id, st := range k.states {
+		if st.Phase != PhaseStandby {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // Phases counts the accounts in each registration phase (aggregate, for
 // metrics).
 func (k *Keeper) Phases() map[Phase]int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := map[Phase]int{PhaseRegistering: 0, PhaseRegistered: 0, PhaseFailed: 0}
+	out := map[Phase]int{PhaseRegistering: 0, PhaseRegistered: 0, PhaseStandby: 0, PhaseFailed: 0}
 	for _, st := range k.states {
 		out[st.Phase]++
 	}
@@ -284,6 +347,11 @@ func (k *Keeper) Stop(ctx context.Context) error {
 	case <-waited:
 	case <-ctx.Done():
 		err = fmt.Errorf("handover: stop: %w", ctx.Err())
+	}
+	// Leases go back at once, so another node takes the accounts over now
+	// rather than when the leases lapse.
+	for _, id := range k.heldIDs() {
+		k.release(ctx, id)
 	}
 	return errors.Join(err, k.ua.Close())
 }
@@ -342,6 +410,7 @@ func (k *Keeper) Hand(ctx context.Context, b relay.Binding, ttl time.Duration) (
 	if moved {
 		k.unregisterQuietly(regCtx, id, prev, "account moved")
 	}
+	k.hold(regCtx, id, k.leaseFor(saved))
 	k.registered(id, saved)
 	k.log.Info("account handed over", "account", saved.Account, "aor", saved.AOR, "created", created,
 		"granted", saved.Upstream.Expires, "expires_at", saved.ExpiresAt)
@@ -360,7 +429,17 @@ func (k *Keeper) Release(ctx context.Context, app, accountID string) error {
 	}
 	k.forget(id)
 	k.unregisterQuietly(context.WithoutCancel(ctx), id, b, "deleted by app")
+	k.release(context.WithoutCancel(ctx), id)
 	return nil
+}
+
+func (k *Keeper) release(ctx context.Context, id store.ID) {
+	if k.opts.Leases == nil {
+		return
+	}
+	if err := k.opts.Leases.Release(ctx, id); err != nil {
+		k.log.Warn("account lease not released; another node takes over when it lapses", "error", err)
+	}
 }
 
 // Unregister removes a handed-over account's upstream registration after
@@ -431,6 +510,10 @@ func (k *Keeper) refresh(ctx context.Context, id store.ID) {
 		k.unregisterQuietly(ctx, id, b, "record expired")
 		return
 	}
+	if held, left := k.hold(ctx, id, k.opts.Timeout+5*time.Second); !held {
+		k.standby(id, left)
+		return
+	}
 	b.Upstream.CSeq = max(b.Upstream.CSeq, k.sentCSeq(id))
 	err = k.register(ctx, id, &b, b.Account.Expires)
 	k.noteCSeq(id, b.Upstream.CSeq)
@@ -442,7 +525,40 @@ func (k *Keeper) refresh(ctx context.Context, id store.ID) {
 	if err := k.accounts.UpdateAccount(ctx, b); err != nil && !errors.Is(err, relay.ErrExpired) {
 		k.log.Warn("refreshed registration not saved", "account", b.Account, "error", err)
 	}
+	k.hold(ctx, id, k.leaseFor(b))
 	k.registered(id, b)
+}
+
+// hold takes or extends this node's lease on an account; without Leases
+// every account is this node's. A lease store that fails is taken as held
+// (keeping a registration alive twice beats letting it lapse).
+func (k *Keeper) hold(ctx context.Context, id store.ID, ttl time.Duration) (bool, time.Duration) {
+	if k.opts.Leases == nil {
+		return true, 0
+	}
+	held, left, err := k.opts.Leases.Hold(ctx, id, ttl)
+	if err != nil {
+		k.log.Warn("account lease not checked; keeping the registration", "error", err)
+		return true, 0
+	}
+	return held, left
+}
+
+// leaseFor outlasts the next refresh (at RefreshAt±Jitter of the granted
+// expiry) but not the registration: if this node dies, another takes the
+// account over before the registrar drops it.
+func (k *Keeper) leaseFor(b relay.Binding) time.Duration {
+	granted := time.Duration(b.Upstream.Expires) * time.Second
+	return max(time.Duration(float64(granted)*min(k.opts.RefreshAt+k.opts.Jitter+0.1, 0.98)), 2*time.Second)
+}
+
+// standby waits for another node's lease to lapse.
+func (k *Keeper) standby(id store.ID, left time.Duration) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	st := k.stateLocked(id)
+	st.Phase = PhaseStandby
+	k.scheduleLocked(id, st, k.now().Add(max(left, 100*time.Millisecond)))
 }
 
 func (k *Keeper) sentCSeq(id store.ID) uint32 {
@@ -501,7 +617,11 @@ func (k *Keeper) resume(id store.ID, b relay.Binding) {
 	defer k.mu.Unlock()
 	st := k.stateLocked(id)
 	st.Phase = PhaseRegistering
-	if b.Upstream.LapsesAt().After(now) {
+	switch {
+	case k.opts.Leases != nil:
+		// Whose it is shows at its refresh, when the lease is asked for.
+		st.Phase = PhaseStandby
+	case b.Upstream.LapsesAt().After(now):
 		st.Phase = PhaseRegistered
 	}
 	st.RegisteredAt = b.Upstream.RegisteredAt
