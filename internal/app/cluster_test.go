@@ -23,6 +23,9 @@ func (w *world) node(n int) (*app.App, string) {
 	cfg := w.cfg
 	addr := peertest.Addr(w.t, n, 5060)
 	cfg.SIP.Listen = config.Listen{UDP: addr, TCP: addr}
+	if cfg.Cluster.NodeAddress != "" {
+		cfg.Cluster.NodeAddress = addr
+	}
 	cfg.Store.DataDir = w.t.TempDir()
 	logs := &syncBuffer{}
 	a, err := app.New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
@@ -169,4 +172,55 @@ func records(t *testing.T, a *app.App) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Three nodes behind Kamailio's dispatcher, which all of them advertise as
+// their address: the phone registers through it, the registrar's call for
+// it comes back through it to whichever node, the woken phone registers
+// through it again (to whichever node), and the call is answered with one
+// push.
+func TestThreeNodesBehindDispatcher(t *testing.T) {
+	lbAddr := peertest.Addr(t, 9, 5060)
+	nodes := []string{peertest.Addr(t, 2, 5060), peertest.Addr(t, 7, 5060), peertest.Addr(t, 8, 5060)}
+	trusted := []string{peertest.IP(t, 9) + "/32"}
+	for i := range nodes {
+		trusted = append(trusted, peertest.IP(t, []int{2, 7, 8}[i])+"/32")
+	}
+	w := newWorld(t, redisBackend(t), func(c *config.Config) {
+		c.SIP.PublicAddress = lbAddr
+		c.Cluster.NodeAddress = nodes[0]
+		c.Calls.TrustedSources = trusted
+	})
+	b, _ := w.node(7)
+	c, _ := w.node(8)
+	peertest.StartKamailio(t, peertest.KamailioOptions{Addr: lbAddr, Domain: domain, Dispatch: nodes})
+	tok := pushtest.APNsToken(62)
+
+	w.registerVia(lbAddr, tok, 5070)
+	if locs := w.locations("alice"); len(locs) != 1 || !locs[0].OnPath(lbAddr) {
+		t.Fatalf("registrar should route alice through the dispatcher %s: %+v", lbAddr, locs)
+	}
+	caller := w.call("alice", "caller_answered", nil)
+	waitPushes(t, w.fakes.APNs, 1)
+	w.registerVia(lbAddr, tok, 5070)
+	device := peertest.StartSipp(t, peertest.SippOptions{
+		Name: "uas-lb", Scenario: peertest.Scenario(t, "uas_answer"),
+		LocalIP: w.deviceIP, LocalPort: 5070, Timeout: 30 * time.Second,
+	})
+	mustSucceed(t, "caller", caller)
+	mustSucceed(t, "device", device)
+	if n := len(w.fakes.APNs.Pushes()); n != 1 {
+		t.Fatalf("%d pushes, want 1", n)
+	}
+	delivered := 0.0
+	for _, a := range []*app.App{w.sw, b, c} {
+		delivered += metric(t, &world{t: t, sw: a}, "sipwake_calls_total", "delivered")
+	}
+	if delivered < 1 {
+		t.Fatal("no node delivered the call")
+	}
+	t.Logf("deliveries across nodes: %v (2 = parked on one node, handed to another)", delivered)
+	if n := records(t, w.sw); n != 1 {
+		t.Fatalf("%d records, want 1", n)
+	}
 }

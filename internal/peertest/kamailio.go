@@ -24,9 +24,12 @@ var (
 	registrarCfg string
 	//go:embed kamailio_edge.cfg.tmpl
 	edgeCfg string
+	//go:embed kamailio_lb.cfg.tmpl
+	lbCfg string
 
 	registrarTmpl = template.Must(template.New("registrar").Parse(registrarCfg))
 	edgeTmpl      = template.Must(template.New("edge").Parse(edgeCfg))
+	lbTmpl        = template.Must(template.New("lb").Parse(lbCfg))
 )
 
 // KamailioOptions configures StartKamailio.
@@ -53,6 +56,9 @@ type KamailioOptions struct {
 	// requests that come back through the Path go to their Request-URI;
 	// other initial requests go upstream, record-routed.
 	EdgeUpstream string
+	// Dispatch, when set, makes this Kamailio a load balancer (dispatcher,
+	// round robin) in front of these node addresses (ip:port).
+	Dispatch []string
 
 	// SharedMemMB and PkgMemMB are Kamailio's -m and -M (defaults 64 and 8;
 	// benchmarks use 512 and 16).
@@ -148,6 +154,18 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	tmpl := registrarTmpl
 	if upstream != "" {
 		tmpl = edgeTmpl
+	}
+	if len(opts.Dispatch) > 0 {
+		tmpl = lbTmpl
+		var list strings.Builder
+		for _, n := range opts.Dispatch {
+			fmt.Fprintf(&list, "1 sip:%s\n", n)
+		}
+		path := filepath.Join(dir, "dispatcher.list")
+		if err := os.WriteFile(path, []byte(list.String()), 0o644); err != nil {
+			t.Fatalf("peertest: %v", err)
+		}
+		data["DispatcherList"] = path
 	}
 	var cfg bytes.Buffer
 	if err := tmpl.Execute(&cfg, data); err != nil {
