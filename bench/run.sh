@@ -3,6 +3,7 @@
 # 127.x.y.n, one table out.
 #
 #   bash bench/run.sh                # all set-ups, ~5 min; prints the table
+#   bash bench/run.sh cluster        # 1 vs 3 nodes on one Redis behind a dispatcher
 #   bash bench/run.sh profile RATE   # in-process sipwake at RATE REGISTER/s for
 #                                    # 10 s under -cpuprofile; prints pprof -top
 #   bash bench/run.sh calls          # wake-up calls/s vs direct Kamailio calls,
@@ -41,6 +42,15 @@ table)
 	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench '^BenchmarkRegisterRate$' \
 		-test.benchtime 1x -test.timeout 30m -test.v \
 		-sipwake.bin "$tmp/sipwake" -register.table "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
+		tail -n 60 "$tmp/bench.log" >&2
+		echo "run.sh: benchmark failed" >&2
+		exit 1
+	fi
+	cat "$tmp/table.txt"
+	;;
+cluster)
+	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench '^BenchmarkClusterRegisterRate$' \
+		-test.benchtime 1x -test.timeout 30m -test.v -register.table "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
 		tail -n 60 "$tmp/bench.log" >&2
 		echo "run.sh: benchmark failed" >&2
 		exit 1

@@ -1,0 +1,57 @@
+package bench
+
+import (
+	"encoding/base64"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/sipwake/sipwake/internal/config"
+	"github.com/sipwake/sipwake/internal/peertest"
+	"github.com/sipwake/sipwake/internal/store"
+)
+
+// BenchmarkClusterRegisterRate: REGISTER/s through Kamailio's dispatcher to
+// one and to three sipwake nodes sharing one Redis (all on this machine's
+// two cores, with sipp, two Kamailios and redis-server).
+//
+//	bash bench/run.sh cluster
+func BenchmarkClusterRegisterRate(b *testing.B) {
+	var rows []setupResult
+	for _, n := range []int{1, 3} {
+		b.Run(fmt.Sprintf("nodes-%d", n), func(b *testing.B) {
+			reg := startRegistrar(b)
+			redisAddr := peertest.StartRedis(b, "")
+			lb := peertest.Addr(b, 30, 5060)
+			seal := config.Secret(base64.StdEncoding.EncodeToString(store.NewKey()))
+			var nodes []string
+			param := ""
+			for i := range n {
+				cfg, fake := sipwakeConfig(b, reg.Addr)
+				addr := peertest.Addr(b, 20+i, 5060)
+				cfg.SIP.Listen = config.Listen{UDP: addr, TCP: addr}
+				cfg.SIP.PublicAddress = lb
+				cfg.Cluster.NodeAddress = addr
+				cfg.Calls.TrustedSources = []string{peertest.IP(b, 30) + "/32"}
+				cfg.Store.Backend = "redis"
+				cfg.Store.Redis.Addrs = []string{redisAddr}
+				cfg.Seal.Key = seal
+				if param == "" {
+					param = fake.Param()
+				}
+				startSipwakeInProcess(b, cfg)
+				nodes = append(nodes, addr)
+			}
+			peertest.StartKamailio(b, peertest.KamailioOptions{Addr: lb, Domain: domain, Dispatch: nodes, SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB})
+			name := map[int]string{1: "a) 1 sipwake node", 3: "b) 3 sipwake nodes"}[n]
+			rows = append(rows, measureWith(b, name, "sipp → dispatcher → sipwake ×n (one Redis) → Kamailio", lb, param, nil, nil))
+		})
+	}
+	table := renderTable(rows)
+	fmt.Print(table)
+	if *flagTable != "" {
+		if err := os.WriteFile(*flagTable, []byte(table), 0o644); err != nil {
+			b.Errorf("write table: %v", err)
+		}
+	}
+}
