@@ -692,11 +692,16 @@ func (b *Bolt) Count(ctx context.Context) (int, error) {
 // key in the keyring appears, with 0 if unused: a key can be retired once its
 // count is 0 (after Rotate). Ids not in the keyring appear too.
 func (b *Bolt) KeyUsage(ctx context.Context) (map[string]int, error) {
+	return keyUsage(ctx, b.keys, b.scanRaw)
+}
+
+// keyUsage counts sealed values per key id over a backend's raw scan.
+func keyUsage(ctx context.Context, keys *Keyring, scan func(context.Context, func([]rawRecord) error) error) (map[string]int, error) {
 	usage := make(map[string]int)
-	for _, id := range b.keys.IDs() {
+	for _, id := range keys.IDs() {
 		usage[id] = 0
 	}
-	err := b.scanRaw(ctx, func(raws []rawRecord) error {
+	err := scan(ctx, func(raws []rawRecord) error {
 		for _, r := range raws {
 			id := "?"
 			if len(r.val) >= recHdrLen {

@@ -763,26 +763,7 @@ func (s *Redis) Count(ctx context.Context) (int, error) {
 // key in the keyring appears, with 0 if unused: a key can be retired once its
 // count is 0 (after Rotate). Ids not in the keyring appear too.
 func (s *Redis) KeyUsage(ctx context.Context) (map[string]int, error) {
-	usage := make(map[string]int)
-	for _, id := range s.keys.IDs() {
-		usage[id] = 0
-	}
-	err := s.scanRaw(ctx, func(raws []rawRecord) error {
-		for _, r := range raws {
-			id := "?"
-			if len(r.val) >= recHdrLen {
-				if kid, _, err := sealedKeyID(r.val[recHdrLen:]); err == nil {
-					id = kid
-				}
-			}
-			usage[id]++
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: key usage: %w", err)
-	}
-	return usage, nil
+	return keyUsage(ctx, s.keys, s.scanRaw)
 }
 
 // Rotate re-seals, under the active key, the index key and every record
