@@ -224,3 +224,32 @@ func TestThreeNodesBehindDispatcher(t *testing.T) {
 		t.Fatalf("%d records, want 1", n)
 	}
 }
+
+// A handed-over app whose call is parked on the node that registered its
+// account wakes and connects to another node: the call is handed there.
+func TestHandedOverAppWakesThroughAnotherNode(t *testing.T) {
+	apiAddr := peertest.Addr(t, 6, 8443)
+	nodes := []string{peertest.IP(t, 2) + "/32", peertest.IP(t, 7) + "/32"}
+	w := newWorld(t, redisBackend(t), func(c *config.Config) {
+		c.API.Listen = apiAddr
+		c.API.Keys = []api.Key{{App: "phone", SHA256: api.HashKey(apiKey)}}
+		c.Calls.TrustedSources = nodes
+	})
+	w.cfg.API.Listen = ""
+	_, bAddr := w.node(7)
+	tok := pushtest.APNsToken(63)
+	body := `{"aor":"alice@` + domain + `","registrar":"sip:` + w.kam.Addr + `","transport":"udp","username":"alice",` +
+		`"password":"` + password + `","expires":600,"push":{"provider":"apns","token":"` + tok + `","param":"` + w.fakes.APNs.Param() + `"}}`
+	if code := putAccount(t, apiAddr, "phone-1", body); code != http.StatusCreated {
+		t.Fatalf("PUT answered %d", code)
+	}
+	caller := w.call("alice", "caller_answered", nil)
+	waitPushes(t, w.fakes.APNs, 1)
+	w.registerVia(bAddr, tok, 5070) // the app connects to node B
+	device := peertest.StartSipp(t, peertest.SippOptions{
+		Name: "uas-app", Scenario: peertest.Scenario(t, "uas_answer"),
+		LocalIP: w.deviceIP, LocalPort: 5070, Timeout: 30 * time.Second,
+	})
+	mustSucceed(t, "caller", caller)
+	mustSucceed(t, "app", device)
+}

@@ -2,18 +2,33 @@
 // carries "binding refreshed" between them over Redis pub/sub, so a call
 // parked on one node is released when its device re-registers through
 // another. Only binding ids travel (HMACs: no AOR, token or address). It
-// knows nothing of SIP or of what a binding holds.
+// knows nothing of SIP.
 package cluster
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sipwake/sipwake/internal/relay"
 	"github.com/sipwake/sipwake/internal/store"
 )
+
+func parseRefresh(s string) (relay.Refresh, error) {
+	waiter, record, _ := strings.Cut(s, ".")
+	w, err := store.ParseID(waiter)
+	if err != nil {
+		return relay.Refresh{}, err
+	}
+	r, err := store.ParseID(record)
+	if err != nil {
+		return relay.Refresh{}, err
+	}
+	return relay.Refresh{Waiter: w, Record: r}, nil
+}
 
 // Bus is Redis pub/sub on one channel per deployment (prefix).
 type Bus struct {
@@ -28,9 +43,9 @@ func New(client redis.UniversalClient, prefix string, log *slog.Logger) *Bus {
 	return &Bus{client: client, channel: prefix + ":refreshed", log: log}
 }
 
-// Publish tells every node that the binding id was refreshed.
-func (b *Bus) Publish(ctx context.Context, id store.ID) error {
-	if err := b.client.Publish(ctx, b.channel, id.String()).Err(); err != nil {
+// Publish tells every node that a binding was refreshed.
+func (b *Bus) Publish(ctx context.Context, r relay.Refresh) error {
+	if err := b.client.Publish(ctx, b.channel, r.Waiter.String()+"."+r.Record.String()).Err(); err != nil {
 		return fmt.Errorf("cluster: publish: %w", err)
 	}
 	return nil
@@ -39,7 +54,7 @@ func (b *Bus) Publish(ctx context.Context, id store.ID) error {
 // Run delivers every published id to refreshed until ctx ends. It returns
 // once the subscription is confirmed, and keeps delivering in the
 // background (go-redis re-subscribes after a lost connection).
-func (b *Bus) Run(ctx context.Context, refreshed func(context.Context, store.ID)) error {
+func (b *Bus) Run(ctx context.Context, refreshed func(context.Context, relay.Refresh)) error {
 	sub := b.client.Subscribe(ctx, b.channel)
 	if _, err := sub.Receive(ctx); err != nil {
 		_ = sub.Close()
@@ -56,12 +71,12 @@ func (b *Bus) Run(ctx context.Context, refreshed func(context.Context, store.ID)
 				if !ok {
 					return
 				}
-				id, err := store.ParseID(m.Payload)
+				r, err := parseRefresh(m.Payload)
 				if err != nil {
-					b.log.Warn("cluster: message that is no binding id ignored")
+					b.log.Warn("cluster: message that is no refresh ignored")
 					continue
 				}
-				refreshed(ctx, id)
+				refreshed(ctx, r)
 			}
 		}
 	}()

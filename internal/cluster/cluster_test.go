@@ -10,6 +10,7 @@ import (
 
 	"github.com/sipwake/sipwake/internal/cluster"
 	"github.com/sipwake/sipwake/internal/peertest"
+	"github.com/sipwake/sipwake/internal/relay"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -60,18 +61,19 @@ func TestBusCarriesRefreshes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
-	var got []store.ID
+	var got []relay.Refresh
 	sub := cluster.New(c, "t", nil)
-	if err := sub.Run(ctx, func(_ context.Context, id store.ID) {
+	if err := sub.Run(ctx, func(_ context.Context, r relay.Refresh) {
 		mu.Lock()
 		defer mu.Unlock()
-		got = append(got, id)
+		got = append(got, r)
 	}); err != nil {
 		t.Fatal(err)
 	}
 	var id store.ID
 	id[3] = 7
-	if err := cluster.New(c, "t", nil).Publish(ctx, id); err != nil {
+	want := relay.Refresh{Waiter: id, Record: store.ID{9}}
+	if err := cluster.New(c, "t", nil).Publish(ctx, want); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
@@ -87,7 +89,7 @@ func TestBusCarriesRefreshes(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if got[0] != id {
-		t.Fatalf("delivered %v, want %v", got[0], id)
+	if got[0] != want {
+		t.Fatalf("delivered %v, want %v", got[0], want)
 	}
 }

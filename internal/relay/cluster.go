@@ -13,7 +13,14 @@ import (
 // re-registers through another. Only the binding id travels (an HMAC: no
 // AOR, token or address).
 type Bus interface {
-	Publish(ctx context.Context, id store.ID) error
+	Publish(ctx context.Context, r Refresh) error
+}
+
+// Refresh names a refreshed binding for the other nodes: the id calls wait
+// on (AOR and device) and the id of the record that holds it (the same for
+// a SIP-native binding; the account's for a handed-over one).
+type Refresh struct {
+	Waiter, Record store.ID
 }
 
 // publishTimeout bounds telling the other nodes.
@@ -30,7 +37,7 @@ func (s *Service) JoinCluster(bus Bus, node string) {
 func (s *Service) Node() string { return s.node }
 
 // publish tells the other nodes that a binding was refreshed here.
-func (s *Service) publish(id store.ID) {
+func (s *Service) publish(r Refresh) {
 	if s.bus == nil {
 		return
 	}
@@ -39,7 +46,7 @@ func (s *Service) publish(id store.ID) {
 		defer s.pushes.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 		defer cancel()
-		if err := s.bus.Publish(ctx, id); err != nil {
+		if err := s.bus.Publish(ctx, r); err != nil {
 			s.log.Warn("could not tell the other nodes of a refresh; calls parked there wait for their timeout", "error", err)
 		}
 	}()
@@ -47,14 +54,14 @@ func (s *Service) publish(id store.ID) {
 
 // RemoteRefreshed is a refresh another node published: calls parked here
 // for that binding get the device, now reachable through that node.
-func (s *Service) RemoteRefreshed(ctx context.Context, id store.ID) {
+func (s *Service) RemoteRefreshed(ctx context.Context, r Refresh) {
 	s.waitMu.Lock()
-	_, waiting := s.waiters[id]
+	_, waiting := s.waiters[r.Waiter]
 	s.waitMu.Unlock()
 	if !waiting {
 		return
 	}
-	b, err := s.Binding(ctx, id)
+	b, err := s.Binding(ctx, r.Record)
 	if errors.Is(err, store.ErrNotFound) {
 		return
 	}
@@ -65,5 +72,13 @@ func (s *Service) RemoteRefreshed(ctx context.Context, id store.ID) {
 	if b.Node == "" || b.Node == s.node {
 		return
 	}
-	s.release(id, b)
+	s.release(r.Waiter, b)
+}
+
+// RecordID is the key a binding is stored under.
+func (s *Service) RecordID(b Binding) store.ID {
+	if b.Account != nil {
+		return s.AccountID(b.Account.App, b.Account.ID)
+	}
+	return s.BindingID(b.AOR, b.Device)
 }

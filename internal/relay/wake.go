@@ -143,7 +143,7 @@ func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Mes
 func (s *Service) Refreshed(b Binding) {
 	id := s.BindingID(b.AOR, b.Device)
 	s.release(id, b)
-	s.publish(id)
+	s.publish(Refresh{Waiter: id, Record: s.RecordID(b)})
 }
 
 // release hands the device to every call parked for it, once.

@@ -305,7 +305,7 @@ func (s *Server) viaNode(fwd *sip.Request, b relay.Binding) {
 		return
 	}
 	p, _ := strconv.Atoi(port)
-	u := sip.Uri{Scheme: "sip", User: bindingUserPrefix + s.relay.BindingID(b.AOR, b.Device).String(), Host: host, Port: p, UriParams: sip.NewParams()}
+	u := sip.Uri{Scheme: "sip", User: bindingUserPrefix + s.relay.RecordID(b).String(), Host: host, Port: p, UriParams: sip.NewParams()}
 	u.UriParams.Add("transport", "udp")
 	u.UriParams.Add("lr", "")
 	fwd.PrependHeader(&sip.RouteHeader{Address: u})
