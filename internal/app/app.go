@@ -36,9 +36,6 @@ import (
 // the data dir, when the config names none.
 const DevKeyFile = "dev-seal.key"
 
-// sweepBatch bounds how many expired records one sweep takes at once.
-const sweepBatch = 512
-
 // closeTimeout bounds closing listeners and the admin listener after the
 // drain, so Stop ends even when a transport hangs.
 const closeTimeout = 5 * time.Second

@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"context"
-	"encoding/json"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,15 +67,6 @@ func waitPushes(t *testing.T, rec interface {
 		t.Fatalf("waiting for %d pushes: %v (got %d)", n, err, len(ps))
 	}
 	return ps
-}
-
-func payload(t *testing.T, p pushtest.Push) map[string]any {
-	t.Helper()
-	var m map[string]any
-	if err := json.Unmarshal(p.Payload, &m); err != nil {
-		t.Fatalf("push payload: %v", err)
-	}
-	return m
 }
 
 func mustSucceed(t *testing.T, name string, s *peertest.Sipp) *peertest.SippResult {
