@@ -18,6 +18,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // On-disk layout (format 1). Nothing in it is plaintext user data:
@@ -143,7 +144,7 @@ func openDB(path string) (*bolt.DB, error) {
 }
 
 func openErr(path string, err error) error {
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return fmt.Errorf("store: open %s: file is locked by another process (waited %s): %w", path, lockTimeout, err)
 	}
 	return fmt.Errorf("store: open %s: %w", path, err)
