@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
@@ -74,4 +75,31 @@ func TestLinphoneHangsUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	mustSucceed(t, "caller receives the phone's BYE", caller)
+}
+
+// The same over TLS: linphonec registers through sipwake's TLS listener, is
+// killed, is woken by push, registers again over TLS and auto-answers; the
+// call goes out over its TLS flow.
+func TestLinphoneOverTLSWokenByPush(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := writeCert(t, dir, "sipwake.test")
+	tlsAddr := peertest.Addr(t, 2, 5061)
+	w := newWorld(t, func(c *config.Config) {
+		c.SIP.Listen.TLS, c.SIP.Listen.TLSCertFile, c.SIP.Listen.TLSKeyFile = tlsAddr, certFile, keyFile
+	})
+	tok := pushtest.APNsToken(23)
+	start := func() *peertest.Linphone {
+		l := peertest.StartLinphone(w.t, peertest.LinphoneOptions{
+			Addr: peertest.Addr(t, 5, 5080), Proxy: tlsAddr, Transport: "tls",
+			User: "alice", Domain: domain, Password: password,
+			ContactParams: "pn-provider=apns;pn-prid=" + tok + ";pn-param=" + w.fakes.APNs.Param(),
+		})
+		waitFor(t, func() bool { bs := w.bindings("alice"); return len(bs) == 1 && bs[0].Flow.Transport == "tls" }, "linphonec registered over TLS")
+		return l
+	}
+	start().Kill()
+	caller := w.call("alice", "caller_answered", nil)
+	waitPushes(t, w.fakes.APNs, 1)
+	start()
+	mustSucceed(t, "caller through Kamailio to the woken linphonec over TLS", caller)
 }

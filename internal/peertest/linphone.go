@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,7 +23,9 @@ type LinphoneOptions struct {
 	// Proxy is the ip:port it registers through (reg_proxy), e.g. sipwake
 	// or Kamailio. Required.
 	Proxy string
-	// Transport to Proxy: "tcp" (default) or "udp".
+	// Transport to Proxy: "tcp" (default), "udp" or "tls" (linphonec then
+	// listens for TLS on the port after Addr's and does not verify the
+	// proxy's certificate).
 	Transport string
 	// User, Domain (default "example.test") and Password of the account;
 	// the identity is sip:User@Domain and Domain is also the realm.
@@ -54,8 +57,10 @@ type Linphone struct {
 var linphoneRC = template.Must(template.New("rc").Parse(`[sip]
 sip_port={{.Port}}
 sip_tcp_port={{.Port}}
-sip_tls_port=0
-bind_address={{.IP}}
+sip_tls_port={{.TLSPort}}
+bind_address={{.IP}}{{if .TLSPort}}
+verify_server_certs=0
+verify_server_cn=0{{end}}
 default_proxy=0
 use_ipv6=0
 guess_hostname=0
@@ -115,7 +120,7 @@ func StartLinphone(t testing.TB, opts LinphoneOptions) *Linphone {
 	}
 	var rc bytes.Buffer
 	if err := linphoneRC.Execute(&rc, map[string]any{
-		"IP": ip, "Port": port, "Proxy": opts.Proxy, "Transport": opts.Transport,
+		"IP": ip, "Port": port, "Proxy": opts.Proxy, "Transport": opts.Transport, "TLSPort": tlsPort(opts.Transport, port),
 		"User": opts.User, "Domain": opts.Domain, "Password": opts.Password,
 		"ContactParams": opts.ContactParams, "Expires": opts.Expires, "Send": send,
 	}); err != nil {
@@ -237,4 +242,14 @@ func (l *Linphone) Stop() {
 	}
 	l.proc.stop(time.Second)
 	l.holder.stop(time.Second)
+}
+
+// tlsPort is linphonec's TLS listening port: the one after its UDP/TCP
+// port when it talks TLS, else 0 (off).
+func tlsPort(transport, port string) int {
+	if transport != "tls" {
+		return 0
+	}
+	n, _ := strconv.Atoi(port)
+	return n + 1
 }

@@ -263,7 +263,13 @@ func (d *delivery) fork(b relay.Binding) bool {
 		in := d.req.Transport()
 		fwd.PrependHeader(s.recordRoute(in))
 		if !strings.EqualFold(in, out) {
-			fwd.PrependHeader(s.recordRoute(out))
+			rr := s.recordRoute(out)
+			if sip.IsReliable(out) {
+				// Requests toward the device later in the dialog must use
+				// the connection it opened, not a new one to its contact.
+				rr.Address.UriParams.Add(flowParam, dest)
+			}
+			fwd.PrependHeader(rr)
 		}
 	}
 	tx, err := s.client.TransactionRequest(context.Background(), fwd, sipgo.ClientRequestDecreaseMaxForward, sipgo.ClientRequestAddVia)

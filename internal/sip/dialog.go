@@ -2,6 +2,7 @@ package sip
 
 import (
 	"context"
+	"strings"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -19,9 +20,14 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 		}
 		return
 	}
+	flow, flowTransport := s.flowOf(req)
 	fwd := req.Clone()
 	s.popOwnRoutes(fwd)
 	dest, transport := nextHop(fwd)
+	if flow != "" && req.Source() != flow {
+		// Toward the device: over the connection it registered on.
+		dest, transport = flow, flowTransport
+	}
 	s.sendFrom(fwd, transport)
 	fwd.SetTransport(sip.NetworkToUpper(transport))
 	fwd.SetDestination(dest)
@@ -54,6 +60,25 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 			return
 		}
 	}
+}
+
+// flowParam marks, in sipwake's device-facing Record-Route, the connection
+// the device reached sipwake on (its source ip:port).
+const flowParam = "sw-flow"
+
+// flowOf reads the device's connection from sipwake's own Route entries.
+func (s *Server) flowOf(req *sip.Request) (addr, transport string) {
+	for _, h := range req.GetHeaders("Route") {
+		rt, ok := h.(*sip.RouteHeader)
+		if !ok || !s.isLocal(rt.Address) {
+			continue
+		}
+		if f, ok := rt.Address.UriParams.Get(flowParam); ok && f != "" {
+			t, _ := rt.Address.UriParams.Get("transport")
+			return f, strings.ToLower(t)
+		}
+	}
+	return "", ""
 }
 
 // onAck forwards the ACK of a 2xx along the dialog; the ACK of an error
