@@ -183,6 +183,12 @@ func (s *Service) Binding(ctx context.Context, id store.ID) (Binding, error) {
 	return decode(rec)
 }
 
+// Holds tells whether a binding is stored under id, without decoding it.
+func (s *Service) Holds(ctx context.Context, id store.ID) bool {
+	_, err := s.store.Get(ctx, id)
+	return err == nil
+}
+
 // Bindings returns every device binding of an AOR.
 func (s *Service) Bindings(ctx context.Context, aor AOR) ([]Binding, error) {
 	recs, err := s.store.ListAOR(ctx, string(aor))

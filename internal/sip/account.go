@@ -33,6 +33,11 @@ func (s *Server) BindingURIFor(id store.ID, transport string) string {
 // accountBinding finds the handed-over account a woken app's REGISTER is
 // for: same AOR, same push device.
 func (s *Server) accountBinding(ctx context.Context, reg *registration) (relay.Binding, bool) {
+	// A device that already has a SIP-native binding is no handed-over app:
+	// one lookup by id spares the usual refresh a walk over the AOR.
+	if s.relay.Holds(ctx, reg.id) {
+		return relay.Binding{}, false
+	}
 	bs, err := s.relay.Bindings(ctx, reg.aor)
 	if err != nil {
 		return relay.Binding{}, false
