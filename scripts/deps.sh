@@ -6,6 +6,7 @@
 #   kamailio     Debian kamailio (also provides kamcmd)
 #   linphonec    Debian linphone-cli
 #   redis-server Debian redis-server
+#   openssl      Debian openssl (writes the .p12 of the APNs certificate test)
 #
 # The tests start their own Kamailio and Redis on 127.x.y.z addresses. A
 # package's postinst may start a system daemon (Kamailio on :5060, Redis on
@@ -15,7 +16,7 @@
 set -eu
 
 missing=""
-for bin in sipp kamailio kamcmd linphonec redis-server; do
+for bin in sipp kamailio kamcmd linphonec redis-server openssl; do
 	command -v "$bin" >/dev/null 2>&1 || missing="$missing $bin"
 done
 
@@ -27,7 +28,7 @@ if [ -n "$missing" ]; then
 	fi
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
-		sip-tester kamailio linphone-cli redis-server
+		sip-tester kamailio linphone-cli redis-server openssl
 	for svc in kamailio redis-server; do
 		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
 			$SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
