@@ -4,6 +4,7 @@
 #
 #   bash bench/run.sh                # all set-ups, ~5 min; prints the table
 #   bash bench/run.sh cluster        # 1 vs 3 nodes on one Redis behind a dispatcher
+#   bash bench/run.sh cluster-calls  # woken calls/s, 1 vs 3 nodes
 #   bash bench/run.sh profile RATE   # in-process sipwake at RATE REGISTER/s for
 #                                    # 10 s under -cpuprofile; prints pprof -top
 #   bash bench/run.sh calls          # wake-up calls/s vs direct Kamailio calls,
@@ -51,6 +52,15 @@ table)
 cluster)
 	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench '^BenchmarkClusterRegisterRate$' \
 		-test.benchtime 1x -test.timeout 30m -test.v -register.table "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
+		tail -n 60 "$tmp/bench.log" >&2
+		echo "run.sh: benchmark failed" >&2
+		exit 1
+	fi
+	cat "$tmp/table.txt"
+	;;
+cluster-calls)
+	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench '^BenchmarkClusterWakeCalls$' \
+		-test.benchtime 1x -test.timeout 40m -test.v -calls.table "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
 		tail -n 60 "$tmp/bench.log" >&2
 		echo "run.sh: benchmark failed" >&2
 		exit 1
