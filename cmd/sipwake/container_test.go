@@ -120,22 +120,7 @@ func TestShippedBinary(t *testing.T) {
 		"SIPWAKE_SEAL_KEY="+base64.StdEncoding.EncodeToString(store.NewKey()),
 		"SIPWAKE_PUSH_APPS="+string(apps),
 	)
-	logs := &syncBuffer{}
-	cmd := exec.Command(bin, "-config", shippedConfig)
-	cmd.Env, cmd.Stdout, cmd.Stderr = env, logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		if t.Failed() {
-			t.Logf("sipwake output:\n%s", logs.String())
-		}
-	})
-
-	waitHTTP(t, "http://"+adminAddr+"/readyz", exited)
+	cmd, exited, logs := startShipped(t, bin, env, "http://"+adminAddr+"/readyz")
 
 	hc := exec.Command(bin, "healthcheck", "-config", shippedConfig)
 	hc.Env = env
@@ -169,6 +154,29 @@ func TestShippedBinary(t *testing.T) {
 	if !strings.Contains(logs.String(), `"msg":"sipwake stopped"`) || !strings.Contains(logs.String(), `"clean":true`) {
 		t.Fatal("no clean stop logged")
 	}
+}
+
+// startShipped runs the built binary on the shipped config with env and
+// returns once ready answers; it is killed when the test ends, its output
+// logged if the test failed.
+func startShipped(t *testing.T, bin string, env []string, ready string) (*exec.Cmd, <-chan error, *syncBuffer) {
+	t.Helper()
+	logs := &syncBuffer{}
+	cmd := exec.Command(bin, "-config", shippedConfig)
+	cmd.Env, cmd.Stdout, cmd.Stderr = env, logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("sipwake output:\n%s", logs.String())
+		}
+	})
+	waitHTTP(t, ready, exited)
+	return cmd, exited, logs
 }
 
 func waitHTTP(t *testing.T, url string, exited <-chan error) {

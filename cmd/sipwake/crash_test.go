@@ -91,22 +91,7 @@ func TestKill9MidBurstLosesNoAcknowledgedRecord(t *testing.T) {
 		"SIPWAKE_PUSH_APPS="+string(apps),
 	)
 	run := func() (*exec.Cmd, <-chan error, *syncBuffer) {
-		logs := &syncBuffer{}
-		cmd := exec.Command(bin, "-config", shippedConfig)
-		cmd.Env, cmd.Stdout, cmd.Stderr = env, logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			if t.Failed() {
-				t.Logf("sipwake output:\n%s", logs.String())
-			}
-		})
-		waitHTTP(t, "http://"+adminAddr+"/readyz", exited)
-		return cmd, exited, logs
+		return startShipped(t, bin, env, "http://"+adminAddr+"/readyz")
 	}
 
 	cmd, exited, _ := run()

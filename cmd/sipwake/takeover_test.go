@@ -77,21 +77,7 @@ func TestKilledNodeHandoverTakenOver(t *testing.T) {
 		if withAPI {
 			env = append(env, "SIPWAKE_API_LISTEN="+peertest.Addr(t, n, 8443), "SIPWAKE_API_KEYS="+string(keys))
 		}
-		logs := &syncBuffer{}
-		cmd := exec.Command(bin, "-config", shippedConfig)
-		cmd.Env, cmd.Stdout, cmd.Stderr = env, logs, logs
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		exited := make(chan error, 1)
-		go func() { exited <- cmd.Wait() }()
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			if t.Failed() {
-				t.Logf("node %d output:\n%s", n, logs.String())
-			}
-		})
-		waitHTTP(t, "http://"+adminAddr+"/readyz", exited)
+		cmd, _, _ := startShipped(t, bin, env, "http://"+adminAddr+"/readyz")
 		return cmd, "http://" + adminAddr + "/metrics"
 	}
 	nodeA, _ := start(2, true)
