@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"debug/elf"
 	"encoding/base64"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -48,24 +46,6 @@ func TestDockerfileBuildsTheTestedBinary(t *testing.T) {
 			t.Errorf("Dockerfile lacks %q", want)
 		}
 	}
-}
-
-// syncBuffer collects a child's output.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // buildShipped builds cmd/sipwake as the Dockerfile does.
@@ -159,9 +139,9 @@ func TestShippedBinary(t *testing.T) {
 // startShipped runs the built binary on the shipped config with env and
 // returns once ready answers; it is killed when the test ends, its output
 // logged if the test failed.
-func startShipped(t *testing.T, bin string, env []string, ready string) (*exec.Cmd, <-chan error, *syncBuffer) {
+func startShipped(t *testing.T, bin string, env []string, ready string) (*exec.Cmd, <-chan error, *peertest.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &peertest.Buffer{}
 	cmd := exec.Command(bin, "-config", shippedConfig)
 	cmd.Env, cmd.Stdout, cmd.Stderr = env, logs, logs
 	if err := cmd.Start(); err != nil {
@@ -205,7 +185,7 @@ func waitHTTP(t *testing.T, url string, exited <-chan error) {
 	}
 }
 
-func waitLog(t *testing.T, logs *syncBuffer, want string) {
+func waitLog(t *testing.T, logs *peertest.Buffer, want string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), want) {

@@ -90,7 +90,7 @@ func TestKill9MidBurstLosesNoAcknowledgedRecord(t *testing.T) {
 		"SIPWAKE_SEAL_KEY="+base64.StdEncoding.EncodeToString(seal),
 		"SIPWAKE_PUSH_APPS="+string(apps),
 	)
-	run := func() (*exec.Cmd, <-chan error, *syncBuffer) {
+	run := func() (*exec.Cmd, <-chan error, *peertest.Buffer) {
 		return startShipped(t, bin, env, "http://"+adminAddr+"/readyz")
 	}
 

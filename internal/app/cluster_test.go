@@ -27,7 +27,7 @@ func (w *world) node(n int) (*app.App, string) {
 		cfg.Cluster.NodeAddress = addr
 	}
 	cfg.Store.DataDir = w.t.TempDir()
-	logs := &syncBuffer{}
+	logs := &peertest.Buffer{}
 	a, err := app.New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		w.t.Fatal(err)

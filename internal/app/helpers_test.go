@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -22,24 +21,6 @@ const (
 	password = "s3cret-Pa55"
 )
 
-// syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // world is one test's set of real peers: Kamailio as the provider's
 // registrar and a sipwake between it and the devices.
 type world struct {
@@ -48,7 +29,7 @@ type world struct {
 	cfg      config.Config
 	sw       *app.App
 	swAddr   string
-	logs     *syncBuffer
+	logs     *peertest.Buffer
 	deviceIP string
 	fakes    *pushtest.Fakes
 }
@@ -63,7 +44,7 @@ func newWorld(t *testing.T, mutate ...func(*config.Config)) *world {
 // and users are always the world's).
 func newWorldWith(t *testing.T, kam peertest.KamailioOptions, mutate ...func(*config.Config)) *world {
 	t.Helper()
-	w := &world{t: t, logs: &syncBuffer{}, deviceIP: peertest.IP(t, 3)}
+	w := &world{t: t, logs: &peertest.Buffer{}, deviceIP: peertest.IP(t, 3)}
 	kam.Addr, kam.Domain = peertest.Addr(t, 1, 5060), domain
 	kam.Users = map[string]string{"alice": password, "bob": password}
 	w.kam = peertest.StartKamailio(t, kam)

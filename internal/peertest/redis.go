@@ -1,12 +1,10 @@
 package peertest
 
 import (
-	"bytes"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,7 +47,7 @@ func StartRedis(tb testing.TB, tcpAddr string, extra ...string) string {
 	}
 	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Dir = dir
-	var out redisLog
+	var out Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -86,21 +84,4 @@ func StartRedis(tb testing.TB, tcpAddr string, extra ...string) string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-type redisLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *redisLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *redisLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
