@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
@@ -147,22 +146,6 @@ func TestHandoverTakenOverWhenItsNodeStops(t *testing.T) {
 	if n := records(t, b); n != 1 {
 		t.Fatalf("%d records after the takeover, want 1", n)
 	}
-}
-
-func putAccount(t *testing.T, addr, id, body string) int {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/accounts/"+id, bytes.NewBufferString(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	return res.StatusCode
 }
 
 func records(t *testing.T, a *app.App) int {

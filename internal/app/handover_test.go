@@ -1,7 +1,6 @@
 package app_test
 
 import (
-	"bytes"
 	"net/http"
 	"strings"
 	"testing"
@@ -27,19 +26,8 @@ func TestHandedOverAccountCallIsDelivered(t *testing.T) {
 	tok := pushtest.APNsToken(40)
 	body := `{"aor":"alice@` + domain + `","registrar":"sip:` + w.kam.Addr + `","transport":"udp","username":"alice",` +
 		`"password":"` + password + `","expires":600,"push":{"provider":"apns","token":"` + tok + `","param":"` + w.fakes.APNs.Param() + `"}}`
-	req, err := http.NewRequest(http.MethodPut, "http://"+apiAddr+"/v1/accounts/phone-1", bytes.NewBufferString(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusCreated {
-		t.Fatalf("PUT answered %d", res.StatusCode)
+	if code := putAccount(t, apiAddr, "phone-1", body); code != http.StatusCreated {
+		t.Fatalf("PUT answered %d", code)
 	}
 	locs := w.locations("alice")
 	if len(locs) != 1 || !strings.Contains(locs[0].Contact, "sw-") || !strings.Contains(locs[0].Contact, w.swAddr) {

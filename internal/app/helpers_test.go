@@ -1,9 +1,11 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"sync"
 	"testing"
@@ -212,4 +214,38 @@ func sendRaw(t *testing.T, from, to string, msg string, wait time.Duration) stri
 		return ""
 	}
 	return string(buf[:n])
+}
+
+// putAccount hands an account over through the API at addr with the test
+// key and returns the status.
+func putAccount(t *testing.T, addr, id, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/accounts/"+id, bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
+}
+
+// eachLabel calls fn with every label of every metric the instance exports.
+func (w *world) eachLabel(fn func(metric, name, value string)) {
+	w.t.Helper()
+	fams, err := w.sw.Registry().Gather()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				fn(f.GetName(), l.GetName(), l.GetValue())
+			}
+		}
+	}
 }

@@ -76,20 +76,7 @@ func TestHandoverLeavesNothingPersonalOnDiskOrInLogs(t *testing.T) {
 	tok, tok2 := pushtest.APNsToken(80), pushtest.APNsToken(81)
 	ha1Sum := md5.Sum([]byte("bob:" + domain + ":" + password))
 	ha1 := hex.EncodeToString(ha1Sum[:])
-	put := func(id, body string) int {
-		req, err := http.NewRequest(http.MethodPut, "http://"+apiAddr+"/v1/accounts/"+id, bytes.NewBufferString(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+apiKey)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res.StatusCode
-	}
+	put := func(id, body string) int { return putAccount(t, apiAddr, id, body) }
 	account := func(user, cred, tok string) string {
 		return `{"aor":"` + user + `@` + domain + `","registrar":"sip:` + w.kam.Addr + `","username":"` + user + `",` + cred +
 			`,"expires":600,"push":{"provider":"apns","token":"` + tok + `","param":"` + w.fakes.APNs.Param() + `"}}`
