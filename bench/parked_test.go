@@ -157,6 +157,7 @@ type rssRow struct {
 	RegisteredHeap                float64 // bytes, same moment
 	IdleRSS, ParkedRSS, ParkedHWM int64   // KiB
 	IdleHeap, ParkedHeap          float64
+	IdleStack, ParkedStack        float64 // goroutine stacks, bytes
 	IdleGoroutines, Goroutines    float64
 	Parked                        float64
 	FillTook                      time.Duration
@@ -295,7 +296,7 @@ func measureParkedRSS(b *testing.B, n int) rssRow {
 	if err != nil {
 		b.Fatalf("scrape: %v", err)
 	}
-	row.IdleHeap, row.IdleGoroutines, row.Records = m["go_memstats_heap_inuse_bytes"], m["go_goroutines"], m["sipwake_store_records"]
+	row.IdleHeap, row.IdleStack, row.IdleGoroutines, row.Records = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"], m["sipwake_store_records"]
 
 	fill, _ := parkCallers(b, reg.Addr, n)
 	start := time.Now()
@@ -312,7 +313,7 @@ func measureParkedRSS(b *testing.B, n int) rssRow {
 	time.Sleep(3 * time.Second)
 	row.ParkedRSS, row.ParkedHWM = p.Memory(b)
 	if m, err = scrape(metrics); err == nil {
-		row.Parked, row.ParkedHeap, row.Goroutines = m["sipwake_calls_parked"], m["go_memstats_heap_inuse_bytes"], m["go_goroutines"]
+		row.Parked, row.ParkedHeap, row.ParkedStack, row.Goroutines = m["sipwake_calls_parked"], m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]
 		row.Latency = scrapedHistogram(m, "sipwake_call_push_latency_seconds").summary()
 	}
 	b.Logf("%+v", row)
@@ -335,13 +336,13 @@ func renderParked(rows []parkedRow, rss *rssRow) string {
 		mib := func(kib int64) string { return fmt.Sprintf("%.1f MiB", float64(kib)/1024) }
 		fmt.Fprintf(&s, "\nRSS per parked call, sipwake as its own process (cmd/sipwake, SIPWAKE_* env), %d devices registered\n", rss.Calls)
 		fmt.Fprintf(&s, "  3 s after the last REGISTER:      RSS %s, Go heap in use %.1f MiB\n", mib(rss.RegisteredRSS), rss.RegisteredHeap/(1<<20))
-		fmt.Fprintf(&s, "  idle (%v later, no call):         RSS %s, Go heap in use %.1f MiB, %0.f goroutines, %.0f records\n",
-			idleAfter, mib(rss.IdleRSS), rss.IdleHeap/(1<<20), rss.IdleGoroutines, rss.Records)
-		fmt.Fprintf(&s, "  %.0f calls parked (filled in %v): RSS %s (peak %s), Go heap in use %.1f MiB, %.0f goroutines\n",
-			rss.Parked, rss.FillTook.Round(100*time.Millisecond), mib(rss.ParkedRSS), mib(rss.ParkedHWM), rss.ParkedHeap/(1<<20), rss.Goroutines)
-		fmt.Fprintf(&s, "  per parked call: %.1f KiB RSS, %.1f KiB Go heap, %.1f goroutines\n",
+		fmt.Fprintf(&s, "  idle (%v later, no call):         RSS %s, Go heap in use %.1f MiB, stacks %.1f MiB, %0.f goroutines, %.0f records\n",
+			idleAfter, mib(rss.IdleRSS), rss.IdleHeap/(1<<20), rss.IdleStack/(1<<20), rss.IdleGoroutines, rss.Records)
+		fmt.Fprintf(&s, "  %.0f calls parked (filled in %v): RSS %s (peak %s), Go heap in use %.1f MiB, stacks %.1f MiB, %.0f goroutines\n",
+			rss.Parked, rss.FillTook.Round(100*time.Millisecond), mib(rss.ParkedRSS), mib(rss.ParkedHWM), rss.ParkedHeap/(1<<20), rss.ParkedStack/(1<<20), rss.Goroutines)
+		fmt.Fprintf(&s, "  per parked call: %.1f KiB RSS, %.1f KiB Go heap, %.1f KiB stack, %.1f goroutines\n",
 			float64(rss.ParkedRSS-rss.IdleRSS)/float64(rss.Calls), (rss.ParkedHeap-rss.IdleHeap)/1024/float64(rss.Calls),
-			(rss.Goroutines-rss.IdleGoroutines)/float64(rss.Calls))
+			(rss.ParkedStack-rss.IdleStack)/1024/float64(rss.Calls), (rss.Goroutines-rss.IdleGoroutines)/float64(rss.Calls))
 		fmt.Fprintf(&s, "  dispatch latency while filling (process /metrics): %v\n", rss.Latency)
 	}
 	return s.String()

@@ -178,14 +178,33 @@ func TestKeeperErasesDeadToken(t *testing.T) {
 	}
 }
 
+// wakeChans turns a call's wake events into channels a test can wait on.
+type wakeChans struct {
+	awake          chan relay.Binding
+	pushed, failed chan struct{}
+}
+
+func newWakeChans() wakeChans {
+	return wakeChans{awake: make(chan relay.Binding, 4), pushed: make(chan struct{}, 4), failed: make(chan struct{}, 4)}
+}
+
+func (c wakeChans) events() relay.WakeEvents {
+	return relay.WakeEvents{
+		Awake:  func(b relay.Binding) { c.awake <- b },
+		Pushed: func() { c.pushed <- struct{}{} },
+		Failed: func() { c.failed <- struct{}{} },
+	}
+}
+
 func TestWakeDeliversEachDeviceOnce(t *testing.T) {
 	f := newFixture(t)
 	b := f.register(t, pushtest.APNsToken(5), false)
-	w := f.svc.Wake(context.Background(), relay.Call{ID: "c1", CallerNumber: "+15550100"}, []relay.Binding{b}, 5*time.Second)
+	ev := newWakeChans()
+	w := f.svc.Wake(context.Background(), relay.Call{ID: "c1", CallerNumber: "+15550100"}, []relay.Binding{b}, 5*time.Second, ev.events())
 	f.svc.Refreshed(b)
 	f.svc.Refreshed(b) // a second REGISTER must not fork twice
 	select {
-	case got := <-w.Awake():
+	case got := <-ev.awake:
 		if got.Device != b.Device {
 			t.Fatalf("woke %+v", got.Device)
 		}
@@ -193,7 +212,7 @@ func TestWakeDeliversEachDeviceOnce(t *testing.T) {
 		t.Fatal("not woken")
 	}
 	select {
-	case <-w.Awake():
+	case <-ev.awake:
 		t.Fatal("device delivered twice")
 	case <-time.After(100 * time.Millisecond):
 	}
@@ -241,10 +260,11 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 	b := f.register(t, pushtest.APNsToken(6), false)
 	failed := 0
 	for i := range 5 {
-		w := capped.Wake(context.Background(), relay.Call{ID: "flood-" + string(rune('a'+i))}, []relay.Binding{b}, 5*time.Second)
+		ev := newWakeChans()
+		w := capped.Wake(context.Background(), relay.Call{ID: "flood-" + string(rune('a'+i))}, []relay.Binding{b}, 5*time.Second, ev.events())
 		select {
-		case <-w.Pushed():
-		case <-w.Failed():
+		case <-ev.pushed:
+		case <-ev.failed:
 			failed++
 		case <-time.After(5 * time.Second):
 			t.Fatal("no push outcome")
@@ -258,9 +278,10 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 		t.Fatalf("the phone got %d call pushes in a minute, want 3", n)
 	}
 	f.clock.advance(time.Minute)
-	w := capped.Wake(context.Background(), relay.Call{ID: "later"}, []relay.Binding{b}, 5*time.Second)
+	ev := newWakeChans()
+	w := capped.Wake(context.Background(), relay.Call{ID: "later"}, []relay.Binding{b}, 5*time.Second, ev.events())
 	select {
-	case <-w.Pushed():
+	case <-ev.pushed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the cap did not refill after a minute")
 	}

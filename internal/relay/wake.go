@@ -36,16 +36,28 @@ const (
 	ReasonAnsweredElsewhere = "answered-elsewhere"
 )
 
-// Wakeup is one call's wait for its sleeping devices. Awake delivers each
-// device once, after its binding refresh succeeded upstream; Failed
-// delivers the devices whose push could not be delivered.
+// WakeEvents is what a parked call hears of its sleeping devices. The relay
+// calls them from its own goroutines (a push's, a REGISTER's, the cluster
+// bus'), so they must return quickly; a parked call needs no goroutine of
+// its own to hear them.
+type WakeEvents struct {
+	// Awake gets each device once, after its binding refresh succeeded
+	// upstream: the call goes to it now.
+	Awake func(Binding)
+	// Pushed ticks once per device whose push the push service accepted.
+	Pushed func()
+	// Failed ticks once per device whose push failed for good (dead
+	// token, capped, push service refused or unreachable past the wait).
+	Failed func()
+}
+
+// Wakeup is one call's wait for its sleeping devices; its events go to
+// the WakeEvents given to Wake.
 type Wakeup struct {
 	svc       *Service
 	call      Call
 	ids       []store.ID
-	awake     chan Binding
-	failed    chan Binding
-	pushed    chan Binding
+	on        WakeEvents
 	cancel    context.CancelFunc
 	pushes    sync.WaitGroup
 	mu        sync.Mutex
@@ -53,30 +65,13 @@ type Wakeup struct {
 	done      bool
 }
 
-// Awake yields devices whose binding refresh (the registrar's 2xx)
-// arrived, exactly once each.
-func (w *Wakeup) Awake() <-chan Binding { return w.awake }
-
-// Failed yields devices whose push failed for good (dead token, push
-// service refused or unreachable past the call's wait).
-func (w *Wakeup) Failed() <-chan Binding { return w.failed }
-
-// Pushed yields devices whose push the push service accepted.
-func (w *Wakeup) Pushed() <-chan Binding { return w.pushed }
-
-// Wake pushes every sleeping device of a call and starts waiting for them.
-// The pushes run within ctx (the caller's wait); End stops them and the
-// wait. wait is how long a call push is worth delivering.
-func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time.Duration) *Wakeup {
+// Wake pushes every sleeping device of a call and starts waiting for them;
+// what becomes of them goes to on. The pushes run within ctx (the caller's
+// wait); End stops them and the wait. wait is how long a call push is worth
+// delivering.
+func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time.Duration, on WakeEvents) *Wakeup {
 	pctx, cancel := context.WithTimeout(ctx, wait)
-	w := &Wakeup{
-		svc:    s,
-		call:   c,
-		awake:  make(chan Binding, len(devices)),
-		failed: make(chan Binding, len(devices)),
-		pushed: make(chan Binding, len(devices)),
-		cancel: cancel,
-	}
+	w := &Wakeup{svc: s, call: c, on: on, cancel: cancel}
 	s.metrics.Parked(1)
 	s.waitMu.Lock()
 	for _, b := range devices {
@@ -106,13 +101,13 @@ func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time
 
 func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Message) {
 	if s.pusher == nil {
-		w.failed <- b
+		w.on.Failed()
 		return
 	}
 	if !s.pushCaps.Allow(s.BindingID(b.AOR, b.Device)) {
 		s.metrics.pushCapped.Inc()
 		s.log.Warn("call push to this device capped: too many calls per minute", "aor", b.AOR, "device", b.Device)
-		w.failed <- b
+		w.on.Failed()
 		return
 	}
 	start := s.now()
@@ -131,10 +126,10 @@ func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Mes
 		w.mu.Lock()
 		w.delivered = append(w.delivered, b)
 		w.mu.Unlock()
-		w.pushed <- b
+		w.on.Pushed()
 		return
 	}
-	w.failed <- b
+	w.on.Failed()
 }
 
 // Refreshed tells the waiting calls that a device's binding refresh
@@ -153,7 +148,7 @@ func (s *Service) release(id store.ID, b Binding) {
 	delete(s.waiters, id)
 	s.waitMu.Unlock()
 	for w := range ws {
-		w.awake <- b // buffered: one slot per device, and each device is delivered once
+		w.on.Awake(b) // each device once: its waiters are gone now
 	}
 }
 

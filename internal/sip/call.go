@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -22,75 +23,67 @@ const ProgressHeader = "X-Sipwake-Progress"
 // trusted sources, and never passed on to the device.
 const DeliverHeader = "X-Sipwake-Deliver"
 
-// onInvite takes a new call (or passes an in-dialog re-INVITE along).
-func (s *Server) onInvite(req *sip.Request, tx sip.ServerTransaction) {
-	s.onInitialOrInDialog(req, tx)
-}
-
-// onMessage delivers an out-of-dialog MESSAGE like a call (push, hold,
-// deliver) and passes in-dialog ones along.
-func (s *Server) onMessage(req *sip.Request, tx sip.ServerTransaction) {
-	s.onInitialOrInDialog(req, tx)
-}
-
-func (s *Server) onInitialOrInDialog(req *sip.Request, tx sip.ServerTransaction) {
+// onInitialOrInDialog takes a new call or out-of-dialog MESSAGE (push,
+// hold, deliver) and passes in-dialog ones along. A call that waits for a
+// sleeping device is kept: it returns at once, and the delivery ends the
+// transaction when it is settled.
+func (s *Server) onInitialOrInDialog(req *sip.Request, tx keptTx) bool {
 	arrived := time.Now()
 	ctx, cancel := txContext(tx)
-	defer cancel()
 	if to := req.To(); to != nil && to.Params.Has("tag") {
+		defer cancel()
 		s.proxyInDialog(ctx, req, tx)
-		return
+		return false
 	}
 	if s.draining.Load() {
+		cancel()
 		s.reply(req, tx, sip.StatusServiceUnavailable, "Service Unavailable: sipwake is restarting", sip.NewHeader("Retry-After", "5"))
-		return
+		return false
 	}
-	s.deliveries.Add(1)
-	defer s.deliveries.Done()
 	tgt, code, reason := s.targetOf(ctx, req)
 	if code != 0 {
+		cancel()
 		s.reply(req, tx, code, reason)
-		return
+		return false
 	}
 	if req.IsInvite() {
 		s.reply(req, tx, sip.StatusTrying, "Trying")
 	}
 	d := &delivery{
-		s:           s,
-		arrived:     arrived,
-		req:         req,
-		tx:          tx,
-		toTag:       sip.GenerateTagN(16),
-		provisional: make(chan *sip.Response, 8),
-		finals:      make(chan branchFinal, len(tgt.bindings)),
-		cancelled:   make(chan string, 1),
+		s:       s,
+		arrived: arrived,
+		req:     req,
+		tx:      tx,
+		toTag:   sip.GenerateTagN(16),
+		stopCtx: cancel,
 	}
-	tx.OnCancel(func(c *sip.Request) {
-		reason := relay.ReasonMissed
-		if answeredElsewhere(c) {
-			reason = relay.ReasonAnsweredElsewhere
-		}
-		d.cancelled <- reason
-	})
-	d.run(ctx, tgt.bindings)
+	s.deliveries.Add(1)
+	d.start(ctx, tgt.bindings)
+	return true
 }
 
 // delivery is one initial request on its way to a user's devices: the
-// awake ones at once, the sleeping ones once their push woke them.
+// awake ones at once, the sleeping ones once their push woke them. It is a
+// state machine driven by what happens to it (a device wakes, a branch
+// answers, the caller cancels, the wait runs out), each event under mu;
+// no goroutine waits for it while it is parked.
 type delivery struct {
 	s       *Server
 	arrived time.Time
 	req     *sip.Request
-	tx      sip.ServerTransaction
+	tx      keptTx
 	toTag   string // for sipwake's own 180s
+	stopCtx context.CancelFunc
 
-	provisional chan *sip.Response
-	finals      chan branchFinal
-	// cancelled gets why the caller's CANCEL came: a forking proxy
-	// upstream cancels the branches that lost to another device.
-	cancelled chan string
-	branches  []*branch
-	best      *sip.Response
+	mu       sync.Mutex
+	pending  int // sleeping devices not yet awake or failed
+	active   int // branches without a final answer
+	wake     *relay.Wakeup
+	branches []*branch
+	best     *sip.Response
+	timer    *time.Timer
+	unwatch  []func() bool
+	settled  bool
 }
 
 type branch struct {
@@ -99,19 +92,16 @@ type branch struct {
 	tx      sip.ClientTransaction
 }
 
-type branchFinal struct {
-	b   *branch
-	res *sip.Response // nil: transport failure or timeout
-}
-
-func (d *delivery) run(ctx context.Context, bindings []relay.Binding) {
+// start forks to the devices with a live flow, pushes the others and arms
+// the wait; ctx ends with the server transaction.
+func (d *delivery) start(ctx context.Context, bindings []relay.Binding) {
 	s := d.s
-	metrics := s.relay.Metrics()
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	for _, b := range bindings {
-		s.relay.Traces().Log(s.log, b.AOR, "request for binding", "device_token", b.Device.Token, "sip", d.req.String())
+		s.relay.Traces().Log(s.log, b.AOR, "request for binding", "device_token", b.Device.Token, "sip", d.req)
 	}
 	var asleep []relay.Binding
-	active := 0
 	handedOver := d.req.GetHeader(DeliverHeader) != nil
 	for _, b := range bindings {
 		if !handedOver && !s.liveFlow(b) {
@@ -119,89 +109,170 @@ func (d *delivery) run(ctx context.Context, bindings []relay.Binding) {
 			continue
 		}
 		if d.fork(b) {
-			active++
+			d.active++
 		}
 	}
-	var (
-		awake, failed, pushed <-chan relay.Binding
-		wake                  *relay.Wakeup
-	)
-	pending := len(asleep)
-	if pending > 0 {
-		wake = s.relay.Wake(ctx, d.call(), asleep, s.opts.CallWait)
-		awake, failed, pushed = wake.Awake(), wake.Failed(), wake.Pushed()
+	d.pending = len(asleep)
+	if d.pending > 0 {
+		d.wake = s.relay.Wake(ctx, d.call(), asleep, s.opts.CallWait, relay.WakeEvents{
+			Awake: d.deviceAwake, Pushed: d.pushDelivered, Failed: d.pushFailed,
+		})
 		d.progress("push-sent")
 	}
-	endWake := func(reason string, answered ...relay.Binding) {
+	d.timer = time.AfterFunc(s.opts.CallWait, d.waitOver)
+	d.unwatch = []func() bool{
+		// The caller's side went away (transaction terminated).
+		context.AfterFunc(ctx, func() { d.end(relay.CallCancelled, relay.ReasonMissed, nil, nil) }),
+		context.AfterFunc(s.drainCtx, d.drained),
+	}
+	d.tx.OnCancel(func(c *sip.Request) {
+		// sipgo has answered 487; stop at once, not when the
+		// transaction winds down.
+		reason := relay.ReasonMissed
+		if answeredElsewhere(c) {
+			reason = relay.ReasonAnsweredElsewhere
+		}
+		d.end(relay.CallCancelled, reason, nil, nil)
+	})
+	d.settleLocked()
+}
+
+func (d *delivery) deviceAwake(b relay.Binding) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.settled {
+		return
+	}
+	d.pending--
+	d.progress("device-connected")
+	if d.fork(b) {
+		d.active++
+	}
+	d.settleLocked()
+}
+
+func (d *delivery) pushDelivered() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.settled {
+		d.progress("push-delivered")
+	}
+}
+
+func (d *delivery) pushFailed() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.settled {
+		return
+	}
+	d.pending--
+	d.settleLocked()
+}
+
+// provisional relays a device's 1xx (other than 100) to the caller.
+func (d *delivery) provisional(res *sip.Response) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.settled && res.StatusCode != sip.StatusTrying {
+		d.s.respond(d.tx, responseFor(d.req, res))
+	}
+}
+
+// final takes a branch's final answer; res is nil when the branch failed
+// (transport error or timeout). The first 2xx wins the call.
+func (d *delivery) final(br *branch, res *sip.Response) {
+	if res != nil && res.IsSuccess() {
+		d.end(relay.CallDelivered, relay.ReasonAnsweredElsewhere, br, res)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.settled {
+		return
+	}
+	d.active--
+	d.keepBest(res)
+	d.settleLocked()
+}
+
+func (d *delivery) waitOver() {
+	d.end(relay.CallTimedOut, relay.ReasonMissed, nil, nil)
+}
+
+func (d *delivery) drained() {
+	d.end(relay.CallFailed, relay.ReasonMissed, nil, nil)
+}
+
+// settleLocked ends the delivery once no device is left to wait for: with
+// the best final answer a branch gave, or 480.
+func (d *delivery) settleLocked() {
+	if d.settled || d.pending > 0 || d.active > 0 {
+		return
+	}
+	outcome := relay.CallFailed
+	if d.best != nil {
+		outcome = relay.CallRejected
+	}
+	d.finishLocked(outcome, relay.ReasonMissed, nil, nil)
+}
+
+// end settles the delivery (once) with outcome; winner and res are the
+// branch that answered and its 2xx, when one did.
+func (d *delivery) end(outcome string, reason string, winner *branch, res *sip.Response) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.settled {
+		d.finishLocked(outcome, reason, winner, res)
+	}
+}
+
+// finishLocked answers the caller as the outcome says, cancels the other
+// branches, ends the wait for devices (follow-up pushes) and lets the
+// server transaction go.
+func (d *delivery) finishLocked(outcome string, reason string, winner *branch, res *sip.Response) {
+	s := d.s
+	d.settled = true
+	d.timer.Stop()
+	for _, stop := range d.unwatch {
+		stop()
+	}
+	s.relay.Metrics().CallEnded(outcome)
+	switch outcome {
+	case relay.CallDelivered:
+		s.respond(d.tx, responseFor(d.req, res))
+	case relay.CallTimedOut:
+		s.replyReason(d.req, d.tx, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable",
+			fmt.Sprintf("no device answered within %s", s.opts.CallWait))
+	case relay.CallRejected:
+		s.respond(d.tx, responseFor(d.req, d.best))
+	case relay.CallFailed:
+		if d.draining() {
+			s.reply(d.req, d.tx, sip.StatusServiceUnavailable, "Service Unavailable: sipwake is restarting", sip.NewHeader("Retry-After", "5"))
+		} else {
+			s.replyReason(d.req, d.tx, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable",
+				"no device could be woken (push failed)")
+		}
+	}
+	d.cancelOthers(winner)
+	var answered []relay.Binding
+	if winner != nil {
+		answered = append(answered, winner.binding)
+	}
+	wake := d.wake
+	go func() {
+		// End waits for pushes still in flight, which may be what called
+		// us: never under mu, never on their goroutine.
 		if wake != nil {
 			wake.End(reason, answered...)
 		}
-	}
-	timer := time.NewTimer(s.opts.CallWait)
-	defer timer.Stop()
-	for pending > 0 || active > 0 {
-		select {
-		case b := <-awake:
-			pending--
-			d.progress("device-connected")
-			if d.fork(b) {
-				active++
-			}
-		case <-failed:
-			pending--
-		case <-pushed:
-			d.progress("push-delivered")
-		case res := <-d.provisional:
-			if res.StatusCode != sip.StatusTrying {
-				s.respond(d.tx, responseFor(d.req, res))
-			}
-		case f := <-d.finals:
-			active--
-			if f.res != nil && f.res.IsSuccess() {
-				metrics.CallEnded(relay.CallDelivered)
-				s.respond(d.tx, responseFor(d.req, f.res))
-				d.cancelOthers(f.b)
-				endWake(relay.ReasonAnsweredElsewhere, f.b.binding)
-				return
-			}
-			d.keepBest(f.res)
-		case <-timer.C:
-			metrics.CallEnded(relay.CallTimedOut)
-			d.cancelOthers(nil)
-			endWake(relay.ReasonMissed)
-			s.replyReason(d.req, d.tx, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable",
-				fmt.Sprintf("no device answered within %s", s.opts.CallWait))
-			return
-		case reason := <-d.cancelled:
-			// The caller cancelled (sipgo has answered 487): stop at once,
-			// not when the transaction winds down.
-			metrics.CallEnded(relay.CallCancelled)
-			d.cancelOthers(nil)
-			endWake(reason)
-			return
-		case <-ctx.Done():
-			metrics.CallEnded(relay.CallCancelled)
-			d.cancelOthers(nil)
-			endWake(relay.ReasonMissed)
-			return
-		case <-s.drainCtx.Done():
-			metrics.CallEnded(relay.CallFailed)
-			d.cancelOthers(nil)
-			endWake(relay.ReasonMissed)
-			s.reply(d.req, d.tx, sip.StatusServiceUnavailable, "Service Unavailable: sipwake is restarting", sip.NewHeader("Retry-After", "5"))
-			return
-		}
-	}
-	endWake(relay.ReasonMissed)
-	if d.best != nil {
-		metrics.CallEnded(relay.CallRejected)
-		s.respond(d.tx, responseFor(d.req, d.best))
-		return
-	}
-	metrics.CallEnded(relay.CallFailed)
-	s.replyReason(d.req, d.tx, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable",
-		"no device could be woken (push failed)")
+		d.stopCtx()
+		d.tx.TerminateGracefully()
+		s.deliveries.Done()
+	}()
 }
+
+// draining: the delivery is being ended by a drain that ran out of time.
+func (d *delivery) draining() bool { return d.s.drainCtx.Err() != nil }
 
 func (d *delivery) call() relay.Call {
 	c := relay.Call{Arrived: d.arrived, ID: d.req.CallID().Value(), Message: d.req.Method == sip.MESSAGE}
@@ -285,16 +356,13 @@ func (d *delivery) fork(b relay.Binding) bool {
 			select {
 			case res := <-tx.Responses():
 				if res.IsProvisional() {
-					select {
-					case d.provisional <- res:
-					default: // a slow caller side never blocks the branch
-					}
+					d.provisional(res)
 					continue
 				}
-				d.finals <- branchFinal{b: br, res: res}
+				d.final(br, res)
 				return
 			case <-tx.Done():
-				d.finals <- branchFinal{b: br}
+				d.final(br, nil)
 				return
 			}
 		}

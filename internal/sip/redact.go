@@ -3,6 +3,7 @@ package sip
 import (
 	"context"
 	"log/slog"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -54,10 +55,24 @@ func (h redactHandler) WithGroup(name string) slog.Handler {
 // like Kamailio, send it and let IP fragment it.
 const maxUDPMessage = 65000
 
-// ConfigureLibrary sets sipgo's process-wide knobs: the UDP size limit and
-// its default logger (redacted). Call it once, from main or a TestMain,
-// before any Server exists.
+// completedLinger is how long a finished transaction stays to absorb
+// retransmissions. RFC 3261 keeps a non-INVITE server transaction 64*T1 =
+// 32 s over UDP (Timer J), and sipgo keeps every UDP client transaction
+// (REGISTER forwarded upstream included) 32 s as well (its Timer D), each
+// with its parsed request and response: at 2,000 REGISTER/s that is over
+// half a gigabyte of finished exchanges. A peer only retransmits after
+// losing an answer, at most T2 = 4 s apart, so T4 = 5 s catches them, which
+// is what Kamailio's tm keeps (wt_timer). A later retransmission is handled
+// as a new request: the registrar answers it again, and a repeated final
+// response toward sipwake is dropped as unmatched.
+const completedLinger = 5 * time.Second
+
+// ConfigureLibrary sets sipgo's process-wide knobs: the UDP size limit, how
+// long finished transactions linger, and its default logger (redacted). Call
+// it once, from main or a TestMain, before any Server exists.
 func ConfigureLibrary(log *slog.Logger) {
 	sip.UDPMTUSize = maxUDPMessage
+	sip.Timer_J = completedLinger
+	sip.Timer_D = completedLinger
 	sip.SetDefaultLogger(RedactedLogger(log))
 }

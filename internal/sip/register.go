@@ -67,7 +67,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		s.reply(req, tx, code, reason)
 		return
 	}
-	s.relay.Traces().Log(s.log, reg.aor, "REGISTER from device", "sip", req.String())
+	s.relay.Traces().Log(s.log, reg.aor, "REGISTER from device", "sip", req)
 	if reg.push != nil {
 		if b, ok := s.accountBinding(ctx, reg); ok {
 			s.registerAccountApp(ctx, req, tx, reg, b)
@@ -83,7 +83,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		s.reply(req, tx, code, reason)
 		return
 	}
-	s.relay.Traces().Log(s.log, reg.aor, "registrar answered", "sip", res.String())
+	s.relay.Traces().Log(s.log, reg.aor, "registrar answered", "sip", res)
 	out := responseFor(req, res)
 	if !res.IsSuccess() {
 		s.metrics.register(regUpstreamDenied)

@@ -136,6 +136,7 @@ type Server struct {
 	drainCtx   context.Context
 	drainNow   context.CancelFunc
 	deliveries sync.WaitGroup
+	handlers   map[sip.RequestMethod]handler
 
 	mu        sync.Mutex
 	listeners map[string]net.Addr // network -> bound address
@@ -196,16 +197,61 @@ func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
 	if s.opts.PublicHost == "" {
 		s.opts.PublicHost = host
 	}
-	srv.OnRegister(s.onRegister)
-	srv.OnOptions(s.onOptions)
-	srv.OnInvite(s.onInvite)
-	srv.OnMessage(s.onMessage)
-	srv.OnAck(s.onAck)
-	srv.OnCancel(s.onCancel)
-	for _, m := range []sip.RequestMethod{sip.BYE, sip.UPDATE, sip.INFO, sip.PRACK, sip.NOTIFY, sip.REFER, sip.SUBSCRIBE} {
-		srv.OnRequest(m, s.onInDialog)
+	s.handlers = map[sip.RequestMethod]handler{
+		sip.REGISTER: done(s.onRegister),
+		sip.OPTIONS:  done(s.onOptions),
+		sip.INVITE:   s.onInitialOrInDialog,
+		sip.MESSAGE:  s.onInitialOrInDialog,
+		sip.ACK:      done(s.onAck),
+		sip.CANCEL:   done(s.onCancel),
 	}
+	for _, m := range []sip.RequestMethod{sip.BYE, sip.UPDATE, sip.INFO, sip.PRACK, sip.NOTIFY, sip.REFER, sip.SUBSCRIBE} {
+		s.handlers[m] = done(s.onInDialog)
+	}
+	// sipgo.Server ends a transaction when its handler returns, so a parked
+	// call would hold a goroutine (and its stack) for its whole wait.
+	// sipwake takes requests from the transaction layer itself instead.
+	ua.TransactionLayer().OnRequest(s.dispatch)
 	return s, nil
+}
+
+// A handler answers a request on its server transaction. kept says the
+// transaction lives on after the handler returned (a parked call) and will
+// be ended by whoever holds it.
+type handler func(req *sip.Request, tx keptTx) (kept bool)
+
+// keptTx is a server transaction that can be ended after its handler
+// returned.
+type keptTx interface {
+	sip.ServerTransaction
+	TerminateGracefully()
+}
+
+// done adapts a handler that is finished with its transaction on return.
+func done(h func(*sip.Request, sip.ServerTransaction)) handler {
+	return func(req *sip.Request, tx keptTx) bool {
+		h(req, tx)
+		return false
+	}
+}
+
+// dispatch routes a request from sipgo's transaction layer to its handler
+// (405 for methods sipwake does not take) and ends the transaction when
+// the handler is done with it.
+func (s *Server) dispatch(req *sip.Request, tx *sip.ServerTx) {
+	h, ok := s.handlers[req.Method]
+	if !ok {
+		h = done(s.methodNotAllowed)
+	}
+	if h(req, tx) {
+		return
+	}
+	// Over UDP a finished transaction stays to answer retransmissions.
+	tx.TerminateGracefully()
+}
+
+func (s *Server) methodNotAllowed(req *sip.Request, tx sip.ServerTransaction) {
+	s.reply(req, tx, sip.StatusMethodNotAllowed, "Method Not Allowed", allowHeader())
 }
 
 func firstHost(l config.Listen) string {
@@ -358,8 +404,12 @@ func (s *Server) Stop(ctx context.Context) error {
 // onOptions answers keep-alive and capability probes.
 func (s *Server) onOptions(req *sip.Request, tx sip.ServerTransaction) {
 	res := sip.NewResponseFromRequest(req, sip.StatusOK, "OK", nil)
-	res.AppendHeader(sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, UPDATE, INFO, PRACK"))
+	res.AppendHeader(allowHeader())
 	s.respond(tx, res)
+}
+
+func allowHeader() sip.Header {
+	return sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, UPDATE, INFO, PRACK")
 }
 
 func (s *Server) respond(tx sip.ServerTransaction, res *sip.Response) {

@@ -13,10 +13,16 @@ import (
 )
 
 // Contacts parses every Contact of a message, including comma-separated
-// lists in one header field; "*" is a wildcard Contact.
+// lists in one header field; "*" is a wildcard Contact. Contacts sipgo
+// already parsed (it splits lists itself) are the message's own headers,
+// not copies: clone one before changing it for another message.
 func Contacts(msg sip.Message) ([]*sip.ContactHeader, error) {
 	var out []*sip.ContactHeader
 	for _, h := range msg.GetHeaders("Contact") {
+		if c, ok := h.(*sip.ContactHeader); ok {
+			out = append(out, c)
+			continue
+		}
 		for _, v := range SplitList(h.Value()) {
 			c := &sip.ContactHeader{}
 			if strings.TrimSpace(v) == "*" {
