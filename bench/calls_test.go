@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,11 +15,17 @@ import (
 
 	sipgo "github.com/emiago/sipgo/sip"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 	sipwire "github.com/sipwake/sipwake/internal/sip"
+	"github.com/sipwake/sipwake/internal/store"
 )
 
 var (
@@ -70,7 +77,10 @@ func BenchmarkWakeCalls(b *testing.B) {
 	var rows []callRow
 	b.Run("a-direct-go", func(b *testing.B) { rows = append(rows, measureDirect(b, false)) })
 	b.Run("b-direct-sipp", func(b *testing.B) { rows = append(rows, measureDirect(b, true)) })
-	b.Run("c-wake", func(b *testing.B) { rows = append(rows, measureWake(b)) })
+	b.Run("c-wake", func(b *testing.B) { rows = append(rows, measureWake(b, "c) sipwake wake-up", inHarness(b))) })
+	b.Run("d-wake-process", func(b *testing.B) {
+		rows = append(rows, measureWake(b, "d) sipwake process wake-up", asProcess(b)))
+	})
 	table := renderCalls(rows)
 	fmt.Print(table)
 	if *flagCallTable != "" {
@@ -235,18 +245,28 @@ func newWakeSetup(b *testing.B, users int, wait time.Duration, wake bool) *wakeS
 	return w
 }
 
-// measureWake: the devices sleep; each call wakes one.
-func measureWake(b *testing.B) callRow {
+// wakeTarget is the sipwake a wake-up set-up calls through: in the
+// harness (profiles see it) or as its own process (the operator's figure,
+// with no harness sharing its heap and GC).
+type wakeTarget struct {
+	Name    string
+	SIPAddr string
+	Metrics prometheus.Gatherer
+}
+
+// measureWake: the devices sleep; each call wakes one. in starts the
+// sipwake under test against the set-up.
+func measureWake(b *testing.B, name string, in func(*wakeSetup) wakeTarget) callRow {
 	b.Helper()
 	n := *flagCallUsers
 	w := newWakeSetup(b, n, 10*time.Second, true)
-	sw := startSipwakeInProcess(b, w.cfg)
-	w.pool = startDevicePool(b, peertest.Addr(b, ipDevice, 5070), sw.SIPAddr("udp"), w.fake.Param())
+	sw := in(w)
+	w.pool = startDevicePool(b, peertest.Addr(b, ipDevice, 5070), sw.SIPAddr, w.fake.Param())
 	took := w.pool.RegisterAll(b, n, 32, pushtest.APNsToken)
 	b.Logf("registered %d sleeping devices through sipwake in %v", n, took.Round(time.Millisecond))
-	row := callRow{Name: "c) sipwake wake-up", Path: "sipp → Kamailio → sipwake → push → re-REGISTER → device"}
+	row := callRow{Name: name, Path: "sipp → Kamailio → " + sw.Name + " → push → re-REGISTER → device"}
 	c := &caller{b: b, remote: w.reg.Addr, scenario: "caller_inf_answered", inf: calleeInjection(b, 0, n), port: 7000, limit: callLimit}
-	reg := sw.Registry()
+	reg := sw.Metrics
 	measureCalls(b, &row, func(rate int, d time.Duration) callProbe {
 		// A run that overloaded sipwake leaves calls parked until
 		// calls.wait: let them end, or the next run measures them too.
@@ -275,6 +295,47 @@ func measureWake(b *testing.B) callRow {
 	row.Notes = append(row.Notes, "calls_total: "+strings.Join(outcomes, ", "),
 		fmt.Sprintf("device pool: %d INVITEs answered, %d re-REGISTERs failed", w.pool.Answered.Load(), w.pool.RegFailed.Load()))
 	return row
+}
+
+// inHarness runs sipwake inside the benchmark process.
+func inHarness(b *testing.B) func(*wakeSetup) wakeTarget {
+	return func(w *wakeSetup) wakeTarget {
+		sw := startSipwakeInProcess(b, w.cfg)
+		return wakeTarget{Name: "sipwake", SIPAddr: sw.SIPAddr("udp"), Metrics: sw.Registry()}
+	}
+}
+
+// asProcess runs cmd/sipwake configured like the in-harness one.
+func asProcess(b *testing.B) func(*wakeSetup) wakeTarget {
+	return func(w *wakeSetup) wakeTarget {
+		admin := peertest.Addr(b, ipAdmin, 9060)
+		p := startSipwakeProcessWith(b, w.reg.Addr, w.fake, filepath.Join(b.TempDir(), "data"), store.NewKey(), map[string]string{
+			"SIPWAKE_CALLS_WAIT":   w.cfg.Calls.Wait.String(),
+			"SIPWAKE_ADMIN_LISTEN": admin,
+		})
+		return wakeTarget{Name: "sipwake process", SIPAddr: p.Addr, Metrics: scraped("http://" + admin + "/metrics")}
+	}
+}
+
+// scraped gathers a process' /metrics as if its registry were here.
+type scraped string
+
+func (u scraped) Gather() ([]*dto.MetricFamily, error) {
+	res, err := http.Get(string(u))
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(res.Body)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*dto.MetricFamily, 0, len(fams))
+	for _, f := range fams {
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // measureCalls searches the highest sustained calls/s (or runs
