@@ -25,6 +25,7 @@ import (
 //
 //	meta  "format"    -> "2"
 //	meta  "index-key" -> Seal(32 random bytes, aad "sipwake/meta/index-key/1")
+//	meta  "records"   -> number of records, uint64 big-endian (Count without a walk)
 //	rec   ID          -> header (see header.go) | Seal(uvarint len(aor) | aor | data, aad)
 //	aor   HMAC(aor) | ID  -> ""
 //	ttl   expiry | ID     -> ""
@@ -46,6 +47,7 @@ const (
 
 	metaFormat   = "format"
 	metaIndexKey = "index-key"
+	metaRecords  = "records"
 	formatV1     = "1"
 	formatV2     = "2"
 	metaAAD      = "sipwake/meta/index-key/1"
@@ -61,11 +63,6 @@ const (
 	migrateChunk = 10000
 	// compactTxSize bounds one transaction of the copy in Compact.
 	compactTxSize = 64 << 20
-	// batchDelay is how long a Put waits for others to share its commit.
-	// bbolt's default (10ms) is added latency for a lone REGISTER; a short
-	// delay still groups well because writers arriving during a commit's
-	// fsync queue into the next batch.
-	batchDelay = 2 * time.Millisecond
 	// appendFill is how full bbolt fills a page before splitting it, for
 	// indexes whose keys mostly grow (bbolt's default, 0.5, suits random
 	// keys).
@@ -87,8 +84,8 @@ type Bolt struct {
 	// freed counts records erased or overwritten since the last Compact:
 	// their old ciphertext may still sit in free pages.
 	freed atomic.Int64
-	// writers counts Puts in flight, to skip Batch's wait when alone.
-	writers atomic.Int64
+	// group shares commits between concurrent writers.
+	group groupCommit
 }
 
 // OpenBolt opens (or creates, mode 0600) the store at path. On first open it
@@ -148,7 +145,6 @@ func openDB(path string) (*bolt.DB, error) {
 	if err != nil {
 		return nil, openErr(path, err)
 	}
-	db.MaxBatchDelay = batchDelay
 	return db, nil
 }
 
@@ -224,6 +220,9 @@ func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
 		if err := meta.Put([]byte(metaIndexKey), sealed); err != nil {
 			return err
 		}
+		if err := meta.Put([]byte(metaRecords), make([]byte, 8)); err != nil {
+			return err
+		}
 		for _, name := range []string{bucketRec, bucketAOR, bucketTTL, bucketDue, bucketAcct} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
@@ -277,7 +276,11 @@ func (b *Bolt) migrateV1(db *bolt.DB) error {
 			}
 			if k == nil {
 				done = true
-				return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV2))
+				meta := tx.Bucket([]byte(bucketMeta))
+				if err := meta.Put([]byte(metaRecords), binary.BigEndian.AppendUint64(nil, uint64(n))); err != nil {
+					return err
+				}
+				return meta.Put([]byte(metaFormat), []byte(formatV2))
 			}
 			after = bytes.Clone(k)
 			return nil
@@ -412,12 +415,12 @@ func (b *Bolt) withDB(ctx context.Context, fn func(db *bolt.DB) error) error {
 	return fn(b.db)
 }
 
-type buckets struct{ rec, aor, ttl, due, acct *bolt.Bucket }
+type buckets struct{ meta, rec, aor, ttl, due, acct *bolt.Bucket }
 
 func txBuckets(tx *bolt.Tx) (buckets, error) {
-	bk := buckets{tx.Bucket([]byte(bucketRec)), tx.Bucket([]byte(bucketAOR)), tx.Bucket([]byte(bucketTTL)),
+	bk := buckets{tx.Bucket([]byte(bucketMeta)), tx.Bucket([]byte(bucketRec)), tx.Bucket([]byte(bucketAOR)), tx.Bucket([]byte(bucketTTL)),
 		tx.Bucket([]byte(bucketDue)), tx.Bucket([]byte(bucketAcct))}
-	if bk.rec == nil || bk.aor == nil || bk.ttl == nil || bk.due == nil || bk.acct == nil {
+	if bk.meta == nil || bk.rec == nil || bk.aor == nil || bk.ttl == nil || bk.due == nil || bk.acct == nil {
 		return bk, errors.New("store: bucket missing")
 	}
 	// Keys of ttl and due mostly arrive in time order: full pages then
@@ -426,9 +429,25 @@ func txBuckets(tx *bolt.Tx) (buckets, error) {
 	return bk, nil
 }
 
-// add writes the value v of record id and its index entries.
+// records is the stored record count.
+func (bk buckets) records() uint64 {
+	if v := bk.meta.Get([]byte(metaRecords)); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+func (bk buckets) setRecords(n uint64) error {
+	return bk.meta.Put([]byte(metaRecords), binary.BigEndian.AppendUint64(nil, n))
+}
+
+// add writes the value v of a record id not stored yet, and its index
+// entries.
 func (bk buckets) add(id ID, v []byte) error {
 	if err := bk.rec.Put(id[:], v); err != nil {
+		return err
+	}
+	if err := bk.setRecords(bk.records() + 1); err != nil {
 		return err
 	}
 	return bk.index(rawRecord{id: id, val: v}, true)
@@ -438,6 +457,11 @@ func (bk buckets) add(id ID, v []byte) error {
 func (bk buckets) remove(id ID, v []byte) error {
 	if err := bk.rec.Delete(id[:]); err != nil {
 		return err
+	}
+	if n := bk.records(); n > 0 {
+		if err := bk.setRecords(n - 1); err != nil {
+			return err
+		}
 	}
 	if hdrLen(v) == 0 {
 		return nil // a mangled header: nothing to find in the indexes
@@ -474,7 +498,7 @@ func (bk buckets) index(r rawRecord, add bool) error {
 
 // Put stores r durably, replacing any record with the same ID (its old TTL
 // and AOR index entries go with it). Concurrent Puts share one commit and
-// fsync (bbolt's Batch); sealing happens before, outside the writer lock.
+// fsync (groupCommit); sealing happens before, outside the writer lock.
 func (b *Bolt) Put(ctx context.Context, r Record) error {
 	val, err := b.seal(r)
 	if err != nil {
@@ -482,15 +506,9 @@ func (b *Bolt) Put(ctx context.Context, r Record) error {
 	}
 	var replaced bool
 	err = b.withDB(ctx, func(db *bolt.DB) error {
-		// A lone writer commits at once; concurrent writers share a
-		// commit through Batch, which may run fn more than once (when
-		// another call in the batch fails), so fn is idempotent.
-		commit := db.Batch
-		if b.writers.Add(1) == 1 {
-			commit = db.Update
-		}
-		defer b.writers.Add(-1)
-		return commit(func(tx *bolt.Tx) error {
+		// Concurrent writers share a commit, which may run fn more than
+		// once (when another write in the group fails): fn is idempotent.
+		return b.group.update(db, func(tx *bolt.Tx) error {
 			bk, err := txBuckets(tx)
 			if err != nil {
 				return err
@@ -589,7 +607,7 @@ func (b *Bolt) erase(ctx context.Context, ids func(bk buckets) []ID) ([]rawRecor
 		if err != nil || !found {
 			return err
 		}
-		return db.Batch(func(tx *bolt.Tx) error {
+		return b.group.update(db, func(tx *bolt.Tx) error {
 			bk, err := txBuckets(tx)
 			if err != nil {
 				return err
@@ -793,7 +811,7 @@ func (b *Bolt) ScanAccounts(ctx context.Context, fn func(Record) error) error {
 	return b.scanIndex(ctx, bucketAcct, byID, openEach(ctx, b, "scan_accounts", fn))
 }
 
-// Count returns the number of stored records.
+// Count returns the number of stored records (a counter, not a walk).
 func (b *Bolt) Count(ctx context.Context) (int, error) {
 	var n int
 	err := b.withDB(ctx, func(db *bolt.DB) error {
@@ -802,7 +820,7 @@ func (b *Bolt) Count(ctx context.Context) (int, error) {
 			if err != nil {
 				return err
 			}
-			n = bk.rec.Stats().KeyN
+			n = int(bk.records())
 			return nil
 		})
 	})
