@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
@@ -48,7 +49,10 @@ func (g *groupCommit) update(db *bolt.DB, fn func(*bolt.Tx) error) error {
 		if <-op.done {
 			return op.err
 		}
-		g.mu.Lock() // this writer leads the next group
+		// This writer leads the next group. Under load the writers of the
+		// group just committed are about to queue again: let them.
+		runtime.Gosched()
+		g.mu.Lock()
 	}
 	g.running = true
 	group := g.queue
