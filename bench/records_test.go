@@ -221,7 +221,7 @@ func renderRecords(r recordsResult) string {
 	fmt.Fprintf(&s, "\nScale: %d bindings in the bbolt store (%s)\n", r.N, time.Now().Format(time.DateOnly))
 	fmt.Fprintf(&s, "%-52s %-26s %s\n", "figure", "value", "goal")
 	row := func(k, v, g string) { fmt.Fprintf(&s, "%-52s %-26s %s\n", k, v, g) }
-	row(fmt.Sprintf("write, store.Put × %d writers (Batch, fsync)", r.Writers),
+	row(fmt.Sprintf("write, store.Put × %d writers (group commit, fsync)", r.Writers),
 		fmt.Sprintf("%v (%.0f/s)", r.WriteTook.Round(100*time.Millisecond), float64(r.N)/r.WriteTook.Seconds()), "-")
 	row("file size as written", fmt.Sprintf("%s (%d B/record)", mib(r.FileBytes), r.FileBytes/int64(r.N)),
 		"≤ 1 GiB: "+goal(r.FileBytes <= 1<<30))
