@@ -20,6 +20,8 @@ type Records interface {
 	DeleteAOR(ctx context.Context, aor string) ([]store.Record, error)
 	TakeExpired(ctx context.Context, now time.Time, limit int) ([]store.Record, error)
 	Scan(ctx context.Context, fn func(store.Record) error) error
+	ScanDue(ctx context.Context, until time.Time, fn func(store.Record) error) error
+	ScanAccounts(ctx context.Context, fn func(store.Record) error) error
 	Count(ctx context.Context) (int, error)
 	Compact(ctx context.Context) error
 	Rotate(ctx context.Context) (int, error)

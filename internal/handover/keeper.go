@@ -39,10 +39,12 @@ type Accounts interface {
 	EraseAccount(ctx context.Context, id store.ID, why string) (relay.Binding, error)
 }
 
-// Records walks every stored record, to resume registrations on start.
-// *store.Bolt satisfies it.
+// Records lists the stored handed-over accounts (the relay stores them in
+// the store's accounts index), to resume registrations on start and to
+// find accounts other nodes took in. *store.Bolt and *store.Redis satisfy
+// it.
 type Records interface {
-	Scan(ctx context.Context, fn func(store.Record) error) error
+	ScanAccounts(ctx context.Context, fn func(store.Record) error) error
 }
 
 // Options configure a Keeper.
@@ -246,8 +248,8 @@ func (k *Keeper) Start(ctx context.Context) error {
 	k.done.Add(1)
 	go func() {
 		defer k.done.Done()
-		// Resuming walks every record: done here, not in Start, so a large
-		// store does not hold up readiness.
+		// Resuming reads every account: done here, not in Start, so many
+		// accounts do not hold up readiness.
 		k.resumeAll(ctx)
 		if k.opts.Leases != nil && k.records != nil {
 			go k.rescan(ctx)
@@ -268,7 +270,7 @@ func (k *Keeper) rescan(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		_ = k.records.Scan(ctx, func(r store.Record) error {
+		_ = k.records.ScanAccounts(ctx, func(r store.Record) error {
 			k.mu.Lock()
 			_, known := k.states[r.ID]
 			k.mu.Unlock()
@@ -287,7 +289,7 @@ func (k *Keeper) rescan(ctx context.Context) {
 func (k *Keeper) resumeAll(ctx context.Context) {
 	resumed := 0
 	if k.records != nil {
-		err := k.records.Scan(ctx, func(r store.Record) error {
+		err := k.records.ScanAccounts(ctx, func(r store.Record) error {
 			b, err := relay.DecodeBinding(r)
 			if err != nil || b.Account == nil {
 				return nil

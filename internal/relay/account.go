@@ -2,9 +2,7 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/sipwake/sipwake/internal/store"
@@ -37,7 +35,7 @@ func (s *Service) RegisterAccount(ctx context.Context, b Binding, ttl time.Durat
 	now := s.now()
 	b.UpdatedAt = now
 	b.ExpiresAt = now.Add(ttl)
-	if err := s.putAccount(ctx, b); err != nil {
+	if err := s.put(ctx, b); err != nil {
 		return Binding{}, err
 	}
 	s.log.Info("handed-over account stored", "account", b.Account, "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt)
@@ -55,7 +53,7 @@ func (s *Service) UpdateAccount(ctx context.Context, b Binding) error {
 		return ErrExpired
 	}
 	b.UpdatedAt = s.now()
-	return s.putAccount(ctx, b)
+	return s.put(ctx, b)
 }
 
 // EraseAccount removes a handed-over account's record at once and returns
@@ -71,18 +69,6 @@ func (s *Service) EraseAccount(ctx context.Context, id store.ID, why string) (Bi
 	}
 	s.log.Info("handed-over account erased", "account", b.Account, "aor", b.AOR, "why", why)
 	return b, nil
-}
-
-func (s *Service) putAccount(ctx context.Context, b Binding) error {
-	data, err := json.Marshal(b)
-	if err != nil {
-		return fmt.Errorf("encode binding: %w", err)
-	}
-	rec := store.Record{ID: s.AccountID(b.Account.App, b.Account.ID), AOR: string(b.AOR), ExpiresAt: b.ExpiresAt, Data: data}
-	if err := s.store.Put(ctx, rec); err != nil {
-		return fmt.Errorf("store account of %s: %w", b.AOR, err)
-	}
-	return nil
 }
 
 // DecodeBinding reads a stored record back into a Binding, for callers that

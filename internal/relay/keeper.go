@@ -10,9 +10,11 @@ import (
 	"github.com/sipwake/sipwake/internal/store"
 )
 
-// Scanner lists every stored record; the keeper walks them.
-type Scanner interface {
-	Scan(ctx context.Context, fn func(store.Record) error) error
+// DueScanner lists the records whose DueAt has come; the keeper walks
+// them. Every binding is stored with the time the keeper next has work for
+// it (Binding.dueAt), so a pass reads only those, not the whole store.
+type DueScanner interface {
+	ScanDue(ctx context.Context, until time.Time, fn func(store.Record) error) error
 }
 
 // KeeperOptions say when devices are woken without a call.
@@ -32,15 +34,20 @@ type KeeperOptions struct {
 // record expires, so push never stops without a word.
 type Keeper struct {
 	svc  *Service
-	scan Scanner
+	scan DueScanner
 	opts KeeperOptions
 }
 
-// NewKeeper builds the keeper over the relay's store.
-func (s *Service) NewKeeper(scan Scanner, opts KeeperOptions) *Keeper {
+// NewKeeper builds the keeper over the relay's store. From then on the
+// relay stores every binding with the time this keeper next has work for
+// it; bindings stored before are due at once, and the first pass files
+// them.
+func (s *Service) NewKeeper(scan DueScanner, opts KeeperOptions) *Keeper {
 	opts.ExpiryWarnings = slices.Clone(opts.ExpiryWarnings)
 	slices.SortFunc(opts.ExpiryWarnings, func(a, b time.Duration) int { return int(b - a) })
-	return &Keeper{svc: s, scan: scan, opts: opts}
+	k := &Keeper{svc: s, scan: scan, opts: opts}
+	s.keeper.Store(k)
+	return k
 }
 
 // Run passes over the records every interval until ctx ends.
@@ -59,29 +66,41 @@ func (k *Keeper) Run(ctx context.Context) {
 	}
 }
 
-// Pass looks at every binding once and sends the wake-ups that are due; it
-// returns how many pushes it sent.
+// Pass looks at the bindings whose due time has come, sends the wake-ups
+// they need and stores each with its next due time; it returns how many
+// pushes it sent.
 func (k *Keeper) Pass(ctx context.Context) (int, error) {
 	now := k.svc.now()
-	var due []Binding
-	err := k.scan.Scan(ctx, func(r store.Record) error {
+	sent := 0
+	err := k.scan.ScanDue(ctx, now, func(r store.Record) error {
 		b, err := decode(r)
 		if err != nil {
+			k.svc.log.Warn("keeper: due record unreadable; the sweeper erases it at its expiry", "error", err)
 			return nil
 		}
-		if k.refreshDue(b, now) || k.warningDue(b, now) >= 0 {
-			due = append(due, b)
-		}
+		sent += k.wake(ctx, b, now)
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("keeper scan: %w", err)
-	}
-	sent := 0
-	for _, b := range due {
-		sent += k.wake(ctx, b, now)
+		return sent, fmt.Errorf("keeper scan: %w", err)
 	}
 	return sent, nil
+}
+
+// dueAt is when the keeper next has work for b: its refresh push or its
+// next expiry warning, whichever comes first; zero if neither will.
+func (k *Keeper) dueAt(b Binding) time.Time {
+	var due time.Time
+	if b.PNSReg && b.Account == nil && b.Upstream.Expires != 0 && !b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) {
+		due = b.Upstream.LapsesAt().Add(-k.opts.RefreshLead)
+	}
+	// Warnings are sorted largest first, so the next one is the earliest.
+	if b.Warned >= 0 && b.Warned < len(k.opts.ExpiryWarnings) {
+		if w := b.ExpiresAt.Add(-k.opts.ExpiryWarnings[b.Warned]); due.IsZero() || w.Before(due) {
+			due = w
+		}
+	}
+	return due
 }
 
 // refreshDue: the device asked to be woken before its upstream
@@ -107,8 +126,13 @@ func (k *Keeper) warningDue(b Binding, now time.Time) int {
 	return due
 }
 
+// wake sends what is due for b and stores it again with its next due
+// time. An expired binding is left to the sweeper.
 func (k *Keeper) wake(ctx context.Context, b Binding, now time.Time) int {
 	s := k.svc
+	if !now.Before(b.ExpiresAt) {
+		return 0
+	}
 	sent := 0
 	if k.refreshDue(b, now) {
 		res := s.pusher.Send(ctx, b.Device.target(), push.Message{Kind: push.KindRegister, Expiration: k.opts.RefreshLead})
@@ -131,7 +155,7 @@ func (k *Keeper) wake(ctx context.Context, b Binding, now time.Time) int {
 		sent++
 	}
 	if err := s.rewrite(ctx, b); err != nil {
-		s.log.Warn("keeper could not record its push", "aor", b.AOR, "error", err)
+		s.log.Warn("keeper could not record its push or next due time", "aor", b.AOR, "error", err)
 	}
 	return sent
 }
@@ -151,7 +175,7 @@ func (s *Service) handled(ctx context.Context, b Binding, res push.Result) bool 
 // rewrite stores a binding's bookkeeping without touching its TTL, unless
 // the device re-registered meanwhile (its fresh record wins).
 func (s *Service) rewrite(ctx context.Context, b Binding) error {
-	cur, err := s.Binding(ctx, s.BindingID(b.AOR, b.Device))
+	cur, err := s.Binding(ctx, s.RecordID(b))
 	if err != nil || !cur.UpdatedAt.Equal(b.UpdatedAt) {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sipwake/sipwake/internal/limit"
@@ -68,6 +69,8 @@ type Service struct {
 	node string
 	// pushCaps holds each device's call-push budget.
 	pushCaps *limit.Keyed[store.ID]
+	// keeper says when each stored binding is next due (nil: none yet).
+	keeper atomic.Pointer[Keeper]
 }
 
 // New builds the relay. now is the clock (time.Now in production).
@@ -162,16 +165,28 @@ func (s *Service) Register(ctx context.Context, b Binding) error {
 	return nil
 }
 
+// put stores b under its record ID, in the accounts index if it is a
+// handed-over account, due when the keeper next has work for it.
 func (s *Service) put(ctx context.Context, b Binding) error {
 	data, err := json.Marshal(b)
 	if err != nil {
 		return fmt.Errorf("encode binding: %w", err)
 	}
-	rec := store.Record{ID: s.BindingID(b.AOR, b.Device), AOR: string(b.AOR), ExpiresAt: b.ExpiresAt, Data: data}
+	rec := store.Record{ID: s.RecordID(b), AOR: string(b.AOR), ExpiresAt: b.ExpiresAt, Data: data,
+		DueAt: s.dueAt(b), Account: b.Account != nil}
 	if err := s.store.Put(ctx, rec); err != nil {
 		return fmt.Errorf("store binding of %s: %w", b.AOR, err)
 	}
 	return nil
+}
+
+// dueAt is when the keeper next has work for b; with no keeper yet, now,
+// so that the keeper's first pass files it.
+func (s *Service) dueAt(b Binding) time.Time {
+	if k := s.keeper.Load(); k != nil {
+		return k.dueAt(b)
+	}
+	return s.now()
 }
 
 // Binding returns the binding stored under id.

@@ -287,3 +287,50 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 	}
 	w.End(relay.ReasonMissed, b)
 }
+
+// The keeper reads only due records, so every write must file the binding
+// under the time the keeper next has work for it.
+func TestKeeperFilesDueTimes(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	early := f.register(t, pushtest.APNsToken(5), true) // before the keeper: due at once
+	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute, ExpiryWarnings: []time.Duration{time.Hour}})
+	dueOf := func(b relay.Binding) time.Time {
+		t.Helper()
+		r, err := f.st.Get(ctx, f.svc.BindingID(b.AOR, b.Device))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.DueAt
+	}
+	registered := f.clock.now()
+	if got := dueOf(early); !got.Equal(registered) {
+		t.Fatalf("binding stored before the keeper: DueAt %v, want now (%v)", got, registered)
+	}
+	refresh := registered.Add(600*time.Second - 2*time.Minute)
+	if n, err := k.Pass(ctx); err != nil || n != 0 {
+		t.Fatalf("first pass sent %d, %v", n, err)
+	}
+	if got := dueOf(early); !got.Equal(refresh) {
+		t.Fatalf("after the first pass: DueAt %v, want the refresh push at %v", got, refresh)
+	}
+
+	plain := f.register(t, pushtest.APNsToken(6), false)
+	if got, want := dueOf(plain), registered.Add(ttl-time.Hour); !got.Equal(want) {
+		t.Fatalf("binding without +sip.pnsreg: DueAt %v, want the expiry warning at %v", got, want)
+	}
+	f.clock.advance(9 * time.Minute)
+	if n, err := k.Pass(ctx); err != nil || n != 1 {
+		t.Fatalf("refresh pass sent %d, %v", n, err)
+	}
+	if got, want := dueOf(early), registered.Add(ttl-time.Hour); !got.Equal(want) {
+		t.Fatalf("after its refresh push: DueAt %v, want the expiry warning at %v", got, want)
+	}
+	f.clock.advance(ttl - 30*time.Minute - 9*time.Minute)
+	if n, err := k.Pass(ctx); err != nil || n != 2 {
+		t.Fatalf("warning pass sent %d, %v; want 2", n, err)
+	}
+	if got := dueOf(plain); !got.IsZero() {
+		t.Fatalf("after its last warning: DueAt %v, want none", got)
+	}
+}

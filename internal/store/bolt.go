@@ -21,32 +21,37 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// On-disk layout (format 1). Nothing in it is plaintext user data:
+// On-disk layout (format 2). Nothing in it is plaintext user data:
 //
-//	meta  "format"    -> "1"
+//	meta  "format"    -> "2"
 //	meta  "index-key" -> Seal(32 random bytes, aad "sipwake/meta/index-key/1")
-//	rec   ID          -> 1 | expiry (8) | HMAC(aor) (20) | Seal(uvarint len(aor) | aor | data, aad)
+//	meta  "records"   -> number of records, uint64 big-endian (Count without a walk)
+//	rec   ID          -> header (see header.go) | Seal(uvarint len(aor) | aor | data, aad)
 //	aor   HMAC(aor) | ID  -> ""
 //	ttl   expiry | ID     -> ""
+//	due   due | ID        -> ""   records with a DueAt
+//	acct  ID              -> ""   records with Account set
 //
-// expiry is big-endian Unix nanoseconds with the sign bit flipped, so byte
-// order is time order. The record's aad is its ID and its whole plaintext
-// header, so a value copied to another ID, or a header edited to dodge the
-// sweeper or move the record to another AOR, fails to open.
+// expiry and due are big-endian Unix nanoseconds with the sign bit flipped,
+// so byte order is time order. The record's aad is its ID and its whole
+// plaintext header, so a value copied to another ID, or a header edited to
+// dodge the sweeper or move the record to another AOR or index, fails to
+// open. Format 1 had no due and acct buckets; OpenBolt builds them.
 const (
 	bucketMeta = "meta"
 	bucketRec  = "rec"
 	bucketAOR  = "aor"
 	bucketTTL  = "ttl"
+	bucketDue  = "due"
+	bucketAcct = "acct"
 
 	metaFormat   = "format"
 	metaIndexKey = "index-key"
+	metaRecords  = "records"
 	formatV1     = "1"
+	formatV2     = "2"
 	metaAAD      = "sipwake/meta/index-key/1"
 	recAADPrefix = "sipwake/rec/1\x00"
-
-	recFormat = 1
-	recHdrLen = 1 + 8 + IDSize
 
 	// lockTimeout bounds the wait for bbolt's file lock, so a second
 	// process on the same file fails with a clear error instead of hanging.
@@ -54,13 +59,14 @@ const (
 	// chunk bounds the records one transaction handles in Scan, Rotate and
 	// the like, keeping transactions short while the relay keeps writing.
 	chunk = 256
+	// migrateChunk bounds the records one transaction of migrateV1 indexes.
+	migrateChunk = 10000
 	// compactTxSize bounds one transaction of the copy in Compact.
 	compactTxSize = 64 << 20
-	// batchDelay is how long a Put waits for others to share its commit.
-	// bbolt's default (10ms) is added latency for a lone REGISTER; a short
-	// delay still groups well because writers arriving during a commit's
-	// fsync queue into the next batch.
-	batchDelay = 2 * time.Millisecond
+	// appendFill is how full bbolt fills a page before splitting it, for
+	// indexes whose keys mostly grow (bbolt's default, 0.5, suits random
+	// keys).
+	appendFill = 0.95
 )
 
 // Bolt is the embedded backend: one bbolt file, sealed values, an AOR index
@@ -78,8 +84,8 @@ type Bolt struct {
 	// freed counts records erased or overwritten since the last Compact:
 	// their old ciphertext may still sit in free pages.
 	freed atomic.Int64
-	// writers counts Puts in flight, to skip Batch's wait when alone.
-	writers atomic.Int64
+	// group shares commits between concurrent writers.
+	group groupCommit
 }
 
 // OpenBolt opens (or creates, mode 0600) the store at path. On first open it
@@ -103,7 +109,7 @@ func OpenBolt(path string, keys *Keyring, log *slog.Logger) (*Bolt, error) {
 		if err != nil {
 			return nil, openErr(path, err)
 		}
-		_, err = b.readIndexKey(ro)
+		_, _, err = b.readIndexKey(ro)
 		_ = ro.Close()
 		if err != nil {
 			return nil, err
@@ -139,7 +145,6 @@ func openDB(path string) (*bolt.DB, error) {
 	if err != nil {
 		return nil, openErr(path, err)
 	}
-	db.MaxBatchDelay = batchDelay
 	return db, nil
 }
 
@@ -150,11 +155,10 @@ func openErr(path string, err error) error {
 	return fmt.Errorf("store: open %s: %w", path, err)
 }
 
-// readIndexKey opens the sealed index key. It returns (nil, nil) for a file
-// with no buckets yet.
-func (b *Bolt) readIndexKey(db *bolt.DB) ([]byte, error) {
-	var key []byte
-	err := db.View(func(tx *bolt.Tx) error {
+// readIndexKey opens the sealed index key and returns it with the file's
+// format. It returns (nil, "", nil) for a file with no buckets yet.
+func (b *Bolt) readIndexKey(db *bolt.DB) (key []byte, format string, err error) {
+	err = db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket([]byte(bucketMeta))
 		if meta == nil {
 			if tx.Bucket([]byte(bucketRec)) != nil {
@@ -162,8 +166,9 @@ func (b *Bolt) readIndexKey(db *bolt.DB) ([]byte, error) {
 			}
 			return nil
 		}
-		if f := meta.Get([]byte(metaFormat)); string(f) != formatV1 {
-			return fmt.Errorf("store: %s: unknown format %q", b.path, f)
+		format = string(meta.Get([]byte(metaFormat)))
+		if format != formatV1 && format != formatV2 {
+			return fmt.Errorf("store: %s: unknown format %q", b.path, format)
 		}
 		sealed := meta.Get([]byte(metaIndexKey))
 		if sealed == nil {
@@ -182,17 +187,20 @@ func (b *Bolt) readIndexKey(db *bolt.DB) ([]byte, error) {
 		key = plain
 		return nil
 	})
-	return key, err
+	return key, format, err
 }
 
 // initMeta loads the index key, creating it and the buckets on first open.
 func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
-	key, err := b.readIndexKey(db)
+	key, format, err := b.readIndexKey(db)
 	if err != nil {
 		return false, err
 	}
 	if key != nil {
 		b.indexKey = key
+		if format == formatV1 {
+			return false, b.migrateV1(db)
+		}
 		return false, nil
 	}
 	key = make([]byte, sha256.Size)
@@ -206,13 +214,16 @@ func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
 		if err != nil {
 			return err
 		}
-		if err := meta.Put([]byte(metaFormat), []byte(formatV1)); err != nil {
+		if err := meta.Put([]byte(metaFormat), []byte(formatV2)); err != nil {
 			return err
 		}
 		if err := meta.Put([]byte(metaIndexKey), sealed); err != nil {
 			return err
 		}
-		for _, name := range []string{bucketRec, bucketAOR, bucketTTL} {
+		if err := meta.Put([]byte(metaRecords), make([]byte, 8)); err != nil {
+			return err
+		}
+		for _, name := range []string{bucketRec, bucketAOR, bucketTTL, bucketDue, bucketAcct} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
@@ -224,6 +235,62 @@ func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
 	}
 	b.indexKey = key
 	return true, nil
+}
+
+// migrateV1 builds the due and accounts indexes of a format 1 file, in
+// transactions of migrateChunk records, and then marks it format 2. Every
+// format 1 record goes into both (see header.go), so its owner looks at it
+// once and rewrites it with its real due time and kind. An interrupted
+// migration runs again at the next open: every step is idempotent.
+func (b *Bolt) migrateV1(db *bolt.DB) error {
+	start := time.Now()
+	var after []byte
+	n := 0
+	for done := false; !done; {
+		err := db.Update(func(tx *bolt.Tx) error {
+			due, err := tx.CreateBucketIfNotExists([]byte(bucketDue))
+			if err != nil {
+				return err
+			}
+			acct, err := tx.CreateBucketIfNotExists([]byte(bucketAcct))
+			if err != nil {
+				return err
+			}
+			c := tx.Bucket([]byte(bucketRec)).Cursor()
+			k, _ := c.First()
+			if after != nil {
+				k, _ = c.Seek(after)
+			}
+			for i := 0; k != nil && i < migrateChunk; k, _ = c.Next() {
+				i++
+				if len(k) != IDSize {
+					continue
+				}
+				if err := due.Put(join(epochDue, k), nil); err != nil {
+					return err
+				}
+				if err := acct.Put(bytes.Clone(k), nil); err != nil {
+					return err
+				}
+				n++
+			}
+			if k == nil {
+				done = true
+				meta := tx.Bucket([]byte(bucketMeta))
+				if err := meta.Put([]byte(metaRecords), binary.BigEndian.AppendUint64(nil, uint64(n))); err != nil {
+					return err
+				}
+				return meta.Put([]byte(metaFormat), []byte(formatV2))
+			}
+			after = bytes.Clone(k)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("store: %s: migrate format 1 to 2: %w", b.path, err)
+		}
+	}
+	b.log.Info("store: built the due and accounts indexes (format 1 to 2)", "path", b.path, "records", n, "took", time.Since(start))
+	return nil
 }
 
 // ID derives the binding ID of device under aor. It does not touch the file.
@@ -273,22 +340,6 @@ func recAAD(id ID, hdr []byte) []byte {
 	return join([]byte(recAADPrefix), id[:], hdr)
 }
 
-// rawRecord is a rec bucket value copied out of its transaction.
-type rawRecord struct {
-	id  ID
-	val []byte
-}
-
-func (r rawRecord) expiry() time.Time { return decodeExpiry(r.val[1:9]) }
-func (r rawRecord) aorHash() []byte   { return r.val[9:recHdrLen] }
-
-func parseRaw(id ID, v []byte) (rawRecord, error) {
-	if len(v) < recHdrLen || v[0] != recFormat {
-		return rawRecord{}, fmt.Errorf("%w: record %s: bad header", ErrCorrupt, id)
-	}
-	return rawRecord{id: id, val: bytes.Clone(v)}, nil
-}
-
 // seal builds the rec value for r.
 func (b *Bolt) seal(r Record) ([]byte, error) {
 	if r.ID.IsZero() {
@@ -297,10 +348,13 @@ func (b *Bolt) seal(r Record) ([]byte, error) {
 	if !validExpiry(r.ExpiresAt) {
 		return nil, fmt.Errorf("store: put %s: expiry %v outside 1970..2262", r.ID, r.ExpiresAt)
 	}
+	if !r.DueAt.IsZero() && !validExpiry(r.DueAt) {
+		return nil, fmt.Errorf("store: put %s: due time %v outside 1970..2262", r.ID, r.DueAt)
+	}
 	if len(r.Data) > MaxDataSize {
 		return nil, fmt.Errorf("store: put %s: data is %d bytes, limit %d", r.ID, len(r.Data), MaxDataSize)
 	}
-	hdr := join([]byte{recFormat}, encodeExpiry(r.ExpiresAt), b.aorHash(r.AOR))
+	hdr := b.header(r)
 	plain := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(r.AOR)+len(r.Data)), uint64(len(r.AOR)))
 	plain = append(append(plain, r.AOR...), r.Data...)
 	sealed, err := b.keys.Seal(plain, recAAD(r.ID, hdr))
@@ -313,7 +367,7 @@ func (b *Bolt) seal(r Record) ([]byte, error) {
 
 // open decrypts a raw record.
 func (b *Bolt) open(raw rawRecord) (Record, error) {
-	plain, _, err := b.keys.Open(raw.val[recHdrLen:], recAAD(raw.id, raw.val[:recHdrLen]))
+	plain, _, err := b.keys.Open(raw.sealed(), recAAD(raw.id, raw.header()))
 	if err != nil {
 		return Record{}, fmt.Errorf("store: open record %s: %w", raw.id, err)
 	}
@@ -326,6 +380,8 @@ func (b *Bolt) open(raw rawRecord) (Record, error) {
 		ID:        raw.id,
 		AOR:       aor,
 		ExpiresAt: raw.expiry(),
+		DueAt:     raw.dueAt(),
+		Account:   raw.account(),
 		Data:      plain[k+int(n) : len(plain) : len(plain)],
 	}, nil
 }
@@ -359,14 +415,42 @@ func (b *Bolt) withDB(ctx context.Context, fn func(db *bolt.DB) error) error {
 	return fn(b.db)
 }
 
-type buckets struct{ rec, aor, ttl *bolt.Bucket }
+type buckets struct{ meta, rec, aor, ttl, due, acct *bolt.Bucket }
 
 func txBuckets(tx *bolt.Tx) (buckets, error) {
-	bk := buckets{tx.Bucket([]byte(bucketRec)), tx.Bucket([]byte(bucketAOR)), tx.Bucket([]byte(bucketTTL))}
-	if bk.rec == nil || bk.aor == nil || bk.ttl == nil {
+	bk := buckets{tx.Bucket([]byte(bucketMeta)), tx.Bucket([]byte(bucketRec)), tx.Bucket([]byte(bucketAOR)), tx.Bucket([]byte(bucketTTL)),
+		tx.Bucket([]byte(bucketDue)), tx.Bucket([]byte(bucketAcct))}
+	if bk.meta == nil || bk.rec == nil || bk.aor == nil || bk.ttl == nil || bk.due == nil || bk.acct == nil {
 		return bk, errors.New("store: bucket missing")
 	}
+	// Keys of ttl and due mostly arrive in time order: full pages then
+	// cost no more splits and halve those indexes' pages.
+	bk.ttl.FillPercent, bk.due.FillPercent = appendFill, appendFill
 	return bk, nil
+}
+
+// records is the stored record count.
+func (bk buckets) records() uint64 {
+	if v := bk.meta.Get([]byte(metaRecords)); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+func (bk buckets) setRecords(n uint64) error {
+	return bk.meta.Put([]byte(metaRecords), binary.BigEndian.AppendUint64(nil, n))
+}
+
+// add writes the value v of a record id not stored yet, and its index
+// entries.
+func (bk buckets) add(id ID, v []byte) error {
+	if err := bk.rec.Put(id[:], v); err != nil {
+		return err
+	}
+	if err := bk.setRecords(bk.records() + 1); err != nil {
+		return err
+	}
+	return bk.index(rawRecord{id: id, val: v}, true)
 }
 
 // remove erases a record and its index entries; v is its current value.
@@ -374,18 +458,47 @@ func (bk buckets) remove(id ID, v []byte) error {
 	if err := bk.rec.Delete(id[:]); err != nil {
 		return err
 	}
-	if len(v) < recHdrLen {
+	if n := bk.records(); n > 0 {
+		if err := bk.setRecords(n - 1); err != nil {
+			return err
+		}
+	}
+	if hdrLen(v) == 0 {
 		return nil // a mangled header: nothing to find in the indexes
 	}
-	if err := bk.ttl.Delete(join(v[1:9], id[:])); err != nil {
-		return err
+	return bk.index(rawRecord{id: id, val: v}, false)
+}
+
+// index adds (or deletes) the index entries the header of r names.
+func (bk buckets) index(r rawRecord, add bool) error {
+	type entry struct {
+		b   *bolt.Bucket
+		key []byte
 	}
-	return bk.aor.Delete(join(v[9:recHdrLen], id[:]))
+	entries := []entry{{bk.ttl, join(r.val[1:9], r.id[:])}, {bk.aor, join(r.aorHash(), r.id[:])}}
+	if due := r.dueKey(); due != nil {
+		entries = append(entries, entry{bk.due, join(due, r.id[:])})
+	}
+	if r.account() {
+		entries = append(entries, entry{bk.acct, bytes.Clone(r.id[:])})
+	}
+	for _, e := range entries {
+		var err error
+		if add {
+			err = e.b.Put(e.key, nil)
+		} else {
+			err = e.b.Delete(e.key)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Put stores r durably, replacing any record with the same ID (its old TTL
 // and AOR index entries go with it). Concurrent Puts share one commit and
-// fsync (bbolt's Batch); sealing happens before, outside the writer lock.
+// fsync (groupCommit); sealing happens before, outside the writer lock.
 func (b *Bolt) Put(ctx context.Context, r Record) error {
 	val, err := b.seal(r)
 	if err != nil {
@@ -393,15 +506,9 @@ func (b *Bolt) Put(ctx context.Context, r Record) error {
 	}
 	var replaced bool
 	err = b.withDB(ctx, func(db *bolt.DB) error {
-		// A lone writer commits at once; concurrent writers share a
-		// commit through Batch, which may run fn more than once (when
-		// another call in the batch fails), so fn is idempotent.
-		commit := db.Batch
-		if b.writers.Add(1) == 1 {
-			commit = db.Update
-		}
-		defer b.writers.Add(-1)
-		return commit(func(tx *bolt.Tx) error {
+		// Concurrent writers share a commit, which may run fn more than
+		// once (when another write in the group fails): fn is idempotent.
+		return b.group.update(db, func(tx *bolt.Tx) error {
 			bk, err := txBuckets(tx)
 			if err != nil {
 				return err
@@ -413,13 +520,7 @@ func (b *Bolt) Put(ctx context.Context, r Record) error {
 					return err
 				}
 			}
-			if err := bk.rec.Put(r.ID[:], val); err != nil {
-				return err
-			}
-			if err := bk.ttl.Put(join(val[1:9], r.ID[:]), nil); err != nil {
-				return err
-			}
-			return bk.aor.Put(join(val[9:recHdrLen], r.ID[:]), nil)
+			return bk.add(r.ID, val)
 		})
 	})
 	if err != nil {
@@ -506,7 +607,7 @@ func (b *Bolt) erase(ctx context.Context, ids func(bk buckets) []ID) ([]rawRecor
 		if err != nil || !found {
 			return err
 		}
-		return db.Batch(func(tx *bolt.Tx) error {
+		return b.group.update(db, func(tx *bolt.Tx) error {
 			bk, err := txBuckets(tx)
 			if err != nil {
 				return err
@@ -544,7 +645,7 @@ func (b *Bolt) Delete(ctx context.Context, id ID) (Record, error) {
 	if len(raws) == 0 {
 		return Record{}, ErrNotFound
 	}
-	if len(raws[0].val) < recHdrLen {
+	if hdrLen(raws[0].val) == 0 {
 		return Record{ID: id}, fmt.Errorf("store: deleted %s: %w: bad header", id, ErrCorrupt)
 	}
 	r, err := b.open(raws[0])
@@ -574,16 +675,6 @@ func (b *Bolt) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
 	return b.openAll("delete_aor", validRaws(raws)), nil
 }
 
-func validRaws(raws []rawRecord) []rawRecord {
-	out := raws[:0]
-	for _, r := range raws {
-		if len(r.val) >= recHdrLen {
-			out = append(out, r)
-		}
-	}
-	return out
-}
-
 // TakeExpired erases up to limit records (all, if limit <= 0) whose ExpiresAt is
 // not after now, soonest first, and returns them. Expired records that
 // cannot be opened are erased too, and logged instead of returned.
@@ -608,31 +699,43 @@ func (b *Bolt) TakeExpired(ctx context.Context, now time.Time, limit int) ([]Rec
 	return b.openAll("take_expired", validRaws(raws)), nil
 }
 
-// scanRaw calls fn with chunks of raw records in ID order, each chunk read in
-// its own short transaction, so fn never runs inside one.
-func (b *Bolt) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
+// scanIndex calls fn with chunks of the records an index names, in index
+// order, each chunk read in its own short transaction, so fn never runs
+// inside one. pick turns an index key into the record's ID: ok false skips
+// the key, stop ends the walk.
+func (b *Bolt) scanIndex(ctx context.Context, index string, pick func(k []byte) (id ID, ok, stop bool), fn func([]rawRecord) error) error {
 	var after []byte
 	for {
 		var raws []rawRecord
+		done := false
 		err := b.withDB(ctx, func(db *bolt.DB) error {
 			return db.View(func(tx *bolt.Tx) error {
 				bk, err := txBuckets(tx)
 				if err != nil {
 					return err
 				}
-				c := bk.rec.Cursor()
-				k, v := c.First()
+				c := tx.Bucket([]byte(index)).Cursor()
+				k, _ := c.First()
 				if after != nil {
-					k, v = c.Seek(after)
-					if k != nil && bytes.Equal(k, after) {
-						k, v = c.Next()
+					if k, _ = c.Seek(after); k != nil && bytes.Equal(k, after) {
+						k, _ = c.Next()
 					}
 				}
-				for ; k != nil && len(raws) < chunk; k, v = c.Next() {
-					if len(k) != IDSize {
-						continue
+				for n := 0; n < chunk; k, _ = c.Next() {
+					if k == nil {
+						done = true
+						break
 					}
-					raws = append(raws, rawRecord{id: ID(k), val: bytes.Clone(v)})
+					id, ok, stop := pick(k)
+					if stop {
+						done = true
+						break
+					}
+					after = bytes.Clone(k)
+					n++
+					if v := bk.rec.Get(id[:]); ok && v != nil {
+						raws = append(raws, rawRecord{id: id, val: bytes.Clone(v)})
+					}
 				}
 				return nil
 			})
@@ -640,17 +743,38 @@ func (b *Bolt) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
 		if err != nil {
 			return err
 		}
-		if len(raws) == 0 {
+		if len(raws) > 0 {
+			if err := fn(raws); err != nil {
+				return err
+			}
+		}
+		if done {
 			return nil
 		}
-		if err := fn(raws); err != nil {
-			return err
+	}
+}
+
+// byID picks the record keys of rec and acct, whose keys are IDs.
+func byID(k []byte) (ID, bool, bool) { return ID(k), len(k) == IDSize, false }
+
+// scanRaw calls fn with chunks of raw records in ID order.
+func (b *Bolt) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
+	return b.scanIndex(ctx, bucketRec, byID, fn)
+}
+
+// openEach opens the records of a scan and calls fn with each; records that
+// cannot be opened are skipped and logged.
+func openEach(ctx context.Context, codec *Bolt, op string, fn func(Record) error) func([]rawRecord) error {
+	return func(raws []rawRecord) error {
+		for _, r := range codec.openAll(op, validRaws(raws)) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if err := fn(r); err != nil {
+				return err
+			}
 		}
-		last := raws[len(raws)-1].id
-		after = last[:]
-		if len(raws) < chunk {
-			return nil
-		}
+		return nil
 	}
 }
 
@@ -660,20 +784,34 @@ func (b *Bolt) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
 // be opened are skipped and logged. An error from fn stops the scan and is
 // returned.
 func (b *Bolt) Scan(ctx context.Context, fn func(Record) error) error {
-	return b.scanRaw(ctx, func(raws []rawRecord) error {
-		for _, r := range b.openAll("scan", validRaws(raws)) {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := fn(r); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return b.scanRaw(ctx, openEach(ctx, b, "scan", fn))
 }
 
-// Count returns the number of stored records.
+// ScanDue calls fn with every record whose DueAt is not after until,
+// soonest first, reading only the due index and those records. fn may Put
+// the record again (with a later DueAt): the walk goes on past it.
+// Records that cannot be opened are skipped and logged; an error from fn
+// stops the scan and is returned.
+func (b *Bolt) ScanDue(ctx context.Context, until time.Time, fn func(Record) error) error {
+	end := encodeExpiry(until)
+	pick := func(k []byte) (ID, bool, bool) {
+		if len(k) != 8+IDSize {
+			return ID{}, false, false
+		}
+		return ID(k[8:]), true, bytes.Compare(k[:8], end) > 0
+	}
+	return b.scanIndex(ctx, bucketDue, pick, openEach(ctx, b, "scan_due", fn))
+}
+
+// ScanAccounts calls fn with every record stored with Account set, in ID
+// order, reading only the accounts index and those records (and records
+// written by format 1, until they are written again). Records that cannot
+// be opened are skipped and logged; an error from fn stops the scan.
+func (b *Bolt) ScanAccounts(ctx context.Context, fn func(Record) error) error {
+	return b.scanIndex(ctx, bucketAcct, byID, openEach(ctx, b, "scan_accounts", fn))
+}
+
+// Count returns the number of stored records (a counter, not a walk).
 func (b *Bolt) Count(ctx context.Context) (int, error) {
 	var n int
 	err := b.withDB(ctx, func(db *bolt.DB) error {
@@ -682,7 +820,7 @@ func (b *Bolt) Count(ctx context.Context) (int, error) {
 			if err != nil {
 				return err
 			}
-			n = bk.rec.Stats().KeyN
+			n = int(bk.records())
 			return nil
 		})
 	})
@@ -705,8 +843,8 @@ func keyUsage(ctx context.Context, keys *Keyring, scan func(context.Context, fun
 	err := scan(ctx, func(raws []rawRecord) error {
 		for _, r := range raws {
 			id := "?"
-			if len(r.val) >= recHdrLen {
-				if kid, _, err := sealedKeyID(r.val[recHdrLen:]); err == nil {
+			if hdrLen(r.val) > 0 {
+				if kid, _, err := sealedKeyID(r.sealed()); err == nil {
 					id = kid
 				}
 			}
@@ -773,10 +911,11 @@ func (b *Bolt) Rotate(ctx context.Context) (int, error) {
 					k, v = c.Seek(next)
 				}
 				for ; k != nil && len(todo) < chunk; k, v = c.Next() {
-					if len(k) != IDSize || len(v) < recHdrLen {
+					if len(k) != IDSize || hdrLen(v) == 0 {
 						continue
 					}
-					if kid, _, err := sealedKeyID(v[recHdrLen:]); err == nil && kid == active {
+					raw := rawRecord{id: ID(k), val: v}
+					if kid, _, err := sealedKeyID(raw.sealed()); err == nil && kid == active {
 						continue
 					}
 					todo = append(todo, rawRecord{id: ID(k), val: bytes.Clone(v)})
@@ -787,8 +926,8 @@ func (b *Bolt) Rotate(ctx context.Context) (int, error) {
 					next = bytes.Clone(k)
 				}
 				for _, raw := range todo {
-					hdr := raw.val[:recHdrLen]
-					plain, _, err := b.keys.Open(raw.val[recHdrLen:], recAAD(raw.id, hdr))
+					hdr := raw.header()
+					plain, _, err := b.keys.Open(raw.sealed(), recAAD(raw.id, hdr))
 					if err != nil {
 						failed++
 						if firstErr == nil {

@@ -30,6 +30,14 @@ type Record struct {
 	AOR       string
 	ExpiresAt time.Time // returned in UTC, at nanosecond precision
 	Data      []byte
+	// DueAt is when the owner next wants the record back from ScanDue
+	// (e.g. a wake-up push it must send then); zero keeps it out of the
+	// due index. Returned in UTC.
+	DueAt time.Time
+	// Account puts the record in the accounts index (ScanAccounts): the
+	// few records that are handed-over accounts, found without a full
+	// Scan.
+	Account bool
 }
 
 // Expiry times are stored as Unix nanoseconds; a record must expire between

@@ -17,14 +17,19 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Redis layout (format 1), every key under one hash tag {P} (P = Prefix):
+// Redis layout (format 2), every key under one hash tag {P} (P = Prefix):
 //
-//	{P}:meta        hash   format -> "1", index-key -> Seal(32 random bytes, aad "sipwake/meta/index-key/1")
+//	{P}:meta        hash   format -> "2", index-key -> Seal(32 random bytes, aad "sipwake/meta/index-key/1")
 //	{P}:r:<id>      string the bbolt rec value, byte for byte:
-//	                       1 | expiry (8) | HMAC(aor) (20) | Seal(uvarint len(aor) | aor | data, aad)
+//	                       header (see header.go) | Seal(uvarint len(aor) | aor | data, aad)
 //	                       PEXPIREAT max(ExpiresAt, now) + Grace
 //	{P}:ttl         zset   member <id>, score ExpiresAt in Unix ms
 //	{P}:a:<aorhash> set    members <id>; PEXPIREAT the latest record's
+//	{P}:due         zset   member <id>, score DueAt in Unix ms (records with a DueAt)
+//	{P}:acct        set    members <id> (records with Account set)
+//
+// Format 1 had no due and acct keys; OpenRedis builds them (see header.go
+// for how format 1 records read).
 //
 // <id> is ID.String() and <aorhash> the AOR's HMAC in the same base32 form,
 // so no AOR, device, token or contact appears in a key, and values are the
@@ -144,8 +149,8 @@ type Redis struct {
 	codec *Bolt
 	sc    redisScripts
 
-	tag, metaKey, ttlKey string
-	closed               atomic.Bool
+	tag, metaKey, ttlKey, dueKey, acctKey string
+	closed                                atomic.Bool
 }
 
 // OpenRedis connects to Redis and opens the store under opts.Prefix. On
@@ -177,6 +182,8 @@ func OpenRedis(ctx context.Context, opts RedisOptions, keys *Keyring, log *slog.
 		tag:     tag,
 		metaKey: tag + ":meta",
 		ttlKey:  tag + ":ttl",
+		dueKey:  tag + ":due",
+		acctKey: tag + ":acct",
 	}
 	created, err := s.init(ctx)
 	if err != nil {
@@ -205,7 +212,7 @@ func (s *Redis) init(ctx context.Context) (created bool, err error) {
 		if err != nil {
 			return false, err
 		}
-		res, err := s.sc.init.Run(ctx, s.rdb, []string{s.metaKey, s.ttlKey}, formatV1, sealed).Slice()
+		res, err := s.sc.init.Run(ctx, s.rdb, []string{s.metaKey, s.ttlKey}, formatV2, sealed).Slice()
 		if err != nil {
 			return false, fmt.Errorf("init meta: %w", mapRedisErr(err))
 		}
@@ -217,7 +224,7 @@ func (s *Redis) init(ctx context.Context) (created bool, err error) {
 	}
 	format, _ := vals[0].(string)
 	sealed, _ := vals[1].(string)
-	if format != formatV1 {
+	if format != formatV1 && format != formatV2 {
 		return false, fmt.Errorf("%s: unknown format %q", s.metaKey, format)
 	}
 	if sealed == "" {
@@ -234,7 +241,43 @@ func (s *Redis) init(ctx context.Context) (created bool, err error) {
 		return false, fmt.Errorf("%s: index key is %d bytes", s.metaKey, len(plain))
 	}
 	s.codec = &Bolt{keys: s.keys, log: s.log, indexKey: plain}
+	if format == formatV1 {
+		return false, s.migrateV1(ctx)
+	}
 	return created, nil
+}
+
+// migrateV1 puts every record of a format 1 store in the due and accounts
+// indexes (as Bolt.migrateV1 does) and marks the store format 2. Nodes of
+// an older version must be stopped first: their Puts would not index.
+func (s *Redis) migrateV1(ctx context.Context) error {
+	ids, err := s.allIDs(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate format 1 to 2: %w", err)
+	}
+	for len(ids) > 0 {
+		n := min(len(ids), chunk)
+		due := make([]redis.Z, n)
+		members := make([]any, n)
+		for i, id := range ids[:n] {
+			due[i] = redis.Z{Score: 0, Member: id.String()}
+			members[i] = id.String()
+		}
+		ids = ids[n:]
+		_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZAddNX(ctx, s.dueKey, due...)
+			p.SAdd(ctx, s.acctKey, members...)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("migrate format 1 to 2: %w", mapRedisErr(err))
+		}
+	}
+	if err := s.rdb.HSet(ctx, s.metaKey, redisFmtField, formatV2).Err(); err != nil {
+		return fmt.Errorf("migrate format 1 to 2: %w", mapRedisErr(err))
+	}
+	s.log.Info("store: built the due and accounts indexes (format 1 to 2)", "backend", "redis")
+	return nil
 }
 
 // warnEviction logs when Redis may evict keys: every record has a TTL, so
@@ -258,10 +301,19 @@ func (s *Redis) aorKeyOf(hash []byte) string { return s.tag + ":a:" + ID(hash).S
 // aorKeyFromValue is the AOR set of a raw record value, "" if the header is
 // unreadable.
 func (s *Redis) aorKeyFromValue(v []byte) string {
-	if len(v) < recHdrLen || v[0] != recFormat {
+	if hdrLen(v) == 0 {
 		return ""
 	}
-	return s.aorKeyOf(v[9:recHdrLen])
+	return s.aorKeyOf(rawRecord{val: v}.aorHash())
+}
+
+// eraseKeys are the KEYS of the erase script for record id with value v.
+func (s *Redis) eraseKeys(id ID, v []byte) []string {
+	keys := []string{s.recKey(id), s.ttlKey, s.dueKey, s.acctKey}
+	if k := s.aorKeyFromValue(v); k != "" {
+		keys = append(keys, k)
+	}
+	return keys
 }
 
 // ready fails fast on a done context or a closed store.
@@ -303,9 +355,15 @@ func (s *Redis) Put(ctx context.Context, r Record) error {
 		hard = now
 	}
 	hard = hard.Add(s.grace)
-	hdr := val[9:recHdrLen]
-	old, err := s.sc.put.Run(ctx, s.rdb, []string{s.recKey(r.ID), s.ttlKey, s.aorKeyOf(hdr)},
-		r.ID.String(), val, r.ExpiresAt.UnixMilli(), hard.UnixMilli()).Text()
+	due, account := "", ""
+	if !r.DueAt.IsZero() {
+		due = fmt.Sprint(r.DueAt.UnixMilli())
+	}
+	if r.Account {
+		account = "1"
+	}
+	old, err := s.sc.put.Run(ctx, s.rdb, []string{s.recKey(r.ID), s.ttlKey, s.aorKeyOf(rawRecord{val: val}.aorHash()), s.dueKey, s.acctKey},
+		r.ID.String(), val, r.ExpiresAt.UnixMilli(), hard.UnixMilli(), due, account).Text()
 	if errors.Is(err, redis.Nil) {
 		return nil
 	}
@@ -441,18 +499,14 @@ func (s *Redis) Delete(ctx context.Context, id ID) (Record, error) {
 		if err != nil {
 			return Record{}, fmt.Errorf("store: delete %s: %w", id, mapRedisErr(err))
 		}
-		keys := []string{key, s.ttlKey}
-		if k := s.aorKeyFromValue(v); k != "" {
-			keys = append(keys, k)
-		}
-		n, err := s.sc.erase.Run(ctx, s.rdb, keys, id.String(), v, "").Int()
+		n, err := s.sc.erase.Run(ctx, s.rdb, s.eraseKeys(id, v), id.String(), v, "").Int()
 		if err != nil {
 			return Record{}, fmt.Errorf("store: delete %s: %w", id, mapRedisErr(err))
 		}
 		if n != 1 {
 			continue // changed since the GET: look again
 		}
-		if len(v) < recHdrLen {
+		if hdrLen(v) == 0 {
 			return Record{ID: id}, fmt.Errorf("store: deleted %s: %w: bad header", id, ErrCorrupt)
 		}
 		raw := rawRecord{id: id, val: v}
@@ -480,7 +534,7 @@ func (s *Redis) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	keys := []string{aorKey, s.ttlKey}
+	keys := []string{aorKey, s.ttlKey, s.dueKey, s.acctKey}
 	args := make([]any, len(ids))
 	for i, id := range ids {
 		keys = append(keys, s.recKey(id))
@@ -579,14 +633,10 @@ func (s *Redis) TakeExpired(ctx context.Context, now time.Time, limit int) ([]Re
 			if len(calls) == want {
 				break
 			}
-			if i >= nSure && len(v) >= recHdrLen && v[0] == recFormat && (rawRecord{val: v}).expiry().After(now) {
+			if i >= nSure && hdrLen(v) > 0 && (rawRecord{val: v}).expiry().After(now) {
 				continue // in now's millisecond, but not due yet
 			}
-			keys := []string{s.recKey(id), s.ttlKey}
-			if k := s.aorKeyFromValue(v); k != "" {
-				keys = append(keys, k)
-			}
-			calls = append(calls, scriptCall{keys: keys, args: []any{id.String(), v, nowMs}})
+			calls = append(calls, scriptCall{keys: s.eraseKeys(id, v), args: []any{id.String(), v, nowMs}})
 			claimed = append(claimed, v)
 			claimedIDs = append(claimedIDs, id)
 		}
@@ -708,6 +758,12 @@ func (s *Redis) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
 	if err != nil {
 		return err
 	}
+	return s.fetch(ctx, ids, fn)
+}
+
+// fetch calls fn with the raw records of ids (those still there), in
+// chunks read with one MGET each.
+func (s *Redis) fetch(ctx context.Context, ids []ID, fn func([]rawRecord) error) error {
 	for len(ids) > 0 {
 		n := min(len(ids), chunk)
 		batch := ids[:n]
@@ -733,17 +789,47 @@ func (s *Redis) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
 // ones no sweeper has taken yet. Records that cannot be opened are skipped
 // and logged. An error from fn stops the scan and is returned.
 func (s *Redis) Scan(ctx context.Context, fn func(Record) error) error {
-	return s.scanRaw(ctx, func(raws []rawRecord) error {
-		for _, r := range s.codec.openAll("scan", validRaws(raws)) {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := fn(r); err != nil {
-				return err
+	return s.scanRaw(ctx, openEach(ctx, s.codec, "scan", fn))
+}
+
+// ScanDue calls fn with every record whose DueAt is not after until,
+// soonest first, reading only the due index and those records. The due
+// IDs are listed first, so fn may Put the record again. Records that
+// cannot be opened are skipped and logged; an error from fn stops the scan.
+func (s *Redis) ScanDue(ctx context.Context, until time.Time, fn func(Record) error) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	// Scores are milliseconds; the header holds the nanosecond due time.
+	members, err := s.rdb.ZRangeByScore(ctx, s.dueKey, &redis.ZRangeBy{Min: "-inf", Max: fmt.Sprint(until.UnixMilli())}).Result()
+	if err != nil {
+		return fmt.Errorf("store: scan due: %w", mapRedisErr(err))
+	}
+	open := openEach(ctx, s.codec, "scan_due", fn)
+	return s.fetch(ctx, s.parseIDs("scan_due", members), func(raws []rawRecord) error {
+		due := raws[:0]
+		for _, r := range validRaws(raws) {
+			if r.dueKey() != nil && !r.dueAt().After(until) {
+				due = append(due, r)
 			}
 		}
-		return nil
+		return open(due)
 	})
+}
+
+// ScanAccounts calls fn with every record stored with Account set (and
+// records written by format 1, until they are written again), in ID order.
+// Records that cannot be opened are skipped and logged; an error from fn
+// stops the scan.
+func (s *Redis) ScanAccounts(ctx context.Context, fn func(Record) error) error {
+	if err := s.ready(ctx); err != nil {
+		return err
+	}
+	members, err := s.rdb.SMembers(ctx, s.acctKey).Result()
+	if err != nil {
+		return fmt.Errorf("store: scan accounts: %w", mapRedisErr(err))
+	}
+	return s.fetch(ctx, sortIDs(s.parseIDs("scan_accounts", members)), openEach(ctx, s.codec, "scan_accounts", fn))
 }
 
 // Count returns the number of records in the TTL index: the stored ones,
@@ -803,14 +889,14 @@ func (s *Redis) Rotate(ctx context.Context) (int, error) {
 	err = s.scanRaw(ctx, func(raws []rawRecord) error {
 		var calls []scriptCall
 		for _, raw := range raws {
-			if len(raw.val) < recHdrLen {
+			if hdrLen(raw.val) == 0 {
 				continue
 			}
-			if kid, _, err := sealedKeyID(raw.val[recHdrLen:]); err == nil && kid == active {
+			if kid, _, err := sealedKeyID(raw.sealed()); err == nil && kid == active {
 				continue
 			}
-			hdr := raw.val[:recHdrLen]
-			plain, _, err := s.keys.Open(raw.val[recHdrLen:], recAAD(raw.id, hdr))
+			hdr := raw.header()
+			plain, _, err := s.keys.Open(raw.sealed(), recAAD(raw.id, hdr))
 			if err != nil {
 				failed++
 				if firstErr == nil {
@@ -877,7 +963,8 @@ func newRedisScripts() redisScripts {
 
 // The scripts' source. Every key a script touches is passed in KEYS and shares the
 // store's hash tag, so they run unchanged on a Cluster. A record value's
-// header is bytes 1..29 in Lua (format, expiry, AOR hash at 10..29).
+// header starts with the format (1 or 2), the expiry, and the AOR hash at
+// bytes 10..29 in Lua (see header.go).
 const (
 	// redisInitLua creates the meta hash unless another node did first, and
 	// returns {format, sealed index key, created}.
@@ -892,8 +979,9 @@ end
 redis.call('HSET', KEYS[1], 'format', ARGV[1], 'index-key', ARGV[2])
 return {ARGV[1], ARGV[2], 1}`
 
-	// redisPutLua: KEYS rec, ttl, aor; ARGV id, value, score (ms), hard expiry
-	// (ms). Returns the previous value's AOR hash if it differs, else nil.
+	// redisPutLua: KEYS rec, ttl, aor, due, acct; ARGV id, value, score (ms),
+	// hard expiry (ms), due score (ms, "" for none), account ("1" or "").
+	// Returns the previous value's AOR hash if it differs, else nil.
 	redisPutLua = `
 local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[2], 'PXAT', ARGV[4])
@@ -903,7 +991,18 @@ local at = redis.call('PEXPIRETIME', KEYS[3])
 if at == -1 or at < tonumber(ARGV[4]) then
   redis.call('PEXPIREAT', KEYS[3], ARGV[4])
 end
-if old and #old >= 29 and string.byte(old, 1) == 1 and string.sub(old, 10, 29) ~= string.sub(ARGV[2], 10, 29) then
+if ARGV[5] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+else
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
+if ARGV[6] ~= '' then
+  redis.call('SADD', KEYS[5], ARGV[1])
+else
+  redis.call('SREM', KEYS[5], ARGV[1])
+end
+local f = old and string.byte(old, 1)
+if old and #old >= 29 and (f == 1 or f == 2) and string.sub(old, 10, 29) ~= string.sub(ARGV[2], 10, 29) then
   return string.sub(old, 10, 29)
 end
 return false`
@@ -916,11 +1015,12 @@ if v and string.sub(v, 10, 29) == ARGV[2] then return 0 end
 redis.call('SREM', KEYS[2], ARGV[1])
 return 1`
 
-	// redisEraseLua: KEYS rec, ttl[, aor]; ARGV id, expected value ("" for
-	// absent), max score ("" for any). Erases the record and its index
-	// entries if the value is unchanged and, with a max score, the record is
-	// still in the TTL index at or below it. Returns 1 if this call erased
-	// it, 0 if it is not (or no longer) due, -1 if the value changed.
+	// redisEraseLua: KEYS rec, ttl, due, acct[, aor]; ARGV id, expected value
+	// ("" for absent), max score ("" for any). Erases the record and its
+	// index entries if the value is unchanged and, with a max score, the
+	// record is still in the TTL index at or below it. Returns 1 if this
+	// call erased it, 0 if it is not (or no longer) due, -1 if the value
+	// changed.
 	redisEraseLua = `
 if ARGV[3] ~= '' then
   local s = redis.call('ZSCORE', KEYS[2], ARGV[1])
@@ -930,18 +1030,23 @@ local cur = redis.call('GET', KEYS[1])
 if (cur or '') ~= ARGV[2] then return -1 end
 if cur then redis.call('DEL', KEYS[1]) end
 redis.call('ZREM', KEYS[2], ARGV[1])
-if KEYS[3] then redis.call('SREM', KEYS[3], ARGV[1]) end
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+if KEYS[5] then redis.call('SREM', KEYS[5], ARGV[1]) end
 return 1`
 
-	// redisDeleteAORLua: KEYS aor, ttl, rec...; ARGV id... Erases each record
-	// and its index entries; returns their values (nil where absent).
+	// redisDeleteAORLua: KEYS aor, ttl, due, acct, rec...; ARGV id... Erases
+	// each record and its index entries; returns their values (nil where
+	// absent).
 	redisDeleteAORLua = `
 local out = {}
-for i = 3, #KEYS do
-  local id = ARGV[i - 2]
+for i = 5, #KEYS do
+  local id = ARGV[i - 4]
   local v = redis.call('GET', KEYS[i])
   if v then redis.call('DEL', KEYS[i]) end
   redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('SREM', KEYS[4], id)
   redis.call('SREM', KEYS[1], id)
   out[#out + 1] = v
 end

@@ -10,7 +10,7 @@ import (
 
 // SweepBatch is how many expired records the Sweeper takes, and hands to
 // onExpired, at a time.
-const SweepBatch = 256
+const SweepBatch = 1024
 
 // SweepStore is what the Sweeper needs from a store.
 type SweepStore interface {

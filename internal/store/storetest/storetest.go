@@ -26,6 +26,8 @@ type Backend interface {
 	DeleteAOR(ctx context.Context, aor string) ([]store.Record, error)
 	TakeExpired(ctx context.Context, now time.Time, limit int) ([]store.Record, error)
 	Scan(ctx context.Context, fn func(store.Record) error) error
+	ScanDue(ctx context.Context, until time.Time, fn func(store.Record) error) error
+	ScanAccounts(ctx context.Context, fn func(store.Record) error) error
 	Count(ctx context.Context) (int, error)
 }
 
@@ -51,6 +53,9 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"TakeExpired", testTakeExpired},
 		{"TakeExpiredLimit", testTakeExpiredLimit},
 		{"Scan", testScan},
+		{"ScanDue", testScanDue},
+		{"ScanDueRewrite", testScanDueRewrite},
+		{"ScanAccounts", testScanAccounts},
 		{"InvalidRecords", testInvalid},
 		{"CanceledContext", testCanceled},
 		{"ConcurrentPut", testConcurrentPut},
@@ -449,4 +454,157 @@ func testConcurrentPut(t *testing.T, b Backend) {
 		t.Fatal(err)
 	}
 	count(t, b, writers*each)
+}
+
+// collect runs a scan and returns what it handed out, in its order.
+func collect(t *testing.T, scan func(fn func(store.Record) error) error) []store.Record {
+	t.Helper()
+	var got []store.Record
+	if err := scan(func(r store.Record) error { got = append(got, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+func due(t *testing.T, b Backend, until time.Time) []store.Record {
+	t.Helper()
+	return collect(t, func(fn func(store.Record) error) error { return b.ScanDue(t.Context(), until, fn) })
+}
+
+func accounts(t *testing.T, b Backend) []store.Record {
+	t.Helper()
+	return collect(t, func(fn func(store.Record) error) error { return b.ScanAccounts(t.Context(), fn) })
+}
+
+// inOrder fails unless got holds exactly want, in want's order.
+func inOrder(t *testing.T, what string, got []store.Record, want ...store.Record) {
+	t.Helper()
+	g := make([]string, len(got))
+	for i, r := range got {
+		g[i] = r.ID.String()
+	}
+	w := make([]string, len(want))
+	for i, r := range want {
+		w[i] = r.ID.String()
+	}
+	if !slices.Equal(g, w) {
+		t.Fatalf("%s: got %v, want %v", what, g, w)
+	}
+}
+
+func withDue(r store.Record, at time.Time) store.Record {
+	r.DueAt = at
+	return r
+}
+
+func testScanDue(t *testing.T, b Backend) {
+	ctx := t.Context()
+	at := base().Add(time.Hour)
+	soon := withDue(rec(b, "sip:alice@example.com", "a", 5*day, "soon"), at.Add(-30*time.Minute))
+	exact := withDue(rec(b, "sip:alice@example.com", "b", 5*day, "exact"), at)
+	later := withDue(rec(b, "sip:bob@example.com", "c", 5*day, "later"), at.Add(time.Hour))
+	never := rec(b, "sip:bob@example.com", "d", 5*day, "never")
+	put(t, b, later, never, exact, soon)
+
+	got := due(t, b, at)
+	inOrder(t, "ScanDue(at)", got, soon, exact)
+	same(t, got[0], soon)
+	if !got[1].DueAt.Equal(at) {
+		t.Fatalf("DueAt = %v, want %v", got[1].DueAt, at)
+	}
+	// Nanosecond-exact at the edge, like TakeExpired.
+	inOrder(t, "ScanDue(at-1ns)", due(t, b, at.Add(-time.Nanosecond)), soon)
+	inOrder(t, "ScanDue(+1 day)", due(t, b, at.Add(day)), soon, exact, later)
+	if r, err := b.Get(ctx, never.ID); err != nil || !r.DueAt.IsZero() {
+		t.Fatalf("Get(never) = %v, %v; want zero DueAt", r.DueAt, err)
+	}
+
+	// A Put moves the record in the index, or takes it out.
+	put(t, b, withDue(soon, at.Add(2*time.Hour)), withDue(exact, time.Time{}))
+	inOrder(t, "after re-Put", due(t, b, at.Add(day)), later, soon)
+
+	// Every erasure takes the record out of the index.
+	if _, err := b.Delete(ctx, later.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.DeleteAOR(ctx, "sip:alice@example.com"); err != nil {
+		t.Fatal(err)
+	}
+	inOrder(t, "after deletes", due(t, b, at.Add(day)))
+	expiring := withDue(rec(b, "sip:carol@example.com", "e", time.Hour, "x"), at)
+	put(t, b, expiring)
+	if _, err := b.TakeExpired(ctx, base().Add(2*time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	inOrder(t, "after TakeExpired", due(t, b, at.Add(day)))
+
+	bad := withDue(rec(b, "sip:carol@example.com", "f", day, "x"), time.Unix(-1, 0))
+	if err := b.Put(ctx, bad); err == nil {
+		t.Error("Put with DueAt before 1970 succeeded")
+	}
+}
+
+// testScanDueRewrite: the keeper re-Puts each due record with a later due
+// time while the scan runs; the scan hands out every due record once.
+func testScanDueRewrite(t *testing.T, b Backend) {
+	ctx := t.Context()
+	var want []store.Record
+	for i := range 600 { // more than one chunk
+		r := rec(b, fmt.Sprintf("sip:user%d@example.com", i), "dev", 5*day, fmt.Sprint(i))
+		want = append(want, withDue(r, base().Add(time.Duration(i)*time.Second)))
+	}
+	putParallel(t, b, want)
+	now := base().Add(time.Hour)
+	seen := map[store.ID]int{}
+	var order []store.Record
+	err := b.ScanDue(ctx, now, func(r store.Record) error {
+		seen[r.ID]++
+		order = append(order, r)
+		return b.Put(ctx, withDue(r, now.Add(time.Hour)))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inOrder(t, "ScanDue while re-putting", order, want...)
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s handed out %d times", id, n)
+		}
+	}
+	inOrder(t, "ScanDue after the rewrite", due(t, b, now))
+	count(t, b, len(want))
+}
+
+func testScanAccounts(t *testing.T, b Backend) {
+	ctx := t.Context()
+	acct := func(r store.Record) store.Record { r.Account = true; return r }
+	a1 := acct(rec(b, "sip:alice@example.com", "acct1", 5*day, "a1"))
+	a2 := acct(rec(b, "sip:bob@example.com", "acct2", 5*day, "a2"))
+	plain := rec(b, "sip:alice@example.com", "dev", 5*day, "p")
+	put(t, b, a1, plain, a2)
+
+	got := accounts(t, b)
+	wantIDs(t, "ScanAccounts", got, a1, a2)
+	for _, r := range got {
+		if !r.Account {
+			t.Fatalf("%s: Account false in ScanAccounts", r.ID)
+		}
+	}
+	if r, err := b.Get(ctx, plain.ID); err != nil || r.Account {
+		t.Fatalf("Get(plain).Account = %v, %v; want false", r.Account, err)
+	}
+
+	a1.Account = false
+	put(t, b, a1)
+	wantIDs(t, "after re-Put without Account", accounts(t, b), a2)
+	if _, err := b.Delete(ctx, a2.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "after Delete", accounts(t, b))
+	a3 := acct(rec(b, "sip:carol@example.com", "acct3", time.Hour, "a3"))
+	put(t, b, a3)
+	if _, err := b.TakeExpired(ctx, base().Add(2*time.Hour), 0); err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "after TakeExpired", accounts(t, b))
 }

@@ -1,0 +1,116 @@
+package store
+
+import (
+	"errors"
+	"runtime"
+	"sync"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// groupCommit shares write transactions (and their fsync) between
+// concurrent writers, leader/follower style: a writer that finds no commit
+// running commits at once, alone; writers that arrive while a commit runs
+// queue, and when it ends one of them commits the whole queue in one
+// transaction. So an idle store adds no delay, and a busy one does one
+// fsync per group instead of one per write.
+type groupCommit struct {
+	mu      sync.Mutex
+	running bool       // a leader is committing
+	queue   []*writeOp // ops waiting for the next commit
+	commits int64      // group transactions committed (writes/commits = group size)
+}
+
+type writeOp struct {
+	fn   func(*bolt.Tx) error
+	err  error
+	done chan bool // true: the op is done; false: its writer leads the next commit
+}
+
+// failedOp says which op of a group failed, so the others are retried
+// without it.
+type failedOp struct {
+	op  *writeOp
+	err error
+}
+
+func (f *failedOp) Error() string { return f.err.Error() }
+
+// update runs fn in a write transaction on db, shared with the writers
+// that queue meanwhile. fn may run more than once (when another op in its
+// group fails), so it must be idempotent; a failing fn fails only its own
+// writer.
+func (g *groupCommit) update(db *bolt.DB, fn func(*bolt.Tx) error) error {
+	op := &writeOp{fn: fn, done: make(chan bool, 1)}
+	g.mu.Lock()
+	g.queue = append(g.queue, op)
+	if g.running {
+		g.mu.Unlock()
+		if <-op.done {
+			return op.err
+		}
+		// This writer leads the next group. Under load the writers of the
+		// group just committed are about to queue again: let them.
+		runtime.Gosched()
+		g.mu.Lock()
+	}
+	g.running = true
+	group := g.queue
+	g.queue = nil
+	g.mu.Unlock()
+
+	g.commit(db, group)
+
+	g.mu.Lock()
+	if len(g.queue) > 0 {
+		g.queue[0].done <- false // hand over; g.running stays true
+	} else {
+		g.running = false
+	}
+	g.mu.Unlock()
+	return op.err
+}
+
+// commit runs group in one transaction. An op that fails is taken out and
+// run alone, and the rest committed again without it.
+func (g *groupCommit) commit(db *bolt.DB, group []*writeOp) {
+	for len(group) > 0 {
+		err := db.Update(func(tx *bolt.Tx) error {
+			for _, op := range group {
+				if err := op.fn(tx); err != nil {
+					return &failedOp{op: op, err: err}
+				}
+			}
+			return nil
+		})
+		var failed *failedOp
+		if !errors.As(err, &failed) {
+			g.mu.Lock()
+			g.commits++
+			g.mu.Unlock()
+			g.finish(group, err)
+			return
+		}
+		if len(group) == 1 {
+			g.finish(group, failed.err)
+			return
+		}
+		g.finish([]*writeOp{failed.op}, db.Update(failed.op.fn))
+		rest := make([]*writeOp, 0, len(group)-1)
+		for _, op := range group {
+			if op != failed.op {
+				rest = append(rest, op)
+			}
+		}
+		group = rest
+	}
+}
+
+// finish hands each op its result and releases its writer (the leader's
+// own op too: its channel is buffered).
+func (g *groupCommit) finish(group []*writeOp, err error) {
+	for _, op := range group {
+		op.err = err
+		op.done <- true
+	}
+}

@@ -1,0 +1,198 @@
+package store
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/sipwake/sipwake/internal/peertest"
+)
+
+// toV1 rewrites a record value as format 1 wrote it: same seal, the short
+// header, no due time or flags.
+func toV1(t *testing.T, codec *Bolt, id ID, v []byte) []byte {
+	t.Helper()
+	r, err := codec.open(rawRecord{id: id, val: v})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := join([]byte{recFormatV1}, encodeExpiry(r.ExpiresAt), codec.aorHash(r.AOR))
+	plain := append(binary.AppendUvarint(nil, uint64(len(r.AOR))), r.AOR...)
+	sealed, err := codec.keys.Seal(append(plain, r.Data...), recAAD(id, hdr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return join(hdr, sealed)
+}
+
+// migrationRecords are put by the new code, then turned into format 1.
+func migrationRecords(id func(aor, device string) ID) []Record {
+	var out []Record
+	for i := range 300 { // more than one scan chunk
+		aor := fmt.Sprintf("sip:user%d@example.com", i%40)
+		out = append(out, Record{ID: id(aor, fmt.Sprint("dev", i)), AOR: aor,
+			ExpiresAt: testBase().Add(3*day + time.Duration(i)*time.Minute), Data: fmt.Appendf(nil, `{"n":%d}`, i)})
+	}
+	return out
+}
+
+type migrated interface {
+	Put(ctx context.Context, r Record) error
+	Get(ctx context.Context, id ID) (Record, error)
+	ScanDue(ctx context.Context, until time.Time, fn func(Record) error) error
+	ScanAccounts(ctx context.Context, fn func(Record) error) error
+	Count(ctx context.Context) (int, error)
+}
+
+func scanIDs(t *testing.T, scan func(func(Record) error) error) []ID {
+	t.Helper()
+	var ids []ID
+	if err := scan(func(r Record) error { ids = append(ids, r.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return sortIDs(ids)
+}
+
+// checkMigrated: every format 1 record reads back whole, sits in both new
+// indexes until it is written again, and leaves them when it is.
+func checkMigrated(t *testing.T, st migrated, want []Record) {
+	t.Helper()
+	ctx := t.Context()
+	var ids []ID
+	for _, w := range want {
+		ids = append(ids, w.ID)
+		got, err := st.Get(ctx, w.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.AOR != w.AOR || !got.ExpiresAt.Equal(w.ExpiresAt) || string(got.Data) != string(w.Data) {
+			t.Fatalf("migrated %s: got %q %v %q, want %q %v %q", w.ID, got.AOR, got.ExpiresAt, got.Data, w.AOR, w.ExpiresAt, w.Data)
+		}
+		if !got.Account || !got.DueAt.Equal(time.Unix(0, 0)) {
+			t.Fatalf("format 1 record %s: Account %v, DueAt %v; want true, the epoch", w.ID, got.Account, got.DueAt)
+		}
+	}
+	ids = sortIDs(ids)
+	due := func(fn func(Record) error) error { return st.ScanDue(ctx, testBase(), fn) }
+	if got := scanIDs(t, due); !slices.Equal(got, ids) {
+		t.Fatalf("ScanDue after migration: %d records, want all %d", len(got), len(ids))
+	}
+	accounts := func(fn func(Record) error) error { return st.ScanAccounts(ctx, fn) }
+	if got := scanIDs(t, accounts); !slices.Equal(got, ids) {
+		t.Fatalf("ScanAccounts after migration: %d records, want all %d", len(got), len(ids))
+	}
+	for _, w := range want[1:] {
+		if err := st.Put(ctx, w); err != nil { // rewritten: plain binding, nothing due
+			t.Fatal(err)
+		}
+	}
+	first := []ID{want[0].ID}
+	if got := scanIDs(t, due); !slices.Equal(got, first) {
+		t.Fatalf("ScanDue after rewriting all but one: %v, want %v", got, first)
+	}
+	if got := scanIDs(t, accounts); !slices.Equal(got, first) {
+		t.Fatalf("ScanAccounts after rewriting all but one: %v, want %v", got, first)
+	}
+	if n, err := st.Count(ctx); err != nil || n != len(want) {
+		t.Fatalf("Count = %d, %v; want %d", n, err, len(want))
+	}
+}
+
+func TestBoltMigratesFormat1(t *testing.T) {
+	path := tempDB(t)
+	keys := testKeyring(t, "a")
+	b := openAt(t, path, keys)
+	want := migrationRecords(b.ID)
+	for _, r := range want {
+		if err := b.Put(t.Context(), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	codec := &Bolt{keys: keys, indexKey: b.indexKey}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Turn the file into what format 1 wrote.
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range []string{bucketDue, bucketAcct} {
+			if err := tx.DeleteBucket([]byte(name)); err != nil {
+				return err
+			}
+		}
+		rec := tx.Bucket([]byte(bucketRec))
+		for _, r := range want {
+			if err := rec.Put(r.ID[:], toV1(t, codec, r.ID, rec.Get(r.ID[:]))); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV1))
+	})
+	if cerr := db.Close(); err != nil || cerr != nil {
+		t.Fatal(err, cerr)
+	}
+
+	st := openAt(t, path, keys)
+	checkMigrated(t, st, want)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The file now says format 2: a reopen builds nothing again.
+	db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	_ = db.View(func(tx *bolt.Tx) error {
+		if f := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaFormat)); string(f) != formatV2 {
+			t.Errorf("format after migration = %q, want %q", f, formatV2)
+		}
+		return nil
+	})
+}
+
+func TestRedisMigratesFormat1(t *testing.T) {
+	addr := peertest.StartRedis(t, "")
+	keys := testKeyring(t, "a")
+	ctx := t.Context()
+	s := openRedisAt(t, addr, "v1", keys, 0)
+	want := migrationRecords(s.ID)
+	for _, r := range want {
+		if err := s.Put(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := rawRedis(t, addr)
+	for _, r := range want {
+		v, err := c.Get(ctx, s.recKey(r.ID)).Bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.SetArgs(ctx, s.recKey(r.ID), toV1(t, s.codec, r.ID, v), redis.SetArgs{KeepTTL: true}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Del(ctx, s.dueKey, s.acctKey).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.HSet(ctx, s.metaKey, redisFmtField, formatV1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+
+	checkMigrated(t, openRedisAt(t, addr, "v1", keys, 0), want)
+	if f, err := c.HGet(ctx, s.metaKey, redisFmtField).Result(); err != nil || f != formatV2 {
+		t.Fatalf("format after migration = %q, %v; want %q", f, err, formatV2)
+	}
+}
