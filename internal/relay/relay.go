@@ -2,7 +2,6 @@ package relay
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -168,7 +167,7 @@ func (s *Service) Register(ctx context.Context, b Binding) error {
 // put stores b under its record ID, in the accounts index if it is a
 // handed-over account, due when the keeper next has work for it.
 func (s *Service) put(ctx context.Context, b Binding) error {
-	data, err := json.Marshal(b)
+	data, err := encode(b)
 	if err != nil {
 		return fmt.Errorf("encode binding: %w", err)
 	}
@@ -305,14 +304,6 @@ func (s *Service) Expired(ctx context.Context, recs []store.Record) {
 				"aor", b.AOR, "lapses_at", b.Upstream.LapsesAt(), "error", err)
 		}
 	}
-}
-
-func decode(r store.Record) (Binding, error) {
-	var b Binding
-	if err := json.Unmarshal(r.Data, &b); err != nil {
-		return Binding{}, fmt.Errorf("decode binding: %w", err)
-	}
-	return b, nil
 }
 
 // StripPushParams removes the RFC 8599 pn-* parameters from a URI string
