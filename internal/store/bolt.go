@@ -9,6 +9,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -76,7 +78,8 @@ type Bolt struct {
 	path     string
 	keys     *Keyring
 	log      *slog.Logger
-	indexKey []byte // immutable after OpenBolt
+	indexKey []byte    // immutable after OpenBolt
+	macs     sync.Pool // of HMAC-SHA256 under indexKey
 
 	mu sync.RWMutex // Compact swaps db under the write lock
 	db *bolt.DB     // nil once closed
@@ -296,22 +299,33 @@ func (b *Bolt) migrateV1(db *bolt.DB) error {
 // ID derives the binding ID of device under aor. It does not touch the file.
 // aor and device should not contain NUL bytes (SIP URIs cannot).
 func (b *Bolt) ID(aor, device string) ID {
-	m := hmac.New(sha256.New, b.indexKey)
-	m.Write([]byte("b\x00"))
-	m.Write([]byte(aor))
-	m.Write([]byte{0})
-	m.Write([]byte(device))
 	var id ID
-	copy(id[:], m.Sum(nil))
+	b.hmac(id[:], "b\x00", aor, "\x00", device)
 	return id
 }
 
 // aorHash is the AOR index key: HMAC(indexKey, "a\x00"+aor), 20 bytes.
 func (b *Bolt) aorHash(aor string) []byte {
-	m := hmac.New(sha256.New, b.indexKey)
-	m.Write([]byte("a\x00"))
-	m.Write([]byte(aor))
-	return m.Sum(nil)[:IDSize]
+	h := make([]byte, IDSize)
+	b.hmac(h, "a\x00", aor)
+	return h
+}
+
+// hmac writes the first len(out) bytes of HMAC(indexKey, parts...) to out.
+// Every REGISTER and call computes a few; the hashers are reused.
+func (b *Bolt) hmac(out []byte, parts ...string) {
+	m, ok := b.macs.Get().(hash.Hash)
+	if ok {
+		m.Reset()
+	} else {
+		m = hmac.New(sha256.New, b.indexKey)
+	}
+	for _, p := range parts {
+		io.WriteString(m, p)
+	}
+	var sum [sha256.Size]byte
+	copy(out, m.Sum(sum[:0]))
+	b.macs.Put(m)
 }
 
 func encodeExpiry(t time.Time) []byte {
