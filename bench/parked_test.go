@@ -199,6 +199,9 @@ func startSipwakeProcessWith(b *testing.B, upstream string, fake *pushtest.APNs,
 		"SIPWAKE_PUSH_APPS":         string(apps),
 		"SIPWAKE_SIP_REGISTER_RATE": "0",
 	}
+	if *flagMemLimit != "" {
+		set["SIPWAKE_RUNTIME_MEMORY_LIMIT"] = *flagMemLimit
+	}
 	for k, v := range extra {
 		set[k] = v
 	}
@@ -206,7 +209,10 @@ func startSipwakeProcessWith(b *testing.B, upstream string, fake *pushtest.APNs,
 		p.env = append(p.env, k+"="+v)
 	}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SIPWAKE_") {
+		// The process runs on its own configuration, not the harness':
+		// an unknown SIPWAKE_ key would stop it, and GOGC/GOMEMLIMIT would
+		// override runtime.*.
+		if !strings.HasPrefix(kv, "SIPWAKE_") && !strings.HasPrefix(kv, "GOGC=") && !strings.HasPrefix(kv, "GOMEMLIMIT=") {
 			p.env = append(p.env, kv)
 		}
 	}

@@ -3,9 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 	"github.com/sipwake/sipwake/internal/store"
 )
@@ -44,46 +41,7 @@ type sipwakeProcess struct {
 // key: a REGISTER sends no push.
 func startSipwakeProcess(b *testing.B, upstream string) *sipwakeProcess {
 	b.Helper()
-	bin := sipwakeBinary(b)
-	fake := pushtest.NewAPNs(b)
-	app := fake.App("ios").APNs
-	apps, err := json.Marshal([]map[string]any{{ // YAML flow syntax is a superset of JSON
-		"name": "ios", "provider": "apns",
-		"apns": map[string]string{
-			"bundle_id": app.BundleID, "team_id": app.TeamID, "key_id": app.KeyID,
-			"key_file": app.KeyFile, "endpoint": app.Endpoint, "ca_file": app.CAFile,
-		},
-	}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	dir := b.TempDir()
-	p := &sipwakeProcess{
-		Addr:    peertest.Addr(b, ipSipwake, 5060),
-		Param:   fake.Param(),
-		dataDir: filepath.Join(dir, "data"),
-		key:     store.NewKey(),
-		logPath: filepath.Join(dir, "sipwake.log"),
-		done:    make(chan struct{}),
-	}
-	env := []string{
-		"SIPWAKE_SIP_LISTEN_UDP=" + p.Addr,
-		"SIPWAKE_SIP_LISTEN_TCP=" + p.Addr,
-		"SIPWAKE_SIP_UPSTREAM=sip:" + upstream,
-		"SIPWAKE_STORE_DATA_DIR=" + p.dataDir,
-		"SIPWAKE_SEAL_KEY=" + base64.StdEncoding.EncodeToString(p.key),
-		"SIPWAKE_LOG_LEVEL=warn",
-		"SIPWAKE_SIP_REGISTER_RATE=0", // sipp is one source standing for many phones
-		"SIPWAKE_PUSH_APPS=" + string(apps),
-	}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SIPWAKE_") { // an unknown SIPWAKE_ key stops sipwake
-			env = append(env, kv)
-		}
-	}
-	p.bin, p.env = bin, env
-	p.spawn(b)
-	return p
+	return startSipwakeProcessWith(b, upstream, pushtest.NewAPNs(b), filepath.Join(b.TempDir(), "data"), store.NewKey(), nil)
 }
 
 // restart stops sipwake and starts it again on the same data dir.

@@ -33,6 +33,7 @@ import (
 
 var (
 	flagSipwakeBin = flag.String("sipwake.bin", "", "prebuilt sipwake binary for the separate-process set-up (default: go build ./cmd/sipwake)")
+	flagMemLimit   = flag.String("sipwake.memory_limit", "", "runtime.memory_limit of the separate sipwake process (e.g. 192MiB; default: none)")
 	flagRate       = flag.Int("register.rate", 0, "skip the search: one sustained run at this REGISTER/s (for profiling)")
 	flagTable      = flag.String("register.table", "", "also write the result table to this file")
 	flagUsers      = flag.Int("register.users", 5000, "distinct users (AORs) registered, in turn")

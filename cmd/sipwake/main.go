@@ -100,8 +100,10 @@ func (c cli) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	log := newLogger(cfg.Log, c.stderr)
-	// sipgo's process-wide knobs, set once here: the UDP size limit and its
-	// stray log messages, redacted like the rest of the SIP side.
+	// Process-wide knobs, set once here: the Go runtime's memory limit and
+	// GC pace, and sipgo's (UDP size limit, transaction linger, its stray
+	// log messages redacted like the rest of the SIP side).
+	app.ConfigureRuntime(cfg.Runtime, log)
 	sipwire.ConfigureLibrary(log)
 
 	a, err := app.New(cfg, log)

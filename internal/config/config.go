@@ -46,6 +46,8 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// Shutdown bounds the graceful stop.
 	Shutdown Shutdown `yaml:"shutdown"`
+	// Runtime tunes memory use and garbage collection.
+	Runtime Runtime `yaml:"runtime"`
 }
 
 // SIP is the wire side: where sipwake listens and where it forwards.
@@ -342,6 +344,7 @@ func (c Config) Validate() error {
 	errs = append(errs, c.API.Validate()...)
 	errs = append(errs, c.Admin.validate()...)
 	errs = append(errs, c.Shutdown.validate()...)
+	errs = append(errs, c.Runtime.validate()...)
 	if len(errs) == 0 {
 		return nil
 	}

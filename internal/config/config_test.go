@@ -55,6 +55,9 @@ func TestBadValuesNameKeyValueAndAllowed(t *testing.T) {
 		{"log level", "log:\n  level: loud\n", []string{"log.level", "loud", "debug, info, warn or error"}},
 		{"key and file", "seal:\n  key: abc\n  key_file: /x\n", []string{"seal.key", "not both"}},
 		{"previous without key", "seal:\n  previous:\n    - id: old\n", []string{"seal.previous[0]", "exactly one of key or key_file"}},
+		{"memory limit not a size", "runtime:\n  memory_limit: lots\n", []string{"runtime.memory_limit", `"lots"`, "256MiB"}},
+		{"memory limit too small", "runtime:\n  memory_limit: 10MiB\n", []string{"runtime.memory_limit", "64MiB to 1TiB"}},
+		{"gc percent", "runtime:\n  gc_percent: -5\n", []string{"runtime.gc_percent", `"-5"`, "1 to 10000"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,10 +100,14 @@ func TestEnvOverrides(t *testing.T) {
 		"SIPWAKE_SIP_LISTEN_TCP=",
 		"SIPWAKE_SEAL_KEY=c2VjcmV0",
 		"SIPWAKE_SEAL_PREVIOUS=[{id: k0, key_file: /run/k0}]",
+		"SIPWAKE_RUNTIME_MEMORY_LIMIT=192MiB",
 		"PATH=/usr/bin",
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if n, err := cfg.Runtime.MemoryLimitBytes(); err != nil || n != 192<<20 {
+		t.Fatalf("runtime.memory_limit from env = %d, %v", n, err)
 	}
 	if cfg.SIP.Upstream != "sip:127.0.0.9:5070;transport=tcp" || cfg.Store.RecordTTL != 96*time.Hour || cfg.SIP.Listen.TCP != "" {
 		t.Fatalf("overrides not applied: %+v", cfg.SIP)
@@ -197,4 +204,19 @@ func TestExampleConfigNamesEveryKey(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"": 0, "1GiB": 1 << 30, "300MB": 300e6, "1048576": 1 << 20, " 64 MiB ": 64 << 20, "2TB": -1, "1.5GiB": -1, "-1MiB": -1, "MiB": -1} {
+		got, err := ParseBytes(in)
+		if want < 0 {
+			if err == nil {
+				t.Errorf("ParseBytes(%q) = %d, want an error", in, got)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
 }
