@@ -285,6 +285,7 @@ func measureWith(b *testing.B, name, path, remote, param string, restart func(we
 	sipp = func(rate int, d time.Duration) probe {
 		port++ // a fresh port per run: late answers to the last run are not this run's
 		calls := max(rate*int(d/time.Second), rate*int(d/time.Millisecond)/1000)
+		cpu := startCPU()
 		res, err := peertest.RunSipp(b, peertest.SippOptions{
 			Name: fmt.Sprintf("r%d", rate), Scenario: scenario, Remote: remote,
 			LocalIP: localIP, LocalPort: port, Transport: "u1",
@@ -301,7 +302,7 @@ func measureWith(b *testing.B, name, path, remote, param string, restart func(we
 			b.Fatalf("sipp: %v", err)
 		}
 		p := probe{Target: rate, Calls: calls, Successful: res.Successful, Failed: res.Failed,
-			Elapsed: sippElapsed(res.Stats)}
+			Elapsed: sippElapsed(res.Stats), CPU: cpu.stop(res.CPU)}
 		b.Logf("%s: %v", name, p)
 		time.Sleep(time.Second) // let retransmissions and tm timers drain
 		return p
@@ -405,6 +406,10 @@ func renderTable(rows []setupResult) string {
 		}
 		fmt.Fprintf(&s, "%-24s %-46s %11.0f %7.2f%% %7s  %s\n", r.Name, r.Path, r.Best.Achieved(),
 			100*r.Best.FailedShare(), ratio, strings.Join(notes, "; "))
+	}
+	s.WriteString("\nCPU per registration in the run above (user+system; the harness row holds an in-process sipwake):\n")
+	for _, r := range rows {
+		fmt.Fprintf(&s, "%-24s %s\n", r.Name, r.Best.CPU.perCall(r.Best.Successful))
 	}
 	return s.String()
 }

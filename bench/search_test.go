@@ -12,6 +12,7 @@ type probe struct {
 	Successful int           // registrations that reached the 200
 	Failed     int           // sipp's failed calls
 	Elapsed    time.Duration // sipp's own elapsed time for the run
+	CPU        cpuUse        // what each hop spent on the run
 }
 
 // Achieved is the completed registrations per second of the run.

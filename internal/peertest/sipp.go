@@ -74,6 +74,8 @@ type SippResult struct {
 	Stats map[string]string
 	// Successful and Failed are the cumulative call counts from Stats.
 	Successful, Failed int
+	// CPU is the user+system time sipp used, once it has exited.
+	CPU time.Duration
 }
 
 // Messages returns the message trace: every SIP message sipp sent and
@@ -277,6 +279,7 @@ func (s *Sipp) Result() *SippResult { return s.res }
 func (s *Sipp) collect() {
 	if s.proc.exited() {
 		s.res.ExitCode = s.proc.exitCode()
+		s.res.CPU = s.proc.cmd.ProcessState.UserTime() + s.proc.cmd.ProcessState.SystemTime()
 	}
 	s.res.Stats = lastStatRow(s.res.StatsPath)
 	s.res.Successful, _ = strconv.Atoi(s.res.Stats["SuccessfulCall(C)"])
