@@ -11,7 +11,8 @@ for target in \
 	./internal/sip:FuzzSIPMessage \
 	./internal/api:FuzzAccountBody \
 	./internal/config:FuzzConfigParse \
-	./internal/store:FuzzKeyringOpen; do
+	./internal/store:FuzzKeyringOpen \
+	./internal/relay:FuzzDecodeBinding; do
 	pkg="${target%%:*}"
 	name="${target##*:}"
 	echo "== $name ($pkg, ${secs}s)"

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -483,20 +484,27 @@ func (bk buckets) remove(id ID, v []byte) error {
 	return bk.index(rawRecord{id: id, val: v}, false)
 }
 
-// index adds (or deletes) the index entries the header of r names.
-func (bk buckets) index(r rawRecord, add bool) error {
-	type entry struct {
-		b   *bolt.Bucket
-		key []byte
-	}
-	entries := []entry{{bk.ttl, join(r.val[1:9], r.id[:])}, {bk.aor, join(r.aorHash(), r.id[:])}}
+// indexEntry is one index key of a record: its bucket and key.
+type indexEntry struct {
+	b   *bolt.Bucket
+	key []byte
+}
+
+// entries are the index keys the header of r names.
+func (bk buckets) entries(r rawRecord) []indexEntry {
+	out := []indexEntry{{bk.ttl, join(r.val[1:9], r.id[:])}, {bk.aor, join(r.aorHash(), r.id[:])}}
 	if due := r.dueKey(); due != nil {
-		entries = append(entries, entry{bk.due, join(due, r.id[:])})
+		out = append(out, indexEntry{bk.due, join(due, r.id[:])})
 	}
 	if r.account() {
-		entries = append(entries, entry{bk.acct, bytes.Clone(r.id[:])})
+		out = append(out, indexEntry{bk.acct, bytes.Clone(r.id[:])})
 	}
-	for _, e := range entries {
+	return out
+}
+
+// index adds (or deletes) the index entries the header of r names.
+func (bk buckets) index(r rawRecord, add bool) error {
+	for _, e := range bk.entries(r) {
 		var err error
 		if add {
 			err = e.b.Put(e.key, nil)
@@ -508,6 +516,35 @@ func (bk buckets) index(r rawRecord, add bool) error {
 		}
 	}
 	return nil
+}
+
+// replace overwrites record id (current value old) with v, touching only
+// the index entries that change: a refresh moves the expiry and due keys,
+// never the AOR's, and the record count stays.
+func (bk buckets) replace(id ID, old, v []byte) error {
+	if hdrLen(old) == 0 {
+		// A mangled header: nothing to find in the indexes.
+		return bk.rec.Put(id[:], v)
+	}
+	was, now := bk.entries(rawRecord{id: id, val: old}), bk.entries(rawRecord{id: id, val: v})
+	same := func(e indexEntry, in []indexEntry) bool {
+		return slices.ContainsFunc(in, func(o indexEntry) bool { return o.b == e.b && bytes.Equal(o.key, e.key) })
+	}
+	for _, e := range was {
+		if !same(e, now) {
+			if err := e.b.Delete(e.key); err != nil {
+				return err
+			}
+		}
+	}
+	for _, e := range now {
+		if !same(e, was) {
+			if err := e.b.Put(e.key, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return bk.rec.Put(id[:], v)
 }
 
 // Put stores r durably, replacing any record with the same ID (its old TTL
@@ -527,12 +564,10 @@ func (b *Bolt) Put(ctx context.Context, r Record) error {
 			if err != nil {
 				return err
 			}
-			replaced = false
-			if old := bk.rec.Get(r.ID[:]); old != nil {
-				replaced = true
-				if err := bk.remove(r.ID, old); err != nil {
-					return err
-				}
+			old := bk.rec.Get(r.ID[:])
+			replaced = old != nil
+			if replaced {
+				return bk.replace(r.ID, old, val)
 			}
 			return bk.add(r.ID, val)
 		})

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"runtime"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -12,14 +13,25 @@ import (
 // concurrent writers, leader/follower style: a writer that finds no commit
 // running commits at once, alone; writers that arrive while a commit runs
 // queue, and when it ends one of them commits the whole queue in one
-// transaction. So an idle store adds no delay, and a busy one does one
-// fsync per group instead of one per write.
+// transaction (after a short linger when writes stream in). So an idle
+// store adds no delay, and a busy one does one fsync per group instead of
+// one per write.
 type groupCommit struct {
 	mu      sync.Mutex
 	running bool       // a leader is committing
 	queue   []*writeOp // ops waiting for the next commit
 	commits int64      // group transactions committed (writes/commits = group size)
+	last    time.Time  // when the last commit ended
 }
+
+// A leader that finds the store busy (a commit ended within busyWindow)
+// waits groupLinger for more writers before it commits: at 2,000
+// REGISTER/s that halves the fsyncs for at most a millisecond on the 200
+// OK. An idle store commits at once.
+const (
+	busyWindow  = 5 * time.Millisecond
+	groupLinger = time.Millisecond
+)
 
 type writeOp struct {
 	fn   func(*bolt.Tx) error
@@ -55,6 +67,14 @@ func (g *groupCommit) update(db *bolt.DB, fn func(*bolt.Tx) error) error {
 		g.mu.Lock()
 	}
 	g.running = true
+	busy := time.Since(g.last) < busyWindow
+	g.mu.Unlock()
+	if busy {
+		// Writes are streaming in (a REGISTER burst): the ones right
+		// behind this share its fsync instead of each paying one.
+		time.Sleep(groupLinger)
+	}
+	g.mu.Lock()
 	group := g.queue
 	g.queue = nil
 	g.mu.Unlock()
@@ -62,6 +82,7 @@ func (g *groupCommit) update(db *bolt.DB, fn func(*bolt.Tx) error) error {
 	g.commit(db, group)
 
 	g.mu.Lock()
+	g.last = time.Now()
 	if len(g.queue) > 0 {
 		g.queue[0].done <- false // hand over; g.running stays true
 	} else {
