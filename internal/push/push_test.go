@@ -8,44 +8,26 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
-// logBuf is a concurrency-safe buffer for slog output.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type env struct {
 	*pushtest.Fakes
 	d   *push.Dispatcher
-	log *logBuf
+	log *peertest.Buffer
 	reg *prometheus.Registry
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{Fakes: pushtest.NewFakes(t), log: &logBuf{}, reg: prometheus.NewRegistry()}
+	e := &env{Fakes: pushtest.NewFakes(t), log: &peertest.Buffer{}, reg: prometheus.NewRegistry()}
 	log := slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d, err := push.New(e.Config, log, e.reg, push.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
 	if err != nil {
@@ -428,7 +410,7 @@ func TestBadCredentials(t *testing.T) {
 	if err := f.FCM.WriteForeignServiceAccount(android.FCM.CredentialsFile); err != nil {
 		t.Fatal(err)
 	}
-	var logs logBuf
+	var logs peertest.Buffer
 	reg := prometheus.NewRegistry()
 	d, err := push.New(push.Config{Apps: []push.AppConfig{ios, android}},
 		slog.New(slog.NewJSONHandler(&logs, nil)), reg)
