@@ -36,47 +36,39 @@ trap cleanup EXIT
 go build -o "$tmp/sipwake" ./cmd/sipwake
 go test -c -o "$tmp/bench.test" ./bench
 
+# bench NAME TIMEOUT [flags...] runs the benchmark binary once, its output
+# in bench.log; when it fails, the log's tail and exit 1.
+bench() {
+	local name=$1 timeout=$2
+	shift 2
+	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench "$name" \
+		-test.benchtime 1x -test.timeout "$timeout" -test.v "$@") >"$tmp/bench.log" 2>&1; then
+		tail -n 60 "$tmp/bench.log" >&2
+		echo "run.sh: benchmark failed" >&2
+		exit 1
+	fi
+}
+
 mode=${1:-table}
 [[ $# -gt 0 ]] && shift
 case $mode in
 table)
-	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench '^BenchmarkRegisterRate$' \
-		-test.benchtime 1x -test.timeout 30m -test.v \
-		-sipwake.bin "$tmp/sipwake" -register.table "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
-		tail -n 60 "$tmp/bench.log" >&2
-		echo "run.sh: benchmark failed" >&2
-		exit 1
-	fi
+	bench '^BenchmarkRegisterRate$' 30m -sipwake.bin "$tmp/sipwake" -register.table "$tmp/table.txt" "$@"
 	cat "$tmp/table.txt"
 	;;
 cluster)
-	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench '^BenchmarkClusterRegisterRate$' \
-		-test.benchtime 1x -test.timeout 30m -test.v -register.table "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
-		tail -n 60 "$tmp/bench.log" >&2
-		echo "run.sh: benchmark failed" >&2
-		exit 1
-	fi
+	bench '^BenchmarkClusterRegisterRate$' 30m -register.table "$tmp/table.txt" "$@"
 	cat "$tmp/table.txt"
 	;;
 cluster-calls)
-	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench '^BenchmarkClusterWakeCalls$' \
-		-test.benchtime 1x -test.timeout 40m -test.v -calls.table "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
-		tail -n 60 "$tmp/bench.log" >&2
-		echo "run.sh: benchmark failed" >&2
-		exit 1
-	fi
+	bench '^BenchmarkClusterWakeCalls$' 40m -calls.table "$tmp/table.txt" "$@"
 	cat "$tmp/table.txt"
 	;;
 profile)
 	rate=${1:?usage: run.sh profile RATE}
 	shift
-	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench '^BenchmarkRegisterRate$/^b-sipwake$' \
-		-test.benchtime 1x -test.timeout 10m -test.v -test.cpuprofile "$tmp/cpu.out" \
-		-register.rate "$rate" -register.table "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
-		tail -n 60 "$tmp/bench.log" >&2
-		echo "run.sh: benchmark failed" >&2
-		exit 1
-	fi
+	bench '^BenchmarkRegisterRate$/^b-sipwake$' 10m -test.cpuprofile "$tmp/cpu.out" \
+		-register.rate "$rate" -register.table "$tmp/table.txt" "$@"
 	cat "$tmp/table.txt"
 	echo
 	go tool pprof -top -nodecount=15 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
@@ -84,26 +76,14 @@ profile)
 	go tool pprof -top -cum -nodecount=25 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
 	;;
 calls | parked | records)
-	bench=$(case $mode in calls) echo BenchmarkWakeCalls ;; parked) echo BenchmarkParkedCalls ;; records) echo BenchmarkRecords ;; esac)
-	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench "^$bench\$" \
-		-test.benchtime 1x -test.timeout 40m -test.v \
-		-sipwake.bin "$tmp/sipwake" "-$mode.table" "$tmp/table.txt" "$@") >"$tmp/bench.log" 2>&1; then
-		tail -n 60 "$tmp/bench.log" >&2
-		echo "run.sh: benchmark failed" >&2
-		exit 1
-	fi
+	name=$(case $mode in calls) echo BenchmarkWakeCalls ;; parked) echo BenchmarkParkedCalls ;; records) echo BenchmarkRecords ;; esac)
+	bench "^$name\$" 40m -sipwake.bin "$tmp/sipwake" "-$mode.table" "$tmp/table.txt" "$@"
 	cat "$tmp/table.txt"
 	;;
 cpuprofile)
-	bench=${1:?usage: run.sh cpuprofile BENCHMARK [flags]}
+	name=${1:?usage: run.sh cpuprofile BENCHMARK [flags]}
 	shift
-	if ! (cd bench && "$tmp/bench.test" -test.run '^$' -test.bench "^$bench\$" \
-		-test.benchtime 1x -test.timeout 40m -test.v -test.cpuprofile "$tmp/cpu.out" \
-		-sipwake.bin "$tmp/sipwake" "$@") >"$tmp/bench.log" 2>&1; then
-		tail -n 60 "$tmp/bench.log" >&2
-		echo "run.sh: benchmark failed" >&2
-		exit 1
-	fi
+	bench "^$name\$" 40m -test.cpuprofile "$tmp/cpu.out" -sipwake.bin "$tmp/sipwake" "$@"
 	grep -v '^ *[0-9]*([0-9]*) ' "$tmp/bench.log" | tail -n 40
 	echo
 	go tool pprof -top -nodecount=20 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
@@ -111,7 +91,7 @@ cpuprofile)
 	go tool pprof -top -cum -nodecount=30 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
 	;;
 *)
-	echo "usage: run.sh [table|profile RATE|calls|parked|records|cpuprofile BENCH] [benchmark flags]" >&2
+	echo "usage: run.sh [table|cluster|cluster-calls|profile RATE|calls|parked|records|cpuprofile BENCH] [benchmark flags]" >&2
 	exit 2
 	;;
 esac
