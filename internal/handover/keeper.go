@@ -270,18 +270,7 @@ func (k *Keeper) rescan(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		_ = k.records.ScanAccounts(ctx, func(r store.Record) error {
-			k.mu.Lock()
-			_, known := k.states[r.ID]
-			k.mu.Unlock()
-			if known {
-				return nil
-			}
-			if b, err := relay.DecodeBinding(r); err == nil && b.Account != nil {
-				k.resume(r.ID, b)
-			}
-			return nil
-		})
+		_, _ = k.resumeUnknown(ctx)
 	}
 }
 
@@ -289,20 +278,36 @@ func (k *Keeper) rescan(ctx context.Context) {
 func (k *Keeper) resumeAll(ctx context.Context) {
 	resumed := 0
 	if k.records != nil {
-		err := k.records.ScanAccounts(ctx, func(r store.Record) error {
-			b, err := relay.DecodeBinding(r)
-			if err != nil || b.Account == nil {
-				return nil
-			}
-			k.resume(r.ID, b)
-			resumed++
-			return nil
-		})
+		var err error
+		resumed, err = k.resumeUnknown(ctx)
 		if err != nil && ctx.Err() == nil {
 			k.log.Error("handover: resuming accounts failed; they are re-registered when re-posted", "error", err)
 		}
 	}
 	k.log.Info("handover keeper started", "resumed", resumed, "workers", k.opts.Workers)
+}
+
+// resumeUnknown schedules the stored accounts this keeper has no state for
+// yet (after a restart: all; later: those other nodes took in) and says
+// how many.
+func (k *Keeper) resumeUnknown(ctx context.Context) (int, error) {
+	n := 0
+	err := k.records.ScanAccounts(ctx, func(r store.Record) error {
+		k.mu.Lock()
+		_, known := k.states[r.ID]
+		k.mu.Unlock()
+		if known {
+			return nil
+		}
+		b, err := relay.DecodeBinding(r)
+		if err != nil || b.Account == nil {
+			return nil
+		}
+		k.resume(r.ID, b)
+		n++
+		return nil
+	})
+	return n, err
 }
 
 // heldIDs are the accounts this node keeps registered.
