@@ -90,10 +90,7 @@ func (k *Keeper) Pass(ctx context.Context) (int, error) {
 // dueAt is when the keeper next has work for b: its refresh push or its
 // next expiry warning, whichever comes first; zero if neither will.
 func (k *Keeper) dueAt(b Binding) time.Time {
-	var due time.Time
-	if b.PNSReg && b.Account == nil && b.Upstream.Expires != 0 && !b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) {
-		due = b.Upstream.LapsesAt().Add(-k.opts.RefreshLead)
-	}
+	due, _ := k.refreshAt(b)
 	// Warnings are sorted largest first, so the next one is the earliest.
 	if b.Warned >= 0 && b.Warned < len(k.opts.ExpiryWarnings) {
 		if w := b.ExpiresAt.Add(-k.opts.ExpiryWarnings[b.Warned]); due.IsZero() || w.Before(due) {
@@ -103,16 +100,20 @@ func (k *Keeper) dueAt(b Binding) time.Time {
 	return due
 }
 
-// refreshDue: the device asked to be woken before its upstream
-// registration lapses, and has not been for this registration.
+// refreshAt is when b's device is to be woken to refresh its upstream
+// registration: it asked for it (+sip.pnsreg) and has not been woken for
+// this registration yet. ok is false when no such push is owed.
+func (k *Keeper) refreshAt(b Binding) (at time.Time, ok bool) {
+	if !b.PNSReg || b.Account != nil || b.Upstream.Expires == 0 || b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) {
+		return time.Time{}, false
+	}
+	return b.Upstream.LapsesAt().Add(-k.opts.RefreshLead), true
+}
+
+// refreshDue: the refresh push for b is owed and its time has come.
 func (k *Keeper) refreshDue(b Binding, now time.Time) bool {
-	if !b.PNSReg || b.Account != nil || b.Upstream.Expires == 0 {
-		return false
-	}
-	if b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) {
-		return false
-	}
-	return !now.Before(b.Upstream.LapsesAt().Add(-k.opts.RefreshLead))
+	at, ok := k.refreshAt(b)
+	return ok && !now.Before(at)
 }
 
 // warningDue is the index of the expiry warning due now, or -1.
