@@ -66,7 +66,7 @@ type Flow struct {
 type UpstreamState struct {
 	// Contact is the contact the registrar stores: the device's own in
 	// path mode, sipwake's in contact mode.
-	Contact      string    `json:"contact,omitempty"` // stored empty when it is the device's own (path mode)
+	Contact      string    `json:"contact"`
 	Path         bool      `json:"path"`
 	Expires      int       `json:"expires"` // seconds granted by the registrar
 	RegisteredAt time.Time `json:"registered_at"`
@@ -81,22 +81,22 @@ func (u UpstreamState) LapsesAt() time.Time {
 
 // Binding is one device of one AOR as sipwake keeps it.
 type Binding struct {
-	AOR      AOR           `json:"aor,omitempty"` // stored in the record, not in its data
+	AOR      AOR           `json:"aor"`
 	Device   Device        `json:"device"`
-	Contact  string        `json:"contact"`            // the device's Contact URI as it sent it
-	Instance string        `json:"instance,omitempty"` // +sip.instance, when the device sent one
+	Contact  string        `json:"contact"`  // the device's Contact URI as it sent it
+	Instance string        `json:"instance"` // +sip.instance, when the device sent one
 	Flow     Flow          `json:"flow"`
 	Upstream UpstreamState `json:"upstream"`
 	// PNSReg: the device asked sipwake to wake it before the upstream
 	// registration lapses (+sip.pnsreg).
-	PNSReg bool `json:"pnsreg,omitempty"`
+	PNSReg bool `json:"pnsreg"`
 	// RefreshPushedFor is the upstream registration the device was last
 	// woken to refresh (its RegisteredAt), so it is woken once per lapse.
 	RefreshPushedFor time.Time `json:"refresh_pushed_for,omitzero"`
 	// Warned counts the expiry warnings already sent for this TTL.
 	Warned    int       `json:"warned,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
-	ExpiresAt time.Time `json:"expires_at,omitzero"` // stored in the record, not in its data
+	ExpiresAt time.Time `json:"expires_at"`
 	// Node is the cluster address of the sipwake node that holds the
 	// device's flow ("" on a single node).
 	Node string `json:"node,omitempty"`
