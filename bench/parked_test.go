@@ -1,16 +1,12 @@
 package bench
 
 import (
-	"bufio"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"math"
-	"net/http"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,8 +27,8 @@ var (
 const ipAdmin = 7
 
 // idleAfter is how long after the last REGISTER a process counts as idle:
-// past sipgo's Timer J (64×T1 = 32 s over UDP), which holds every
-// completed non-INVITE server transaction.
+// long past the 5 s its finished transactions linger in sipgo (and the
+// same wait as the figures taken when they lingered 32 s).
 const idleAfter = 35 * time.Second
 
 // probeRate and probeCalls: the measuring run on top of the parked calls
@@ -220,60 +216,6 @@ func startSipwakeProcessWith(b *testing.B, upstream string, fake *pushtest.APNs,
 	return p
 }
 
-// scrape reads a Prometheus text exposition into "name{labels}" → value.
-func scrape(url string) (map[string]float64, error) {
-	res, err := http.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer res.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(res.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if i < 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			out[line[:i]] = v
-		}
-	}
-	return out, sc.Err()
-}
-
-// scrapedHistogram rebuilds a histogram from scraped bucket lines.
-func scrapedHistogram(m map[string]float64, name string) histogram {
-	type bucket struct {
-		le float64
-		n  uint64
-	}
-	var bs []bucket
-	for k, v := range m {
-		rest, ok := strings.CutPrefix(k, name+`_bucket{le="`)
-		if !ok {
-			continue
-		}
-		le, err := strconv.ParseFloat(strings.TrimSuffix(rest, `"}`), 64)
-		if err != nil || math.IsInf(le, 1) {
-			continue
-		}
-		bs = append(bs, bucket{le, uint64(v)})
-	}
-	sort.Slice(bs, func(i, j int) bool { return bs[i].le < bs[j].le })
-	h := histogram{total: uint64(m[name+"_count"])}
-	for _, x := range bs {
-		h.bounds = append(h.bounds, x.le)
-		h.counts = append(h.counts, x.n)
-	}
-	return h
-}
-
 func measureParkedRSS(b *testing.B, n int) rssRow {
 	b.Helper()
 	reg := startRegistrarN(b, n)
@@ -284,44 +226,39 @@ func measureParkedRSS(b *testing.B, n int) rssRow {
 		"SIPWAKE_CALLS_WAIT":   "100s",
 		"SIPWAKE_ADMIN_LISTEN": admin,
 	})
-	metrics := "http://" + admin + "/metrics"
+	metrics := scraped("http://" + admin + "/metrics")
+	gauge := func(name string) float64 { return gaugeValue(metrics, name, "") }
 	pool := startDevicePool(b, peertest.Addr(b, ipDevice, 5070), p.Addr, fake.Param())
 	took := pool.RegisterAll(b, n, 32, pushtest.APNsToken)
 	b.Logf("registered %d sleeping devices through the sipwake process in %v", n, took.Round(time.Millisecond))
 	time.Sleep(3 * time.Second)
 	row := rssRow{Calls: n}
 	row.RegisteredRSS, _ = p.Memory(b)
-	if m, err := scrape(metrics); err == nil {
-		row.RegisteredHeap = m["go_memstats_heap_inuse_bytes"]
-	}
-	// Idle is after sipgo's Timer J (32 s over UDP): until then the
-	// REGISTERs' completed server transactions are still held.
+	row.RegisteredHeap = gauge("go_memstats_heap_inuse_bytes")
+	// Idle is well after the REGISTERs' finished transactions stopped
+	// lingering in sipgo.
 	time.Sleep(idleAfter)
 	row.IdleRSS, _ = p.Memory(b)
-	m, err := scrape(metrics)
-	if err != nil {
+	if _, err := metrics.Gather(); err != nil {
 		b.Fatalf("scrape: %v", err)
 	}
-	row.IdleHeap, row.IdleStack, row.IdleGoroutines, row.Records = m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"], m["sipwake_store_records"]
+	row.IdleHeap, row.IdleStack = gauge("go_memstats_heap_inuse_bytes"), gauge("go_memstats_stack_inuse_bytes")
+	row.IdleGoroutines, row.Records = gauge("go_goroutines"), gauge("sipwake_store_records")
 
 	fill, _ := parkCallers(b, reg.Addr, n)
 	start := time.Now()
 	fs, _ := fill.start("fill", 500, n, 170*time.Second)
 	defer fs.Stop()
-	ok := waitUntil(90*time.Second, func() bool {
-		m, err := scrape(metrics)
-		return err == nil && m["sipwake_calls_parked"] >= float64(n)
-	})
+	ok := waitUntil(90*time.Second, func() bool { return gauge("sipwake_calls_parked") >= float64(n) })
 	row.FillTook = time.Since(start)
 	if !ok {
 		b.Errorf("not all %d calls parked within 90 s", n)
 	}
 	time.Sleep(3 * time.Second)
 	row.ParkedRSS, row.ParkedHWM = p.Memory(b)
-	if m, err = scrape(metrics); err == nil {
-		row.Parked, row.ParkedHeap, row.ParkedStack, row.Goroutines = m["sipwake_calls_parked"], m["go_memstats_heap_inuse_bytes"], m["go_memstats_stack_inuse_bytes"], m["go_goroutines"]
-		row.Latency = scrapedHistogram(m, "sipwake_call_push_latency_seconds").summary()
-	}
+	row.Parked, row.ParkedHeap, row.ParkedStack = gauge("sipwake_calls_parked"), gauge("go_memstats_heap_inuse_bytes"), gauge("go_memstats_stack_inuse_bytes")
+	row.Goroutines = gauge("go_goroutines")
+	row.Latency = gatherHistogram(metrics, "sipwake_call_push_latency_seconds").summary()
 	b.Logf("%+v", row)
 	b.ReportMetric(0, "ns/op")
 	b.ReportMetric(float64(row.ParkedRSS-row.IdleRSS)/float64(n), "KiB/parked-call")
