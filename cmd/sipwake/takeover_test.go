@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/base64"
 	"io"
 	"net/http"
@@ -16,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/sipwake/sipwake/internal/api"
+	"github.com/sipwake/sipwake/internal/handover/handovertest"
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
@@ -85,16 +85,8 @@ func TestKilledNodeHandoverTakenOver(t *testing.T) {
 
 	body := `{"aor":"alice@example.test","registrar":"sip:` + kam.Addr + `","transport":"udp","username":"alice","password":"` + pw +
 		`","expires":10,"push":{"provider":"apns","token":"` + pushtest.APNsToken(70) + `","param":"` + fake.Param() + `"}}`
-	req, _ := http.NewRequest(http.MethodPut, "http://"+peertest.Addr(t, 2, 8443)+"/v1/accounts/phone-1", bytes.NewBufferString(body))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	if res.StatusCode != http.StatusCreated {
-		t.Fatalf("PUT answered %d", res.StatusCode)
+	if code := handovertest.PutAccount(t, peertest.Addr(t, 2, 8443), key, "phone-1", body); code != http.StatusCreated {
+		t.Fatalf("PUT answered %d", code)
 	}
 	before, err := kam.Locations(t.Context(), "alice@example.test")
 	if err != nil || len(before) != 1 {

@@ -1,11 +1,9 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
-	"net/http"
 	"strconv"
 	"sync"
 	"testing"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/sipwake/sipwake/internal/app"
 	"github.com/sipwake/sipwake/internal/config"
+	"github.com/sipwake/sipwake/internal/handover/handovertest"
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 	"github.com/sipwake/sipwake/internal/relay"
@@ -220,18 +219,7 @@ func sendRaw(t *testing.T, from, to string, msg string, wait time.Duration) stri
 // key and returns the status.
 func putAccount(t *testing.T, addr, id, body string) int {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/accounts/"+id, bytes.NewBufferString(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res.Body.Close()
-	return res.StatusCode
+	return handovertest.PutAccount(t, addr, apiKey, id, body)
 }
 
 // eachLabel calls fn with every label of every metric the instance exports.

@@ -9,8 +9,10 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -165,4 +167,22 @@ func Logger(t testing.TB) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// PutAccount hands an account over through the handover API at addr
+// (host:port, plain HTTP) with API key key, and returns the status.
+func PutAccount(t testing.TB, addr, key, id, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPut, "http://"+addr+"/v1/accounts/"+id, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
 }
