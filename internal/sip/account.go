@@ -54,7 +54,7 @@ func (s *Server) accountBinding(ctx context.Context, reg *registration) (relay.B
 // registers upstream itself: sipwake is its registrar, challenging it with
 // the account's own credentials, and the parked call goes out over the
 // flow it came on. Nothing goes upstream: that registration is sipwake's.
-func (s *Server) registerAccountApp(ctx context.Context, req *sip.Request, tx sip.ServerTransaction, reg *registration, b relay.Binding) {
+func (s *Server) registerAccountApp(ctx context.Context, req *sip.Request, tx answerer, reg *registration, b relay.Binding) {
 	_, realm, _ := strings.Cut(string(b.AOR), "@")
 	if !s.digestValid(req, b.Account, realm) {
 		s.metrics.register(regUpstreamDenied)

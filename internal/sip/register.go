@@ -35,10 +35,22 @@ type registration struct {
 	stored *relay.Binding
 }
 
-// onRegister proxies a REGISTER to the provider's registrar. The challenge
+// upstreamFunc sends a REGISTER to the registrar and returns its final
+// answer: in a client transaction (upstreamDo) or statelessly over UDP.
+type upstreamFunc func(ctx context.Context, req *sip.Request) (*sip.Response, error)
+
+// onRegister takes a REGISTER that came in a server transaction (TCP, TLS,
+// or UDP toward a registrar over TCP/TLS).
+func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+	ctx, cancel := txContext(tx)
+	defer cancel()
+	s.register(ctx, req, tx, s.upstreamDo)
+}
+
+// register proxies a REGISTER to the provider's registrar. The challenge
 // goes back to the device untouched; only the registrar's 2xx changes what
 // sipwake stores.
-func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
+func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, upstream upstreamFunc) {
 	// Phones are limited per address; a trusted proxy in front of sipwake
 	// carries everyone's REGISTERs from one address and is not.
 	if src := sourceIP(req); !s.trusted(src) && !s.limits.Allow(src) {
@@ -53,8 +65,6 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		return
 	}
 	defer s.inFlight.Add(-1)
-	ctx, cancel := txContext(tx)
-	defer cancel()
 	reg, code, reason := s.parseRegister(req)
 	switch code {
 	case 0:
@@ -75,7 +85,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}
 	fwd := s.forwardRegister(reg)
-	res, err := s.upstreamDo(ctx, fwd)
+	res, err := upstream(ctx, fwd)
 	if err != nil {
 		s.metrics.register(regUpstreamFailed)
 		code, reason := upstreamFailure(err)
@@ -109,6 +119,9 @@ func (s *Server) parseRegister(req *sip.Request) (*registration, int, string) {
 	to := req.To()
 	if to == nil || req.From() == nil || req.CallID() == nil || req.CSeq() == nil {
 		return nil, sip.StatusBadRequest, "Bad Request: To, From, Call-ID and CSeq are required"
+	}
+	if mf := req.MaxForwards(); mf != nil && mf.Val() <= 1 {
+		return nil, sip.StatusTooManyHops, "Too Many Hops"
 	}
 	aor, err := aorOf(to.Address)
 	if err != nil {

@@ -125,9 +125,12 @@ type Server struct {
 	inFlight atomic.Int64
 	// nonceKey signs the digest nonces sipwake issues to handed-over apps.
 	nonceKey []byte
-	ua       *sipgo.UserAgent
-	srv      *sipgo.Server
-	client   *sipgo.Client
+	// udp forwards REGISTERs statelessly when device and registrar both
+	// speak UDP; nil otherwise.
+	udp    *statelessUDP
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
 	// upstreamIPs are the registrar's addresses: it may send calls.
 	upstreamIPs map[netip.Addr]bool
 
@@ -164,10 +167,15 @@ func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
 		upstreamIPs: resolveUpstream(opts.Upstream.Host),
 		nonceKey:    newNonceKey(),
 	}
+	tpOpts := []sip.TransportLayerOption{sip.WithTransportLayerLogger(wireLog)}
+	if strings.EqualFold(opts.Upstream.Transport, "udp") {
+		s.udp = newStatelessUDP(s)
+		tpOpts = append(tpOpts, sip.WithTransportLayerReadFilter(s.udp.filter))
+	}
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentHostname(host),
-		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(wireLog)),
+		sipgo.WithUserAgentTransportLayerOptions(tpOpts...),
 		sipgo.WithUserAgentTransactionLayerOptions(
 			sip.WithTransactionLayerLogger(wireLog),
 			sip.WithTransactionLayerUnhandledResponseHandler(s.relayStray2xx),
@@ -281,6 +289,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return bindErr("udp", a, err)
 		}
 		s.track("udp", conn.LocalAddr(), conn.Close)
+		if s.udp != nil {
+			s.udp.serve(conn)
+		}
 		serves = append(serves, serve{"udp", func() error { return s.srv.ServeUDP(conn) }})
 	}
 	if a := s.opts.Listen.TCP; a != "" {
@@ -412,14 +423,20 @@ func allowHeader() sip.Header {
 	return sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, UPDATE, INFO, PRACK")
 }
 
-func (s *Server) respond(tx sip.ServerTransaction, res *sip.Response) {
+// An answerer sends a request's responses back: its server transaction, or
+// the UDP socket it came on when sipwake forwards it statelessly.
+type answerer interface {
+	Respond(res *sip.Response) error
+}
+
+func (s *Server) respond(tx answerer, res *sip.Response) {
 	if err := tx.Respond(res); err != nil {
 		s.log.Debug("sip respond failed", "status", res.StatusCode, "error", err)
 	}
 }
 
 // reply answers req with a status and a reason a person can read.
-func (s *Server) reply(req *sip.Request, tx sip.ServerTransaction, code int, reason string, hdrs ...sip.Header) {
+func (s *Server) reply(req *sip.Request, tx answerer, code int, reason string, hdrs ...sip.Header) {
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	for _, h := range hdrs {
 		res.AppendHeader(h)

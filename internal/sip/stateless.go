@@ -1,0 +1,273 @@
+package sip
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"hash/maphash"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// REGISTERs over UDP, toward a registrar over UDP, are forwarded without
+// SIP transactions (a stateless proxy, RFC 3261 §16.11): the Via branch
+// sipwake adds is derived from the device's request, so a retransmission
+// goes upstream under the same branch and the registrar's transaction
+// absorbs it, as it absorbs the device's own. That spares every
+// registration two transaction state machines each way and the five
+// seconds they linger afterwards, which at thousands of REGISTER/s is most
+// of sipwake's CPU and memory outside the store.
+//
+// sipgo reads the socket; its read filter hands sipwake the datagrams that
+// are REGISTERs or answers to them before sipgo parses them, and passes
+// everything else on. While a REGISTER waits for its answer it is pending
+// under its branch: a retransmission of it is sent upstream again, the
+// registrar's final response goes to the waiting handler. A retransmission
+// after sipwake answered is a new REGISTER to the registrar, which answers
+// it from its transaction again.
+
+// statelessMark starts the branch of every REGISTER sipwake forwards
+// statelessly; it is how the registrar's answers are told apart.
+const statelessMark = sip.RFC3261BranchMagicCookie + "-swsl-"
+
+var (
+	registerPrefix = []byte("REGISTER ")
+	responsePrefix = []byte("SIP/2.0 ")
+	statelessVia   = []byte("branch=" + statelessMark)
+)
+
+type statelessUDP struct {
+	s      *Server
+	parser *sip.Parser
+	seed   maphash.Seed
+	bufs   sync.Pool // *bytes.Buffer for serializing answers
+
+	// conn is the UDP listener, set by Start before it is served; laddr is
+	// its address.
+	conn  net.PacketConn
+	laddr netip.AddrPort
+
+	mu      sync.Mutex
+	pending map[string]*pendingRegister // by branch
+}
+
+// pendingRegister is a REGISTER waiting for the registrar.
+type pendingRegister struct {
+	answer chan *sip.Response // the registrar's final response; buffered 1
+
+	mu   sync.Mutex
+	wire []byte   // the forwarded request, once sent
+	to   net.Addr // where it went
+}
+
+func newStatelessUDP(s *Server) *statelessUDP {
+	return &statelessUDP{
+		s:       s,
+		parser:  sip.NewParser(),
+		seed:    maphash.MakeSeed(),
+		bufs:    sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		pending: map[string]*pendingRegister{},
+	}
+}
+
+// serve makes conn, the UDP listener, the socket stateless REGISTERs come
+// and go on.
+func (u *statelessUDP) serve(conn net.PacketConn) {
+	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		u.conn, u.laddr = conn, a.AddrPort()
+	}
+}
+
+// filter is sipgo's transport read filter: a datagram it takes is gone
+// (nil), anything else goes on to sipgo unchanged. It runs in the socket's
+// read loop, so it never blocks: handlers run in their own goroutines.
+func (u *statelessUDP) filter(info sip.TransportReadProps, data []byte) ([]byte, error) {
+	if u.conn == nil || info.Transport != "UDP" || !u.onListener(info.LocalAddr) {
+		return data, nil
+	}
+	switch {
+	case bytes.HasPrefix(data, registerPrefix):
+		if u.request(data, info.RemoteAddr) {
+			return nil, nil
+		}
+	case bytes.HasPrefix(data, responsePrefix) && bytes.Contains(data, statelessVia):
+		if u.response(data) {
+			return nil, nil
+		}
+	}
+	return data, nil
+}
+
+func (u *statelessUDP) onListener(a net.Addr) bool {
+	ua, ok := a.(*net.UDPAddr)
+	return ok && ua.AddrPort() == u.laddr
+}
+
+// request takes a REGISTER from a device. What sipwake cannot parse, or a
+// request without the headers a branch is made of, goes to sipgo, which
+// drops or refuses it as before.
+func (u *statelessUDP) request(data []byte, from net.Addr) bool {
+	msg, err := u.parser.ParseSIP(data)
+	if err != nil {
+		return false
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok || req.Via() == nil || req.CallID() == nil || req.CSeq() == nil {
+		return false
+	}
+	req.SetTransport("UDP")
+	req.SetSource(from.String())
+	branch := u.branch(req)
+
+	u.mu.Lock()
+	p, retransmitted := u.pending[branch]
+	if !retransmitted {
+		p = &pendingRegister{answer: make(chan *sip.Response, 1)}
+		u.pending[branch] = p
+	}
+	u.mu.Unlock()
+	if retransmitted {
+		u.resend(p)
+		return true
+	}
+	go u.handle(req, branch, p, from)
+	return true
+}
+
+// response hands the registrar's final answer to the REGISTER waiting for
+// it. One for a REGISTER already answered (a late retransmission) is
+// dropped: the device has its answer.
+func (u *statelessUDP) response(data []byte) bool {
+	msg, err := u.parser.ParseSIP(data)
+	if err != nil {
+		return false
+	}
+	res, ok := msg.(*sip.Response)
+	if !ok || res.Via() == nil {
+		return false
+	}
+	branch, _ := res.Via().Params.Get("branch")
+	if !strings.HasPrefix(branch, statelessMark) {
+		return false
+	}
+	if res.StatusCode < 200 {
+		return true // a REGISTER's provisional answer tells the device nothing
+	}
+	u.mu.Lock()
+	p := u.pending[branch]
+	u.mu.Unlock()
+	if p != nil {
+		select {
+		case p.answer <- res:
+		default: // a retransmitted final response: the first one counts
+		}
+	}
+	return true
+}
+
+// branch derives the upstream branch from what identifies the device's
+// transaction (RFC 3261 §16.11): its top Via and source, Call-ID and CSeq.
+// The seed is secret, so no device can aim at another's branch.
+func (u *statelessUDP) branch(req *sip.Request) string {
+	var h maphash.Hash
+	h.SetSeed(u.seed)
+	via := req.Via()
+	b, _ := via.Params.Get("branch")
+	for _, part := range []string{b, via.Host, strconv.Itoa(via.Port), req.Source(), req.CallID().Value(), strconv.FormatUint(uint64(req.CSeq().SeqNo), 10)} {
+		h.WriteString(part)
+		h.WriteByte(0)
+	}
+	return statelessMark + hex.EncodeToString(h.Sum(nil))
+}
+
+// handle runs the REGISTER as register does for a transaction, answering
+// on the socket, then forgets it.
+func (u *statelessUDP) handle(req *sip.Request, branch string, p *pendingRegister, from net.Addr) {
+	defer func() {
+		u.mu.Lock()
+		delete(u.pending, branch)
+		u.mu.Unlock()
+	}()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	forward := func(ctx context.Context, fwd *sip.Request) (*sip.Response, error) {
+		return u.forward(ctx, fwd, branch, p)
+	}
+	u.s.register(ctx, req, udpAnswer{u: u, to: from}, forward)
+}
+
+// forward sends fwd to the registrar under branch and waits for its final
+// answer, as long as sip.upstream_timeout allows.
+func (u *statelessUDP) forward(ctx context.Context, fwd *sip.Request, branch string, p *pendingRegister) (*sip.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, u.s.opts.UpstreamTimeout)
+	defer cancel()
+	to, err := net.ResolveUDPAddr("udp", u.s.opts.Upstream.HostPort())
+	if err != nil {
+		return nil, err
+	}
+	via := &sip.ViaHeader{
+		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
+		Host: u.s.opts.PublicHost, Port: u.s.publicPort("udp"), Params: sip.NewParams(),
+	}
+	via.Params.Add("branch", branch)
+	via.Params.Add("rport", "")
+	if dev := fwd.Via(); dev != nil && dev.Params.Has("rport") {
+		// RFC 3581: the device's Via says where its answer really goes.
+		host, port, _ := net.SplitHostPort(fwd.Source())
+		dev.Params.Add("rport", port)
+		dev.Params.Add("received", host)
+	}
+	fwd.PrependHeader(via)
+	if mf := fwd.MaxForwards(); mf != nil {
+		mf.Dec() // register refused what would reach 0
+	}
+	var buf bytes.Buffer
+	fwd.StringWrite(&buf)
+	wire := buf.Bytes()
+	p.mu.Lock()
+	p.wire, p.to = wire, to
+	p.mu.Unlock()
+	if _, err := u.conn.WriteTo(wire, to); err != nil {
+		return nil, err
+	}
+	select {
+	case res := <-p.answer:
+		return res, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// resend sends a pending REGISTER upstream again when the device
+// retransmitted it; before it went out the first time there is nothing to
+// do.
+func (u *statelessUDP) resend(p *pendingRegister) {
+	p.mu.Lock()
+	wire, to := p.wire, p.to
+	p.mu.Unlock()
+	if wire != nil {
+		if _, err := u.conn.WriteTo(wire, to); err != nil {
+			u.s.log.Debug("sip resend failed", "error", err)
+		}
+	}
+}
+
+// udpAnswer answers a stateless REGISTER where it came from (RFC 3581).
+type udpAnswer struct {
+	u  *statelessUDP
+	to net.Addr
+}
+
+func (a udpAnswer) Respond(res *sip.Response) error {
+	buf := a.u.bufs.Get().(*bytes.Buffer)
+	defer a.u.bufs.Put(buf)
+	buf.Reset()
+	res.StringWrite(buf)
+	_, err := a.u.conn.WriteTo(buf.Bytes(), a.to)
+	return err
+}
