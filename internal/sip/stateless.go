@@ -28,8 +28,8 @@ import (
 // everything else on. While a REGISTER waits for its answer it is pending
 // under its branch: a retransmission of it is sent upstream again, the
 // registrar's final response goes to the waiting handler. A retransmission
-// after sipwake answered is a new REGISTER to the registrar, which answers
-// it from its transaction again.
+// after the registrar answered is a new REGISTER to the registrar, which
+// answers it from its transaction again.
 
 // statelessMark starts the branch of every REGISTER sipwake forwards
 // statelessly; it is how the registrar's answers are told apart.
@@ -188,11 +188,7 @@ func (u *statelessUDP) branch(req *sip.Request) string {
 // handle runs the REGISTER as register does for a transaction, answering
 // on the socket, then forgets it.
 func (u *statelessUDP) handle(req *sip.Request, branch string, p *pendingRegister, from net.Addr) {
-	defer func() {
-		u.mu.Lock()
-		delete(u.pending, branch)
-		u.mu.Unlock()
-	}()
+	defer u.forget(branch, p)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	forward := func(ctx context.Context, fwd *sip.Request) (*sip.Response, error) {
@@ -237,10 +233,22 @@ func (u *statelessUDP) forward(ctx context.Context, fwd *sip.Request, branch str
 	}
 	select {
 	case res := <-p.answer:
+		// Answered: a retransmission from now on is a new REGISTER, so
+		// none falls between this answer and the device's.
+		u.forget(branch, p)
 		return res, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// forget ends p's wait under branch (unless a newer REGISTER took it).
+func (u *statelessUDP) forget(branch string, p *pendingRegister) {
+	u.mu.Lock()
+	if u.pending[branch] == p {
+		delete(u.pending, branch)
+	}
+	u.mu.Unlock()
 }
 
 // resend sends a pending REGISTER upstream again when the device

@@ -24,9 +24,9 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// On-disk layout (format 2). Nothing in it is plaintext user data:
+// On-disk layout (format 3). Nothing in it is plaintext user data:
 //
-//	meta  "format"    -> "2"
+//	meta  "format"    -> "3"
 //	meta  "index-key" -> Seal(32 random bytes, aad "sipwake/meta/index-key/1")
 //	meta  "records"   -> number of records, uint64 big-endian (Count without a walk)
 //	rec   ID          -> header (see header.go) | Seal(uvarint len(aor) | aor | data, aad)
@@ -39,7 +39,10 @@ import (
 // so byte order is time order. The record's aad is its ID and its whole
 // plaintext header, so a value copied to another ID, or a header edited to
 // dodge the sweeper or move the record to another AOR or index, fails to
-// open. Format 1 had no due and acct buckets; OpenBolt builds them.
+// open. Format 1 had no due and acct buckets; OpenBolt builds them. Format
+// 3 is format 2 with ttl and due entries that may be earlier than their
+// record's times (lower bounds, see replace): a sipwake that reads format 2
+// would erase refreshed records early, so it must not open a format 3 file.
 const (
 	bucketMeta = "meta"
 	bucketRec  = "rec"
@@ -53,6 +56,7 @@ const (
 	metaRecords  = "records"
 	formatV1     = "1"
 	formatV2     = "2"
+	formatV3     = "3" // bbolt only; Redis keeps exact time indexes
 	metaAAD      = "sipwake/meta/index-key/1"
 	recAADPrefix = "sipwake/rec/1\x00"
 
@@ -62,6 +66,8 @@ const (
 	// chunk bounds the records one transaction handles in Scan, Rotate and
 	// the like, keeping transactions short while the relay keeps writing.
 	chunk = 256
+	// settleBatch bounds the index entries one transaction settles.
+	settleBatch = 4096
 	// migrateChunk bounds the records one transaction of migrateV1 indexes.
 	migrateChunk = 10000
 	// compactTxSize bounds one transaction of the copy in Compact.
@@ -171,7 +177,7 @@ func (b *Bolt) readIndexKey(db *bolt.DB) (key []byte, format string, err error) 
 			return nil
 		}
 		format = string(meta.Get([]byte(metaFormat)))
-		if format != formatV1 && format != formatV2 {
+		if format != formatV1 && format != formatV2 && format != formatV3 {
 			return fmt.Errorf("store: %s: unknown format %q", b.path, format)
 		}
 		sealed := meta.Get([]byte(metaIndexKey))
@@ -202,8 +208,14 @@ func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
 	}
 	if key != nil {
 		b.indexKey = key
-		if format == formatV1 {
+		switch format {
+		case formatV1:
 			return false, b.migrateV1(db)
+		case formatV2:
+			// Exact entries are lower bounds too: only the mark changes.
+			return false, db.Update(func(tx *bolt.Tx) error {
+				return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV3))
+			})
 		}
 		return false, nil
 	}
@@ -218,7 +230,7 @@ func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
 		if err != nil {
 			return err
 		}
-		if err := meta.Put([]byte(metaFormat), []byte(formatV2)); err != nil {
+		if err := meta.Put([]byte(metaFormat), []byte(formatV3)); err != nil {
 			return err
 		}
 		if err := meta.Put([]byte(metaIndexKey), sealed); err != nil {
@@ -242,7 +254,7 @@ func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
 }
 
 // migrateV1 builds the due and accounts indexes of a format 1 file, in
-// transactions of migrateChunk records, and then marks it format 2. Every
+// transactions of migrateChunk records, and then marks it format 3. Every
 // format 1 record goes into both (see header.go), so its owner looks at it
 // once and rewrites it with its real due time and kind. An interrupted
 // migration runs again at the next open: every step is idempotent.
@@ -284,16 +296,16 @@ func (b *Bolt) migrateV1(db *bolt.DB) error {
 				if err := meta.Put([]byte(metaRecords), binary.BigEndian.AppendUint64(nil, uint64(n))); err != nil {
 					return err
 				}
-				return meta.Put([]byte(metaFormat), []byte(formatV2))
+				return meta.Put([]byte(metaFormat), []byte(formatV3))
 			}
 			after = bytes.Clone(k)
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("store: %s: migrate format 1 to 2: %w", b.path, err)
+			return fmt.Errorf("store: %s: migrate format 1 to 3: %w", b.path, err)
 		}
 	}
-	b.log.Info("store: built the due and accounts indexes (format 1 to 2)", "path", b.path, "records", n, "took", time.Since(start))
+	b.log.Info("store: built the due and accounts indexes (format 1 to 3)", "path", b.path, "records", n, "took", time.Since(start))
 	return nil
 }
 
@@ -519,26 +531,34 @@ func (bk buckets) index(r rawRecord, add bool) error {
 }
 
 // replace overwrites record id (current value old) with v, touching only
-// the index entries that change: a refresh moves the expiry and due keys,
-// never the AOR's, and the record count stays.
+// the index entries that change. The AOR's never does, and the record count
+// stays. The ttl and due indexes hold lower bounds (format 3): a refresh
+// moves a record's expiry and due time later, and its entries stay where
+// they are, so a refresh writes the record's page and no index page. A scan
+// that reaches such an entry early moves it to the header's time (settle);
+// only a time that moves earlier is indexed anew here.
 func (bk buckets) replace(id ID, old, v []byte) error {
 	if hdrLen(old) == 0 {
 		// A mangled header: nothing to find in the indexes.
 		return bk.rec.Put(id[:], v)
 	}
 	was, now := bk.entries(rawRecord{id: id, val: old}), bk.entries(rawRecord{id: id, val: v})
-	same := func(e indexEntry, in []indexEntry) bool {
-		return slices.ContainsFunc(in, func(o indexEntry) bool { return o.b == e.b && bytes.Equal(o.key, e.key) })
+	// covered says an entry a of one header stands for entry b of the
+	// other: the same key, or an earlier one in a time index.
+	covered := func(a indexEntry, in []indexEntry) bool {
+		return slices.ContainsFunc(in, func(b indexEntry) bool {
+			return a.b == b.b && (bytes.Equal(a.key, b.key) || bk.timeIndex(a.b) && bytes.Compare(a.key, b.key) < 0)
+		})
 	}
 	for _, e := range was {
-		if !same(e, now) {
+		if !covered(e, now) {
 			if err := e.b.Delete(e.key); err != nil {
 				return err
 			}
 		}
 	}
 	for _, e := range now {
-		if !same(e, was) {
+		if !slices.ContainsFunc(was, func(o indexEntry) bool { return covered(o, []indexEntry{e}) }) {
 			if err := e.b.Put(e.key, nil); err != nil {
 				return err
 			}
@@ -546,6 +566,40 @@ func (bk buckets) replace(id ID, old, v []byte) error {
 	}
 	return bk.rec.Put(id[:], v)
 }
+
+// timeIndex says whether idx is ttl or due, whose entries are lower bounds.
+func (bk buckets) timeIndex(idx *bolt.Bucket) bool { return idx == bk.ttl || idx == bk.due }
+
+// settle puts entries of a time index right that a scan reached before
+// their record's time (keys are copies: time | ID). An entry whose record
+// is gone goes, and so does one whose header names an earlier time (that
+// entry exists too); one whose record was refreshed since it was written
+// moves to the header's time. at is the header's key in idx, nil if the
+// record is not in it.
+func (bk buckets) settle(idx *bolt.Bucket, at func(rawRecord) []byte, keys [][]byte) error {
+	for _, k := range keys {
+		id := ID(k[8:])
+		var h []byte
+		if v := bk.rec.Get(id[:]); v != nil && hdrLen(v) > 0 {
+			h = at(rawRecord{id: id, val: v})
+		}
+		if bytes.Equal(h, k[:8]) {
+			continue
+		}
+		if err := idx.Delete(k); err != nil {
+			return err
+		}
+		if h != nil && bytes.Compare(h, k[:8]) > 0 {
+			if err := idx.Put(join(h, id[:]), nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func ttlKey(r rawRecord) []byte { return r.val[1:9] }
+func dueKey(r rawRecord) []byte { return r.dueKey() }
 
 // Put stores r durably, replacing any record with the same ID (its old TTL
 // and AOR index entries go with it). Concurrent Puts share one commit and
@@ -637,9 +691,10 @@ func (b *Bolt) ListAOR(ctx context.Context, aor string) ([]Record, error) {
 	return b.openAll("list_aor", raws), nil
 }
 
-// erase deletes the records with ids in one durable batch and returns their
-// raw values (absent ids are skipped).
-func (b *Bolt) erase(ctx context.Context, ids func(bk buckets) []ID) ([]rawRecord, error) {
+// erase deletes the records pick names in one durable batch and returns
+// their raw values (absent ids are skipped); the ttl entries pick names as
+// early are settled in the same batch.
+func (b *Bolt) erase(ctx context.Context, pick func(bk buckets) (ids []ID, early [][]byte)) ([]rawRecord, error) {
 	var raws []rawRecord
 	err := b.withDB(ctx, func(db *bolt.DB) error {
 		// Look first: a write transaction that finds nothing still costs
@@ -650,7 +705,8 @@ func (b *Bolt) erase(ctx context.Context, ids func(bk buckets) []ID) ([]rawRecor
 			if err != nil {
 				return err
 			}
-			found = len(ids(bk)) > 0
+			ids, early := pick(bk)
+			found = len(ids)+len(early) > 0
 			return nil
 		})
 		if err != nil || !found {
@@ -662,7 +718,8 @@ func (b *Bolt) erase(ctx context.Context, ids func(bk buckets) []ID) ([]rawRecor
 				return err
 			}
 			raws = raws[:0]
-			for _, id := range ids(bk) {
+			ids, early := pick(bk)
+			for _, id := range ids {
 				v := bk.rec.Get(id[:])
 				if v == nil {
 					continue
@@ -672,7 +729,7 @@ func (b *Bolt) erase(ctx context.Context, ids func(bk buckets) []ID) ([]rawRecor
 					return err
 				}
 			}
-			return nil
+			return bk.settle(bk.ttl, ttlKey, early)
 		})
 	})
 	if err != nil {
@@ -687,7 +744,7 @@ func (b *Bolt) erase(ctx context.Context, ids func(bk buckets) []ID) ([]rawRecor
 // opened is erased all the same: Delete then returns its ID and expiry with
 // an error wrapping ErrCorrupt or ErrUnknownKey.
 func (b *Bolt) Delete(ctx context.Context, id ID) (Record, error) {
-	raws, err := b.erase(ctx, func(buckets) []ID { return []ID{id} })
+	raws, err := b.erase(ctx, func(buckets) ([]ID, [][]byte) { return []ID{id}, nil })
 	if err != nil {
 		return Record{}, fmt.Errorf("store: delete %s: %w", id, err)
 	}
@@ -708,7 +765,7 @@ func (b *Bolt) Delete(ctx context.Context, id ID) (Record, error) {
 // that could be opened; the others are erased too, and logged).
 func (b *Bolt) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
 	prefix := b.aorHash(aor)
-	raws, err := b.erase(ctx, func(bk buckets) []ID {
+	raws, err := b.erase(ctx, func(bk buckets) ([]ID, [][]byte) {
 		var ids []ID
 		c := bk.aor.Cursor()
 		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
@@ -716,7 +773,7 @@ func (b *Bolt) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
 				ids = append(ids, ID(k[len(prefix):]))
 			}
 		}
-		return ids
+		return ids, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: delete aor: %w", err)
@@ -727,30 +784,48 @@ func (b *Bolt) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
 // TakeExpired erases up to limit records (all, if limit <= 0) whose ExpiresAt is
 // not after now, soonest first, and returns them. Expired records that
 // cannot be opened are erased too, and logged instead of returned.
+//
+// An entry of the ttl index reached before its record's expiry (the
+// record was refreshed since) is moved to that expiry in the same batch;
+// at most settleBatch of those per batch, and batches go on while a full
+// one held no expired record.
 func (b *Bolt) TakeExpired(ctx context.Context, now time.Time, limit int) ([]Record, error) {
 	until := encodeExpiry(now)
-	raws, err := b.erase(ctx, func(bk buckets) []ID {
-		var ids []ID
-		c := bk.ttl.Cursor()
-		for k, _ := c.First(); len(k) >= 8 && bytes.Compare(k[:8], until) <= 0; k, _ = c.Next() {
-			if limit > 0 && len(ids) >= limit {
-				break
+	for {
+		full := false
+		raws, err := b.erase(ctx, func(bk buckets) ([]ID, [][]byte) {
+			var ids []ID
+			var early [][]byte
+			c := bk.ttl.Cursor()
+			for k, _ := c.First(); len(k) >= 8 && bytes.Compare(k[:8], until) <= 0; k, _ = c.Next() {
+				if limit > 0 && len(ids) >= limit || len(early) >= settleBatch {
+					full = len(ids) == 0
+					break
+				}
+				if len(k) != 8+IDSize {
+					continue
+				}
+				id := ID(k[8:])
+				if v := bk.rec.Get(id[:]); v != nil && (hdrLen(v) == 0 || bytes.Compare(v[1:9], until) <= 0) {
+					ids = append(ids, id)
+				} else {
+					early = append(early, bytes.Clone(k))
+				}
 			}
-			if len(k) == 8+IDSize {
-				ids = append(ids, ID(k[8:]))
-			}
+			return ids, early
+		})
+		if err != nil {
+			return nil, fmt.Errorf("store: take expired: %w", err)
 		}
-		return ids
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: take expired: %w", err)
+		if len(raws) > 0 || !full {
+			return b.openAll("take_expired", validRaws(raws)), nil
+		}
 	}
-	return b.openAll("take_expired", validRaws(raws)), nil
 }
 
 // scanIndex calls fn with chunks of the records an index names, in index
 // order, each chunk read in its own short transaction, so fn never runs
-// inside one. pick turns an index key into the record's ID: ok false skips
+// inside one (and a chunk whose records are all gone is an empty one). pick turns an index key into the record's ID: ok false skips
 // the key, stop ends the walk.
 func (b *Bolt) scanIndex(ctx context.Context, index string, pick func(k []byte) (id ID, ok, stop bool), fn func([]rawRecord) error) error {
 	var after []byte
@@ -792,10 +867,8 @@ func (b *Bolt) scanIndex(ctx context.Context, index string, pick func(k []byte) 
 		if err != nil {
 			return err
 		}
-		if len(raws) > 0 {
-			if err := fn(raws); err != nil {
-				return err
-			}
+		if err := fn(raws); err != nil {
+			return err
 		}
 		if done {
 			return nil
@@ -841,15 +914,87 @@ func (b *Bolt) Scan(ctx context.Context, fn func(Record) error) error {
 // the record again (with a later DueAt): the walk goes on past it.
 // Records that cannot be opened are skipped and logged; an error from fn
 // stops the scan and is returned.
+//
+// The due index holds lower bounds (see replace). The walk reads it in
+// chunks; of a chunk's entries, the records whose header's due time is
+// not after the chunk's last entry (until, for the last chunk) go to fn,
+// soonest first and once each. An entry reached before its record's due
+// time is settled (moved to that time) before the next chunk is read, so
+// the walk meets its record again in its place; entries of erased records
+// go.
 func (b *Bolt) ScanDue(ctx context.Context, until time.Time, fn func(Record) error) error {
 	end := encodeExpiry(until)
+	var keys, early [][]byte // the chunk's entries; entries to settle
 	pick := func(k []byte) (ID, bool, bool) {
 		if len(k) != 8+IDSize {
 			return ID{}, false, false
 		}
-		return ID(k[8:]), true, bytes.Compare(k[:8], end) > 0
+		if bytes.Compare(k[:8], end) > 0 {
+			return ID{}, false, true
+		}
+		keys = append(keys, bytes.Clone(k))
+		return ID(k[8:]), true, false
 	}
-	return b.scanIndex(ctx, bucketDue, pick, openEach(ctx, b, "scan_due", fn))
+	seen := map[ID]bool{}
+	// due sorts the chunk's entries into the records due now and the
+	// entries to settle.
+	due := func(raws []rawRecord) []rawRecord {
+		bound := end
+		if len(keys) == chunk { // the walk goes on past this chunk
+			bound = keys[len(keys)-1][:8]
+		}
+		byID := make(map[ID]rawRecord, len(raws))
+		for _, r := range validRaws(raws) {
+			byID[r.id] = r
+		}
+		var out []rawRecord
+		for _, k := range keys {
+			r, ok := byID[ID(k[8:])]
+			var h []byte
+			if ok {
+				h = r.dueKey()
+			}
+			if !bytes.Equal(h, k[:8]) {
+				early = append(early, k)
+			}
+			if h != nil && bytes.Compare(h, bound) <= 0 && !seen[r.id] {
+				seen[r.id] = true
+				out = append(out, r)
+			}
+		}
+		keys = keys[:0]
+		slices.SortStableFunc(out, func(a, b rawRecord) int { return bytes.Compare(a.dueKey(), b.dueKey()) })
+		return out
+	}
+	open := openEach(ctx, b, "scan_due", fn)
+	err := b.scanIndex(ctx, bucketDue, pick, func(raws []rawRecord) error {
+		if err := open(due(raws)); err != nil {
+			return err
+		}
+		return b.settleDue(ctx, &early)
+	})
+	return err
+}
+
+// settleDue settles the due index entries in early and empties it.
+func (b *Bolt) settleDue(ctx context.Context, early *[][]byte) error {
+	if len(*early) == 0 {
+		return nil
+	}
+	err := b.withDB(ctx, func(db *bolt.DB) error {
+		return b.group.update(db, func(tx *bolt.Tx) error {
+			bk, err := txBuckets(tx)
+			if err != nil {
+				return err
+			}
+			return bk.settle(bk.due, dueKey, *early)
+		})
+	})
+	*early = (*early)[:0]
+	if err != nil {
+		return fmt.Errorf("store: settle due index: %w", err)
+	}
+	return nil
 }
 
 // ScanAccounts calls fn with every record stored with Account set, in ID

@@ -148,15 +148,15 @@ func TestBoltMigratesFormat1(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The file now says format 2: a reopen builds nothing again.
+	// The file now says format 3: a reopen builds nothing again.
 	db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
 	_ = db.View(func(tx *bolt.Tx) error {
-		if f := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaFormat)); string(f) != formatV2 {
-			t.Errorf("format after migration = %q, want %q", f, formatV2)
+		if f := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaFormat)); string(f) != formatV3 {
+			t.Errorf("format after migration = %q, want %q", f, formatV3)
 		}
 		return nil
 	})
