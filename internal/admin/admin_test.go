@@ -252,3 +252,21 @@ func TestParseAOR(t *testing.T) {
 		}
 	}
 }
+
+// TestProfiles: the process' profiles behind the bearer token, in pprof's
+// gzipped protobuf form; an unknown name is a clear 404.
+func TestProfiles(t *testing.T) {
+	hs, _, _ := newServer(t, admin.HashToken(token))
+	if code, _ := do(t, "GET", hs.URL+"/admin/pprof/heap", ""); code != http.StatusUnauthorized {
+		t.Fatalf("heap profile without a token: %d, want 401", code)
+	}
+	for _, path := range []string{"heap", "goroutine", "profile?seconds=1"} {
+		code, body := do(t, "GET", hs.URL+"/admin/pprof/"+path, token)
+		if code != 200 || !strings.HasPrefix(body, "\x1f\x8b") {
+			t.Fatalf("%s: %d, %d bytes; want 200 and a gzipped profile", path, code, len(body))
+		}
+	}
+	if code, body := do(t, "GET", hs.URL+"/admin/pprof/nosuch", token); code != http.StatusNotFound || !strings.Contains(body, "heap, allocs") {
+		t.Fatalf("unknown profile: %d %s", code, body)
+	}
+}

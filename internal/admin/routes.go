@@ -3,13 +3,15 @@ package admin
 import (
 	"context"
 	"fmt"
-	"github.com/sipwake/sipwake/internal/httpjson"
 	"net/http"
+	"net/http/pprof"
+	runtimepprof "runtime/pprof"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sipwake/sipwake/internal/httpjson"
 	"github.com/sipwake/sipwake/internal/relay"
 )
 
@@ -36,7 +38,23 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("DELETE /admin/aors/{aor}/trace", s.authed(s.traceOff))
 	mux.Handle("POST /admin/compact", s.authed(s.compact))
 	mux.Handle("GET /admin/keys", s.authed(s.keys))
+	// The running process' profiles, for `go tool pprof`: stacks and
+	// allocation sites, no user data.
+	mux.Handle("GET /admin/pprof/profile", s.authed(pprof.Profile))
+	mux.Handle("GET /admin/pprof/trace", s.authed(pprof.Trace))
+	mux.Handle("GET /admin/pprof/{name}", s.authed(s.profile))
 	return mux
+}
+
+// profile serves a named runtime profile (heap, allocs, goroutine, mutex,
+// block, threadcreate).
+func (s *Server) profile(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if runtimepprof.Lookup(name) == nil {
+		httpjson.Error(w, http.StatusNotFound, fmt.Sprintf("no profile %q: heap, allocs, goroutine, mutex, block, threadcreate, profile (CPU, ?seconds=N) or trace", name))
+		return
+	}
+	pprof.Handler(name).ServeHTTP(w, r)
 }
 
 // authed guards the /admin/ API: off without a configured token, 401

@@ -74,6 +74,13 @@ func FuzzSIPMessage(f *testing.F) {
 			if m.Method != sip.REGISTER {
 				return
 			}
+			if m.Via() != nil && m.CallID() != nil && m.CSeq() != nil {
+				// What the stateless UDP path derives its upstream branch from.
+				m.SetSource("192.0.2.7:5060")
+				if b := s.udp.branch(m); !strings.HasPrefix(b, statelessMark) || b != s.udp.branch(m) {
+					t.Fatalf("branch %q: not derived, or not the same twice", b)
+				}
+			}
 			reg, code, _ := s.parseRegister(m)
 			if code != 0 {
 				return
@@ -83,6 +90,7 @@ func FuzzSIPMessage(f *testing.F) {
 				t.Fatalf("forwarded REGISTER prints as %q", fwd.StartLine())
 			}
 		case *sip.Response:
+			s.udp.response(data) // an answer on the stateless path, or not
 			req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: "example.test"})
 			req.AppendHeader(sip.NewHeader("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx"))
 			_ = responseFor(req, m)
