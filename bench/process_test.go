@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sipwake/sipwake/internal/push/pushtest"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -34,14 +33,6 @@ type sipwakeProcess struct {
 	env     []string
 	cmd     *exec.Cmd
 	done    chan struct{}
-}
-
-// startSipwakeProcess starts sipwake in front of upstream and waits until
-// it listens. The fake APNs only gives the push app a valid endpoint and
-// key: a REGISTER sends no push.
-func startSipwakeProcess(b *testing.B, upstream string) *sipwakeProcess {
-	b.Helper()
-	return startSipwakeProcessWith(b, upstream, pushtest.NewAPNs(b), filepath.Join(b.TempDir(), "data"), store.NewKey(), nil)
 }
 
 // restart stops sipwake and starts it again on the same data dir.

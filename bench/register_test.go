@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,12 +24,14 @@ import (
 
 	sipgo "github.com/emiago/sipgo/sip"
 
+	"github.com/sipwake/sipwake/internal/admin"
 	"github.com/sipwake/sipwake/internal/app"
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 	sipwire "github.com/sipwake/sipwake/internal/sip"
+	"github.com/sipwake/sipwake/internal/store"
 )
 
 var (
@@ -36,6 +39,7 @@ var (
 	flagMemLimit   = flag.String("sipwake.memory_limit", "", "runtime.memory_limit of the separate sipwake process (e.g. 192MiB; default: none)")
 	flagRate       = flag.Int("register.rate", 0, "skip the search: one sustained run at this REGISTER/s (for profiling)")
 	flagTable      = flag.String("register.table", "", "also write the result table to this file")
+	flagProcCPU    = flag.String("sipwake.cpuprofile", "", "with -register.rate: write the separate sipwake process' CPU profile of the run (from its /admin/pprof/profile) to this file")
 	flagUsers      = flag.Int("register.users", 5000, "distinct users (AORs) registered, in turn")
 )
 
@@ -118,9 +122,15 @@ func BenchmarkRegisterRate(b *testing.B) {
 	})
 	b.Run("b-sipwake-process", func(b *testing.B) {
 		reg := startRegistrar(b)
-		p := startSipwakeProcess(b, reg.Addr)
+		adminAddr := peertest.Addr(b, ipAdmin, 9060)
+		p := startSipwakeProcessWith(b, reg.Addr, pushtest.NewAPNs(b), filepath.Join(b.TempDir(), "data"), store.NewKey(), map[string]string{
+			"SIPWAKE_ADMIN_LISTEN":       adminAddr,
+			"SIPWAKE_ADMIN_TOKEN_SHA256": admin.HashToken(benchAdminToken),
+		})
 		restart := func(bool) { p = p.restart(b) }
+		profiled := profileProcess(b, adminAddr)
 		r := measureWith(b, "b) sipwake process", "sipp → sipwake (own process) → Kamailio", p.Addr, p.Param, restart, diagnoseRegistrar(b, reg))
+		profiled()
 		r.RSSKiB, r.HWMKiB = p.Memory(b)
 		r.StoreCount = p.StopAndCount(b)
 		checkCount(b, r)
@@ -412,4 +422,45 @@ func renderTable(rows []setupResult) string {
 		fmt.Fprintf(&s, "%-24s %s\n", r.Name, r.Best.CPU.perCall(r.Best.Successful))
 	}
 	return s.String()
+}
+
+// benchAdminToken is the separate process' admin bearer token.
+const benchAdminToken = "sipwake-bench"
+
+// profileProcess, with -sipwake.cpuprofile and -register.rate, fetches the
+// separate process' CPU profile over the sustained run (from a second in,
+// for the run's length less two seconds) into that file; the returned func
+// waits for it. The process is what an operator runs: the in-process
+// profile (run.sh profile) has the harness in it too.
+func profileProcess(b *testing.B, admin string) func() {
+	if *flagProcCPU == "" || *flagRate <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(time.Second)
+		secs := int(defaultPlan.Sustain/time.Second) - 2
+		req, err := http.NewRequest("GET", fmt.Sprintf("http://%s/admin/pprof/profile?seconds=%d", admin, secs), nil)
+		if err != nil {
+			b.Errorf("cpu profile: %v", err)
+			return
+		}
+		req.Header.Set("Authorization", "Bearer "+benchAdminToken)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Errorf("cpu profile: %v", err)
+			return
+		}
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		if err != nil || res.StatusCode != http.StatusOK {
+			b.Errorf("cpu profile: %d %v", res.StatusCode, err)
+			return
+		}
+		if err := os.WriteFile(*flagProcCPU, body, 0o644); err != nil {
+			b.Errorf("cpu profile: %v", err)
+		}
+	}()
+	return func() { <-done }
 }

@@ -7,6 +7,8 @@
 #   bash bench/run.sh cluster-calls  # woken calls/s, 1 vs 3 nodes
 #   bash bench/run.sh profile RATE   # in-process sipwake at RATE REGISTER/s for
 #                                    # 10 s under -cpuprofile; prints pprof -top
+#   bash bench/run.sh profile-process RATE  # the same against sipwake as its own
+#                                    # process (its /admin/pprof/profile)
 #   bash bench/run.sh calls          # wake-up calls/s vs direct Kamailio calls,
 #                                    # INVITE→push latency; ~8 min
 #   bash bench/run.sh parked         # dispatch latency with 100 / 1,000 calls
@@ -75,6 +77,17 @@ profile)
 	echo
 	go tool pprof -top -cum -nodecount=25 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
 	;;
+profile-process)
+	rate=${1:?usage: run.sh profile-process RATE}
+	shift
+	bench '^BenchmarkRegisterRate$/^b-sipwake-process$' 10m -sipwake.bin "$tmp/sipwake" \
+		-sipwake.cpuprofile "$tmp/proc.out" -register.rate "$rate" -register.table "$tmp/table.txt" "$@"
+	cat "$tmp/table.txt"
+	echo
+	go tool pprof -top -nodecount=15 "$tmp/sipwake" "$tmp/proc.out" 2>/dev/null
+	echo
+	go tool pprof -top -cum -nodecount=25 "$tmp/sipwake" "$tmp/proc.out" 2>/dev/null
+	;;
 calls | parked | records)
 	name=$(case $mode in calls) echo BenchmarkWakeCalls ;; parked) echo BenchmarkParkedCalls ;; records) echo BenchmarkRecords ;; esac)
 	bench "^$name\$" 40m -sipwake.bin "$tmp/sipwake" "-$mode.table" "$tmp/table.txt" "$@"
@@ -91,7 +104,7 @@ cpuprofile)
 	go tool pprof -top -cum -nodecount=30 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
 	;;
 *)
-	echo "usage: run.sh [table|cluster|cluster-calls|profile RATE|calls|parked|records|cpuprofile BENCH] [benchmark flags]" >&2
+	echo "usage: run.sh [table|cluster|cluster-calls|profile RATE|profile-process RATE|calls|parked|records|cpuprofile BENCH] [benchmark flags]" >&2
 	exit 2
 	;;
 esac
