@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"net"
 	"strings"
 	"testing"
@@ -90,7 +91,10 @@ func answer(req, status string, extra ...string) string {
 // after the answer is answered again without a second record.
 func TestStatelessRegisterOverUDP(t *testing.T) {
 	registrar := listenUDP(t, peertest.Addr(t, 4, 5060))
-	w := newWorld(t, func(c *config.Config) { c.SIP.Upstream = "sip:" + peertest.Addr(t, 4, 5060) })
+	w := newWorld(t, func(c *config.Config) {
+		c.SIP.Upstream = "sip:" + peertest.Addr(t, 4, 5060)
+		c.SIP.UpstreamTimeout = time.Minute // longer than any stop may take
+	})
 	device := listenUDP(t, w.deviceIP+":5090")
 	register := func(cseq string) string {
 		return strings.Join([]string{
@@ -181,5 +185,17 @@ func TestStatelessRegisterOverUDP(t *testing.T) {
 	registrar.send(sw, strings.Replace(challenge, branch, "z9hG4bK-swsl-0000000000000000", 1))
 	if extra, _ := device.recv(300 * time.Millisecond); extra != "" {
 		t.Fatalf("a stray answer reached the device:\n%s", extra)
+	}
+
+	// Stopping with a REGISTER still waiting for a silent registrar ends
+	// that wait instead of sitting out sip.upstream_timeout.
+	device.send(w.swAddr, register("3"))
+	if up, _ := registrar.recv(wait); up == "" {
+		t.Fatal("CSeq 3 did not go upstream")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := w.sw.Stop(ctx); err != nil {
+		t.Fatalf("stop with a REGISTER in flight: %v", err)
 	}
 }

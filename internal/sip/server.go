@@ -402,6 +402,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.serving.Wait()
+		if s.udp != nil {
+			s.udp.stop()
+		}
 		close(done)
 	}()
 	select {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"errors"
 	"hash/maphash"
 	"net"
 	"net/netip"
@@ -35,6 +36,8 @@ import (
 // statelessly; it is how the registrar's answers are told apart.
 const statelessMark = sip.RFC3261BranchMagicCookie + "-swsl-"
 
+var errStopping = errors.New("sipwake is stopping")
+
 var (
 	registerPrefix = []byte("REGISTER ")
 	responsePrefix = []byte("SIP/2.0 ")
@@ -54,6 +57,11 @@ type statelessUDP struct {
 
 	mu      sync.Mutex
 	pending map[string]*pendingRegister // by branch
+	// running counts the handlers still at work, which Stop waits for;
+	// closing quit ends their waits for the registrar.
+	running  sync.WaitGroup
+	quit     chan struct{}
+	quitOnce sync.Once
 }
 
 // pendingRegister is a REGISTER waiting for the registrar.
@@ -72,7 +80,15 @@ func newStatelessUDP(s *Server) *statelessUDP {
 		seed:    maphash.MakeSeed(),
 		bufs:    sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		pending: map[string]*pendingRegister{},
+		quit:    make(chan struct{}),
 	}
+}
+
+// stop waits for the handlers still at work, after the listener closed: no
+// answer from the registrar can arrive any more, so none waits for one.
+func (u *statelessUDP) stop() {
+	u.quitOnce.Do(func() { close(u.quit) })
+	u.running.Wait()
 }
 
 // serve makes conn, the UDP listener, the socket stateless REGISTERs come
@@ -135,7 +151,7 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 		u.resend(p)
 		return true
 	}
-	go u.handle(req, branch, p, from)
+	u.running.Go(func() { u.handle(req, branch, p, from) })
 	return true
 }
 
@@ -239,6 +255,8 @@ func (u *statelessUDP) forward(ctx context.Context, fwd *sip.Request, branch str
 		return res, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
+	case <-u.quit:
+		return nil, errStopping
 	}
 }
 
