@@ -21,6 +21,8 @@ type Store interface {
 	ID(aor, device string) store.ID
 	Put(ctx context.Context, r store.Record) error
 	Get(ctx context.Context, id store.ID) (store.Record, error)
+	// Has tells whether a record is stored under id without opening it.
+	Has(ctx context.Context, id store.ID) (bool, error)
 	ListAOR(ctx context.Context, aor string) ([]store.Record, error)
 	Delete(ctx context.Context, id store.ID) (store.Record, error)
 }
@@ -197,10 +199,10 @@ func (s *Service) Binding(ctx context.Context, id store.ID) (Binding, error) {
 	return decode(rec)
 }
 
-// Holds tells whether a binding is stored under id, without decoding it.
+// Holds tells whether a binding is stored under id, without opening it.
 func (s *Service) Holds(ctx context.Context, id store.ID) bool {
-	_, err := s.store.Get(ctx, id)
-	return err == nil
+	ok, err := s.store.Has(ctx, id)
+	return ok && err == nil
 }
 
 // Bindings returns every device binding of an AOR.

@@ -659,6 +659,22 @@ func (b *Bolt) Get(ctx context.Context, id ID) (Record, error) {
 	return b.open(raw)
 }
 
+// Has tells whether a record is stored under id, without opening it.
+func (b *Bolt) Has(ctx context.Context, id ID) (bool, error) {
+	var ok bool
+	err := b.withDB(ctx, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			rec := tx.Bucket([]byte(bucketRec))
+			if rec == nil {
+				return errors.New("store: bucket missing")
+			}
+			ok = rec.Get(id[:]) != nil
+			return nil
+		})
+	})
+	return ok, err
+}
+
 // ListAOR returns every record of aor, in ID order. Records that cannot be
 // opened are skipped and logged.
 func (b *Bolt) ListAOR(ctx context.Context, aor string) ([]Record, error) {
