@@ -1,6 +1,7 @@
 package push
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"errors"
@@ -334,6 +335,7 @@ func (d *Dispatcher) withDeadline(ctx context.Context) (context.Context, context
 func (d *Dispatcher) attempt(ctx context.Context, a *app, t Target, m Message) Result {
 	id := newPushID()
 	delay := d.backoff.base
+	answered := "" // the service's last answer: says more than a deadline
 	for n := 1; ; n++ {
 		err := a.p.Send(ctx, id, t, m)
 		if err == nil {
@@ -343,6 +345,9 @@ func (d *Dispatcher) attempt(ctx context.Context, a *app, t Target, m Message) R
 		var ce pn.ClassifiedError
 		if errors.As(err, &ce) {
 			verdict, reason, after = ce.Verdict(), ce.Reason(), ce.RetryAfter()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				answered = reason
+			}
 		}
 		switch verdict {
 		case pn.VerdictTokenDead:
@@ -355,7 +360,9 @@ func (d *Dispatcher) attempt(ctx context.Context, a *app, t Target, m Message) R
 		}
 		if ctx.Err() != nil {
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				reason = "Timeout"
+				// An attempt cut by the deadline after the service kept
+				// refusing (503s) failed for the service's reason.
+				reason = cmp.Or(answered, "Timeout")
 			}
 			return Result{Outcome: Failed, Reason: reason, Attempts: n}
 		}
