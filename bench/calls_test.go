@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	adminpkg "github.com/sipwake/sipwake/internal/admin"
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push"
@@ -310,8 +311,9 @@ func asProcess(b *testing.B) func(*wakeSetup) wakeTarget {
 	return func(w *wakeSetup) wakeTarget {
 		admin := peertest.Addr(b, ipAdmin, 9060)
 		p := startSipwakeProcessWith(b, w.reg.Addr, w.fake, filepath.Join(b.TempDir(), "data"), store.NewKey(), map[string]string{
-			"SIPWAKE_CALLS_WAIT":   w.cfg.Calls.Wait.String(),
-			"SIPWAKE_ADMIN_LISTEN": admin,
+			"SIPWAKE_CALLS_WAIT":         w.cfg.Calls.Wait.String(),
+			"SIPWAKE_ADMIN_LISTEN":       admin,
+			"SIPWAKE_ADMIN_TOKEN_SHA256": adminpkg.HashToken(benchAdminToken), // for /admin/pprof/
 		})
 		return wakeTarget{Name: "sipwake process", SIPAddr: p.Addr, Metrics: scraped("http://" + admin + "/metrics")}
 	}
