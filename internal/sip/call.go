@@ -343,7 +343,7 @@ func (d *delivery) fork(b relay.Binding) bool {
 			fwd.PrependHeader(rr)
 		}
 	}
-	tx, err := s.client.TransactionRequest(context.Background(), fwd, sipgo.ClientRequestDecreaseMaxForward, sipgo.ClientRequestAddVia)
+	tx, err := s.client.TransactionRequest(context.Background(), fwd, forwardOptions...)
 	if err != nil {
 		s.log.Warn("forward to device failed", "aor", b.AOR, "error", err)
 		return false

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strings"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -32,12 +31,12 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 	fwd.SetTransport(sip.NetworkToUpper(transport))
 	fwd.SetDestination(dest)
 	if req.IsAck() {
-		if err := s.client.WriteRequest(fwd, sipgo.ClientRequestDecreaseMaxForward, sipgo.ClientRequestAddVia); err != nil {
+		if err := s.client.WriteRequest(fwd, forwardOptions...); err != nil {
 			s.log.Debug("ACK not forwarded", "error", err)
 		}
 		return
 	}
-	tx2, err := s.client.TransactionRequest(ctx, fwd, sipgo.ClientRequestDecreaseMaxForward, sipgo.ClientRequestAddVia)
+	tx2, err := s.client.TransactionRequest(ctx, fwd, forwardOptions...)
 	if err != nil {
 		s.reply(req, tx, sip.StatusServiceUnavailable, "Service Unavailable: next hop unreachable")
 		return

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwake/sipwake/internal/relay"
@@ -225,7 +224,7 @@ func (s *Server) bindingContact(id store.ID, device *sip.ContactHeader) *sip.Con
 func (s *Server) upstreamDo(ctx context.Context, req *sip.Request) (*sip.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.UpstreamTimeout)
 	defer cancel()
-	return s.client.Do(ctx, req, sipgo.ClientRequestDecreaseMaxForward, sipgo.ClientRequestAddVia)
+	return s.client.Do(ctx, req, forwardOptions...)
 }
 
 // upstreamFailure maps a failed upstream transaction to the device's answer.

@@ -365,6 +365,11 @@ func (s *Server) sendFrom(req *sip.Request, transport string) {
 	}
 }
 
+// forwardOptions are what sipwake does to a request it forwards: Max-
+// Forwards down by one, its Via on top (and, RFC 3581, the received and
+// rport of the Via below).
+var forwardOptions = []sipgo.ClientRequestOption{sipgo.ClientRequestDecreaseMaxForward, sipgo.ClientRequestAddVia}
+
 // Addr is the bound address of a listener ("udp", "tcp", "tls"), or "".
 func (s *Server) Addr(network string) string {
 	s.mu.Lock()

@@ -222,22 +222,18 @@ func (u *statelessUDP) forward(ctx context.Context, fwd *sip.Request, branch str
 	if err != nil {
 		return nil, err
 	}
-	via := &sip.ViaHeader{
-		ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
-		Host: u.s.opts.PublicHost, Port: u.s.publicPort("udp"), Params: sip.NewParams(),
+	// What the transaction path does to a forwarded REGISTER (Max-Forwards,
+	// our Via, RFC 3581 on the device's), then the derived branch; the port
+	// is the one the transport layer would fill in there.
+	for _, opt := range forwardOptions {
+		if err := opt(u.s.client, fwd); err != nil {
+			return nil, err
+		}
 	}
+	via := fwd.Via()
+	via.Port = u.s.publicPort("udp")
 	via.Params.Add("branch", branch)
 	via.Params.Add("rport", "")
-	if dev := fwd.Via(); dev != nil && dev.Params.Has("rport") {
-		// RFC 3581: the device's Via says where its answer really goes.
-		host, port, _ := net.SplitHostPort(fwd.Source())
-		dev.Params.Add("rport", port)
-		dev.Params.Add("received", host)
-	}
-	fwd.PrependHeader(via)
-	if mf := fwd.MaxForwards(); mf != nil {
-		mf.Dec() // register refused what would reach 0
-	}
 	var buf bytes.Buffer
 	fwd.StringWrite(&buf)
 	wire := buf.Bytes()
