@@ -504,7 +504,7 @@ type indexEntry struct {
 
 // entries are the index keys the header of r names.
 func (bk buckets) entries(r rawRecord) []indexEntry {
-	out := []indexEntry{{bk.ttl, join(r.val[1:9], r.id[:])}, {bk.aor, join(r.aorHash(), r.id[:])}}
+	out := []indexEntry{{bk.ttl, join(r.expiryKey(), r.id[:])}, {bk.aor, join(r.aorHash(), r.id[:])}}
 	if due := r.dueKey(); due != nil {
 		out = append(out, indexEntry{bk.due, join(due, r.id[:])})
 	}
@@ -543,22 +543,20 @@ func (bk buckets) replace(id ID, old, v []byte) error {
 		return bk.rec.Put(id[:], v)
 	}
 	was, now := bk.entries(rawRecord{id: id, val: old}), bk.entries(rawRecord{id: id, val: v})
-	// covered says an entry a of one header stands for entry b of the
-	// other: the same key, or an earlier one in a time index.
-	covered := func(a indexEntry, in []indexEntry) bool {
-		return slices.ContainsFunc(in, func(b indexEntry) bool {
-			return a.b == b.b && (bytes.Equal(a.key, b.key) || bk.timeIndex(a.b) && bytes.Compare(a.key, b.key) < 0)
-		})
+	// stands says the old header's entry o stands for the new one's n: the
+	// same key, or an earlier one in a time index.
+	stands := func(o, n indexEntry) bool {
+		return o.b == n.b && (bytes.Equal(o.key, n.key) || bk.timeIndex(o.b) && bytes.Compare(o.key, n.key) < 0)
 	}
-	for _, e := range was {
-		if !covered(e, now) {
-			if err := e.b.Delete(e.key); err != nil {
+	for _, o := range was {
+		if !slices.ContainsFunc(now, func(n indexEntry) bool { return stands(o, n) }) {
+			if err := o.b.Delete(o.key); err != nil {
 				return err
 			}
 		}
 	}
 	for _, e := range now {
-		if !slices.ContainsFunc(was, func(o indexEntry) bool { return covered(o, []indexEntry{e}) }) {
+		if !slices.ContainsFunc(was, func(o indexEntry) bool { return stands(o, e) }) {
 			if err := e.b.Put(e.key, nil); err != nil {
 				return err
 			}
@@ -597,9 +595,6 @@ func (bk buckets) settle(idx *bolt.Bucket, at func(rawRecord) []byte, keys [][]b
 	}
 	return nil
 }
-
-func ttlKey(r rawRecord) []byte { return r.val[1:9] }
-func dueKey(r rawRecord) []byte { return r.dueKey() }
 
 // Put stores r durably, replacing any record with the same ID (its old TTL
 // and AOR index entries go with it). Concurrent Puts share one commit and
@@ -745,7 +740,7 @@ func (b *Bolt) erase(ctx context.Context, pick func(bk buckets) (ids []ID, early
 					return err
 				}
 			}
-			return bk.settle(bk.ttl, ttlKey, early)
+			return bk.settle(bk.ttl, rawRecord.expiryKey, early)
 		})
 	})
 	if err != nil {
@@ -822,7 +817,7 @@ func (b *Bolt) TakeExpired(ctx context.Context, now time.Time, limit int) ([]Rec
 					continue
 				}
 				id := ID(k[8:])
-				if v := bk.rec.Get(id[:]); v != nil && (hdrLen(v) == 0 || bytes.Compare(v[1:9], until) <= 0) {
+				if v := bk.rec.Get(id[:]); v != nil && (hdrLen(v) == 0 || bytes.Compare(rawRecord{id: id, val: v}.expiryKey(), until) <= 0) {
 					ids = append(ids, id)
 				} else {
 					early = append(early, bytes.Clone(k))
@@ -1003,7 +998,7 @@ func (b *Bolt) settleDue(ctx context.Context, early *[][]byte) error {
 			if err != nil {
 				return err
 			}
-			return bk.settle(bk.due, dueKey, *early)
+			return bk.settle(bk.due, rawRecord.dueKey, *early)
 		})
 	})
 	*early = (*early)[:0]

@@ -31,10 +31,11 @@ type groupCommit struct {
 // while writes stream in. On this project's VM an fdatasync costs ~200 µs
 // of CPU whatever it carries: at 2,000 REGISTER/s this makes a third fewer
 // commits (3,550 → 2,420 in `bench/run.sh profile 2000`) and sipwake's CPU
-// per registration ~10% less, for at most 2 ms more on the 200 OK. The price is paid by a fixed set of
-// writers in a loop, which waits out the linger each round (16 writers:
-// 5,200 → 3,600 records/s); REGISTERs arrive independently. An idle store,
-// or one writer alone, commits at once.
+// per registration ~10% less, for at most 2 ms more on the 200 OK. The
+// price is paid by a fixed set of writers in a loop, which waits out the
+// linger each round (16 writers: 5,200 → 3,600 records/s); REGISTERs
+// arrive independently. An idle store, or one writer alone, commits at
+// once.
 const (
 	busyWindow  = 5 * time.Millisecond
 	groupLinger = 2 * time.Millisecond

@@ -73,7 +73,10 @@ func parseRaw(id ID, v []byte) (rawRecord, error) {
 
 func (r rawRecord) header() []byte    { return r.val[:hdrLen(r.val)] }
 func (r rawRecord) sealed() []byte    { return r.val[hdrLen(r.val):] }
-func (r rawRecord) expiry() time.Time { return decodeExpiry(r.val[1:9]) }
+func (r rawRecord) expiry() time.Time { return decodeExpiry(r.expiryKey()) }
+
+// expiryKey is the record's expiry as the ttl index orders it.
+func (r rawRecord) expiryKey() []byte { return r.val[1:9] }
 func (r rawRecord) aorHash() []byte   { return r.val[9:recHdrLenV1] }
 
 // dueKey is the record's due time as the due index orders it, nil if it is
