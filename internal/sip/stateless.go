@@ -205,12 +205,10 @@ func (u *statelessUDP) branch(req *sip.Request) string {
 // on the socket, then forgets it.
 func (u *statelessUDP) handle(req *sip.Request, branch string, p *pendingRegister, from net.Addr) {
 	defer u.forget(branch, p)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	forward := func(ctx context.Context, fwd *sip.Request) (*sip.Response, error) {
 		return u.forward(ctx, fwd, branch, p)
 	}
-	u.s.register(ctx, req, udpAnswer{u: u, to: from}, forward)
+	u.s.register(context.Background(), req, udpAnswer{u: u, to: from}, forward)
 }
 
 // forward sends fwd to the registrar under branch and waits for its final
