@@ -9,8 +9,10 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
+	"net/http/httptrace"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,7 +33,8 @@ const (
 )
 
 // provider is one app's connection to APNs or FCM. Implementations classify
-// their errors (pn.ClassifiedError) and never retry.
+// their errors (pn.ClassifiedError), never retry, and make their push request
+// with the context Send is given (attempts are counted through its trace).
 type provider interface {
 	Send(ctx context.Context, pushID string, t pn.Target, m pn.Message) error
 	Close()
@@ -331,15 +334,22 @@ func (d *Dispatcher) withDeadline(ctx context.Context) (context.Context, context
 // attempt is the one retry loop. A retry follows only an answer that proves
 // the push was not delivered (429, 5xx) or a transport error; every attempt
 // carries the same push id so the app can drop a duplicate should a lost
-// answer ever hide a delivery.
+// answer ever hide a delivery. Only tries whose request reached the wire are
+// counted as attempts: one the deadline cut before it left never reached the
+// service.
 func (d *Dispatcher) attempt(ctx context.Context, a *app, t Target, m Message) Result {
 	id := newPushID()
 	delay := d.backoff.base
 	answered := "" // the service's last answer: says more than a deadline
-	for n := 1; ; n++ {
-		err := a.p.Send(ctx, id, t, m)
+	sent := 0
+	for try := 1; ; try++ {
+		wctx, wire := onWire(ctx)
+		err := a.p.Send(wctx, id, t, m)
+		if wire.Load() {
+			sent++
+		}
 		if err == nil {
-			return Result{Outcome: Delivered, Attempts: n}
+			return Result{Outcome: Delivered, Attempts: sent}
 		}
 		verdict, reason, after := pn.VerdictRetry, "Error", time.Duration(0)
 		var ce pn.ClassifiedError
@@ -351,12 +361,12 @@ func (d *Dispatcher) attempt(ctx context.Context, a *app, t Target, m Message) R
 		}
 		switch verdict {
 		case pn.VerdictTokenDead:
-			return Result{Outcome: TokenDead, Reason: reason, Attempts: n}
+			return Result{Outcome: TokenDead, Reason: reason, Attempts: sent}
 		case pn.VerdictTokenRejected:
-			return Result{Outcome: TokenRejected, Reason: reason, Attempts: n}
+			return Result{Outcome: TokenRejected, Reason: reason, Attempts: sent}
 		case pn.VerdictConfig:
 			d.configError(a, reason, err)
-			return Result{Outcome: ConfigError, Reason: reason, Attempts: n}
+			return Result{Outcome: ConfigError, Reason: reason, Attempts: sent}
 		}
 		if ctx.Err() != nil {
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
@@ -364,24 +374,33 @@ func (d *Dispatcher) attempt(ctx context.Context, a *app, t Target, m Message) R
 				// refusing (503s) failed for the service's reason.
 				reason = cmp.Or(answered, "Timeout")
 			}
-			return Result{Outcome: Failed, Reason: reason, Attempts: n}
+			return Result{Outcome: Failed, Reason: reason, Attempts: sent}
 		}
 		wait := delay/2 + rand.N(delay/2+1)
 		wait = max(wait, after)
 		delay = min(delay*2, d.backoff.max)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
-			return Result{Outcome: Failed, Reason: reason, Attempts: n}
+			return Result{Outcome: Failed, Reason: reason, Attempts: sent}
 		}
-		d.log.Debug("push retry", "app", a.name, "token", MaskToken(t.Token), "attempt", n,
+		d.log.Debug("push retry", "app", a.name, "token", MaskToken(t.Token), "try", try,
 			"reason", reason, "wait", wait, "err", err.Error())
 		timer := time.NewTimer(wait)
 		select {
 		case <-timer.C:
 		case <-ctx.Done():
 			timer.Stop()
-			return Result{Outcome: Failed, Reason: reason, Attempts: n}
+			return Result{Outcome: Failed, Reason: reason, Attempts: sent}
 		}
 	}
+}
+
+// onWire returns ctx traced so that the flag turns true once a request made
+// with it has written its headers to the connection: from then on the service
+// may have seen it. Both providers make their push request with the context
+// Send is given (FCM fetches its OAuth tokens with a context of its own).
+func onWire(ctx context.Context) (context.Context, *atomic.Bool) {
+	wrote := new(atomic.Bool)
+	return httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteHeaders: func() { wrote.Store(true) }}), wrote
 }
 
 func (d *Dispatcher) configError(a *app, reason string, err error) {

@@ -88,7 +88,9 @@ type Result struct {
 	Outcome Outcome
 	// Reason is the provider's reason string, e.g. "Unregistered".
 	Reason string
-	// Attempts counts requests made to the provider (0 if none was made).
+	// Attempts counts requests that reached the provider's connection (0 if
+	// none did: an unknown app, an OAuth failure, a try the deadline cut
+	// before its request left).
 	Attempts int
 	// EraseRecord is true when the caller should erase the binding: always
 	// for TokenDead; for TokenRejected only when the same app's other

@@ -251,6 +251,7 @@ func TestOutcomes(t *testing.T) {
 	type fake interface {
 		Program(string, pushtest.Behavior)
 		PushesTo(string) []pushtest.Push
+		WaitFor(context.Context, int) ([]pushtest.Push, error)
 	}
 	cases := []struct {
 		name       string
@@ -293,6 +294,9 @@ func TestOutcomes(t *testing.T) {
 			if c.attempts < 0 && res.Attempts < 2 {
 				t.Errorf("attempts %d, want retries", res.Attempts)
 			}
+			// A request the deadline cut after it left is counted; the
+			// fake's handler may record it only after Send has returned.
+			_, _ = f.WaitFor(ctxFor(t, 2*time.Second), res.Attempts)
 			ps := f.PushesTo(tgt.Token)
 			accepted := 0
 			for _, p := range ps {
@@ -366,6 +370,18 @@ func TestRejectedTokens(t *testing.T) {
 	}
 }
 
+// TestUnreachableServiceCountsNoAttempt: tries that never put a request on
+// the wire (the service is down) are retried until the deadline but are not
+// attempts the service saw.
+func TestUnreachableServiceCountsNoAttempt(t *testing.T) {
+	e := newEnv(t)
+	e.APNs.Close()
+	res := e.d.Send(ctxFor(t, 300*time.Millisecond), e.APNs.Target(pushtest.APNsToken(8)), callMsg())
+	if res.Outcome != push.Failed || res.Reason != "transport" || res.Attempts != 0 || res.EraseRecord {
+		t.Fatalf("result %+v, want failed with no attempt", res)
+	}
+}
+
 func TestStallReturnsBeforeDeadline(t *testing.T) {
 	e := newEnv(t)
 	for _, tgt := range []push.Target{e.APNs.Target(pushtest.APNsToken(7)), e.FCM.Target(pushtest.FCMToken(7))} {
@@ -381,8 +397,8 @@ func TestStallReturnsBeforeDeadline(t *testing.T) {
 			if ctx.Err() != nil {
 				t.Errorf("Send returned after its context ended")
 			}
-			if res.Outcome != push.Failed || res.Reason != "Timeout" || res.EraseRecord {
-				t.Fatalf("result %+v", res)
+			if res.Outcome != push.Failed || res.Reason != "Timeout" || res.Attempts != 1 || res.EraseRecord {
+				t.Fatalf("result %+v, want one unanswered attempt", res)
 			}
 			var got int
 			if tgt.Provider == push.ProviderAPNs {
@@ -425,7 +441,7 @@ func TestBadCredentials(t *testing.T) {
 			t.Fatalf("apns: %+v", res)
 		}
 		if res := d.Send(ctx, f.FCM.Target(pushtest.FCMToken(i)), callMsg()); res.Outcome != push.ConfigError ||
-			res.Reason != "OAUTH:invalid_grant" || res.Attempts != 1 || res.EraseRecord {
+			res.Reason != "OAUTH:invalid_grant" || res.Attempts != 0 || res.EraseRecord {
 			t.Fatalf("fcm: %+v", res)
 		}
 	}
