@@ -174,7 +174,7 @@ func (d *delivery) provisional(res *sip.Response) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !d.settled && res.StatusCode != sip.StatusTrying {
-		d.s.respond(d.tx, responseFor(d.req, res))
+		d.s.respond(d.tx, responseFor(d.req, res.Clone()))
 	}
 }
 
@@ -239,12 +239,12 @@ func (d *delivery) finishLocked(outcome string, reason string, winner *branch, r
 	s.relay.Metrics().CallEnded(outcome)
 	switch outcome {
 	case relay.CallDelivered:
-		s.respond(d.tx, responseFor(d.req, res))
+		s.respond(d.tx, responseFor(d.req, res.Clone()))
 	case relay.CallTimedOut:
 		s.replyReason(d.req, d.tx, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable",
 			fmt.Sprintf("no device answered within %s", s.opts.CallWait))
 	case relay.CallRejected:
-		s.respond(d.tx, responseFor(d.req, d.best))
+		s.respond(d.tx, responseFor(d.req, d.best.Clone()))
 	case relay.CallFailed:
 		if d.draining() {
 			s.reply(d.req, d.tx, sip.StatusServiceUnavailable, "Service Unavailable: sipwake is restarting", sip.NewHeader("Retry-After", "5"))

@@ -48,7 +48,7 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 			if res.StatusCode == sip.StatusTrying {
 				continue
 			}
-			s.respond(tx, responseFor(req, res))
+			s.respond(tx, responseFor(req, res.Clone()))
 			if !res.IsProvisional() {
 				return
 			}

@@ -93,19 +93,19 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 		return
 	}
 	s.relay.Traces().Log(s.log, reg.aor, "registrar answered", "sip", res)
-	out := responseFor(req, res)
+	res = responseFor(req, res) // now the device's answer
 	if !res.IsSuccess() {
 		s.metrics.register(regUpstreamDenied)
-		s.respond(tx, out)
+		s.respond(tx, res)
 		return
 	}
-	outcome := s.registered(ctx, reg, res, out)
+	outcome := s.registered(ctx, reg, res)
 	s.metrics.register(outcome)
 	if outcome == regStoreFailed {
 		s.reply(req, tx, sip.StatusInternalServerError, "Server Internal Error: sipwake could not store the push binding")
 		return
 	}
-	s.respond(tx, out)
+	s.respond(tx, res)
 	if reg.stored != nil {
 		// After the device has its 200: calls parked for it go out now.
 		s.relay.Refreshed(*reg.stored)
@@ -235,38 +235,37 @@ func upstreamFailure(err error) (int, string) {
 	return sip.StatusServiceUnavailable, "Service Unavailable: the registrar cannot be reached"
 }
 
-// responseFor turns the registrar's response into the device's: the
-// device's Via, sent back where the request came from, and everything else
-// as the registrar said it (its To tag, challenge, Contacts, Path).
-func responseFor(req *sip.Request, up *sip.Response) *sip.Response {
-	out := sip.NewResponseFromRequest(req, up.StatusCode, up.Reason, up.Body())
-	for out.RemoveHeader("Record-Route") {
+// responseFor turns a response to a request sipwake forwarded into the
+// one for req's sender, as a proxy forwards a response (RFC 3261 §16.7):
+// sipwake's Via (the top one) removed, sent back where req came from, and
+// everything else as the next hop said it (its To tag, challenge, Contacts,
+// Path, Record-Route). The Vias below are req's as sipwake forwarded them,
+// RFC 3581's received and rport filled in. It changes res, which the caller
+// owns: a response a sipgo transaction may still read is cloned first.
+func responseFor(req *sip.Request, res *sip.Response) *sip.Response {
+	res.RemoveHeader("Via")
+	if res.Via() == nil {
+		// A next hop that dropped the Vias it was sent: req's own.
+		sip.CopyHeaders("Via", req, res)
 	}
-	if to := up.To(); to != nil {
-		out.ReplaceHeader(sip.HeaderClone(to))
-	}
-	for _, h := range up.Headers() {
-		switch strings.ToLower(h.Name()) {
-		case "via", "from", "to", "call-id", "cseq", "content-length":
-		default:
-			out.AppendHeader(sip.HeaderClone(h))
-		}
-	}
-	return out
+	res.SetTransport(req.Transport())
+	res.SetDestination(req.Source())
+	return res
 }
 
-// registered acts on the registrar's 2xx, decorates the device's response
-// and says what came of it.
-func (s *Server) registered(ctx context.Context, reg *registration, up, out *sip.Response) string {
+// registered acts on the registrar's 2xx, decorates it as the device's
+// answer (responseFor made it that) and says what came of it. What the
+// registrar said is read from res before sipwake adds to it.
+func (s *Server) registered(ctx context.Context, reg *registration, res *sip.Response) string {
 	switch {
-	case reg.push != nil && upstreamPushes(up, reg.device.Provider):
+	case reg.push != nil && upstreamPushes(res, reg.device.Provider):
 		s.log.Info("registrar path already pushes; passing through", "aor", reg.aor)
 		return regPassThrough
 	case reg.push != nil:
-		return s.storeBinding(ctx, reg, up, out)
+		return s.storeBinding(ctx, reg, res)
 	case reg.query:
 		for _, h := range s.featureCaps(s.relay.Providers()...) {
-			out.AppendHeader(h)
+			res.AppendHeader(h)
 		}
 		return regQuery
 	default:
@@ -275,7 +274,7 @@ func (s *Server) registered(ctx context.Context, reg *registration, up, out *sip
 	}
 }
 
-func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *sip.Response) string {
+func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.Response) string {
 	requested := sipmsg.Expires(reg.req, reg.push, defaultExpires)
 	if requested == 0 {
 		if err := s.relay.Erase(ctx, reg.aor, reg.device, relay.ErasedUnregistered); err != nil {
@@ -288,7 +287,7 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *s
 		u := s.bindingURI(reg.id)
 		upContact = u.String()
 	}
-	granted := s.grantedExpires(up, reg, requested)
+	granted := s.grantedExpires(res, reg, requested) // before the Contacts are restored
 	b := relay.Binding{
 		AOR:      reg.aor,
 		Device:   reg.device,
@@ -310,11 +309,11 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, up, out *s
 	}
 	reg.stored = &b
 	if s.opts.ContactMode {
-		restoreDeviceContact(out, reg)
+		restoreDeviceContact(res, reg)
 	}
 	// +sip.pnsreg: sipwake wakes the device to refresh before the
 	// registrar's binding lapses (the keeper does it).
-	out.AppendHeader(sip.NewHeader("Feature-Caps", fmt.Sprintf(`*;+sip.pns="%s";+sip.pnsreg`, reg.device.Provider)))
+	res.AppendHeader(sip.NewHeader("Feature-Caps", fmt.Sprintf(`*;+sip.pns="%s";+sip.pnsreg`, reg.device.Provider)))
 	return regStored
 }
 
