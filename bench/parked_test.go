@@ -198,6 +198,9 @@ func startSipwakeProcessWith(b *testing.B, upstream string, fake *pushtest.APNs,
 	if *flagMemLimit != "" {
 		set["SIPWAKE_RUNTIME_MEMORY_LIMIT"] = *flagMemLimit
 	}
+	if *flagHeapFloor != "" {
+		set["SIPWAKE_RUNTIME_HEAP_FLOOR"] = *flagHeapFloor
+	}
 	for k, v := range extra {
 		set[k] = v
 	}

@@ -37,6 +37,7 @@ import (
 var (
 	flagSipwakeBin = flag.String("sipwake.bin", "", "prebuilt sipwake binary for the separate-process set-up (default: go build ./cmd/sipwake)")
 	flagMemLimit   = flag.String("sipwake.memory_limit", "", "runtime.memory_limit of the separate sipwake process (e.g. 192MiB; default: none)")
+	flagHeapFloor  = flag.String("sipwake.heap_floor", "", "runtime.heap_floor of the separate sipwake process (e.g. 0 for off; default: sipwake's, 64MiB)")
 	flagRate       = flag.Int("register.rate", 0, "skip the search: one sustained run at this REGISTER/s (for profiling)")
 	flagTable      = flag.String("register.table", "", "also write the result table to this file")
 	flagProcCPU    = flag.String("sipwake.cpuprofile", "", "with -register.rate: write the separate sipwake process' CPU profile of the run (from its /admin/pprof/profile) to this file")

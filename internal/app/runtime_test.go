@@ -3,13 +3,16 @@ package app
 import (
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"testing"
+	"time"
 
 	"github.com/sipwake/sipwake/internal/config"
 )
 
 func TestPlanRuntime(t *testing.T) {
-	const cgroup = 1 << 30
+	const cgroup, floor = 1 << 30, config.DefaultHeapFloor
 	noEnv := func(string) string { return "" }
 	env := func(k, v string) func(string) string {
 		return func(name string) string {
@@ -25,17 +28,19 @@ func TestPlanRuntime(t *testing.T) {
 		cgroup int64
 		want   runtimePlan
 	}{
-		"nothing set, no container limit: Go's defaults": {env: noEnv, want: runtimePlan{}},
+		"nothing set, no container limit: Go's defaults": {env: noEnv, want: runtimePlan{HeapFloor: floor}},
 		"container limit: 90% of it, GC at 400%": {env: noEnv, cgroup: cgroup,
-			want: runtimePlan{MemoryLimit: cgroup / 10 * 9, GCPercent: 400, LimitFrom: "90% of the container's memory limit"}},
+			want: runtimePlan{MemoryLimit: cgroup / 10 * 9, GCPercent: 400, LimitFrom: "90% of the container's memory limit", HeapFloor: floor}},
 		"config wins over the container": {cfg: config.Runtime{MemoryLimit: "192MiB"}, env: noEnv, cgroup: cgroup,
-			want: runtimePlan{MemoryLimit: 192 << 20, GCPercent: 400, LimitFrom: "runtime.memory_limit"}},
+			want: runtimePlan{MemoryLimit: 192 << 20, GCPercent: 400, LimitFrom: "runtime.memory_limit", HeapFloor: floor}},
 		"GOMEMLIMIT wins over the container and is left to Go": {env: env("GOMEMLIMIT", "300MiB"), cgroup: cgroup,
-			want: runtimePlan{GCPercent: 400, LimitFrom: "GOMEMLIMIT"}},
+			want: runtimePlan{GCPercent: 400, LimitFrom: "GOMEMLIMIT", HeapFloor: floor}},
 		"GOGC is left to Go": {env: env("GOGC", "150"), cgroup: cgroup,
-			want: runtimePlan{MemoryLimit: cgroup / 10 * 9, LimitFrom: "90% of the container's memory limit"}},
+			want: runtimePlan{MemoryLimit: cgroup / 10 * 9, LimitFrom: "90% of the container's memory limit", HeapFloor: floor}},
 		"gc_percent wins over everything": {cfg: config.Runtime{GCPercent: 250}, env: env("GOGC", "150"),
-			want: runtimePlan{GCPercent: 250}},
+			want: runtimePlan{GCPercent: 250, HeapFloor: floor}},
+		"heap floor off": {cfg: config.Runtime{HeapFloor: "0"}, env: noEnv, want: runtimePlan{}},
+		"heap floor set": {cfg: config.Runtime{HeapFloor: "64MiB"}, env: noEnv, want: runtimePlan{HeapFloor: 64 << 20}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			if got := planRuntime(tc.cfg, tc.env, tc.cgroup); got != tc.want {
@@ -43,6 +48,47 @@ func TestPlanRuntime(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestPaceFor(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		live, floor uint64
+		base, want  int
+	}{
+		{20 * mib, 128 * mib, 100, 540},   // grows to the floor
+		{64 * mib, 128 * mib, 100, 100},   // base reaches the floor by itself
+		{100 * mib, 128 * mib, 100, 100},  // never below base
+		{200 * mib, 128 * mib, 400, 400},  // above the floor: base
+		{10 * mib, 128 * mib, 1000, 1180}, // base counts too
+		{1024, 128 * mib, 100, 10000},     // at most 10000
+		{0, 128 * mib, 100, 100},          // before the first collection
+		{20 * mib, 128 * mib, -1, -1},     // collection off stays off
+	} {
+		if got := paceFor(tc.live, tc.floor, tc.base); got != tc.want {
+			t.Errorf("paceFor(%d MiB live, %d MiB floor, %d) = %d, want %d", tc.live/mib, tc.floor/mib, tc.base, got, tc.want)
+		}
+	}
+}
+
+// The floor retunes the real collector after a collection, and lets go of
+// it when stopped.
+func TestHeapFloorTunesTheCollector(t *testing.T) {
+	base := gcPercent()
+	defer debug.SetGCPercent(base)
+	h := keepHeapFloor(1<<40, base) // far above any live heap here
+	for i := 0; gcPercent() == base; i++ {
+		if i == 100 {
+			t.Fatalf("GC percent still %d after 100 collections", base)
+		}
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := gcPercent(); got != 10000 {
+		t.Fatalf("GC percent %d under a 1 TiB floor, want 10000", got)
+	}
+	h.on.Store(false)
+	runtime.GC()
 }
 
 func TestCgroupMemoryLimit(t *testing.T) {

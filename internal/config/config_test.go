@@ -57,6 +57,7 @@ func TestBadValuesNameKeyValueAndAllowed(t *testing.T) {
 		{"previous without key", "seal:\n  previous:\n    - id: old\n", []string{"seal.previous[0]", "exactly one of key or key_file"}},
 		{"memory limit not a size", "runtime:\n  memory_limit: lots\n", []string{"runtime.memory_limit", `"lots"`, "256MiB"}},
 		{"memory limit too small", "runtime:\n  memory_limit: 10MiB\n", []string{"runtime.memory_limit", "64MiB to 1TiB"}},
+		{"heap floor not a size", "runtime:\n  heap_floor: big\n", []string{"runtime.heap_floor", `"big"`, "0 for off"}},
 		{"gc percent", "runtime:\n  gc_percent: -5\n", []string{"runtime.gc_percent", `"-5"`, "1 to 10000"}},
 	}
 	for _, tc := range cases {
@@ -101,6 +102,7 @@ func TestEnvOverrides(t *testing.T) {
 		"SIPWAKE_SEAL_KEY=c2VjcmV0",
 		"SIPWAKE_SEAL_PREVIOUS=[{id: k0, key_file: /run/k0}]",
 		"SIPWAKE_RUNTIME_MEMORY_LIMIT=192MiB",
+		"SIPWAKE_RUNTIME_HEAP_FLOOR=0",
 		"PATH=/usr/bin",
 	})
 	if err != nil {
@@ -108,6 +110,9 @@ func TestEnvOverrides(t *testing.T) {
 	}
 	if n, err := cfg.Runtime.MemoryLimitBytes(); err != nil || n != 192<<20 {
 		t.Fatalf("runtime.memory_limit from env = %d, %v", n, err)
+	}
+	if n, err := cfg.Runtime.HeapFloorBytes(); err != nil || n != 0 {
+		t.Fatalf("runtime.heap_floor from env = %d, %v", n, err)
 	}
 	if cfg.SIP.Upstream != "sip:127.0.0.9:5070;transport=tcp" || cfg.Store.RecordTTL != 96*time.Hour || cfg.SIP.Listen.TCP != "" {
 		t.Fatalf("overrides not applied: %+v", cfg.SIP)

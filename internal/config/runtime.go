@@ -19,6 +19,24 @@ type Runtime struct {
 	// (fewer collections, a shorter latency tail, bounded by the limit),
 	// else GOGC if set, else Go's 100.
 	GCPercent int `yaml:"gc_percent"`
+	// HeapFloor is the smallest heap the collector lets grow before it
+	// runs, e.g. "64MiB": while the live heap is small, collections wait
+	// for this much instead of for GCPercent more, and never come sooner
+	// than GCPercent says. Empty: 64MiB (capped at half the memory limit);
+	// "0": off, Go's pace alone.
+	HeapFloor string `yaml:"heap_floor"`
+}
+
+// DefaultHeapFloor is runtime.heap_floor when it is empty.
+const DefaultHeapFloor = 64 << 20
+
+// HeapFloorBytes is runtime.heap_floor in bytes: DefaultHeapFloor when
+// empty, 0 when off.
+func (r Runtime) HeapFloorBytes() (int64, error) {
+	if strings.TrimSpace(r.HeapFloor) == "" {
+		return DefaultHeapFloor, nil
+	}
+	return ParseBytes(r.HeapFloor)
 }
 
 // Bounds of runtime.memory_limit: below 64 MiB sipwake would spend its time
@@ -62,6 +80,9 @@ func (r Runtime) validate() []error {
 	var errs []error
 	if n, err := r.MemoryLimitBytes(); err != nil || (n != 0 && n < minMemoryLimit) {
 		errs = append(errs, fmt.Errorf("runtime.memory_limit: %q is not allowed (a size from 64MiB to 1TiB such as 256MiB or 2GiB, or empty)", r.MemoryLimit))
+	}
+	if _, err := r.HeapFloorBytes(); err != nil {
+		errs = append(errs, fmt.Errorf("runtime.heap_floor: %q is not allowed (a size such as 128MiB, 0 for off, or empty for 64MiB)", r.HeapFloor))
 	}
 	if p := r.GCPercent; p < 0 || p > 10000 {
 		errs = append(errs, fmt.Errorf("runtime.gc_percent: %q is not allowed (0 for the default, or 1 to 10000)", fmt.Sprint(p)))
