@@ -29,16 +29,19 @@ type groupCommit struct {
 // busyWindow, carried several writes) waits up to groupLinger until twice
 // as many writes are queued as the last commit carried, so groups grow
 // while writes stream in. On this project's VM an fdatasync costs ~200 µs
-// of CPU whatever it carries: at 2,000 REGISTER/s this makes a third fewer
-// commits (3,550 → 2,420 in `bench/run.sh profile 2000`) and sipwake's CPU
-// per registration ~10% less, for at most 2 ms more on the 200 OK. The
-// price is paid by a fixed set of writers in a loop, which waits out the
-// linger each round (16 writers: 5,200 → 3,600 records/s); REGISTERs
-// arrive independently. An idle store, or one writer alone, commits at
-// once.
+// of CPU whatever it carries (bbolt does two per commit): a 2 ms linger
+// made a third fewer commits at 2,000 REGISTER/s than none (3,550 → 2,420
+// in `bench/run.sh profile 2000`) and sipwake's CPU per registration ~10%
+// less; 5 ms took it ~7% lower again (`bench/run.sh profile-process 2000`,
+// relative to Kamailio's CPU in the same run: 1.71–1.79× against
+// 1.83–2.00×), for at most 5 ms more on a 200 OK under load. The price is
+// paid by a fixed set of writers in a loop, which waits out the linger
+// each round (`-bench BoltPutDurable`, 16 writers: 2,755 records/s at 2 ms,
+// 1,885 at 5 ms; 1 and 128 writers unchanged); REGISTERs arrive
+// independently. An idle store, or one writer alone, commits at once.
 const (
 	busyWindow  = 5 * time.Millisecond
-	groupLinger = 2 * time.Millisecond
+	groupLinger = 5 * time.Millisecond
 	lingerStep  = 100 * time.Microsecond
 )
 
