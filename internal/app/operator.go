@@ -142,11 +142,14 @@ func (o operator) Compact(ctx context.Context) (admin.Compaction, error) {
 
 func (o operator) Keys(ctx context.Context) (admin.Keys, error) {
 	a := o.a
+	// The rotation's state first: counted after it, the usage shows a
+	// finished rotation's work (counted before, it may not).
+	rotation := a.rotation.get()
 	usage, err := a.store.KeyUsage(ctx)
 	if err != nil {
 		return admin.Keys{}, err
 	}
-	k := admin.Keys{Active: a.cfg.Seal.KeyID, Usage: usage, Rotation: a.rotation.get(), Retirable: []string{}}
+	k := admin.Keys{Active: a.cfg.Seal.KeyID, Usage: usage, Rotation: rotation, Retirable: []string{}}
 	if k.Rotation.State == rotationDone {
 		for _, p := range a.cfg.Seal.Previous {
 			if usage[p.ID] == 0 {
