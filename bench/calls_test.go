@@ -138,7 +138,7 @@ func (c *caller) start(name string, rate, calls int, timeout time.Duration) (*pe
 		LocalIP: peertest.IP(c.b, ipCaller), LocalPort: c.port,
 		Calls: calls, Rate: float64(rate), Limit: c.limit(rate),
 		InjectionFile: c.inf, Keys: c.keys, NoMessageTrace: true, Timeout: timeout,
-		Args: []string{"-recv_timeout", "15000", "-trace_shortmsg", "-shortmessage_file", short},
+		Args: append([]string{"-recv_timeout", "15000", "-trace_shortmsg", "-shortmessage_file", short}, sippBuffers...),
 	})
 	return s, short
 }
@@ -172,7 +172,7 @@ func measureDirect(b *testing.B, sipp bool) callRow {
 		peertest.StartSipp(b, peertest.SippOptions{
 			Name: "uas", Scenario: peertest.Scenario(b, "uas_answer"),
 			LocalIP: peertest.IP(b, ipDevice), LocalPort: 5070,
-			Calls: 10_000_000, NoMessageTrace: true, Timeout: 30 * time.Minute,
+			Calls: 10_000_000, NoMessageTrace: true, Timeout: 30 * time.Minute, Args: sippBuffers,
 		})
 		row.Name, row.Path = "b) Kamailio → awake sipp UAS", "sipp → Kamailio → sipp uas_answer"
 	}

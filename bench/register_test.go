@@ -52,6 +52,14 @@ const (
 	sharedMemMB, pkgMemMB = 512, 16
 )
 
+// sippBuffers gives every load-generating sipp a 4 MiB socket buffer. One
+// sipp socket stands for thousands of phones, and sipp's own 64 KiB (its
+// -buff_size default) overflows whenever sipp is descheduled for a few
+// milliseconds at these rates: the kernel drops the answers
+// (/proc/net/udp's drops column, on sipp's port), each costs a 500 ms
+// retransmission, and the run measures sipp's buffer instead of the peer.
+var sippBuffers = []string{"-buff_size", "4194304"}
+
 // Peer numbers for peertest.IP: one 127.x.y.0/24 per set-up.
 const (
 	ipRegistrar = 1
@@ -307,7 +315,7 @@ func measureWith(b *testing.B, name, path, remote, param string, restart func(we
 			Limit:     max(rate/2, 50),
 			Injection: injection, Keys: map[string]string{"expires": "3600"},
 			NoMessageTrace: true, Timeout: d + 8*time.Second,
-			Args: []string{"-recv_timeout", "5000"},
+			Args: append([]string{"-recv_timeout", "5000"}, sippBuffers...),
 		})
 		if res == nil {
 			b.Fatalf("sipp: %v", err)

@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -16,6 +17,23 @@ const (
 	idleTimeout       = 3 * time.Minute
 	maxConnsPerSource = 64
 )
+
+// udpBuffer is the receive and send buffer asked for the UDP listener. One
+// socket carries every phone's datagrams: at the kernel's default (208 KiB,
+// about a hundred datagrams) a few milliseconds without a read (a
+// collection, a descheduled reader) drop REGISTERs, and each drop costs
+// its phone a 500 ms retransmission. The kernel grants at most
+// net.core.rmem_max and wmem_max (docs/OPERATIONS.md).
+const udpBuffer = 4 << 20
+
+// growBuffers asks the kernel for udpBuffer each way on conn.
+func growBuffers(conn net.PacketConn) error {
+	uc, ok := conn.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	return errors.Join(uc.SetReadBuffer(udpBuffer), uc.SetWriteBuffer(udpBuffer))
+}
 
 // boundedListener wraps a stream listener with both bounds.
 type boundedListener struct {

@@ -3,6 +3,10 @@ package sip
 import (
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -53,4 +57,44 @@ func TestBoundedListenerClosesIdleAndCapsPerSource(t *testing.T) {
 		t.Fatal("a new connection was refused after the others closed")
 	}
 	c.Close()
+}
+
+func TestGrowBuffers(t *testing.T) {
+	conn, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	sockopt := func(opt int) int {
+		rc, err := conn.(*net.UDPConn).SyscallConn()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v int
+		if err := rc.Control(func(fd uintptr) { v, err = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, opt) }); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	if err := growBuffers(conn); err != nil {
+		t.Fatal(err)
+	}
+	// The kernel grants up to its maximum (and reports twice what it
+	// grants, for its bookkeeping).
+	for _, c := range []struct {
+		opt int
+		max string
+	}{{syscall.SO_RCVBUF, "rmem_max"}, {syscall.SO_SNDBUF, "wmem_max"}} {
+		raw, err := os.ReadFile("/proc/sys/net/core/" + c.max)
+		if err != nil {
+			t.Fatal(err)
+		}
+		limit, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := sockopt(c.opt), min(udpBuffer, limit); got < want {
+			t.Errorf("%s: buffer %d, want at least %d (asked %d, kernel max %d)", c.max, got, want, udpBuffer, limit)
+		}
+	}
 }

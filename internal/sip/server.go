@@ -289,6 +289,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return bindErr("udp", a, err)
 		}
 		s.track("udp", conn.LocalAddr(), conn.Close)
+		if err := growBuffers(conn); err != nil {
+			s.log.Warn("sip: could not grow the UDP socket buffers", "error", err)
+		}
 		if s.udp != nil {
 			s.udp.serve(conn)
 		}
