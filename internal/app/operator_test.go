@@ -119,6 +119,11 @@ func TestCallFlowMetricsAndLogsArePrivate(t *testing.T) {
 	if !strings.Contains(traced, "alice@"+domain) || !strings.Contains(traced, "trace=true") {
 		t.Fatalf("traced call flow lacks the full AOR:\n%s", traced)
 	}
+	// The registrar's challenge, relayed without a parse, is parsed for
+	// the trace.
+	if !strings.Contains(traced, "relayed as it came") || !strings.Contains(traced, "401 Unauthorized") {
+		t.Errorf("traced re-registration lacks the relayed challenge:\n%s", traced)
+	}
 	if code, _ := w.adminDo("DELETE", "/admin/aors/alice@"+domain+"/trace"); code != 200 {
 		t.Fatal("trace off failed")
 	}

@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +52,7 @@ var seedMessages = []string{
 	"REGISTER sip:example.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK3\r\nFrom: <sip:bob@example.test>;tag=1\r\nTo: \"Bob\" <sip:bob@example.test>\r\nCall-ID: c@d\r\nCSeq: 1 REGISTER\r\nContact: <sip:a@h;pn-provider=apns;pn-prid=x>, <sip:b@h;pn-provider>\r\nContent-Length: 0\r\n\r\n",
 	"INVITE sip:alice@192.0.2.1;pn-prid=x SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK4\r\nRoute: <sip:sw-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa@127.0.0.1:5060;lr>\r\nFrom: \"Carol\" <sip:+15550100@example.test>;tag=9\r\nTo: <sip:alice@example.test>\r\nCall-ID: e@f\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
 	"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK5\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\nFrom: <sip:alice@example.test>;tag=1\r\nTo: <sip:alice@example.test>;tag=2\r\nCall-ID: a@b\r\nCSeq: 1 REGISTER\r\nContact: <sip:sw-aaaa@127.0.0.1>;expires=300\r\nFeature-Caps: *;+sip.pns=\"apns\"\r\nContent-Length: 0\r\n\r\n",
+	"SIP/2.0 401 Unauthorized\r\nv: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-swsl-00;rport=5060\r\nvia : SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;received=192.0.2.1;rport=5060\r\nFrom: <sip:alice@example.test>;tag=1\r\nTo: <sip:alice@example.test>;tag=2\r\nCall-ID: a@b\r\nCSeq: 1 REGISTER\r\nWWW-Authenticate: Digest realm=\"example.test\", nonce=\"abc\"\r\nContent-Length: 0\r\n\r\n",
 }
 
 // FuzzSIPMessage feeds arbitrary bytes through the parser and everything
@@ -63,6 +65,7 @@ func FuzzSIPMessage(f *testing.F) {
 	s := fuzzServer(f)
 	parser := sip.NewParser()
 	f.Fuzz(func(t *testing.T, data []byte) {
+		status, branch, relay, scanned := scanAnswer(data)
 		msg, err := parser.ParseSIP(data)
 		if err != nil {
 			return
@@ -90,6 +93,9 @@ func FuzzSIPMessage(f *testing.F) {
 				t.Fatalf("forwarded REGISTER prints as %q", fwd.StartLine())
 			}
 		case *sip.Response:
+			if scanned {
+				checkRelay(t, m, status, branch, relay)
+			}
 			s.udp.response(data) // an answer on the stateless path, or not
 			req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: "example.test"})
 			req.AppendHeader(sip.NewHeader("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx"))
@@ -98,4 +104,25 @@ func FuzzSIPMessage(f *testing.F) {
 			_, _ = sipmsg.Contacts(m)
 		}
 	})
+}
+
+// checkRelay holds scanAnswer to the parser: what it relays parses as the
+// same answer without its top Via, and it read that Via's branch.
+func checkRelay(t *testing.T, res *sip.Response, status int, branch string, relay []byte) {
+	t.Helper()
+	out, err := sip.ParseMessage(relay)
+	if err != nil {
+		t.Fatalf("relayed answer does not parse: %v\n%q", err, relay)
+	}
+	vias := func(m sip.Message) (vs []string) {
+		for _, h := range m.GetHeaders("Via") {
+			vs = append(vs, h.Value())
+		}
+		return vs
+	}
+	want, got := vias(res), vias(out)
+	if b, _ := res.Via().Params.Get("branch"); status != res.StatusCode || branch != b ||
+		len(want) == 0 || !slices.Equal(got, want[1:]) {
+		t.Fatalf("scanned %d %q, relayed Vias %q; parsed %d %q, Vias %q", status, branch, got, res.StatusCode, b, want)
+	}
 }

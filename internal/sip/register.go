@@ -36,14 +36,27 @@ type registration struct {
 
 // upstreamFunc sends a REGISTER to the registrar and returns its final
 // answer: in a client transaction (upstreamDo) or statelessly over UDP.
-type upstreamFunc func(ctx context.Context, req *sip.Request) (*sip.Response, error)
+type upstreamFunc func(ctx context.Context, req *sip.Request) (upstreamAnswer, error)
+
+// upstreamAnswer is the registrar's final answer, parsed (res); or, for a
+// non-2xx on the stateless path, the datagram as it came with sipwake's
+// Via line removed (raw): the device's answer already, which relay sends
+// without a parse or a serialization. Half of all answers are challenges.
+type upstreamAnswer struct {
+	res   *sip.Response
+	raw   []byte
+	relay func() error
+}
 
 // onRegister takes a REGISTER that came in a server transaction (TCP, TLS,
 // or UDP toward a registrar over TCP/TLS).
 func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	ctx, cancel := txContext(tx)
 	defer cancel()
-	s.register(ctx, req, tx, s.upstreamDo)
+	s.register(ctx, req, tx, func(ctx context.Context, fwd *sip.Request) (upstreamAnswer, error) {
+		res, err := s.upstreamDo(ctx, fwd)
+		return upstreamAnswer{res: res}, err
+	})
 }
 
 // register proxies a REGISTER to the provider's registrar. The challenge
@@ -84,7 +97,7 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 		}
 	}
 	fwd := s.forwardRegister(reg)
-	res, err := upstream(ctx, fwd)
+	ans, err := upstream(ctx, fwd)
 	if err != nil {
 		s.metrics.register(regUpstreamFailed)
 		code, reason := upstreamFailure(err)
@@ -92,6 +105,12 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 		s.reply(req, tx, code, reason)
 		return
 	}
+	if ans.raw != nil {
+		s.metrics.register(regUpstreamDenied)
+		s.relayRaw(reg, ans)
+		return
+	}
+	res := ans.res
 	s.relay.Traces().Log(s.log, reg.aor, "registrar answered", "sip", res)
 	res = responseFor(req, res) // now the device's answer
 	if !res.IsSuccess() {
@@ -251,6 +270,19 @@ func responseFor(req *sip.Request, res *sip.Response) *sip.Response {
 	res.SetTransport(req.Transport())
 	res.SetDestination(req.Source())
 	return res
+}
+
+// relayRaw sends the device a registrar's non-2xx kept as it came; only a
+// traced AOR's is parsed, for the trace.
+func (s *Server) relayRaw(reg *registration, ans upstreamAnswer) {
+	if s.relay.Traces().Active(reg.aor) {
+		if m, err := sip.ParseMessage(ans.raw); err == nil {
+			s.relay.Traces().Log(s.log, reg.aor, "registrar answered (relayed as it came, sipwake's Via off)", "sip", m)
+		}
+	}
+	if err := ans.relay(); err != nil {
+		s.log.Debug("sip respond failed", "error", err)
+	}
 }
 
 // registered acts on the registrar's 2xx, decorates it as the device's

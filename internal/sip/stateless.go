@@ -66,7 +66,7 @@ type statelessUDP struct {
 
 // pendingRegister is a REGISTER waiting for the registrar.
 type pendingRegister struct {
-	answer chan *sip.Response // the registrar's final response; buffered 1
+	answer chan upstreamAnswer // the registrar's final response; buffered 1
 
 	mu   sync.Mutex
 	wire []byte   // the forwarded request, once sent
@@ -143,7 +143,7 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 	u.mu.Lock()
 	p, retransmitted := u.pending[branch]
 	if !retransmitted {
-		p = &pendingRegister{answer: make(chan *sip.Response, 1)}
+		p = &pendingRegister{answer: make(chan upstreamAnswer, 1)}
 		u.pending[branch] = p
 	}
 	u.mu.Unlock()
@@ -156,9 +156,14 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 }
 
 // response hands the registrar's final answer to the REGISTER waiting for
-// it. One for a REGISTER already answered (a late retransmission) is
-// dropped: the device has its answer.
+// it. A non-2xx laid out plainly is not parsed: it goes to the device as
+// it came, sipwake's Via line off. One for a REGISTER already answered (a
+// late retransmission) is dropped: the device has its answer.
 func (u *statelessUDP) response(data []byte) bool {
+	status, branch, relay, scanned := scanAnswer(data)
+	if scanned && status >= 300 {
+		return u.deliver(branch, status, upstreamAnswer{raw: relay})
+	}
 	msg, err := u.parser.ParseSIP(data)
 	if err != nil {
 		return false
@@ -167,11 +172,17 @@ func (u *statelessUDP) response(data []byte) bool {
 	if !ok || res.Via() == nil {
 		return false
 	}
-	branch, _ := res.Via().Params.Get("branch")
+	branch, _ = res.Via().Params.Get("branch")
+	return u.deliver(branch, res.StatusCode, upstreamAnswer{res: res})
+}
+
+// deliver hands a final answer under branch to its waiting REGISTER; false
+// when branch is not one of sipwake's stateless ones.
+func (u *statelessUDP) deliver(branch string, status int, a upstreamAnswer) bool {
 	if !strings.HasPrefix(branch, statelessMark) {
 		return false
 	}
-	if res.StatusCode < 200 {
+	if status < 200 {
 		return true // a REGISTER's provisional answer tells the device nothing
 	}
 	u.mu.Lock()
@@ -179,7 +190,7 @@ func (u *statelessUDP) response(data []byte) bool {
 	u.mu.Unlock()
 	if p != nil {
 		select {
-		case p.answer <- res:
+		case p.answer <- a:
 		default: // a retransmitted final response: the first one counts
 		}
 	}
@@ -205,27 +216,34 @@ func (u *statelessUDP) branch(req *sip.Request) string {
 // on the socket, then forgets it.
 func (u *statelessUDP) handle(req *sip.Request, branch string, p *pendingRegister, from net.Addr) {
 	defer u.forget(branch, p)
-	forward := func(ctx context.Context, fwd *sip.Request) (*sip.Response, error) {
-		return u.forward(ctx, fwd, branch, p)
+	forward := func(ctx context.Context, fwd *sip.Request) (upstreamAnswer, error) {
+		a, err := u.forward(ctx, fwd, branch, p)
+		if a.raw != nil {
+			a.relay = func() error {
+				_, err := u.conn.WriteTo(a.raw, from)
+				return err
+			}
+		}
+		return a, err
 	}
 	u.s.register(context.Background(), req, udpAnswer{u: u, to: from}, forward)
 }
 
 // forward sends fwd to the registrar under branch and waits for its final
 // answer, as long as sip.upstream_timeout allows.
-func (u *statelessUDP) forward(ctx context.Context, fwd *sip.Request, branch string, p *pendingRegister) (*sip.Response, error) {
+func (u *statelessUDP) forward(ctx context.Context, fwd *sip.Request, branch string, p *pendingRegister) (upstreamAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.s.opts.UpstreamTimeout)
 	defer cancel()
 	to, err := net.ResolveUDPAddr("udp", u.s.opts.Upstream.HostPort())
 	if err != nil {
-		return nil, err
+		return upstreamAnswer{}, err
 	}
 	// What the transaction path does to a forwarded REGISTER (Max-Forwards,
 	// our Via, RFC 3581 on the device's), then the derived branch; the port
 	// is the one the transport layer would fill in there.
 	for _, opt := range forwardOptions {
 		if err := opt(u.s.client, fwd); err != nil {
-			return nil, err
+			return upstreamAnswer{}, err
 		}
 	}
 	via := fwd.Via()
@@ -239,18 +257,18 @@ func (u *statelessUDP) forward(ctx context.Context, fwd *sip.Request, branch str
 	p.wire, p.to = wire, to
 	p.mu.Unlock()
 	if _, err := u.conn.WriteTo(wire, to); err != nil {
-		return nil, err
+		return upstreamAnswer{}, err
 	}
 	select {
-	case res := <-p.answer:
+	case a := <-p.answer:
 		// Answered: a retransmission from now on is a new REGISTER, so
 		// none falls between this answer and the device's.
 		u.forget(branch, p)
-		return res, nil
+		return a, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return upstreamAnswer{}, ctx.Err()
 	case <-u.quit:
-		return nil, errStopping
+		return upstreamAnswer{}, errStopping
 	}
 }
 
@@ -290,4 +308,76 @@ func (a udpAnswer) Respond(res *sip.Response) error {
 	res.StringWrite(buf)
 	_, err := a.u.conn.WriteTo(buf.Bytes(), a.to)
 	return err
+}
+
+var (
+	crlf     = []byte("\r\n")
+	headsEnd = []byte("\r\n\r\n")
+)
+
+// scanAnswer reads what relaying a registrar's answer needs, without
+// parsing it: its status, the branch of its top Via, and a copy of the
+// datagram without that Via's line. ok is false for anything not plainly
+// laid out (no blank line after the headers, a status that is not three
+// digits, the top Via folded over lines or holding several values, no Via
+// below it): that takes the parser's path.
+func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) {
+	end := bytes.Index(data, headsEnd)
+	if end < 0 || !bytes.HasPrefix(data, responsePrefix) || len(data) < len(responsePrefix)+4 {
+		return 0, "", nil, false
+	}
+	code := data[len(responsePrefix) : len(responsePrefix)+4] // "401 "
+	for _, c := range code[:3] {
+		if c < '0' || c > '9' {
+			return 0, "", nil, false
+		}
+		status = status*10 + int(c-'0')
+	}
+	if code[3] != ' ' || status < 100 {
+		return 0, "", nil, false
+	}
+	head := data[:end+len(crlf)] // the status line and every header line, each with its CRLF
+	top, below := -1, -1         // where sipwake's Via line starts and the next line does
+	for pos := bytes.Index(head, crlf) + len(crlf); pos < len(head); {
+		line := head[pos : pos+bytes.Index(head[pos:], crlf)]
+		next := pos + len(line) + len(crlf)
+		switch {
+		case len(line) > 0 && (line[0] == ' ' || line[0] == '\t'):
+			if pos == below {
+				return 0, "", nil, false // sipwake's Via continues on this line
+			}
+		case isVia(line):
+			if top >= 0 {
+				relay = make([]byte, 0, len(data)-(below-top))
+				relay = append(append(relay, data[:top]...), data[below:]...)
+				return status, branch, relay, true
+			}
+			_, value, _ := bytes.Cut(line, []byte(":"))
+			if bytes.IndexByte(value, ',') >= 0 {
+				return 0, "", nil, false // several Vias in one header
+			}
+			top, below, branch = pos, next, viaBranch(value)
+		}
+		pos = next
+	}
+	return 0, "", nil, false // no Via below sipwake's
+}
+
+// isVia reports whether a header line is a Via (or its compact form, v).
+func isVia(line []byte) bool {
+	name, _, found := bytes.Cut(line, []byte(":"))
+	name = bytes.TrimSpace(name)
+	return found && (bytes.EqualFold(name, []byte("via")) || bytes.EqualFold(name, []byte("v")))
+}
+
+// viaBranch returns the branch parameter of one Via value.
+func viaBranch(value []byte) string {
+	params := bytes.Split(value, []byte(";"))
+	for _, p := range params[1:] {
+		k, v, _ := bytes.Cut(p, []byte("="))
+		if bytes.EqualFold(bytes.TrimSpace(k), []byte("branch")) {
+			return string(bytes.TrimSpace(v))
+		}
+	}
+	return ""
 }

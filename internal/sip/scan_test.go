@@ -1,0 +1,60 @@
+package sip
+
+import (
+	"strings"
+	"testing"
+)
+
+// TestScanAnswer: a registrar's plainly laid-out answer is read without the
+// parser and relayed without sipwake's Via line; anything else is left to
+// the parser.
+func TestScanAnswer(t *testing.T) {
+	const (
+		ours   = "Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK-swsl-0f;rport=5060\r\n"
+		device = "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;received=192.0.2.1;rport=6001\r\n"
+		rest   = "From: <sip:alice@example.test>;tag=1\r\nTo: <sip:alice@example.test>;tag=2\r\nCall-ID: a@b\r\nCSeq: 1 REGISTER\r\n" +
+			"WWW-Authenticate: Digest realm=\"example.test\", nonce=\"abc\"\r\nContent-Length: 4\r\n\r\nbody"
+	)
+	cases := []struct {
+		name, msg string
+		status    int
+		branch    string
+		relay     string // "" when the parser must take it
+	}{
+		{"challenge", "SIP/2.0 401 Unauthorized\r\n" + ours + device + rest, 401, "z9hG4bK-swsl-0f",
+			"SIP/2.0 401 Unauthorized\r\n" + device + rest},
+		{"compact and spaced names", "SIP/2.0 403 Forbidden\r\nv : SIP/2.0/UDP 127.0.0.2:5060;BRANCH=z9hG4bK-swsl-1\r\nVIA: SIP/2.0/UDP 192.0.2.1\r\n" + rest,
+			403, "z9hG4bK-swsl-1", "SIP/2.0 403 Forbidden\r\nVIA: SIP/2.0/UDP 192.0.2.1\r\n" + rest},
+		{"a 200 is scanned too", "SIP/2.0 200 OK\r\n" + ours + device + rest, 200, "z9hG4bK-swsl-0f",
+			"SIP/2.0 200 OK\r\n" + device + rest},
+		{"two Vias in one header", "SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK-swsl-0f, SIP/2.0/UDP 192.0.2.1\r\n" + rest, 0, "", ""},
+		{"our Via folded", "SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP 127.0.0.2:5060\r\n ;branch=z9hG4bK-swsl-0f\r\n" + device + rest, 0, "", ""},
+		{"no Via below ours", "SIP/2.0 401 Unauthorized\r\n" + ours + rest, 0, "", ""},
+		{"no Via at all", "SIP/2.0 401 Unauthorized\r\n" + rest, 0, "", ""},
+		{"headers never end", "SIP/2.0 401 Unauthorized\r\n" + ours + device, 0, "", ""},
+		{"status not three digits", "SIP/2.0 40x Odd\r\n" + ours + device + rest, 0, "", ""},
+		{"status too short", "SIP/2.0 40 Odd\r\n" + ours + device + rest, 0, "", ""},
+		{"a request", "REGISTER sip:example.test SIP/2.0\r\n" + ours + device + rest, 0, "", ""},
+		{"bare", "SIP/2.0 ", 0, "", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			data := []byte(c.msg)
+			status, branch, relay, ok := scanAnswer(data)
+			if ok != (c.relay != "") {
+				t.Fatalf("scanned = %v, want %v", ok, c.relay != "")
+			}
+			if !ok {
+				return
+			}
+			if status != c.status || branch != c.branch || string(relay) != c.relay {
+				t.Fatalf("got %d %q\n%q\nwant %d %q\n%q", status, branch, relay, c.status, c.branch, c.relay)
+			}
+			// The relay is a copy: sipgo reuses its read buffer.
+			copy(data, strings.Repeat("x", len(data)))
+			if string(relay) != c.relay {
+				t.Fatal("the relayed answer shares the datagram's memory")
+			}
+		})
+	}
+}
