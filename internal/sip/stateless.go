@@ -353,10 +353,11 @@ func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) 
 				return status, branch, relay, true
 			}
 			_, value, _ := bytes.Cut(line, []byte(":"))
-			if bytes.IndexByte(value, ',') >= 0 {
-				return 0, "", nil, false // several Vias in one header
+			b, plain := plainVia(value)
+			if !plain {
+				return 0, "", nil, false // several values, or anything unusual
 			}
-			top, below, branch = pos, next, viaBranch(value)
+			top, below, branch = pos, next, b
 		}
 		pos = next
 	}
@@ -370,14 +371,82 @@ func isVia(line []byte) bool {
 	return found && (bytes.EqualFold(name, []byte("via")) || bytes.EqualFold(name, []byte("v")))
 }
 
-// viaBranch returns the branch parameter of one Via value.
-func viaBranch(value []byte) string {
-	params := bytes.Split(value, []byte(";"))
-	for _, p := range params[1:] {
-		k, v, _ := bytes.Cut(p, []byte("="))
-		if bytes.EqualFold(bytes.TrimSpace(k), []byte("branch")) {
-			return string(bytes.TrimSpace(v))
+// plainVia returns the branch of one Via value laid out as a registrar
+// sends sipwake's back: SIP/2.0/transport, host or [IPv6] with an optional
+// port, then token parameters; plain is false for anything else.
+func plainVia(value []byte) (branch string, plain bool) {
+	v := bytes.Trim(value, " \t")
+	if len(v) < len(viaProtocol) || !bytes.EqualFold(v[:len(viaProtocol)], viaProtocol) {
+		return "", false
+	}
+	v = v[len(viaProtocol):]
+	n := span(v, isToken)
+	m := span(v[n:], func(c byte) bool { return c == ' ' || c == '\t' })
+	if n == 0 || m == 0 {
+		return "", false
+	}
+	v = v[n+m:]
+	if len(v) > 0 && v[0] == '[' {
+		n = 1 + span(v[1:], func(c byte) bool { return isHex(c) || c == ':' || c == '.' })
+		if n >= len(v) || v[n] != ']' {
+			return "", false
+		}
+		n++
+	} else {
+		n = span(v, func(c byte) bool { return isAlnum(c) || c == '-' || c == '.' })
+	}
+	if n == 0 {
+		return "", false
+	}
+	v = v[n:]
+	if len(v) > 0 && v[0] == ':' {
+		n = span(v[1:], func(c byte) bool { return c >= '0' && c <= '9' })
+		if n == 0 || n > 5 {
+			return "", false
+		}
+		v = v[1+n:]
+	}
+	for len(v) > 0 {
+		if v[0] != ';' {
+			return "", false
+		}
+		n = span(v[1:], isToken)
+		if n == 0 {
+			return "", false
+		}
+		name := v[1 : 1+n]
+		v = v[1+n:]
+		var val []byte
+		if len(v) > 0 && v[0] == '=' {
+			n = span(v[1:], isToken)
+			if n == 0 {
+				return "", false
+			}
+			val, v = v[1:1+n], v[1+n:]
+		}
+		if string(name) == "branch" {
+			branch = string(val)
 		}
 	}
-	return ""
+	return branch, true
 }
+
+var viaProtocol = []byte("SIP/2.0/")
+
+// span counts the leading bytes of b that ok accepts.
+func span(b []byte, ok func(byte) bool) int {
+	n := 0
+	for n < len(b) && ok(b[n]) {
+		n++
+	}
+	return n
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+func isHex(c byte) bool { return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F' }
+
+// isToken: RFC 3261's token characters.
+func isToken(c byte) bool { return isAlnum(c) || strings.IndexByte("-.!%*_+`'~", c) >= 0 }
