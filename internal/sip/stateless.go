@@ -160,8 +160,7 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 // it came, sipwake's Via line off. One for a REGISTER already answered (a
 // late retransmission) is dropped: the device has its answer.
 func (u *statelessUDP) response(data []byte) bool {
-	status, branch, relay, scanned := scanAnswer(data)
-	if scanned && status >= 300 {
+	if status, branch, relay, ok := scanAnswer(data); ok {
 		return u.deliver(branch, status, upstreamAnswer{raw: relay})
 	}
 	msg, err := u.parser.ParseSIP(data)
@@ -172,7 +171,7 @@ func (u *statelessUDP) response(data []byte) bool {
 	if !ok || res.Via() == nil {
 		return false
 	}
-	branch, _ = res.Via().Params.Get("branch")
+	branch, _ := res.Via().Params.Get("branch")
 	return u.deliver(branch, res.StatusCode, upstreamAnswer{res: res})
 }
 
@@ -219,10 +218,7 @@ func (u *statelessUDP) handle(req *sip.Request, branch string, p *pendingRegiste
 	forward := func(ctx context.Context, fwd *sip.Request) (upstreamAnswer, error) {
 		a, err := u.forward(ctx, fwd, branch, p)
 		if a.raw != nil {
-			a.relay = func() error {
-				_, err := u.conn.WriteTo(a.raw, from)
-				return err
-			}
+			a.relay = func() error { return udpAnswer{u: u, to: from}.write(a.raw) }
 		}
 		return a, err
 	}
@@ -306,7 +302,11 @@ func (a udpAnswer) Respond(res *sip.Response) error {
 	defer a.u.bufs.Put(buf)
 	buf.Reset()
 	res.StringWrite(buf)
-	_, err := a.u.conn.WriteTo(buf.Bytes(), a.to)
+	return a.write(buf.Bytes())
+}
+
+func (a udpAnswer) write(b []byte) error {
+	_, err := a.u.conn.WriteTo(b, a.to)
 	return err
 }
 
@@ -315,12 +315,13 @@ var (
 	headsEnd = []byte("\r\n\r\n")
 )
 
-// scanAnswer reads what relaying a registrar's answer needs, without
-// parsing it: its status, the branch of its top Via, and a copy of the
-// datagram without that Via's line. ok is false for anything not plainly
-// laid out (no blank line after the headers, a status that is not three
-// digits, the top Via folded over lines or holding several values, no Via
-// below it): that takes the parser's path.
+// scanAnswer reads what relaying a registrar's final non-2xx needs,
+// without parsing it: its status, the branch of its top Via, and a copy of
+// the datagram without that Via's line. ok is false for a provisional
+// answer or a 2xx, which sipwake reads, and for anything not plainly laid
+// out (no blank line after the headers, a status that is not three digits,
+// the top Via folded over lines or not plain, no Via below it): those take
+// the parser's path.
 func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) {
 	end := bytes.Index(data, headsEnd)
 	if end < 0 || !bytes.HasPrefix(data, responsePrefix) || len(data) < len(responsePrefix)+4 {
@@ -333,7 +334,7 @@ func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) 
 		}
 		status = status*10 + int(c-'0')
 	}
-	if code[3] != ' ' || status < 100 {
+	if code[3] != ' ' || status < 300 {
 		return 0, "", nil, false
 	}
 	head := data[:end+len(crlf)] // the status line and every header line, each with its CRLF
@@ -341,18 +342,16 @@ func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) 
 	for pos := bytes.Index(head, crlf) + len(crlf); pos < len(head); {
 		line := head[pos : pos+bytes.Index(head[pos:], crlf)]
 		next := pos + len(line) + len(crlf)
-		switch {
-		case len(line) > 0 && (line[0] == ' ' || line[0] == '\t'):
+		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
 			if pos == below {
 				return 0, "", nil, false // sipwake's Via continues on this line
 			}
-		case isVia(line):
+		} else if value, via := viaValue(line); via {
 			if top >= 0 {
 				relay = make([]byte, 0, len(data)-(below-top))
 				relay = append(append(relay, data[:top]...), data[below:]...)
 				return status, branch, relay, true
 			}
-			_, value, _ := bytes.Cut(line, []byte(":"))
 			b, plain := plainVia(value)
 			if !plain {
 				return 0, "", nil, false // several values, or anything unusual
@@ -364,11 +363,12 @@ func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) 
 	return 0, "", nil, false // no Via below sipwake's
 }
 
-// isVia reports whether a header line is a Via (or its compact form, v).
-func isVia(line []byte) bool {
-	name, _, found := bytes.Cut(line, []byte(":"))
+// viaValue returns the value of a header line that is a Via (or its
+// compact form, v).
+func viaValue(line []byte) ([]byte, bool) {
+	name, value, found := bytes.Cut(line, []byte(":"))
 	name = bytes.TrimSpace(name)
-	return found && (bytes.EqualFold(name, []byte("via")) || bytes.EqualFold(name, []byte("v")))
+	return value, found && (bytes.EqualFold(name, []byte("via")) || bytes.EqualFold(name, []byte("v")))
 }
 
 // plainVia returns the branch of one Via value laid out as a registrar
