@@ -53,8 +53,12 @@ type APNsConfig struct {
 	CertFile string `yaml:"cert_file"`
 	// PasswordFile holds the certificate's password, if it has one.
 	PasswordFile string `yaml:"password_file"`
-	// Endpoint is "production" (default), "sandbox" or an https URL.
+	// Endpoint is "production" (default), "sandbox" or an https URL: where
+	// pushes for pn-provider=apns go.
 	Endpoint string `yaml:"endpoint"`
+	// SandboxEndpoint is where pushes for pn-provider=apns.dev go (the
+	// tokens of development builds): "sandbox" (default) or an https URL.
+	SandboxEndpoint string `yaml:"sandbox_endpoint"`
 	// CAFile, when set, is the only CA trusted for the endpoint.
 	CAFile string `yaml:"ca_file"`
 }
