@@ -109,16 +109,16 @@ func (c cli) pushTest(ctx context.Context, args []string) error {
 	var provider, token, appName, kind string
 	cfg, _, err := c.loadConfig("push test", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&provider, "provider", "", "apns or fcm")
-		fs.StringVar(&token, "token", "", "device push token (pn-prid)")
+		fs.StringVar(&token, "token", "", "device push token (an APNs token is taken as a PushKit token for -kind call, else as a remote one; add :voip or :remote to say which)")
 		fs.StringVar(&appName, "app", "", "push.apps name (needed when several apps serve the provider)")
-		fs.StringVar(&kind, "kind", "call", "call, cancel, register or expiry_warning")
+		fs.StringVar(&kind, "kind", "call", "call, cancel, message, register or expiry_warning")
 	})
 	if err != nil {
 		return err
 	}
 	k, ok := pn.ParseKind(kind)
 	if !ok {
-		return fmt.Errorf("push test: -kind %q: want call, cancel, register or expiry_warning", kind)
+		return fmt.Errorf("push test: -kind %q: want call, cancel, message, register or expiry_warning", kind)
 	}
 	log := newLogger(cfg.Log, c.stderr)
 	return push.RunTestPush(ctx, cfg.Push, provider, token, appName, k, c.stdout, log)

@@ -87,8 +87,14 @@ type Calls struct {
 	// provider's registrar/proxies); the upstream's own address always may.
 	TrustedSources []string `yaml:"trusted_sources"`
 	// RefreshLead is how long before the upstream registration lapses a
-	// device that asked for +sip.pnsreg is woken to refresh it.
+	// device is woken to refresh it (and the value of the Feature-Caps
+	// +sip.pnsreg sipwake answers with).
 	RefreshLead time.Duration `yaml:"refresh_lead"`
+	// AwakePushDelay is how long a call waits for a device with an open
+	// TCP/TLS flow to answer over it before it is pushed all the same (a
+	// suspended app keeps its socket but cannot answer); a Contact's
+	// pn-timeout (liblinphone: 0) overrides it. 0 pushes at once.
+	AwakePushDelay time.Duration `yaml:"awake_push_delay"`
 	// ExpiryWarnings are how long before a record's TTL runs out the user is
 	// told (visible push) to open the app once.
 	ExpiryWarnings []time.Duration `yaml:"expiry_warnings"`
@@ -188,6 +194,7 @@ func Default() Config {
 			Wait:           30 * time.Second,
 			Ringing:        true,
 			RefreshLead:    2 * time.Minute,
+			AwakePushDelay: 2 * time.Second,
 			ExpiryWarnings: []time.Duration{24 * time.Hour, time.Hour},
 
 			PushesPerDevicePerMinute: 10,
@@ -363,6 +370,9 @@ func (c Calls) validate() []error {
 	}
 	if c.RefreshLead < 10*time.Second || c.RefreshLead > time.Hour {
 		errs = append(errs, fmt.Errorf("calls.refresh_lead: %q is not allowed (between 10s and 1h)", c.RefreshLead))
+	}
+	if c.AwakePushDelay < 0 || c.AwakePushDelay >= c.Wait {
+		errs = append(errs, fmt.Errorf("calls.awake_push_delay: %q is not allowed (0 to less than calls.wait)", c.AwakePushDelay))
 	}
 	if n := c.PushesPerDevicePerMinute; n < 0 || n > 1000 {
 		errs = append(errs, fmt.Errorf("calls.pushes_per_device_per_minute: %q is not allowed (0 (off) to 1000)", fmt.Sprint(n)))

@@ -133,8 +133,11 @@ func validateAPNs(es *errs, p string, c APNsConfig) {
 	} else if strings.HasSuffix(c.BundleID, ".voip") {
 		es.add(p+".bundle_id", "%q: give the bundle id without .voip", c.BundleID)
 	}
-	if _, err := apnsHost(c.Endpoint); err != nil {
+	if _, err := apnsHost(c.Endpoint, false); err != nil {
 		es.add(p+".endpoint", "%v", err)
+	}
+	if _, err := apnsHost(c.SandboxEndpoint, true); err != nil {
+		es.add(p+".sandbox_endpoint", "%v", err)
 	}
 	switch {
 	case c.KeyFile != "" && c.CertFile != "":
@@ -297,7 +300,12 @@ func loadServiceAccount(name string) ([]byte, error) {
 	return b, nil
 }
 
-func apnsHost(endpoint string) (string, error) {
+// apnsHost is the URL an endpoint setting names; an empty one is the
+// environment's own (production, or the sandbox for apns.dev tokens).
+func apnsHost(endpoint string, sandbox bool) (string, error) {
+	if endpoint == "" && sandbox {
+		endpoint = "sandbox"
+	}
 	switch endpoint {
 	case "", "production":
 		return apns2.HostProduction, nil

@@ -36,8 +36,26 @@ const (
 // their errors (pn.ClassifiedError), never retry, and make their push request
 // with the context Send is given (attempts are counted through its trace).
 type provider interface {
-	Send(ctx context.Context, pushID string, t pn.Target, m pn.Message) error
+	// Send pushes m to tok, one of t's tokens (t gives the app's strings).
+	Send(ctx context.Context, pushID string, tok pn.Token, t pn.Target, m pn.Message) error
 	Close()
+}
+
+// router picks the token of a device that a push of kind k goes to: the
+// one its service accepts for that kind (apns.Route, fcm.Route); false when
+// none of the device's tokens may carry it.
+type router func(k pn.Kind, toks []pn.Token) (pn.Token, bool)
+
+// routerFor is the router of a push service; nil for one sipwake does not
+// serve.
+func routerFor(provider string) router {
+	switch provider {
+	case ProviderAPNs:
+		return apns.Route
+	case ProviderFCM:
+		return fcm.Route
+	}
+	return nil
 }
 
 // Dispatcher is the Sender for every configured app. It is safe for
@@ -53,8 +71,8 @@ type Dispatcher struct {
 	sent *prometheus.CounterVec
 	dur  *prometheus.HistogramVec
 
-	unknownMu     sync.Mutex
-	unknownLogged map[string]struct{}
+	onceMu     sync.Mutex
+	onceSeen map[string]struct{}
 	closeOnce     sync.Once
 }
 
@@ -62,13 +80,29 @@ type app struct {
 	name     string
 	provider string
 	// pn-param matching
-	bundle, team      string
+	bundle            string
 	project, senderID string
 
-	p      provider
-	health tokenHealth
+	route router
+	// production serves pn-provider apns and fcm; sandbox apns.dev.
+	production, sandbox *endpoint
 	// configLogged holds the reasons of config errors already logged loudly.
 	configLogged sync.Map
+}
+
+// endpoint is one connection of an app to its push service. Tokens are
+// issued per APNs environment, so each keeps its own token-health window.
+type endpoint struct {
+	p      provider
+	health tokenHealth
+}
+
+// endpointFor is where a push for pn-provider goes.
+func (a *app) endpointFor(provider string) *endpoint {
+	if pn.Sandbox(provider) {
+		return a.sandbox
+	}
+	return a.production
 }
 
 type backoff struct{ base, max time.Duration }
@@ -99,7 +133,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, opts ...Option
 		now:           time.Now,
 		backoff:       backoff{50 * time.Millisecond, time.Second},
 		seed:          maphash.MakeSeed(),
-		unknownLogged: map[string]struct{}{},
+		onceSeen: map[string]struct{}{},
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipwake_push_sent_total",
 			Help: "Pushes sent, by provider and outcome.",
@@ -138,16 +172,13 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, opts ...Option
 }
 
 func (d *Dispatcher) buildApp(ac AppConfig) (*app, error) {
-	a := &app{name: ac.Name, provider: ac.Provider}
+	a := &app{name: ac.Name, provider: ac.Provider, route: routerFor(ac.Provider)}
 	switch ac.Provider {
 	case ProviderAPNs:
 		c := ac.APNs
-		a.bundle, a.team = c.BundleID, c.TeamID
-		host, err := apnsHost(c.Endpoint)
-		if err != nil {
-			return nil, err
-		}
-		o := apns.Options{Host: host, BundleID: c.BundleID, TeamID: c.TeamID, KeyID: c.KeyID, Now: d.now}
+		a.bundle = c.BundleID
+		o := apns.Options{BundleID: c.BundleID, TeamID: c.TeamID, KeyID: c.KeyID, Now: d.now}
+		var err error
 		if c.KeyFile != "" {
 			if o.AuthKey, err = loadAuthKey(c.KeyFile); err != nil {
 				return nil, err
@@ -164,8 +195,22 @@ func (d *Dispatcher) buildApp(ac AppConfig) (*app, error) {
 				return nil, err
 			}
 		}
-		if a.p, err = apns.New(o); err != nil {
-			return nil, err
+		// One key or certificate serves both environments; the device's
+		// pn-provider says which issued its tokens.
+		for _, env := range []struct {
+			endpoint string
+			sandbox  bool
+			dst      **endpoint
+		}{{c.Endpoint, false, &a.production}, {c.SandboxEndpoint, true, &a.sandbox}} {
+			if o.Host, err = apnsHost(env.endpoint, env.sandbox); err != nil {
+				return nil, err
+			}
+			p, err := apns.New(o)
+			if err != nil {
+				a.close()
+				return nil, err
+			}
+			*env.dst = &endpoint{p: p}
 		}
 	case ProviderFCM:
 		c := ac.FCM
@@ -180,11 +225,22 @@ func (d *Dispatcher) buildApp(ac AppConfig) (*app, error) {
 				return nil, err
 			}
 		}
-		if a.p, err = fcm.New(context.Background(), o); err != nil {
+		p, err := fcm.New(context.Background(), o)
+		if err != nil {
 			return nil, err
 		}
+		a.production = &endpoint{p: p}
 	}
 	return a, nil
+}
+
+// close releases the app's connections.
+func (a *app) close() {
+	for _, e := range []*endpoint{a.production, a.sandbox} {
+		if e != nil {
+			e.p.Close()
+		}
+	}
 }
 
 // fcmEndpoint accepts the endpoint with or without the /v1 API version.
@@ -203,19 +259,24 @@ func fcmEndpoint(s string) string {
 func (d *Dispatcher) Close() {
 	d.closeOnce.Do(func() {
 		for _, a := range d.apps {
-			a.p.Close()
+			a.close()
 		}
 	})
 }
 
-// pick finds the app for a target: same provider, and pn-param naming its
-// bundle id (APNs, "<TeamID>.<bundle>[.voip]") or project/sender id (FCM).
-// With a single app for the provider, an empty pn-param selects it.
+// pick finds the app for a target: same push service, and pn-param naming
+// its bundle id (APNs "<team>.<bundle>[.<services>]", whatever the team:
+// Linphone builds send a placeholder) or its sender or project id (FCM).
+// With a single app for the service, an empty pn-param selects it, and so
+// does an unknown FCM one (Linphone sends the sender id, which a
+// service-account file does not hold): the log then says once which
+// sender_id to set.
 func (d *Dispatcher) pick(t Target) *app {
+	family := pn.Family(t.Provider)
 	var only *app
 	count := 0
 	for _, a := range d.apps {
-		if a.provider != t.Provider {
+		if a.provider != family {
 			continue
 		}
 		count++
@@ -224,7 +285,16 @@ func (d *Dispatcher) pick(t Target) *app {
 			return a
 		}
 	}
-	if count == 1 && t.Param == "" {
+	switch {
+	case count != 1:
+		return nil
+	case t.Param == "":
+		return only
+	case family == ProviderFCM:
+		d.once("sender/"+t.Param, func() {
+			d.log.Warn("push: pn-param names no configured FCM app; sending with the only one. Set its sender_id to this value",
+				"app", only.name, "pn_param", t.Param)
+		})
 		return only
 	}
 	return nil
@@ -233,12 +303,8 @@ func (d *Dispatcher) pick(t Target) *app {
 func (a *app) matches(param string) bool {
 	switch a.provider {
 	case ProviderAPNs:
-		p := strings.TrimSuffix(param, ".voip")
-		if p == a.bundle {
-			return true
-		}
-		team, bundle, ok := strings.Cut(p, ".")
-		return ok && bundle == a.bundle && (a.team == "" || team == a.team)
+		_, ok := pn.ParseAPNsParam(param).Team(a.bundle)
+		return ok
 	case ProviderFCM:
 		return param == a.project || (a.senderID != "" && param == a.senderID)
 	}
@@ -261,8 +327,8 @@ func (d *Dispatcher) Send(ctx context.Context, t Target, m Message) Result {
 	if a == nil {
 		d.unknownApp(t)
 		label := "unknown"
-		if t.Provider == ProviderAPNs || t.Provider == ProviderFCM {
-			label = t.Provider
+		if f := pn.Family(t.Provider); f == ProviderAPNs || f == ProviderFCM {
+			label = f
 		}
 		d.sent.WithLabelValues(label, ConfigError.String()).Inc()
 		return Result{Outcome: ConfigError, Reason: "UnknownApp"}
@@ -271,22 +337,40 @@ func (d *Dispatcher) Send(ctx context.Context, t Target, m Message) Result {
 }
 
 func (d *Dispatcher) unknownApp(t Target) {
-	key := t.Provider + "/" + t.Param
-	d.unknownMu.Lock()
-	_, seen := d.unknownLogged[key]
-	if !seen && len(d.unknownLogged) < 256 {
-		d.unknownLogged[key] = struct{}{}
-	}
-	d.unknownMu.Unlock()
-	lvl := slog.LevelError
-	if seen {
-		lvl = slog.LevelDebug
+	first := false
+	d.once(t.Provider+"/"+t.Param, func() { first = true })
+	lvl := slog.LevelDebug
+	if first {
+		lvl = slog.LevelError
 	}
 	d.log.Log(context.Background(), lvl, "push: no app configured for this pn-provider/pn-param; check push.apps",
 		"provider", t.Provider, "pn_param", t.Param, "token", MaskToken(t.Token))
 }
 
+// once runs fn the first time key is seen (of the first 256 keys: a flood
+// of made-up pn-params must not grow the set).
+func (d *Dispatcher) once(key string, fn func()) {
+	d.onceMu.Lock()
+	_, seen := d.onceSeen[key]
+	if !seen && len(d.onceSeen) < 256 {
+		d.onceSeen[key] = struct{}{}
+	}
+	d.onceMu.Unlock()
+	if !seen {
+		fn()
+	}
+}
+
 func (d *Dispatcher) sendTo(ctx context.Context, a *app, t Target, m Message) Result {
+	tok, ok := a.route(m.Kind, t.Tokens())
+	if !ok {
+		// Nothing the service would take: no push, no error, no erasure.
+		d.sent.WithLabelValues(a.provider, NotSent.String()).Inc()
+		d.log.Debug("push not sent: the device has no token for this kind of push",
+			"app", a.name, "kind", m.Kind.String(), "token", MaskToken(t.Token))
+		return Result{Outcome: NotSent, Reason: "NoTokenForKind"}
+	}
+	e := a.endpointFor(t.Provider)
 	start := time.Now()
 	ctx, cancel := d.withDeadline(ctx)
 	defer cancel()
@@ -294,19 +378,19 @@ func (d *Dispatcher) sendTo(ctx context.Context, a *app, t Target, m Message) Re
 	var res Result
 	select {
 	case d.sem <- struct{}{}:
-		res = d.attempt(ctx, a, t, m)
+		res = d.attempt(ctx, a, e, tok, t, m)
 		<-d.sem
 	case <-ctx.Done():
 		res = Result{Outcome: Failed, Reason: "QueueFull"}
 	}
-	res.EraseRecord = d.judge(a, t, res)
+	res.EraseRecord = d.judge(a, e, tok.Value, res)
 
 	elapsed := time.Since(start)
 	d.sent.WithLabelValues(a.provider, res.Outcome.String()).Inc()
 	d.dur.WithLabelValues(a.provider).Observe(elapsed.Seconds())
 
-	attrs := []any{"app", a.name, "provider", a.provider, "kind", m.Kind.String(),
-		"token", MaskToken(t.Token), "outcome", res.Outcome.String(), "reason", res.Reason,
+	attrs := []any{"app", a.name, "provider", t.Provider, "kind", m.Kind.String(),
+		"token", MaskToken(tok.Value), "service", tok.Service, "outcome", res.Outcome.String(), "reason", res.Reason,
 		"attempts", res.Attempts, "erase", res.EraseRecord, "elapsed", elapsed}
 	switch res.Outcome {
 	case Delivered:
@@ -337,14 +421,14 @@ func (d *Dispatcher) withDeadline(ctx context.Context) (context.Context, context
 // answer ever hide a delivery. Only tries whose request reached the wire are
 // counted as attempts: one the deadline cut before it left never reached the
 // service.
-func (d *Dispatcher) attempt(ctx context.Context, a *app, t Target, m Message) Result {
+func (d *Dispatcher) attempt(ctx context.Context, a *app, e *endpoint, tok pn.Token, t Target, m Message) Result {
 	id := newPushID()
 	delay := d.backoff.base
 	answered := "" // the service's last answer: says more than a deadline
 	sent := 0
 	for try := 1; ; try++ {
 		wctx, wire := onWire(ctx)
-		err := a.p.Send(wctx, id, t, m)
+		err := e.p.Send(wctx, id, tok, t, m)
 		if wire.Load() {
 			sent++
 		}
@@ -364,6 +448,10 @@ func (d *Dispatcher) attempt(ctx context.Context, a *app, t Target, m Message) R
 			return Result{Outcome: TokenDead, Reason: reason, Attempts: sent}
 		case pn.VerdictTokenRejected:
 			return Result{Outcome: TokenRejected, Reason: reason, Attempts: sent}
+		case pn.VerdictWrongTopic:
+			d.log.Error("push: the service says this token is not for the push's topic; the binding is kept",
+				"app", a.name, "kind", m.Kind.String(), "service", tok.Service, "token", MaskToken(tok.Value), "reason", reason)
+			return Result{Outcome: WrongTopic, Reason: reason, Attempts: sent}
 		case pn.VerdictConfig:
 			d.configError(a, reason, err)
 			return Result{Outcome: ConfigError, Reason: reason, Attempts: sent}
@@ -382,7 +470,7 @@ func (d *Dispatcher) attempt(ctx context.Context, a *app, t Target, m Message) R
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
 			return Result{Outcome: Failed, Reason: reason, Attempts: sent}
 		}
-		d.log.Debug("push retry", "app", a.name, "token", MaskToken(t.Token), "try", try,
+		d.log.Debug("push retry", "app", a.name, "token", MaskToken(tok.Value), "try", try,
 			"reason", reason, "wait", wait, "err", err.Error())
 		timer := time.NewTimer(wait)
 		select {

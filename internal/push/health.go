@@ -28,8 +28,9 @@ type healthEntry struct {
 	at   time.Time
 }
 
-// judge records res for t in the app's window and returns Result.EraseRecord.
-func (d *Dispatcher) judge(a *app, t Target, res Result) bool {
+// judge records res for token in the endpoint's window and returns
+// Result.EraseRecord.
+func (d *Dispatcher) judge(a *app, e *endpoint, token string, res Result) bool {
 	var good bool
 	switch res.Outcome {
 	case Delivered, TokenDead:
@@ -39,9 +40,9 @@ func (d *Dispatcher) judge(a *app, t Target, res Result) bool {
 	default:
 		return false
 	}
-	tok := maphash.String(d.seed, t.Token)
+	tok := maphash.String(d.seed, token)
 	now := d.now()
-	h := &a.health
+	h := &e.health
 	h.mu.Lock()
 	defer h.mu.Unlock()
 

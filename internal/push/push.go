@@ -18,8 +18,9 @@ import (
 
 // Provider names as in RFC 8599 pn-provider.
 const (
-	ProviderAPNs = pn.ProviderAPNs
-	ProviderFCM  = pn.ProviderFCM
+	ProviderAPNs        = pn.ProviderAPNs
+	ProviderAPNsSandbox = pn.ProviderAPNsSandbox
+	ProviderFCM         = pn.ProviderFCM
 )
 
 // Kind says why a push is sent.
@@ -31,6 +32,7 @@ const (
 	KindCancel        = pn.KindCancel
 	KindRegister      = pn.KindRegister
 	KindExpiryWarning = pn.KindExpiryWarning
+	KindMessage       = pn.KindMessage
 )
 
 // Cancel reasons for Message.Reason.
@@ -41,6 +43,10 @@ const (
 
 // Target says where a push goes; it comes from the RFC 8599 Contact params.
 type Target = pn.Target
+
+// Alerts are the app's own localization keys and sounds (liblinphone's
+// pn-*-str and pn-*-snd).
+type Alerts = pn.Alerts
 
 // Message is what a push says.
 type Message = pn.Message
@@ -64,6 +70,14 @@ const (
 	// ConfigError: bad credentials, topic not allowed, unknown app. Logged
 	// once per app and reason, never retried.
 	ConfigError
+	// NotSent: none of the device's tokens may carry this kind of push
+	// (a PushKit-only iPhone and a MESSAGE: APNs takes only VoIP pushes
+	// on that token, and iOS only for calls). Nothing was sent.
+	NotSent
+	// WrongTopic: APNs 400 DeviceTokenNotForTopic. The token is good but
+	// was issued for another topic: sipwake's choice, never the device's
+	// fault, so the record is kept.
+	WrongTopic
 )
 
 // String returns the outcome's metric label value.
@@ -79,6 +93,10 @@ func (o Outcome) String() string {
 		return "failed"
 	case ConfigError:
 		return "config_error"
+	case NotSent:
+		return "not_sent"
+	case WrongTopic:
+		return "wrong_topic"
 	}
 	return "unknown"
 }
@@ -109,3 +127,22 @@ type Sender interface {
 // MaskToken returns the form of a push token that may appear in logs: its
 // last six characters.
 func MaskToken(tok string) string { return pn.MaskToken(tok) }
+
+// Routable tells whether a device's tokens can carry a push of kind k: a
+// PushKit-only iPhone, for one, takes calls only.
+func Routable(t Target, k Kind) bool {
+	route := routerFor(pn.Family(t.Provider))
+	if route == nil {
+		return false
+	}
+	_, ok := route(k, t.Tokens())
+	return ok
+}
+
+// AppKey names the app a device's pn-provider and pn-param address,
+// whatever its tokens.
+func AppKey(provider, param string) string { return pn.AppKey(provider, param) }
+
+// Family is the push service that delivers for a pn-provider ("apns" for
+// "apns.dev").
+func Family(provider string) string { return pn.Family(provider) }

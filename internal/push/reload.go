@@ -24,7 +24,7 @@ func (d *Dispatcher) Renew(cfg Config) (*Dispatcher, error) {
 		now:           d.now,
 		backoff:       d.backoff,
 		seed:          d.seed,
-		unknownLogged: map[string]struct{}{},
+		onceSeen: map[string]struct{}{},
 		sent:          d.sent,
 		dur:           d.dur,
 		sem:           make(chan struct{}, n),

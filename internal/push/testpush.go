@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"time"
+
+	"github.com/sipwake/sipwake/internal/push/pn"
 )
 
 // RunTestPush sends one push of the given kind to token through the app
@@ -49,8 +52,18 @@ func RunTestPush(ctx context.Context, cfg Config, provider, token, app string, k
 		m.CallerName, m.CallerNumber = "sipwake push test", "0"
 	case KindCancel:
 		m.CallerName, m.Reason = "sipwake push test", ReasonMissed
+	case KindMessage:
+		m.CallerName, m.CallerNumber = "sipwake push test", "0"
 	}
 	t := Target{Provider: chosen.Provider, Token: token}
+	if chosen.Provider == ProviderAPNs && !strings.Contains(token, ":") {
+		// A bare APNs token: the one this kind of push goes to.
+		service := pn.ServiceRemote
+		if kind == KindCall {
+			service = pn.ServiceVoIP
+		}
+		t.Token += ":" + service
+	}
 	res := d.sendTo(ctx, d.app(chosen.Name), t, m)
 	_, err = fmt.Fprintf(out, "push test: app=%s provider=%s kind=%s token=%s outcome=%s reason=%q attempts=%d\n",
 		chosen.Name, chosen.Provider, kind, MaskToken(token), res.Outcome, res.Reason, res.Attempts)

@@ -8,8 +8,12 @@ package relay
 
 import (
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/store"
 )
 
 // AOR is a canonical address of record, "user@domain", without scheme,
@@ -87,8 +91,9 @@ type Binding struct {
 	Instance string        `json:"instance"` // +sip.instance, when the device sent one
 	Flow     Flow          `json:"flow"`
 	Upstream UpstreamState `json:"upstream"`
-	// PNSReg: the device asked sipwake to wake it before the upstream
-	// registration lapses (+sip.pnsreg).
+	// PNSReg: the device's Contact said +sip.pnsreg, so it can refresh its
+	// registration by itself (RFC 8599 §4.1.4); it was told in Feature-Caps
+	// by when.
 	PNSReg bool `json:"pnsreg"`
 	// RefreshPushedFor is the upstream registration the device was last
 	// woken to refresh (its RegisteredAt), so it is woken once per lapse.
@@ -103,6 +108,63 @@ type Binding struct {
 	// Account is set for a handed-over account: sipwake registers upstream
 	// itself and the app, when woken, connects to sipwake instead.
 	Account *Account `json:"account,omitempty"`
+	// Replaced are the bindings of the same device with older tokens that
+	// storing this one erased (Register fills it; never stored): calls
+	// parked on them go to this one.
+	Replaced []store.ID `json:"-"`
+}
+
+// target is where pushes for b go: its device, with what its Contact
+// says of the app's alert strings, and its instance.
+func (b Binding) target() push.Target {
+	p := pushParams(b.Contact)
+	return push.Target{
+		Provider: b.Device.Provider, Token: b.Device.Token, Param: b.Device.Param, Instance: b.Instance,
+		Alerts: push.Alerts{
+			CallStr: p["pn-call-str"], MsgStr: p["pn-msg-str"], MissedCallStr: p["pn-missing-call-str"],
+			CallSound: p["pn-call-snd"], MsgSound: p["pn-msg-snd"],
+		},
+	}
+}
+
+// Wakeable tells whether b's device has a token that can carry a push of
+// kind k (a PushKit-only iPhone takes calls only).
+func (b Binding) Wakeable(k push.Kind) bool { return push.Routable(b.target(), k) }
+
+// PushDelay is how long a call waits, for a device that may be awake on
+// its flow, before the device is pushed all the same: the Contact's
+// pn-timeout (liblinphone sends 0: at once), if it gave one.
+func (b Binding) PushDelay() (time.Duration, bool) {
+	v, ok := pushParams(b.Contact)["pn-timeout"]
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return 0, false
+	}
+	return time.Duration(max(n, 0)) * time.Second, true
+}
+
+// sameDevice tells whether two bindings of an AOR are one phone: the same
+// +sip.instance or, without one, the same contact user of the same app.
+// liblinphone gives a phone new pn-prid values when its tokens change.
+func sameDevice(a, b Binding) bool {
+	if a.Instance != "" || b.Instance != "" {
+		return a.Instance == b.Instance
+	}
+	return contactUser(a.Contact) == contactUser(b.Contact) &&
+		push.AppKey(a.Device.Provider, a.Device.Param) == push.AppKey(b.Device.Provider, b.Device.Param)
+}
+
+// contactUser is the user part of a sip: or sips: URI.
+func contactUser(uri string) string {
+	_, rest, _ := strings.Cut(uri, ":")
+	user, _, ok := strings.Cut(rest, "@")
+	if !ok {
+		return ""
+	}
+	return user
 }
 
 // Account is a SIP account an app handed over (SIPIS style). It is sealed

@@ -21,8 +21,8 @@ type DueScanner interface {
 type KeeperOptions struct {
 	// Interval between passes over the records.
 	Interval time.Duration
-	// RefreshLead: a device that asked for +sip.pnsreg is woken this long
-	// before its upstream registration lapses, to refresh it.
+	// RefreshLead: a device is woken this long before its upstream
+	// registration lapses, to refresh it.
 	RefreshLead time.Duration
 	// ExpiryWarnings: how long before the record's TTL runs out the user
 	// is told to open the app once (visible push), largest first.
@@ -101,10 +101,13 @@ func (k *Keeper) dueAt(b Binding) time.Time {
 }
 
 // refreshAt is when b's device is to be woken to refresh its upstream
-// registration: it asked for it (+sip.pnsreg) and has not been woken for
-// this registration yet. ok is false when no such push is owed.
+// registration (RFC 8599 §4.1.4: a device refreshes when pushed to, and
+// sipwake says in Feature-Caps +sip.pnsreg how long before the lapse it
+// pushes): it has a token for such a push and has not been woken for this
+// registration yet. ok is false when no such push is owed.
 func (k *Keeper) refreshAt(b Binding) (at time.Time, ok bool) {
-	if !b.PNSReg || b.Account != nil || b.Upstream.Expires == 0 || b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) {
+	if b.Account != nil || b.Upstream.Expires == 0 || b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) ||
+		!b.Wakeable(push.KindRegister) {
 		return time.Time{}, false
 	}
 	return b.Upstream.LapsesAt().Add(-k.opts.RefreshLead), true
@@ -136,7 +139,7 @@ func (k *Keeper) wake(ctx context.Context, b Binding, now time.Time) int {
 	}
 	sent := 0
 	if k.refreshDue(b, now) {
-		res := s.pusher.Send(ctx, b.Device.target(), push.Message{Kind: push.KindRegister, Expiration: k.opts.RefreshLead})
+		res := s.pusher.Send(ctx, b.target(), push.Message{Kind: push.KindRegister, Expiration: k.opts.RefreshLead})
 		s.metrics.wakeups.WithLabelValues("refresh").Inc()
 		s.log.Info("refresh push", "aor", b.AOR, "device", b.Device, "outcome", res.Outcome)
 		if s.handled(ctx, b, res) {
@@ -146,7 +149,7 @@ func (k *Keeper) wake(ctx context.Context, b Binding, now time.Time) int {
 		sent++
 	}
 	if i := k.warningDue(b, now); i >= 0 {
-		res := s.pusher.Send(ctx, b.Device.target(), push.Message{Kind: push.KindExpiryWarning, Expiration: time.Hour})
+		res := s.pusher.Send(ctx, b.target(), push.Message{Kind: push.KindExpiryWarning, Expiration: time.Hour})
 		s.metrics.wakeups.WithLabelValues("expiry_warning").Inc()
 		s.log.Info("expiry warning push", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt, "outcome", res.Outcome)
 		if s.handled(ctx, b, res) {

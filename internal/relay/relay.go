@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sipwake/sipwake/internal/limit"
+	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -136,9 +137,10 @@ func (s *Service) Classify(p ContactParams) PushRequest {
 	}
 }
 
-// Supports says whether sipwake delivers to the given pn-provider.
+// Supports says whether sipwake delivers to the given pn-provider
+// ("apns.dev", a development build's, wherever "apns" is served).
 func (s *Service) Supports(provider string) bool {
-	return slices.Contains(s.opts.Providers, strings.ToLower(provider))
+	return slices.Contains(s.opts.Providers, push.Family(strings.ToLower(provider)))
 }
 
 // Providers lists the push services sipwake delivers to.
@@ -151,19 +153,49 @@ func (s *Service) BindingID(aor AOR, d Device) store.ID {
 }
 
 // Register stores (or refreshes) a binding the registrar has accepted; the
-// record's TTL starts again.
-func (s *Service) Register(ctx context.Context, b Binding) error {
+// record's TTL starts again. A new binding replaces the AOR's bindings of
+// the same device with older tokens. It returns the binding as stored.
+func (s *Service) Register(ctx context.Context, b Binding) (Binding, error) {
 	now := s.now()
 	b.UpdatedAt = now
 	b.Node = s.node
 	b.Upstream.RegisteredAt = now
 	b.ExpiresAt = now.Add(s.opts.RecordTTL)
+	id := s.BindingID(b.AOR, b.Device)
+	known, _ := s.store.Has(ctx, id) // a refresh, the usual case, looks no further
 	if err := s.put(ctx, b); err != nil {
-		return err
+		return Binding{}, err
 	}
 	s.metrics.stored.Inc()
 	s.log.Info("binding stored", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt)
-	return nil
+	if !known {
+		b.Replaced = s.replaceOlder(ctx, id, b)
+	}
+	return b, nil
+}
+
+// replaceOlder erases the AOR's other bindings of b's device, stored with
+// tokens it no longer has, and returns their ids. A failure leaves the old
+// binding to its TTL: the device still has its new one.
+func (s *Service) replaceOlder(ctx context.Context, id store.ID, b Binding) []store.ID {
+	all, err := s.Bindings(ctx, b.AOR)
+	if err != nil {
+		s.log.Warn("could not look for the device's older binding", "aor", b.AOR, "error", err)
+		return nil
+	}
+	var replaced []store.ID
+	for _, old := range all {
+		oldID := s.BindingID(old.AOR, old.Device)
+		if old.Account != nil || oldID == id || !sameDevice(old, b) {
+			continue
+		}
+		if err := s.Erase(ctx, old.AOR, old.Device, ErasedReplaced); err != nil {
+			s.log.Warn("older binding of the device not erased", "aor", b.AOR, "error", err)
+			continue
+		}
+		replaced = append(replaced, oldID)
+	}
+	return replaced
 }
 
 // put stores b under its record ID, in the accounts index if it is a
@@ -229,6 +261,7 @@ const (
 	ErasedTokenDead    = "token_dead"    // the push service said so
 	ErasedExpired      = "expired"       // TTL ran out
 	ErasedByRequest    = "request"       // API DELETE or an operator's erasure
+	ErasedReplaced     = "replaced"      // the device registered new tokens
 )
 
 // Erase removes one device's binding. An absent binding is not an error:
@@ -306,6 +339,21 @@ func (s *Service) Expired(ctx context.Context, recs []store.Record) {
 				"aor", b.AOR, "lapses_at", b.Upstream.LapsesAt(), "error", err)
 		}
 	}
+}
+
+// pushParams are the pn-* parameters of a URI string, by lower-case name.
+func pushParams(uri string) map[string]string {
+	_, params, _ := strings.Cut(uri, ";")
+	params, _, _ = strings.Cut(params, "?") // headers follow
+	out := map[string]string{}
+	for _, p := range strings.Split(params, ";") {
+		name, value, _ := strings.Cut(p, "=")
+		name = strings.ToLower(strings.TrimSpace(name))
+		if strings.HasPrefix(name, "pn-") {
+			out[name] = value
+		}
+	}
+	return out
 }
 
 // StripPushParams removes the RFC 8599 pn-* parameters from a URI string

@@ -24,9 +24,11 @@ type Call struct {
 	ID           string // the caller's Call-ID: the app matches its call with it
 	CallerName   string
 	CallerNumber string
-	// Message is true for an out-of-dialog MESSAGE: the device gets a
-	// background wake-up, never a VoIP push (iOS forbids VoIP pushes that do
-	// not report a call).
+	// CallerURI is the caller's address, as the app shows it.
+	CallerURI string
+	// Message is true for an out-of-dialog MESSAGE: the device gets an
+	// alert on its remote-notification token, never a VoIP push (iOS
+	// forbids VoIP pushes that do not report a call).
 	Message bool
 }
 
@@ -46,9 +48,10 @@ type WakeEvents struct {
 	Awake func(Binding)
 	// Pushed ticks once per device whose push the push service accepted.
 	Pushed func()
-	// Failed ticks once per device whose push failed for good (dead
-	// token, capped, push service refused or unreachable past the wait).
-	Failed func()
+	// Failed gets each device whose push failed for good (dead token,
+	// capped, no token for the push, push service refused or unreachable
+	// past the wait).
+	Failed func(Binding)
 }
 
 // Wakeup is one call's wait for its sleeping devices; its events go to
@@ -86,9 +89,10 @@ func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time
 
 	kind := push.KindCall
 	if c.Message {
-		kind = push.KindRegister
+		kind = push.KindMessage
 	}
-	msg := push.Message{Kind: kind, CallID: c.ID, CallerName: c.CallerName, CallerNumber: c.CallerNumber, Expiration: wait}
+	msg := push.Message{Kind: kind, CallID: c.ID, CallerName: c.CallerName, CallerNumber: c.CallerNumber,
+		CallerURI: c.CallerURI, Expiration: wait}
 	for _, b := range devices {
 		w.pushes.Add(1)
 		go func() {
@@ -101,17 +105,17 @@ func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time
 
 func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Message) {
 	if s.pusher == nil {
-		w.on.Failed()
+		w.on.Failed(b)
 		return
 	}
 	if !s.pushCaps.Allow(s.BindingID(b.AOR, b.Device)) {
 		s.metrics.pushCapped.Inc()
 		s.log.Warn("call push to this device capped: too many calls per minute", "aor", b.AOR, "device", b.Device)
-		w.on.Failed()
+		w.on.Failed(b)
 		return
 	}
 	start := s.now()
-	res := s.pusher.Send(ctx, b.Device.target(), msg)
+	res := s.pusher.Send(ctx, b.target(), msg)
 	s.log.Info("call push", "aor", b.AOR, "device", b.Device, "outcome", res.Outcome, "reason", res.Reason,
 		"attempts", res.Attempts, "took", s.now().Sub(start))
 	if res.EraseRecord {
@@ -129,16 +133,19 @@ func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Mes
 		w.on.Pushed()
 		return
 	}
-	w.on.Failed()
+	w.on.Failed(b)
 }
 
 // Refreshed tells the waiting calls that a device's binding refresh
 // succeeded: each waiting call gets the device once, and stops waiting for
-// it, so a second REGISTER does not fork the call twice.
+// it, so a second REGISTER does not fork the call twice. Calls parked on
+// the bindings it replaced get it too: the phone came back with new tokens.
 func (s *Service) Refreshed(b Binding) {
-	id := s.BindingID(b.AOR, b.Device)
-	s.release(id, b)
-	s.publish(Refresh{Waiter: id, Record: s.RecordID(b)})
+	record := s.RecordID(b)
+	for _, id := range append([]store.ID{s.BindingID(b.AOR, b.Device)}, b.Replaced...) {
+		s.release(id, b)
+		s.publish(Refresh{Waiter: id, Record: record})
+	}
 }
 
 // release hands the device to every call parked for it, once.
@@ -194,7 +201,7 @@ func (s *Service) followUp(b Binding, m push.Message) {
 		defer s.pushes.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.FollowUpTimeout)
 		defer cancel()
-		res := s.pusher.Send(ctx, b.Device.target(), m)
+		res := s.pusher.Send(ctx, b.target(), m)
 		s.log.Info("cancel push", "aor", b.AOR, "device", b.Device, "reason", m.Reason, "outcome", res.Outcome)
 	}()
 }
@@ -202,6 +209,3 @@ func (s *Service) followUp(b Binding, m push.Message) {
 // Drain waits for background pushes to finish (shutdown).
 func (s *Service) Drain() { s.pushes.Wait() }
 
-func (d Device) target() push.Target {
-	return push.Target{Provider: d.Provider, Token: d.Token, Param: d.Param}
-}

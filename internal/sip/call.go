@@ -13,6 +13,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/store"
 )
 
 // ProgressHeader carries SIPIS-style progress in sipwake's own 180s.
@@ -78,8 +79,11 @@ type delivery struct {
 	mu       sync.Mutex
 	pending  int // sleeping devices not yet awake or failed
 	active   int // branches without a final answer
-	wake     *relay.Wakeup
+	wakes    []*relay.Wakeup
 	branches []*branch
+	// pushed are the devices pushed and not yet awake, failed or
+	// answering: what pending counts.
+	pushed map[store.ID]bool
 	best     *sip.Response
 	timer    *time.Timer
 	unwatch  []func() bool
@@ -90,10 +94,16 @@ type branch struct {
 	binding relay.Binding
 	req     *sip.Request
 	tx      sip.ClientTransaction
+	// heard: the device answered on this branch (any response): it is
+	// awake, and a push for it is not needed.
+	heard bool
 }
 
 // start forks to the devices with a live flow, pushes the others and arms
-// the wait; ctx ends with the server transaction.
+// the wait; ctx ends with the server transaction. A device with a live flow
+// is pushed too when it does not answer over it in time (RFC 8599 leaves a
+// suspended app its socket, not its voice): at once with pn-timeout=0, as
+// Linphone asks, else after its pn-timeout or sipwake's awake_push_delay.
 func (d *delivery) start(ctx context.Context, bindings []relay.Binding) {
 	s := d.s
 	d.mu.Lock()
@@ -102,23 +112,28 @@ func (d *delivery) start(ctx context.Context, bindings []relay.Binding) {
 		s.relay.Traces().Log(s.log, b.AOR, "request for binding", "device_token", b.Device.Token, "sip", d.req)
 	}
 	var asleep []relay.Binding
+	d.pushed = map[store.ID]bool{}
 	handedOver := d.req.GetHeader(DeliverHeader) != nil
 	for _, b := range bindings {
 		if !handedOver && !s.liveFlow(b) {
 			asleep = append(asleep, b)
 			continue
 		}
-		if d.fork(b) {
-			d.active++
+		if !d.fork(b) {
+			continue
+		}
+		d.active++
+		if handedOver {
+			continue // the node that sent it pushed already
+		}
+		switch delay := d.awakePushDelay(b); {
+		case delay == 0:
+			asleep = append(asleep, b)
+		default:
+			time.AfterFunc(delay, func() { d.pushUnheard(ctx, b) })
 		}
 	}
-	d.pending = len(asleep)
-	if d.pending > 0 {
-		d.wake = s.relay.Wake(ctx, d.call(), asleep, s.opts.CallWait, relay.WakeEvents{
-			Awake: d.deviceAwake, Pushed: d.pushDelivered, Failed: d.pushFailed,
-		})
-		d.progress("push-sent")
-	}
+	d.push(ctx, asleep)
 	d.timer = time.AfterFunc(s.opts.CallWait, d.waitOver)
 	d.unwatch = []func() bool{
 		// The caller's side went away (transaction terminated).
@@ -137,15 +152,76 @@ func (d *delivery) start(ctx context.Context, bindings []relay.Binding) {
 	d.settleLocked()
 }
 
+// awakePushDelay is how long a device with a live flow has to answer
+// before it is pushed as well.
+func (d *delivery) awakePushDelay(b relay.Binding) time.Duration {
+	if delay, ok := b.PushDelay(); ok {
+		return delay
+	}
+	return d.s.opts.AwakePushDelay
+}
+
+// push wakes devices; each is pending until it is awake, failed, or
+// answers on a branch it already has.
+func (d *delivery) push(ctx context.Context, devices []relay.Binding) {
+	if len(devices) == 0 {
+		return
+	}
+	for _, b := range devices {
+		d.pushed[d.s.relay.BindingID(b.AOR, b.Device)] = true
+	}
+	d.pending += len(devices)
+	left := d.s.opts.CallWait - time.Since(d.arrived)
+	d.wakes = append(d.wakes, d.s.relay.Wake(ctx, d.call(), devices, left, relay.WakeEvents{
+		Awake:  d.deviceAwake,
+		Pushed: d.pushDelivered,
+		Failed: d.pushFailed,
+	}))
+	d.progress("push-sent")
+}
+
+// pushUnheard pushes a device that has not answered over its live flow.
+func (d *delivery) pushUnheard(ctx context.Context, b relay.Binding) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.settled || d.heard(b) {
+		return
+	}
+	d.push(ctx, []relay.Binding{b})
+}
+
+// heard tells whether the device answered on a branch of this call.
+func (d *delivery) heard(b relay.Binding) bool {
+	for _, br := range d.branches {
+		if br.heard && br.binding.Device == b.Device {
+			return true
+		}
+	}
+	return false
+}
+
+// unpend reports a pushed device as no longer pending: it woke, failed,
+// or answered on its live flow. False when it was not pending.
+func (d *delivery) unpend(b relay.Binding) bool {
+	id := d.s.relay.BindingID(b.AOR, b.Device)
+	if !d.pushed[id] {
+		return false
+	}
+	delete(d.pushed, id)
+	d.pending--
+	return true
+}
+
 func (d *delivery) deviceAwake(b relay.Binding) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.settled {
+	if d.settled || !d.unpend(b) {
 		return
 	}
-	d.pending--
 	d.progress("device-connected")
-	if d.fork(b) {
+	// A device already answering on its live flow needs no second
+	// INVITE: it was pushed while awake and refreshed anyway.
+	if !d.heard(b) && d.fork(b) {
 		d.active++
 	}
 	d.settleLocked()
@@ -159,20 +235,20 @@ func (d *delivery) pushDelivered() {
 	}
 }
 
-func (d *delivery) pushFailed() {
+func (d *delivery) pushFailed(b relay.Binding) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.settled {
+	if d.settled || !d.unpend(b) {
 		return
 	}
-	d.pending--
 	d.settleLocked()
 }
 
 // provisional relays a device's 1xx (other than 100) to the caller.
-func (d *delivery) provisional(res *sip.Response) {
+func (d *delivery) provisional(br *branch, res *sip.Response) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.hear(br)
 	if !d.settled && res.StatusCode != sip.StatusTrying {
 		d.s.respond(d.tx, responseFor(d.req, res.Clone()))
 	}
@@ -187,12 +263,27 @@ func (d *delivery) final(br *branch, res *sip.Response) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if res != nil {
+		d.hear(br)
+	}
 	if d.settled {
 		return
 	}
 	d.active--
 	d.keepBest(res)
 	d.settleLocked()
+}
+
+// hear marks a branch as answered by its device: awake, so a push it is
+// still pending on is not waited for.
+func (d *delivery) hear(br *branch) {
+	if br.heard {
+		return
+	}
+	br.heard = true
+	if !d.settled {
+		d.unpend(br.binding)
+	}
 }
 
 func (d *delivery) waitOver() {
@@ -258,12 +349,12 @@ func (d *delivery) finishLocked(outcome string, reason string, winner *branch, r
 	if winner != nil {
 		answered = append(answered, winner.binding)
 	}
-	wake := d.wake
+	wakes := d.wakes
 	go func() {
 		// End waits for pushes still in flight, which may be what called
 		// us: never under mu, never on their goroutine.
-		if wake != nil {
-			wake.End(reason, answered...)
+		for _, w := range wakes {
+			w.End(reason, answered...)
 		}
 		d.stopCtx()
 		d.tx.TerminateGracefully()
@@ -279,6 +370,8 @@ func (d *delivery) call() relay.Call {
 	if from := d.req.From(); from != nil {
 		c.CallerName = from.DisplayName
 		c.CallerNumber = from.Address.User
+		uri := sip.Uri{Scheme: from.Address.Scheme, User: from.Address.User, Host: from.Address.Host}
+		c.CallerURI = uri.String()
 	}
 	return c
 }
@@ -356,7 +449,7 @@ func (d *delivery) fork(b relay.Binding) bool {
 			select {
 			case res := <-tx.Responses():
 				if res.IsProvisional() {
-					d.provisional(res)
+					d.provisional(br, res)
 					continue
 				}
 				d.final(br, res)

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/relay"
 	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
@@ -335,18 +337,30 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 		},
 		PNSReg: reg.push.Params.Has("+sip.pnsreg"),
 	}
-	if err := s.relay.Register(ctx, b); err != nil {
+	stored, err := s.relay.Register(ctx, b)
+	if err != nil {
 		s.log.Error("binding not stored; push stays off for this device", "aor", reg.aor, "error", err)
 		return regStoreFailed
 	}
-	reg.stored = &b
+	reg.stored = &stored
 	if s.opts.ContactMode {
 		restoreDeviceContact(res, reg)
 	}
-	// +sip.pnsreg: sipwake wakes the device to refresh before the
-	// registrar's binding lapses (the keeper does it).
-	res.AppendHeader(sip.NewHeader("Feature-Caps", fmt.Sprintf(`*;+sip.pns="%s";+sip.pnsreg`, reg.device.Provider)))
+	res.AppendHeader(sip.NewHeader("Feature-Caps", s.pushCaps(stored)))
 	return regStored
+}
+
+// pushCaps is the Feature-Caps of a stored binding's 2xx (RFC 8599 §5):
+// the service that will push it, and in +sip.pnsreg how many seconds
+// before its registration lapses sipwake wakes it to refresh (said when
+// sipwake can, or when the device refreshes by itself and must know by
+// when; a PushKit-only iPhone cannot be woken for that).
+func (s *Server) pushCaps(b relay.Binding) string {
+	caps := fmt.Sprintf(`*;+sip.pns="%s"`, b.Device.Provider)
+	if b.PNSReg || b.Wakeable(push.KindRegister) {
+		caps += fmt.Sprintf(`;+sip.pnsreg="%d"`, int(s.opts.RefreshLead/time.Second))
+	}
+	return caps
 }
 
 // grantedExpires reads the expiry the registrar granted the push contact.

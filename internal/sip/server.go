@@ -46,6 +46,12 @@ type Options struct {
 	CallWait time.Duration
 	// Ringing sends 180s to the caller while the device is woken.
 	Ringing bool
+	// RefreshLead is how long before its upstream registration lapses a
+	// device is pushed to refresh it: Feature-Caps +sip.pnsreg says so.
+	RefreshLead time.Duration
+	// AwakePushDelay is how long a device with a live flow has to answer
+	// a call over it before it is pushed too (unless it gave pn-timeout).
+	AwakePushDelay time.Duration
 	// TrustedSources may send calls for bindings, besides the upstream.
 	TrustedSources []netip.Prefix
 	Trunks         []Trunk
@@ -77,6 +83,8 @@ func OptionsFrom(cfg config.Config) (Options, error) {
 		UserAgent:       c.UserAgent,
 		CallWait:        cfg.Calls.Wait,
 		Ringing:         cfg.Calls.Ringing,
+		RefreshLead:     cfg.Calls.RefreshLead,
+		AwakePushDelay:  cfg.Calls.AwakePushDelay,
 		RegisterRate:    c.RegisterRate, RegisterBurst: c.RegisterBurst,
 		MaxRegistersInFlight: c.MaxRegistersInFlight,
 	}

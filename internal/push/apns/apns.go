@@ -100,13 +100,14 @@ func New(o Options) (*Client, error) {
 // Close drops idle connections.
 func (c *Client) Close() { c.tr.CloseIdleConnections() }
 
-// Send pushes m to t.Token. pushID becomes the apns-id, so retries of one push
-// carry the same id. A nil error means APNs accepted the push.
-func (c *Client) Send(ctx context.Context, pushID string, t pn.Target, m pn.Message) error {
-	n := c.notification(pushID, t.Token, m)
+// Send pushes m to tok, one of t's tokens. pushID becomes the apns-id, so
+// retries of one push carry the same id. A nil error means APNs accepted the
+// push.
+func (c *Client) Send(ctx context.Context, pushID string, tok pn.Token, t pn.Target, m pn.Message) error {
+	n := c.notification(pushID, tok, t, m)
 	res, err := c.c.PushWithContext(ctx, n)
 	if err != nil {
-		return transportError(err, t.Token)
+		return transportError(err, tok.Value)
 	}
 	if res.StatusCode == http.StatusOK {
 		return nil
@@ -114,60 +115,114 @@ func (c *Client) Send(ctx context.Context, pushID string, t pn.Target, m pn.Mess
 	return &Error{Status: res.StatusCode, reason: res.Reason}
 }
 
-// notification maps a message to APNs headers and payload. VoIP only for
-// calls: iOS 13+ stops delivering to an app that gets a VoIP push without
-// reporting a CallKit call.
-func (c *Client) notification(pushID, tok string, m pn.Message) *apns2.Notification {
-	n := &apns2.Notification{ApnsID: pushID, DeviceToken: tok, Topic: c.bundle}
+// Route picks the token a push of kind k goes to (the matrix in
+// docs/PUSH.md). APNs binds each token to one topic: a PushKit token takes
+// VoIP pushes under "<bundle>.voip" and nothing else, and iOS 13+ demands a
+// CallKit report for each of those, so it carries calls only; everything
+// else needs the remote-notification token, under "<bundle>". A call goes
+// to the PushKit token, or as an alert to the remote one when the device
+// gave no PushKit token.
+func Route(k pn.Kind, toks []pn.Token) (pn.Token, bool) {
+	voip, remote := pick(toks, pn.ServiceVoIP), pick(toks, pn.ServiceRemote)
+	switch {
+	case k == pn.KindCall && voip != nil:
+		return *voip, true
+	case remote != nil:
+		return *remote, true
+	}
+	return pn.Token{}, false
+}
+
+func pick(toks []pn.Token, service string) *pn.Token {
+	for i := range toks {
+		if toks[i].Service == service {
+			return &toks[i]
+		}
+	}
+	return nil
+}
+
+// APNs payload limits: 5 KB for VoIP pushes, 4 KB for the others.
+const (
+	MaxPayload     = 4096
+	MaxVoIPPayload = 5120
+)
+
+// notification maps a message to APNs headers and payload.
+func (c *Client) notification(pushID string, tok pn.Token, t pn.Target, m pn.Message) *apns2.Notification {
+	n := &apns2.Notification{ApnsID: pushID, DeviceToken: tok.Value, Topic: c.bundle,
+		PushType: apns2.PushTypeAlert, Priority: apns2.PriorityHigh}
 	if m.Expiration > 0 {
 		n.Expiration = c.now().Add(m.Expiration)
 	}
-	payload := map[string]any{"kind": m.Kind.String(), "push_id": pushID}
-	if m.CallID != "" {
-		payload["call_id"] = m.CallID
-	}
-	aps := map[string]any{}
-	switch m.Kind {
-	case pn.KindCall:
+	limit := MaxPayload
+	switch {
+	case tok.Service == pn.ServiceVoIP: // Route sends only calls here
 		n.Topic = c.bundle + ".voip"
 		n.PushType = apns2.PushTypeVOIP
-		n.Priority = apns2.PriorityHigh
 		n.CollapseID = CollapseID(m.CallID)
-		payload["caller_name"] = m.CallerName
-		payload["caller_number"] = m.CallerNumber
-	case pn.KindCancel:
-		n.CollapseID = CollapseID(m.CallID)
-		payload["reason"] = m.Reason
-		if m.Reason == pn.ReasonAnsweredElsewhere {
-			// Nothing to show: the app just stops ringing.
-			n.PushType = apns2.PushTypeBackground
-			n.Priority = apns2.PriorityLow
-			aps["content-available"] = 1
-		} else {
-			n.PushType = apns2.PushTypeAlert
-			n.Priority = apns2.PriorityHigh
-			who := m.CallerName
-			if who == "" {
-				who = m.CallerNumber
-			}
-			aps["alert"] = map[string]any{"title": "Missed call", "body": who}
-			aps["thread-id"] = "missed-calls"
-		}
-	case pn.KindRegister:
+		limit = MaxVoIPPayload
+	case background(m):
+		// Apple: background pushes go at priority 5.
 		n.PushType = apns2.PushTypeBackground
 		n.Priority = apns2.PriorityLow
-		aps["content-available"] = 1
-	case pn.KindExpiryWarning:
-		n.PushType = apns2.PushTypeAlert
-		n.Priority = apns2.PriorityHigh
+	case m.Kind == pn.KindCall || m.Kind == pn.KindCancel:
+		// The alert that stands for a call and the one that ends it
+		// replace each other on the lock screen.
+		n.CollapseID = CollapseID(m.CallID)
+	}
+	n.Payload = pn.Fit(m, limit, func(m pn.Message) any { return c.payload(pushID, tok, t, m) })
+	return n
+}
+
+// background: nothing to show, the app refreshes its registration or
+// stops ringing.
+func background(m pn.Message) bool {
+	return m.Kind == pn.KindRegister || (m.Kind == pn.KindCancel && m.Reason == pn.ReasonAnsweredElsewhere)
+}
+
+// payload is the JSON of one push: sipwake's own fields, and what a stock
+// Linphone app reads (Flexisip's apple-request.cc: loc-key, loc-args,
+// call-id, uuid and send-time inside aps for a VoIP push, beside it for an
+// alert; from-uri, display-name and pn_ttl beside it).
+func (c *Client) payload(pushID string, tok pn.Token, t pn.Target, m pn.Message) map[string]any {
+	p := map[string]any{}
+	for k, v := range m.Fields(pushID) {
+		p[k] = v
+	}
+	alerts, who := t.Alerts.OrDefaults(), []string{m.Who()}
+	aps := map[string]any{}
+	callInfo := p // where call-id, uuid and send-time go
+	switch {
+	case tok.Service == pn.ServiceVoIP:
+		aps["sound"], aps["loc-key"], aps["loc-args"] = "", alerts.CallStr, who
+		callInfo = aps
+	case m.Kind == pn.KindCall: // a device without a PushKit token
+		aps["alert"] = map[string]any{"loc-key": alerts.CallStr, "loc-args": who}
+		aps["sound"], aps["mutable-content"] = alerts.CallSound, 1
+	case m.Kind == pn.KindMessage:
+		aps["alert"] = map[string]any{"loc-key": alerts.MsgStr, "loc-args": who}
+		aps["sound"], aps["mutable-content"], aps["badge"] = alerts.MsgSound, 1, 1
+		p["chat-room-addr"] = ""
+	case m.Kind == pn.KindCancel && m.Reason == pn.ReasonMissed:
+		aps["alert"] = map[string]any{"loc-key": alerts.MissedCallStr, "loc-args": who}
+		aps["thread-id"] = "missed-calls"
+	case m.Kind == pn.KindExpiryWarning:
 		aps["alert"] = map[string]any{
 			"title": "Calls will stop reaching this phone",
 			"body":  "Open the app once to keep receiving calls.",
 		}
+		callInfo = nil
+	default: // background
+		aps["content-available"] = 1
+		callInfo = nil
 	}
-	payload["aps"] = aps
-	n.Payload = payload
-	return n
+	if callInfo != nil {
+		callInfo["call-id"], callInfo["uuid"], callInfo["send-time"] = m.CallID, t.Instance, pn.SendTime(c.now())
+		p["from-uri"], p["display-name"], p["pn_ttl"] = m.CallerURI, m.CallerName, int(m.Expiration/time.Second)
+	}
+	p["aps"] = aps
+	return p
 }
 
 // CollapseID derives the apns-collapse-id for a call. APNs limits it to 64
@@ -235,9 +290,10 @@ func (e *Error) Verdict() pn.Verdict {
 		return pn.VerdictRetry
 	case e.Status == http.StatusGone:
 		return pn.VerdictTokenDead
-	case e.Status == http.StatusBadRequest &&
-		(e.reason == apns2.ReasonBadDeviceToken || e.reason == apns2.ReasonDeviceTokenNotForTopic):
+	case e.Status == http.StatusBadRequest && e.reason == apns2.ReasonBadDeviceToken:
 		return pn.VerdictTokenRejected
+	case e.Status == http.StatusBadRequest && e.reason == apns2.ReasonDeviceTokenNotForTopic:
+		return pn.VerdictWrongTopic
 	case e.Status == http.StatusTooManyRequests, e.Status >= 500:
 		return pn.VerdictRetry
 	case e.Status >= 400:

@@ -7,6 +7,7 @@
 package fcm
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -97,41 +98,68 @@ func New(ctx context.Context, o Options) (*Client, error) {
 // Close drops idle connections.
 func (c *Client) Close() { c.tr.CloseIdleConnections() }
 
-// Send pushes m to t.Token as a data-only message. A nil error means FCM
+// Send pushes m to tok as a data-only message. A nil error means FCM
 // accepted it.
-func (c *Client) Send(ctx context.Context, pushID string, t pn.Target, m pn.Message) error {
+func (c *Client) Send(ctx context.Context, pushID string, tok pn.Token, t pn.Target, m pn.Message) error {
 	at := &attempt{}
 	ctx = context.WithValue(ctx, attemptKey{}, at)
-	_, err := c.mc.Send(ctx, Build(pushID, t.Token, m))
+	_, err := c.mc.Send(ctx, Build(pushID, tok.Value, t, m))
 	if err == nil {
 		return nil
 	}
-	return classify(err, at, t.Token)
+	return classify(err, at, tok.Value)
 }
 
+// Route: an FCM device has one token, and it takes every kind of push.
+func Route(_ pn.Kind, toks []pn.Token) (pn.Token, bool) {
+	if len(toks) == 0 {
+		return pn.Token{}, false
+	}
+	return toks[0], true
+}
+
+// MaxData is FCM's limit on a message's data payload.
+const MaxData = 4096
+
 // Build maps a message to FCM. Data-only, so the app decides what to show;
-// high priority for calls and cancels so a dozing Android wakes at once.
-func Build(pushID, tok string, m pn.Message) *messaging.Message {
-	data := map[string]string{"kind": m.Kind.String(), "push_id": pushID}
-	if m.CallID != "" {
-		data["call_id"] = m.CallID
-	}
-	switch m.Kind {
-	case pn.KindCall:
-		data["caller_name"] = m.CallerName
-		data["caller_number"] = m.CallerNumber
-	case pn.KindCancel:
-		data["reason"] = m.Reason
-	}
+// high priority for what the user must see at once (calls, their end,
+// messages) so a dozing Android wakes. The data holds sipwake's own fields
+// and what a stock Linphone app reads (Flexisip's firebase-v1-request.cc:
+// call-id, uuid, from-uri, display-name, sip-from, loc-key, loc-args,
+// send-time).
+func Build(pushID, tok string, t pn.Target, m pn.Message) *messaging.Message {
 	ac := &messaging.AndroidConfig{Priority: "normal"}
-	if m.Kind == pn.KindCall || m.Kind == pn.KindCancel {
+	switch m.Kind {
+	case pn.KindCall, pn.KindCancel, pn.KindMessage:
 		ac.Priority = "high"
 	}
 	if m.Expiration > 0 {
 		ttl := m.Expiration
 		ac.TTL = &ttl
 	}
+	var data map[string]string
+	pn.Fit(m, MaxData, func(m pn.Message) any {
+		data = fields(pushID, t, m)
+		return data
+	})
 	return &messaging.Message{Token: tok, Data: data, Android: ac}
+}
+
+func fields(pushID string, t pn.Target, m pn.Message) map[string]string {
+	data := m.Fields(pushID)
+	if m.Kind != pn.KindCall && m.Kind != pn.KindMessage && m.Kind != pn.KindCancel {
+		return data
+	}
+	alerts := t.Alerts.OrDefaults()
+	locKey := map[pn.Kind]string{pn.KindCall: alerts.CallStr, pn.KindMessage: alerts.MsgStr, pn.KindCancel: alerts.MissedCallStr}[m.Kind]
+	for k, v := range map[string]string{
+		"call-id": m.CallID, "uuid": t.Instance, "from-uri": m.CallerURI, "display-name": m.CallerName,
+		"sip-from": cmp.Or(m.CallerName, m.CallerURI), "loc-key": locKey, "loc-args": m.Who(),
+		"send-time": pn.SendTime(time.Now()),
+	} {
+		data[k] = v
+	}
+	return data
 }
 
 // attempt is what the transport saw for one Send, before the Firebase

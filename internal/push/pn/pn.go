@@ -32,6 +32,10 @@ const (
 	// KindExpiryWarning is a user-visible alert asking the user to open the
 	// app before the record expires.
 	KindExpiryWarning
+	// KindMessage tells the user of a SIP MESSAGE waiting for the app: a
+	// visible alert the app's notification extension may rewrite, never a
+	// VoIP push.
+	KindMessage
 )
 
 // String returns the kind's name as used in payloads and logs.
@@ -45,13 +49,15 @@ func (k Kind) String() string {
 		return "register"
 	case KindExpiryWarning:
 		return "expiry_warning"
+	case KindMessage:
+		return "message"
 	}
 	return "unknown"
 }
 
 // ParseKind is the inverse of Kind.String.
 func ParseKind(s string) (Kind, bool) {
-	for k := KindCall; k <= KindExpiryWarning; k++ {
+	for k := KindCall; k <= KindMessage; k++ {
 		if k.String() == s {
 			return k, true
 		}
@@ -59,11 +65,51 @@ func ParseKind(s string) (Kind, bool) {
 	return 0, false
 }
 
-// Target says where a push goes; it comes from the RFC 8599 Contact params.
+// Target says where a push goes; it comes from the RFC 8599 Contact params,
+// kept as the device sent them (Tokens takes pn-prid apart).
 type Target struct {
-	Provider string // pn-provider
-	Token    string // pn-prid (APNs hex device token / FCM registration token)
-	Param    string // pn-param: APNs "<TeamID>.<bundle id>[.voip]"; FCM: Firebase project id / sender id
+	Provider string // pn-provider: apns, apns.dev or fcm
+	Token    string // pn-prid: one token, or liblinphone's "<voip>:voip&<remote>:remote"
+	Param    string // pn-param: APNs "<TeamID>.<bundle id>[.voip|.remote|.voip&remote]"; FCM: sender id / project id
+	// Alerts are the app's own strings for what it shows (liblinphone's
+	// pn-*-str and pn-*-snd parameters); empty ones take Linphone's
+	// defaults.
+	Alerts Alerts
+	// Instance is the device's +sip.instance, Flexisip's "uuid".
+	Instance string
+}
+
+// Alerts are the localization keys and sounds an app asks for in its
+// Contact (liblinphone: pn-call-str, pn-msg-str, pn-groupchat-str,
+// pn-call-snd, pn-msg-snd); its Localizable.strings holds the texts.
+type Alerts struct {
+	CallStr, MsgStr, MissedCallStr string
+	CallSound, MsgSound            string
+}
+
+// Linphone's defaults for Alerts: liblinphone's
+// src/push-notification/push-notification-config.cpp, and Flexisip's
+// push-info.hh for pn-missing-call-str.
+var defaultAlerts = Alerts{
+	CallStr: "IC_MSG", MsgStr: "IM_MSG", MissedCallStr: "Missing call",
+	CallSound: "notes_of_the_optimistic.caf", MsgSound: "msg.caf",
+}
+
+// OrDefaults fills what the app left empty with Linphone's defaults.
+func (a Alerts) OrDefaults() Alerts {
+	d := defaultAlerts
+	for _, f := range []struct {
+		dst *string
+		v   string
+	}{
+		{&d.CallStr, a.CallStr}, {&d.MsgStr, a.MsgStr}, {&d.MissedCallStr, a.MissedCallStr},
+		{&d.CallSound, a.CallSound}, {&d.MsgSound, a.MsgSound},
+	} {
+		if f.v != "" {
+			*f.dst = f.v
+		}
+	}
+	return d
 }
 
 // Message is what a push says.
@@ -72,8 +118,11 @@ type Message struct {
 	CallID       string // call-scoped id the app can match (SIP Call-ID or a generated uuid)
 	CallerName   string
 	CallerNumber string
-	Reason       string        // for KindCancel: "missed" or "answered-elsewhere"
-	Expiration   time.Duration // how long the push is worth delivering (call wait); 0 = provider default
+	// CallerURI is the caller's address (From), as Linphone shows it:
+	// "sip:bob@example.org".
+	CallerURI  string
+	Reason     string        // for KindCancel: "missed" or "answered-elsewhere"
+	Expiration time.Duration // how long the push is worth delivering (call wait); 0 = provider default
 }
 
 // Cancel reasons.
@@ -109,6 +158,10 @@ const (
 	// VerdictConfig: credentials, topic, project or request shape are wrong;
 	// retrying cannot help.
 	VerdictConfig
+	// VerdictWrongTopic: the token was issued for another topic than the
+	// push's (APNs DeviceTokenNotForTopic): the sender picked the wrong
+	// token or topic; the token itself is fine.
+	VerdictWrongTopic
 )
 
 // ClassifiedError is implemented by every error a provider returns.

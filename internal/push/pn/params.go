@@ -1,0 +1,136 @@
+package pn
+
+import "strings"
+
+// ProviderAPNsSandbox is the pn-provider of an iOS development build:
+// liblinphone sends "apns.dev" for tokens issued by the APNs sandbox.
+const ProviderAPNsSandbox = "apns.dev"
+
+// Family is the push service a pn-provider is delivered by: "apns" for
+// both "apns" and "apns.dev".
+func Family(provider string) string {
+	if provider == ProviderAPNsSandbox {
+		return ProviderAPNs
+	}
+	return provider
+}
+
+// Sandbox tells whether a pn-provider names the APNs sandbox.
+func Sandbox(provider string) bool { return provider == ProviderAPNsSandbox }
+
+// APNs token services, as liblinphone tags them in pn-prid and lists them
+// in pn-param.
+const (
+	// ServiceVoIP is a PushKit token: it takes VoIP pushes only, under the
+	// topic "<bundle>.voip".
+	ServiceVoIP = "voip"
+	// ServiceRemote is a remote-notification token: alert and background
+	// pushes, under the topic "<bundle>".
+	ServiceRemote = "remote"
+)
+
+// Token is one push address of a device and the service it was issued for
+// ("" for FCM, whose one token takes every push).
+type Token struct {
+	Value   string
+	Service string
+}
+
+// APNsParam is an APNs pn-param taken apart: "<team>.<bundle>.<services>",
+// services being "voip", "remote" or "voip&remote" (liblinphone), or
+// absent ("<team>.<bundle>", a remote-notification topic).
+type APNsParam struct {
+	// App is what stands before the services: "<team>.<bundle>", or a
+	// bundle id alone.
+	App      string
+	Services []string
+}
+
+// ParseAPNsParam reads an APNs pn-param.
+func ParseAPNsParam(param string) APNsParam {
+	p := APNsParam{App: param}
+	if i := strings.LastIndexByte(param, '.'); i >= 0 {
+		if services, ok := parseServices(param[i+1:]); ok {
+			p.App, p.Services = param[:i], services
+		}
+	}
+	return p
+}
+
+// Team returns the team that stands before bundle in the pn-param ("" for
+// a bundle id alone); false when the pn-param names another app. The team
+// is not checked: Linphone builds send a placeholder there.
+func (p APNsParam) Team(bundle string) (string, bool) {
+	if p.App == bundle {
+		return "", true
+	}
+	team, ok := strings.CutSuffix(p.App, "."+bundle)
+	if !ok || team == "" || strings.Contains(team, ".") {
+		return "", false
+	}
+	return team, true
+}
+
+// AppKey names the app a device's pn-* parameters address, whatever its
+// tokens: the push service and, for APNs, the pn-param without its
+// services (sandbox and production builds of one app are one app).
+func AppKey(provider, param string) string {
+	family := Family(provider)
+	if family == ProviderAPNs {
+		param = ParseAPNsParam(param).App
+	}
+	return family + "\x00" + param
+}
+
+// parseServices reads "voip", "remote" or "voip&remote"; false when s is
+// anything else (then it is part of the bundle id).
+func parseServices(s string) ([]string, bool) {
+	var out []string
+	for _, sv := range strings.Split(s, "&") {
+		if sv != ServiceVoIP && sv != ServiceRemote {
+			return nil, false
+		}
+		out = append(out, sv)
+	}
+	return out, true
+}
+
+// Tokens takes a pn-prid apart: liblinphone sends
+// "<pushkit token>:voip&<remote token>:remote", or one token with or
+// without its service. An APNs token without a service is for the service
+// pn-param names first, or, when it names none, a remote-notification
+// token (the topic "<team>.<bundle>" is the bundle's own). FCM's pn-prid is
+// one token, taken whole.
+func (t Target) Tokens() []Token {
+	if Family(t.Provider) != ProviderAPNs {
+		if t.Token == "" {
+			return nil
+		}
+		return []Token{{Value: t.Token}}
+	}
+	def := ServiceRemote
+	if sv := ParseAPNsParam(t.Param).Services; len(sv) > 0 {
+		def = sv[0]
+	}
+	var out []Token
+	for _, part := range strings.Split(t.Token, "&") {
+		tok := Token{Value: part, Service: def}
+		if v, sv, ok := strings.Cut(part, ":"); ok {
+			tok = Token{Value: v, Service: sv}
+		}
+		if tok.Value != "" {
+			out = append(out, tok)
+		}
+	}
+	return out
+}
+
+// TokenFor returns the device's token for service, if it gave one.
+func (t Target) TokenFor(service string) (Token, bool) {
+	for _, tok := range t.Tokens() {
+		if tok.Service == service {
+			return tok, true
+		}
+	}
+	return Token{}, false
+}
