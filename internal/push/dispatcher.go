@@ -71,9 +71,9 @@ type Dispatcher struct {
 	sent *prometheus.CounterVec
 	dur  *prometheus.HistogramVec
 
-	onceMu     sync.Mutex
-	onceSeen map[string]struct{}
-	closeOnce     sync.Once
+	onceMu    sync.Mutex
+	onceSeen  map[string]struct{}
+	closeOnce sync.Once
 }
 
 type app struct {
@@ -129,10 +129,10 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, opts ...Option
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Dispatcher{
-		log:           log,
-		now:           time.Now,
-		backoff:       backoff{50 * time.Millisecond, time.Second},
-		seed:          maphash.MakeSeed(),
+		log:      log,
+		now:      time.Now,
+		backoff:  backoff{50 * time.Millisecond, time.Second},
+		seed:     maphash.MakeSeed(),
 		onceSeen: map[string]struct{}{},
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sipwake_push_sent_total",

@@ -20,14 +20,14 @@ func (d *Dispatcher) Renew(cfg Config) (*Dispatcher, error) {
 		n = defaultMaxInFlight
 	}
 	fresh := &Dispatcher{
-		log:           d.log,
-		now:           d.now,
-		backoff:       d.backoff,
-		seed:          d.seed,
+		log:      d.log,
+		now:      d.now,
+		backoff:  d.backoff,
+		seed:     d.seed,
 		onceSeen: map[string]struct{}{},
-		sent:          d.sent,
-		dur:           d.dur,
-		sem:           make(chan struct{}, n),
+		sent:     d.sent,
+		dur:      d.dur,
+		sem:      make(chan struct{}, n),
 	}
 	for i, ac := range cfg.Apps {
 		a, err := fresh.buildApp(ac)

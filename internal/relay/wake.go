@@ -208,4 +208,3 @@ func (s *Service) followUp(b Binding, m push.Message) {
 
 // Drain waits for background pushes to finish (shutdown).
 func (s *Service) Drain() { s.pushes.Wait() }
-

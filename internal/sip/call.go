@@ -83,11 +83,11 @@ type delivery struct {
 	branches []*branch
 	// pushed are the devices pushed and not yet awake, failed or
 	// answering: what pending counts.
-	pushed map[store.ID]bool
-	best     *sip.Response
-	timer    *time.Timer
-	unwatch  []func() bool
-	settled  bool
+	pushed  map[store.ID]bool
+	best    *sip.Response
+	timer   *time.Timer
+	unwatch []func() bool
+	settled bool
 }
 
 type branch struct {
