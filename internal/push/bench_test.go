@@ -18,14 +18,14 @@ import (
 func BenchmarkDispatchAPNs(b *testing.B) {
 	f := pushtest.NewAPNs(b)
 	benchDispatch(b, push.Config{Apps: []push.AppConfig{f.App("ios")}}, func(i int) push.Target {
-		return f.Target(pushtest.APNsToken(i))
+		return f.Target(f.VoIPToken(i))
 	})
 }
 
 func BenchmarkDispatchFCM(b *testing.B) {
 	f := pushtest.NewFCM(b)
 	benchDispatch(b, push.Config{Apps: []push.AppConfig{f.App("android")}}, func(i int) push.Target {
-		return f.Target(pushtest.FCMToken(i))
+		return f.Target(f.Token(i))
 	})
 }
 

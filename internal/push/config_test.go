@@ -102,8 +102,8 @@ func TestConfigTags(t *testing.T) {
 func TestConnectionReuse(t *testing.T) {
 	e := newEnv(t)
 	for i := range 20 {
-		e.d.Send(ctxFor(t, 5*time.Second), e.APNs.Target(pushtest.APNsToken(i)), callMsg())
-		e.d.Send(ctxFor(t, 5*time.Second), e.FCM.Target(pushtest.FCMToken(i)), callMsg())
+		e.d.Send(ctxFor(t, 5*time.Second), e.APNs.Target(e.APNs.VoIPToken(i)), callMsg())
+		e.d.Send(ctxFor(t, 5*time.Second), e.FCM.Target(e.FCM.Token(i)), callMsg())
 	}
 	if n := e.APNs.Conns(); n != 1 {
 		t.Errorf("fake APNs saw %d connections, want 1", n)

@@ -38,7 +38,7 @@ func TestAPNsCertificateAuthP12(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if res := d.Send(ctxFor(t, 5*time.Second), f.Target(pushtest.APNsToken(2)), callMsg()); res.Outcome != push.Delivered {
+	if res := d.Send(ctxFor(t, 5*time.Second), f.Target(f.VoIPToken(2)), callMsg()); res.Outcome != push.Delivered {
 		t.Fatalf("result %+v (pushes %+v)", res, f.Pushes())
 	}
 }

@@ -60,7 +60,7 @@ func payload(t *testing.T, p pushtest.Push) map[string]any {
 
 func TestAPNsCall(t *testing.T) {
 	e := newEnv(t)
-	tok := pushtest.APNsToken(1)
+	tok := e.APNs.VoIPToken(1)
 	before := time.Now()
 	res := e.d.Send(ctxFor(t, 5*time.Second), e.APNs.Target(tok), callMsg())
 	if res.Outcome != push.Delivered || res.Attempts != 1 || res.EraseRecord {
@@ -164,7 +164,7 @@ func TestAPNsKinds(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			tok := pushtest.APNsToken(100 + i)
+			tok := e.APNs.VoIPToken(100 + i)
 			if res := e.d.Send(ctxFor(t, 5*time.Second), e.APNs.Target(tok), c.m); res.Outcome != push.Delivered {
 				t.Fatalf("result %+v", res)
 			}
@@ -191,7 +191,7 @@ func TestAPNsCertificateAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if res := d.Send(ctxFor(t, 5*time.Second), f.Target(pushtest.APNsToken(1)), callMsg()); res.Outcome != push.Delivered {
+	if res := d.Send(ctxFor(t, 5*time.Second), f.Target(f.VoIPToken(1)), callMsg()); res.Outcome != push.Delivered {
 		t.Fatalf("result %+v (pushes %+v)", res, f.Pushes())
 	}
 	if h := f.Pushes()[0].Header; h.Get("Authorization") != "" {
@@ -213,7 +213,7 @@ func TestFCMKinds(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.m.Kind.String(), func(t *testing.T) {
-			tok := pushtest.FCMToken(i)
+			tok := e.FCM.Token(i)
 			if res := e.d.Send(ctxFor(t, 5*time.Second), e.FCM.Target(tok), c.m); res.Outcome != push.Delivered || res.Attempts != 1 {
 				t.Fatalf("result %+v", res)
 			}
@@ -279,9 +279,9 @@ func TestOutcomes(t *testing.T) {
 			var f fake
 			var tgt push.Target
 			if strings.HasPrefix(c.name, "apns") {
-				tgt, f = e.APNs.Target(pushtest.APNsToken(i)), e.APNs
+				tgt, f = e.APNs.Target(e.APNs.VoIPToken(i)), e.APNs
 			} else {
-				tgt, f = e.FCM.Target(pushtest.FCMToken(i)), e.FCM
+				tgt, f = e.FCM.Target(e.FCM.Token(i)), e.FCM
 			}
 			f.Program(tgt.Token, c.b)
 			res := e.d.Send(ctxFor(t, time.Second), tgt, callMsg())
@@ -327,9 +327,9 @@ func TestRejectedTokens(t *testing.T) {
 			e := newEnv(t)
 			target := func(i int) push.Target {
 				if prov == "apns" {
-					return e.APNs.Target(pushtest.APNsToken(i))
+					return e.APNs.Target(e.APNs.VoIPToken(i))
 				}
-				return e.FCM.Target(pushtest.FCMToken(i))
+				return e.FCM.Target(e.FCM.Token(i))
 			}
 			reject := func(tok string) {
 				if prov == "apns" {
@@ -376,7 +376,7 @@ func TestRejectedTokens(t *testing.T) {
 func TestUnreachableServiceCountsNoAttempt(t *testing.T) {
 	e := newEnv(t)
 	e.APNs.Close()
-	res := e.d.Send(ctxFor(t, 300*time.Millisecond), e.APNs.Target(pushtest.APNsToken(8)), callMsg())
+	res := e.d.Send(ctxFor(t, 300*time.Millisecond), e.APNs.Target(e.APNs.VoIPToken(8)), callMsg())
 	if res.Outcome != push.Failed || res.Reason != "transport" || res.Attempts != 0 || res.EraseRecord {
 		t.Fatalf("result %+v, want failed with no attempt", res)
 	}
@@ -384,7 +384,7 @@ func TestUnreachableServiceCountsNoAttempt(t *testing.T) {
 
 func TestStallReturnsBeforeDeadline(t *testing.T) {
 	e := newEnv(t)
-	for _, tgt := range []push.Target{e.APNs.Target(pushtest.APNsToken(7)), e.FCM.Target(pushtest.FCMToken(7))} {
+	for _, tgt := range []push.Target{e.APNs.Target(e.APNs.VoIPToken(7)), e.FCM.Target(e.FCM.Token(7))} {
 		t.Run(tgt.Provider, func(t *testing.T) {
 			if tgt.Provider == push.ProviderAPNs {
 				e.APNs.Program(tgt.Token, pushtest.Behavior{Stall: true})
@@ -436,11 +436,11 @@ func TestBadCredentials(t *testing.T) {
 	defer d.Close()
 	for i := range 3 {
 		ctx := ctxFor(t, 5*time.Second)
-		if res := d.Send(ctx, f.APNs.Target(pushtest.APNsToken(i)), callMsg()); res.Outcome != push.ConfigError ||
+		if res := d.Send(ctx, f.APNs.Target(f.APNs.VoIPToken(i)), callMsg()); res.Outcome != push.ConfigError ||
 			res.Reason != "InvalidProviderToken" || res.Attempts != 1 || res.EraseRecord {
 			t.Fatalf("apns: %+v", res)
 		}
-		if res := d.Send(ctx, f.FCM.Target(pushtest.FCMToken(i)), callMsg()); res.Outcome != push.ConfigError ||
+		if res := d.Send(ctx, f.FCM.Target(f.FCM.Token(i)), callMsg()); res.Outcome != push.ConfigError ||
 			res.Reason != "OAUTH:invalid_grant" || res.Attempts != 0 || res.EraseRecord {
 			t.Fatalf("fcm: %+v", res)
 		}
@@ -481,7 +481,7 @@ func TestTokenNeverLogged(t *testing.T) {
 	fb := []pushtest.Behavior{{}, {Reason: "UNREGISTERED"}, {Reason: "INVALID_ARGUMENT"}, {Reason: "INTERNAL", Times: 1},
 		{Reason: "THIRD_PARTY_AUTH_ERROR"}, {Stall: true}}
 	for i := range behaviors {
-		at, ft := pushtest.APNsToken(500+i), pushtest.FCMToken(500+i)
+		at, ft := e.APNs.VoIPToken(500+i), e.FCM.Token(500+i)
 		e.APNs.Program(at, behaviors[i])
 		e.FCM.Program(ft, fb[i])
 		toks = append(toks, at, ft)
@@ -514,14 +514,14 @@ func TestMaskToken(t *testing.T) {
 func TestRunTestPush(t *testing.T) {
 	f := pushtest.NewFakes(t)
 	var out bytes.Buffer
-	tok := pushtest.APNsToken(3)
+	tok := f.APNs.VoIPToken(3)
 	if err := push.RunTestPush(ctxFor(t, 5*time.Second), f.Config, "apns", tok, "ios", push.KindCall, &out, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "outcome=delivered") || strings.Contains(out.String(), tok) {
 		t.Errorf("output %q", out.String())
 	}
-	f.FCM.Program(pushtest.FCMToken(3), pushtest.Behavior{Reason: "UNREGISTERED"})
+	f.FCM.Program(f.FCM.Token(3), pushtest.Behavior{Reason: "UNREGISTERED"})
 	out.Reset()
 	err := push.RunTestPush(ctxFor(t, 5*time.Second), f.Config, "fcm", pushtest.FCMToken(3), "", push.KindRegister, &out, nil)
 	if err == nil || !strings.Contains(out.String(), "outcome=token_dead") {

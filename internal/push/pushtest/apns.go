@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,11 @@ type APNsOptions struct {
 // APNs is a fake Apple Push Notification service: HTTP/2 over TLS, POST
 // /3/device/{token}, JWT (ES256) or client-certificate auth, real headers,
 // status codes and {"reason": …} bodies.
+//
+// Like APNs it only delivers to device tokens it issued, each for one topic:
+// take tokens from VoIPToken or RemoteToken, or register a captured one with
+// BindToken. An APNs and the sandbox started beside it (StartSandbox) issue
+// tokens separately, as Apple's production and sandbox environments do.
 type APNs struct {
 	recorder
 	connCounter
@@ -54,12 +60,28 @@ type APNs struct {
 	Dir, KeyFile, CAFile, ClientCertFile string
 	TeamID, KeyID, BundleID              string
 
+	// tokens maps each device token the fake issued (lower-case hex) to the
+	// topic it was issued for.
+	tokens registry
+	// env salts the tokens VoIPToken and RemoteToken derive, so that the
+	// sandbox's tokens for i differ from production's.
+	env string
+	// provider is the pn-provider of the fake's devices: "apns", or
+	// "apns.dev" for a sandbox.
+	provider string
+	sandbox  atomic.Pointer[APNs]
+
 	pub     *ecdsa.PublicKey
+	ca      *authority
 	srv     *http.Server
 	closing chan struct{}
 	once    sync.Once
 	tmpDir  bool
 }
+
+// providerAPNsSandbox is liblinphone's pn-provider for tokens of the APNs
+// sandbox (development builds).
+const providerAPNsSandbox = "apns.dev"
 
 // NewAPNs starts a fake APNs for a test and closes it when the test ends.
 func NewAPNs(tb testing.TB) *APNs {
@@ -79,6 +101,7 @@ func StartAPNs(o APNsOptions) (*APNs, error) {
 		TeamID:   def(o.TeamID, "TEAM123456"),
 		KeyID:    def(o.KeyID, "KEYID12345"),
 		BundleID: def(o.BundleID, "org.sipwake.test"),
+		provider: push.ProviderAPNs,
 		closing:  make(chan struct{}),
 	}
 	dir, tmp, err := ensureDir(o.Dir, "pushtest-apns-")
@@ -98,14 +121,13 @@ func StartAPNs(o APNsOptions) (*APNs, error) {
 	if f.KeyFile, err = writeFile(dir, "apns-AuthKey_"+f.KeyID+".p8", p8); err != nil {
 		return nil, err
 	}
-	ca, err := newAuthority("fake APNs")
-	if err != nil {
+	if f.ca, err = newAuthority("fake APNs"); err != nil {
 		return nil, err
 	}
-	if f.CAFile, err = writeFile(dir, "apns-ca.pem", ca.pem); err != nil {
+	if f.CAFile, err = writeFile(dir, "apns-ca.pem", f.ca.pem); err != nil {
 		return nil, err
 	}
-	client, err := ca.issue("Apple VoIP Services: "+f.BundleID, nil)
+	client, err := f.ca.issue("Apple VoIP Services: "+f.BundleID, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -116,26 +138,72 @@ func StartAPNs(o APNsOptions) (*APNs, error) {
 	if f.ClientCertFile, err = writeFile(dir, "apns-client.pem", cp); err != nil {
 		return nil, err
 	}
-	addr := def(o.Addr, "127.0.0.1:0")
-	serverCert, err := ca.issue("fake APNs", serverHosts(addr))
-	if err != nil {
+	if err := f.listen(def(o.Addr, "127.0.0.1:0"), "fake APNs"); err != nil {
 		return nil, err
+	}
+	return f, nil
+}
+
+// StartSandbox starts the sandbox beside f, as Apple runs one beside
+// production: the same auth key, client-certificate CA and bundle are
+// accepted (one .p8 key works in both environments), but the sandbox has
+// its own URL, records its own pushes and issues its own device tokens, so
+// a token sent to the wrong environment is answered 400 BadDeviceToken.
+// Its server certificate comes from f's CA, so f.CAFile trusts both. App
+// and CertApp called afterwards point push.APNsConfig.SandboxEndpoint at
+// it. It closes when the test ends.
+func (f *APNs) StartSandbox(tb testing.TB) *APNs {
+	tb.Helper()
+	s, err := f.startSandbox("127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}
+
+func (f *APNs) startSandbox(addr string) (*APNs, error) {
+	s := &APNs{
+		recorder: newRecorder(nil),
+		Dir:      f.Dir, KeyFile: f.KeyFile, CAFile: f.CAFile, ClientCertFile: f.ClientCertFile,
+		TeamID: f.TeamID, KeyID: f.KeyID, BundleID: f.BundleID,
+		env:      "sandbox-",
+		provider: providerAPNsSandbox,
+		pub:      f.pub,
+		ca:       f.ca,
+		closing:  make(chan struct{}),
+	}
+	if !f.sandbox.CompareAndSwap(nil, s) {
+		return nil, errors.New("pushtest: fake APNs sandbox already started")
+	}
+	if err := s.listen(addr, "fake APNs sandbox"); err != nil {
+		f.sandbox.Store(nil)
+		return nil, err
+	}
+	return s, nil
+}
+
+// listen serves the fake on addr with a server certificate from its CA.
+func (f *APNs) listen(addr, name string) error {
+	serverCert, err := f.ca.issue(name, serverHosts(addr))
+	if err != nil {
+		return err
 	}
 	tlsConf := &tls.Config{
 		Certificates: []tls.Certificate{serverCert},
 		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    ca.pool(),
+		ClientCAs:    f.ca.pool(),
 		NextProtos:   []string{"h2"},
 		MinVersion:   tls.VersionTLS12,
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("pushtest: fake APNs listen: %w", err)
+		return fmt.Errorf("pushtest: %s listen: %w", name, err)
 	}
 	f.URL = "https://" + ln.Addr().String()
 	f.srv = &http.Server{Handler: http.HandlerFunc(f.serve), TLSConfig: tlsConf, ErrorLog: discardLog(), ConnState: f.countConn}
 	go func() { _ = f.srv.ServeTLS(ln, "", "") }()
-	return f, nil
+	return nil
 }
 
 // Close stops the fake, releases stalled requests and removes a temporary
@@ -150,33 +218,75 @@ func (f *APNs) Close() {
 	})
 }
 
-// App returns a push.AppConfig using token (.p8) auth against the fake.
+// App returns a push.AppConfig using token (.p8) auth against the fake
+// (and its sandbox, if started).
 func (f *APNs) App(name string) push.AppConfig {
 	return push.AppConfig{Name: name, Provider: push.ProviderAPNs, APNs: push.APNsConfig{
 		BundleID: f.BundleID, TeamID: f.TeamID, KeyID: f.KeyID, KeyFile: f.KeyFile,
-		Endpoint: f.URL, CAFile: f.CAFile,
+		Endpoint: f.URL, SandboxEndpoint: f.sandboxURL(), CAFile: f.CAFile,
 	}}
 }
 
-// CertApp returns a push.AppConfig using certificate auth against the fake.
+// CertApp returns a push.AppConfig using certificate auth against the fake
+// (and its sandbox, if started).
 func (f *APNs) CertApp(name string) push.AppConfig {
 	return push.AppConfig{Name: name, Provider: push.ProviderAPNs, APNs: push.APNsConfig{
 		BundleID: f.BundleID, TeamID: f.TeamID, CertFile: f.ClientCertFile,
-		Endpoint: f.URL, CAFile: f.CAFile,
+		Endpoint: f.URL, SandboxEndpoint: f.sandboxURL(), CAFile: f.CAFile,
 	}}
+}
+
+func (f *APNs) sandboxURL() string {
+	if s := f.sandbox.Load(); s != nil {
+		return s.URL
+	}
+	return ""
 }
 
 // Param is the pn-param an app registered with the fake's bundle sends.
 func (f *APNs) Param() string { return f.TeamID + "." + f.BundleID + ".voip" }
 
-// Target returns a push target for token on the fake's app.
+// Target returns a push target for token on the fake's app; on a sandbox
+// its pn-provider is "apns.dev", as a development build sends.
 func (f *APNs) Target(token string) push.Target {
-	return push.Target{Provider: push.ProviderAPNs, Token: token, Param: f.Param()}
+	return push.Target{Provider: f.provider, Token: token, Param: f.Param()}
 }
 
-// APNsToken returns a well-formed, distinct device token for i.
-func APNsToken(i int) string {
-	sum := sha256.Sum256([]byte("sipwake-device-" + strconv.Itoa(i)))
+// BindToken registers token as one the fake issued for topic: "<bundle>.voip"
+// for a PushKit token, "<bundle>" for a remote-notification token. Use it
+// for tokens copied from a real device's capture.
+func (f *APNs) BindToken(token, topic string) {
+	f.tokens.bind(strings.ToLower(token), topic)
+}
+
+// VoIPToken returns a PushKit token for i, bound to the topic
+// "<bundle>.voip": APNsToken(i) on a production fake; on a sandbox another
+// token, as Apple's environments never issue the same one.
+func (f *APNs) VoIPToken(i int) string {
+	tok := APNsToken(i)
+	if f.env != "" {
+		tok = hexSum(f.env + "device-" + strconv.Itoa(i))
+	}
+	f.BindToken(tok, f.BundleID+".voip")
+	return tok
+}
+
+// RemoteToken returns a remote-notification token for i (alert and
+// background pushes), bound to the topic "<bundle>"; distinct from
+// VoIPToken(i), as an iPhone's two tokens are.
+func (f *APNs) RemoteToken(i int) string {
+	tok := hexSum(f.env + "remote-" + strconv.Itoa(i))
+	f.BindToken(tok, f.BundleID)
+	return tok
+}
+
+// APNsToken returns a well-formed, distinct device token for i. A fake
+// delivers to it only once bound (VoIPToken binds it).
+func APNsToken(i int) string { return hexSum("device-" + strconv.Itoa(i)) }
+
+// hexSum derives a 64-hex-digit token.
+func hexSum(s string) string {
+	sum := sha256.Sum256([]byte("sipwake-" + s))
 	return hex.EncodeToString(sum[:])
 }
 
@@ -184,6 +294,10 @@ var (
 	hexToken = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 	uuidRe   = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 )
+
+// maxBody is how much of a request body the fakes read: more than any
+// payload limit, so that a larger body is still answered as too large.
+const maxBody = 64 << 10
 
 func (f *APNs) serve(w http.ResponseWriter, r *http.Request) {
 	if r.ProtoMajor != 2 {
@@ -195,8 +309,8 @@ func (f *APNs) serve(w http.ResponseWriter, r *http.Request) {
 		apnsReply(w, "", http.StatusNotFound, "BadPath")
 		return
 	}
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
-	p := Push{Provider: push.ProviderAPNs, Token: tok, Header: r.Header.Clone(), Payload: jsonOrString(body), At: time.Now()}
+	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	p := Push{Provider: f.provider, Token: tok, Header: r.Header.Clone(), Payload: jsonOrString(body), At: time.Now()}
 	status, reason := f.check(r, tok, body)
 	if status == 0 {
 		if b, ok := f.behavior(tok); ok {
@@ -216,8 +330,8 @@ func (f *APNs) serve(w http.ResponseWriter, r *http.Request) {
 	apnsReply(w, r.Header.Get("apns-id"), status, reason)
 }
 
-// check validates auth, headers and payload the way APNs does; 0 means the
-// request is well-formed.
+// check validates auth, headers, device token and payload the way APNs
+// does; 0 means APNs would deliver the push.
 func (f *APNs) check(r *http.Request, tok string, body []byte) (int, string) {
 	if r.Method != http.MethodPost {
 		return http.StatusMethodNotAllowed, "MethodNotAllowed"
@@ -240,6 +354,8 @@ func (f *APNs) check(r *http.Request, tok string, body []byte) (int, string) {
 	case topic == "":
 		topic = f.BundleID
 	}
+	// TopicDisallowed: the key or certificate may not push to this topic
+	// (the fake's credentials serve one bundle and its .voip topic).
 	switch pushType {
 	case "voip":
 		if topic != f.BundleID+".voip" {
@@ -249,19 +365,21 @@ func (f *APNs) check(r *http.Request, tok string, body []byte) (int, string) {
 		if topic != f.BundleID {
 			return http.StatusBadRequest, "TopicDisallowed"
 		}
-	case "":
-		return http.StatusBadRequest, "InvalidPushType"
 	default:
 		return http.StatusBadRequest, "InvalidPushType"
 	}
-	if pr := r.Header.Get("apns-priority"); pr != "" {
-		if pr != "10" && pr != "5" && pr != "1" {
-			return http.StatusBadRequest, "BadPriority"
-		}
-		if pushType == "background" && pr != "5" {
-			// Apple: background pushes must use priority 5.
-			return http.StatusBadRequest, "BadPriority"
-		}
+	// APNs takes a missing apns-priority as 10.
+	priority := def(r.Header.Get("apns-priority"), "10")
+	switch {
+	case priority != "10" && priority != "5" && priority != "1":
+		return http.StatusBadRequest, "BadPriority"
+	case pushType == "background" && priority != "5":
+		// Apple: a background push must carry apns-priority 5; 10 is an
+		// error.
+		return http.StatusBadRequest, "BadPriority"
+	case pushType == "voip" && priority != "10":
+		// Apple: VoIP pushes go at priority 10; 5 is refused.
+		return http.StatusBadRequest, "BadPriority"
 	}
 	if exp := r.Header.Get("apns-expiration"); exp != "" {
 		if _, err := strconv.ParseInt(exp, 10, 64); err != nil {
@@ -277,6 +395,16 @@ func (f *APNs) check(r *http.Request, tok string, body []byte) (int, string) {
 	if !hexToken.MatchString(tok) {
 		return http.StatusBadRequest, "BadDeviceToken"
 	}
+	switch issuedFor, ok := f.tokens.lookup(strings.ToLower(tok)); {
+	case !ok:
+		// Not a token this environment issued: made up, or a sandbox
+		// token sent to production (or the reverse).
+		return http.StatusBadRequest, "BadDeviceToken"
+	case issuedFor != topic:
+		// A PushKit token gets VoIP pushes only, a remote-notification
+		// token everything else.
+		return http.StatusBadRequest, "DeviceTokenNotForTopic"
+	}
 	limit := 4096
 	if pushType == "voip" {
 		limit = 5120
@@ -285,12 +413,30 @@ func (f *APNs) check(r *http.Request, tok string, body []byte) (int, string) {
 		return http.StatusRequestEntityTooLarge, "PayloadTooLarge"
 	}
 	var payload struct {
-		APS *json.RawMessage `json:"aps"`
+		APS map[string]json.RawMessage `json:"aps"`
 	}
 	if len(body) == 0 || json.Unmarshal(body, &payload) != nil || payload.APS == nil {
 		return http.StatusBadRequest, "PayloadEmpty"
 	}
+	if pushType == "background" && !backgroundAPS(payload.APS) {
+		// Apple lists no reason for a payload that is not what its
+		// apns-push-type says. InvalidPushType is the nearest: the type
+		// claimed does not fit the push (PayloadEmpty means no payload
+		// at all, and the fake keeps it for a missing aps).
+		return http.StatusBadRequest, "InvalidPushType"
+	}
 	return 0, ""
+}
+
+// backgroundAPS tells whether aps is what Apple requires of a background
+// push: "content-available": 1 and nothing for the user to see or hear.
+func backgroundAPS(aps map[string]json.RawMessage) bool {
+	for _, k := range []string{"alert", "sound", "badge"} {
+		if _, ok := aps[k]; ok {
+			return false
+		}
+	}
+	return string(aps["content-available"]) == "1"
 }
 
 // checkJWT verifies an APNs provider token: ES256 over header.claims with the

@@ -33,13 +33,17 @@ type FCMOptions struct {
 	Dir string
 	// ProjectID the fake serves; default "sipwake-test".
 	ProjectID string
+	// SenderID is the project's number, which the tokens the fake issues
+	// are bound to; default "123456789012".
+	SenderID string
 	// OnPush, if set, is called for every push after it is recorded.
 	OnPush func(Push)
 }
 
 // FCM is a fake Firebase Cloud Messaging HTTP v1 service with its own OAuth
 // token endpoint (RS256 JWT-bearer grant). It answers with FCM's real error
-// shapes.
+// shapes. Like FCM it only delivers to registration tokens it issued for
+// its sender id: take them from Token, or register others with BindToken.
 type FCM struct {
 	recorder
 	connCounter
@@ -51,6 +55,12 @@ type FCM struct {
 	// Files written into Dir.
 	Dir, CredentialsFile, CAFile string
 	ProjectID, ClientEmail       string
+	// SenderID is the Firebase project number.
+	SenderID string
+
+	// tokens maps each registration token the fake issued to the sender
+	// id it was issued for.
+	tokens registry
 
 	key           *rsa.PrivateKey
 	keyID         string
@@ -81,6 +91,7 @@ func StartFCM(o FCMOptions) (*FCM, error) {
 	f := &FCM{
 		recorder:  newRecorder(o.OnPush),
 		ProjectID: def(o.ProjectID, "sipwake-test"),
+		SenderID:  def(o.SenderID, "123456789012"),
 		access:    map[string]time.Time{},
 		closing:   make(chan struct{}),
 		keyID:     newUUID(),
@@ -143,9 +154,20 @@ func (f *FCM) Close() {
 // App returns a push.AppConfig for the fake's project.
 func (f *FCM) App(name string) push.AppConfig {
 	return push.AppConfig{Name: name, Provider: push.ProviderFCM, FCM: push.FCMConfig{
-		ProjectID: f.ProjectID, CredentialsFile: f.CredentialsFile,
+		ProjectID: f.ProjectID, SenderID: f.SenderID, CredentialsFile: f.CredentialsFile,
 		Endpoint: f.URL + "/v1", CAFile: f.CAFile,
 	}}
+}
+
+// BindToken registers token as one FCM issued to an app of senderID, the
+// project number the app was built with.
+func (f *FCM) BindToken(token, senderID string) { f.tokens.bind(token, senderID) }
+
+// Token returns FCMToken(i), bound to the fake's SenderID.
+func (f *FCM) Token(i int) string {
+	tok := FCMToken(i)
+	f.BindToken(tok, f.SenderID)
+	return tok
 }
 
 // Target returns a push target for token on the fake's project.
@@ -193,7 +215,8 @@ func (f *FCM) writeServiceAccount(path string, key *rsa.PrivateKey, keyID string
 	return path, nil
 }
 
-// FCMToken returns a plausible, distinct registration token for i.
+// FCMToken returns a plausible, distinct registration token for i. A fake
+// delivers to it only once bound (Token binds it).
 func FCMToken(i int) string {
 	sum := sha256.Sum256(fmt.Appendf(nil, "sipwake-android-%d", i))
 	return "f" + base64.RawURLEncoding.EncodeToString(sum[:8]) + ":APA91b" + base64.RawURLEncoding.EncodeToString(sum[8:])
@@ -294,7 +317,7 @@ func (f *FCM) serveSend(w http.ResponseWriter, r *http.Request) {
 			"Permission 'cloudmessaging.messages.create' denied on resource '//cloudresourcemanager.googleapis.com/projects/"+r.PathValue("project")+"'")
 		return
 	}
-	body, _ := io.ReadAll(io.LimitReader(r.Body, 64<<10))
+	body, _ := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	var req struct {
 		Message      json.RawMessage `json:"message"`
 		ValidateOnly bool            `json:"validate_only"`
@@ -306,6 +329,9 @@ func (f *FCM) serveSend(w http.ResponseWriter, r *http.Request) {
 	}
 	p := Push{Provider: push.ProviderFCM, Token: m.Token, Payload: req.Message, At: time.Now()}
 	status, code, msg := checkMessage(m)
+	if status == 0 {
+		status, code, msg = f.checkToken(m.Token)
+	}
 	if status == 0 {
 		if b, ok := f.behavior(m.Token); ok {
 			if b.Stall {
@@ -342,6 +368,18 @@ func (f *FCM) authorized(h string) bool {
 	defer f.mu.Unlock()
 	exp, ok := f.access[tok]
 	return ok && time.Now().Before(exp)
+}
+
+// checkToken answers as FCM does for a token it did not issue, or issued to
+// an app of another project.
+func (f *FCM) checkToken(tok string) (int, string, string) {
+	switch sender, ok := f.tokens.lookup(tok); {
+	case !ok:
+		return http.StatusBadRequest, "INVALID_ARGUMENT", fcmMessageFor("INVALID_ARGUMENT")
+	case sender != f.SenderID:
+		return http.StatusForbidden, "SENDER_ID_MISMATCH", fcmMessageFor("SENDER_ID_MISMATCH")
+	}
+	return 0, "", ""
 }
 
 var fcmTokenRe = regexp.MustCompile(`^[A-Za-z0-9_:\-]{20,1000}$`)

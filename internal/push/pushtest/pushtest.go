@@ -1,8 +1,11 @@
 // Package pushtest provides fake APNs and FCM services that speak the real
 // protocols (HTTP/2 over TLS, APNs headers/JWT/reasons; FCM HTTP v1 with an
 // OAuth token endpoint and its error shapes), for tests in any package and
-// for cmd/pushfake. The fakes record every push, can be programmed per token
-// to fail or stall, and write the credential files a push.Config needs.
+// for cmd/pushfake. Like the services, they refuse what Apple and Google
+// refuse: a device token they did not issue, a token pushed under another
+// topic or sender id, an oversized payload, a background push that is not
+// one. The fakes record every push, can be programmed per token to fail or
+// stall, and write the credential files a push.Config needs.
 //
 // It is test support: never import it from production code.
 package pushtest
@@ -161,6 +164,30 @@ func (r *recorder) Reset() {
 	defer r.mu.Unlock()
 	r.pushes = nil
 	r.behaviors = map[string]*Behavior{}
+}
+
+// registry is what a fake knows of the tokens it issued: each token and
+// what it was issued for (APNs: a topic; FCM: a sender id). Reset leaves it
+// alone, as a service remembers its devices.
+type registry struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (r *registry) bind(token, issuedFor string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = map[string]string{}
+	}
+	r.m[token] = issuedFor
+}
+
+func (r *registry) lookup(token string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	v, ok := r.m[token]
+	return v, ok
 }
 
 // Fakes is a fake APNs and a fake FCM with a push.Config pointing at both
