@@ -263,7 +263,7 @@ func measureWake(b *testing.B, name string, in func(*wakeSetup) wakeTarget) call
 	w := newWakeSetup(b, n, 10*time.Second, true)
 	sw := in(w)
 	w.pool = startDevicePool(b, peertest.Addr(b, ipDevice, 5070), sw.SIPAddr, w.fake.Param())
-	took := w.pool.RegisterAll(b, n, 32, pushtest.APNsToken)
+	took := w.pool.RegisterAll(b, n, 32, w.fake.VoIPToken)
 	b.Logf("registered %d sleeping devices through sipwake in %v", n, took.Round(time.Millisecond))
 	row := callRow{Name: name, Path: "sipp → Kamailio → " + sw.Name + " → push → re-REGISTER → device"}
 	c := &caller{b: b, remote: w.reg.Addr, scenario: "caller_inf_answered", inf: calleeInjection(b, 0, n), port: 7000, limit: callLimit}

@@ -9,7 +9,6 @@ import (
 
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
-	"github.com/sipwake/sipwake/internal/push/pushtest"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -95,7 +94,7 @@ func BenchmarkClusterWakeCalls(b *testing.B) {
 			}
 			peertest.StartKamailio(b, peertest.KamailioOptions{Addr: lb, Domain: domain, Dispatch: nodes, SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB})
 			w.pool = startDevicePool(b, peertest.Addr(b, ipDevice, 5070), lb, w.fake.Param())
-			w.pool.RegisterAll(b, users, 32, pushtest.APNsToken)
+			w.pool.RegisterAll(b, users, 32, w.fake.VoIPToken)
 			row := callRow{Name: map[int]string{1: "b) 1 sipwake node", 3: "c) 3 sipwake nodes"}[n], Path: "sipp → Kamailio → dispatcher → sipwake ×n (one Redis) → device"}
 			c := &caller{b: b, remote: w.reg.Addr, scenario: "caller_inf_answered", inf: calleeInjection(b, 0, users), port: 7000, limit: callLimit}
 			measureCalls(b, &row, func(rate int, d time.Duration) callProbe {

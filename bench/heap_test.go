@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/sipwake/sipwake/internal/peertest"
-	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
 var flagHeapDir = flag.String("heap.dir", os.TempDir(), "BenchmarkParkedHeap: where heap-idle.pprof and heap-parked.pprof go")
@@ -27,7 +26,7 @@ func BenchmarkParkedHeap(b *testing.B) {
 	w := newWakeSetup(b, n, 100*time.Second, false)
 	sw := startSipwakeInProcess(b, w.cfg)
 	pool := startDevicePool(b, peertest.Addr(b, ipDevice, 5070), sw.SIPAddr("udp"), w.fake.Param())
-	pool.RegisterAll(b, n, 32, pushtest.APNsToken)
+	pool.RegisterAll(b, n, 32, w.fake.VoIPToken)
 	time.Sleep(2 * time.Second)
 	writeHeap(b, "heap-registered.pprof")
 	// sipgo keeps a completed non-INVITE server transaction for Timer J

@@ -107,7 +107,7 @@ func measureParked(b *testing.B, level int) parkedRow {
 	w := newWakeSetup(b, users, 100*time.Second, false)
 	sw := startSipwakeInProcess(b, w.cfg)
 	pool := startDevicePool(b, peertest.Addr(b, ipDevice, 5070), sw.SIPAddr("udp"), w.fake.Param())
-	pool.RegisterAll(b, users, 32, pushtest.APNsToken)
+	pool.RegisterAll(b, users, 32, w.fake.VoIPToken)
 	reg := sw.Registry()
 	parked := func() float64 { return gaugeValue(reg, "sipwake_calls_parked", "") }
 	const hist = "sipwake_call_push_latency_seconds"
@@ -232,7 +232,7 @@ func measureParkedRSS(b *testing.B, n int) rssRow {
 	metrics := scraped("http://" + admin + "/metrics")
 	gauge := func(name string) float64 { return gaugeValue(metrics, name, "") }
 	pool := startDevicePool(b, peertest.Addr(b, ipDevice, 5070), p.Addr, fake.Param())
-	took := pool.RegisterAll(b, n, 32, pushtest.APNsToken)
+	took := pool.RegisterAll(b, n, 32, fake.VoIPToken)
 	b.Logf("registered %d sleeping devices through the sipwake process in %v", n, took.Round(time.Millisecond))
 	time.Sleep(3 * time.Second)
 	row := rssRow{Calls: n}

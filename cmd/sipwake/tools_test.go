@@ -90,7 +90,7 @@ func TestPushTestCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := []string{"SIPWAKE_PUSH_APPS=" + string(apps)}
-	tok := pushtest.APNsToken(7)
+	tok := fakes.APNs.VoIPToken(7)
 	out, _, err := runCLI(t, env, "", "push", "test", "-provider", "apns", "-token", tok, "-app", "ios")
 	if err != nil || !strings.Contains(out, "outcome=delivered") || strings.Contains(out, tok) {
 		t.Fatalf("push test: %v\n%s", err, out)
@@ -98,7 +98,9 @@ func TestPushTestCommand(t *testing.T) {
 	if ps := fakes.APNs.PushesTo(tok); len(ps) != 1 || ps[0].Header.Get("apns-push-type") != "voip" {
 		t.Fatalf("fake APNs got %d pushes", len(ps))
 	}
-	dead := pushtest.APNsToken(8)
+	// push test sends any kind but a call to a bare token as to a
+	// remote-notification token.
+	dead := fakes.APNs.RemoteToken(8)
 	fakes.APNs.Program(dead, pushtest.Behavior{Status: 410, Reason: "Unregistered"})
 	out, _, err = runCLI(t, env, "", "push", "test", "-provider", "apns", "-token", dead, "-kind", "register")
 	if err == nil || !strings.Contains(out, "outcome=token_dead") || !strings.Contains(out, "kind=register") {

@@ -147,7 +147,7 @@ func TestInviteFloodPushesCapped(t *testing.T) {
 		c.Calls.PushesPerDevicePerMinute = limit
 		c.Calls.Wait = time.Second
 	})
-	tok := pushtest.APNsToken(51)
+	tok := w.fakes.APNs.VoIPToken(51)
 	w.sleepingDevice("alice", tok, 5070)
 	start := time.Now()
 	res, err := peertest.RunSipp(t, peertest.SippOptions{
@@ -379,7 +379,7 @@ func TestSpoofedCallToBindingForbidden(t *testing.T) {
 	w := newWorld(t, func(c *config.Config) {
 		c.Trunks = []config.Trunk{{Name: "carrier", Sources: []string{"192.0.2.0/24"}, Domain: domain}}
 	})
-	w.sleepingDevice("alice", pushtest.APNsToken(55), 5070)
+	w.sleepingDevice("alice", w.fakes.APNs.VoIPToken(55), 5070)
 	bs := w.bindings("alice")
 	if len(bs) != 1 {
 		t.Fatalf("alice has %d bindings", len(bs))

@@ -80,7 +80,7 @@ func mustSucceed(t *testing.T, name string, s *peertest.Sipp) *peertest.SippResu
 
 func TestCallWakesSleepingPhone(t *testing.T) {
 	w := newWorld(t)
-	tok := pushtest.APNsToken(1)
+	tok := w.fakes.APNs.VoIPToken(1)
 	w.sleepingDevice("alice", tok, 5070)
 
 	caller := w.call("alice", "caller_answered", nil)
@@ -122,7 +122,7 @@ func TestCallWakesSleepingPhone(t *testing.T) {
 
 func TestCallerCancelSendsCancelPush(t *testing.T) {
 	w := newWorld(t)
-	tok := pushtest.APNsToken(2)
+	tok := w.fakes.APNs.VoIPToken(2)
 	w.sleepingDevice("alice", tok, 5070)
 	caller := w.call("alice", "caller_cancel", nil)
 	mustSucceed(t, "caller cancel (200 to CANCEL, 487)", caller)
@@ -140,7 +140,7 @@ func TestCallerCancelSendsCancelPush(t *testing.T) {
 
 func TestCallNoDeviceTimesOut(t *testing.T) {
 	w := newWorld(t, func(c *config.Config) { c.Calls.Wait = 2 * time.Second })
-	w.sleepingDevice("alice", pushtest.APNsToken(3), 5070)
+	w.sleepingDevice("alice", w.fakes.APNs.VoIPToken(3), 5070)
 	start := time.Now()
 	res := mustSucceed(t, "caller", w.call("alice", "caller_expect", map[string]string{"expect": "480"}))
 	if took := time.Since(start); took < 2*time.Second {
@@ -154,7 +154,7 @@ func TestCallNoDeviceTimesOut(t *testing.T) {
 
 func TestDeadTokenErasesAndRejects(t *testing.T) {
 	w := newWorld(t)
-	tok := pushtest.APNsToken(4)
+	tok := w.fakes.APNs.VoIPToken(4)
 	w.fakes.APNs.Program(tok, pushtest.Behavior{Status: 410, Reason: "Unregistered"})
 	w.sleepingDevice("alice", tok, 5070)
 	start := time.Now()
@@ -169,7 +169,7 @@ func TestDeadTokenErasesAndRejects(t *testing.T) {
 
 func TestTwoDevicesFirstAnswerWins(t *testing.T) {
 	w := newWorld(t)
-	tokA, tokB := pushtest.APNsToken(5), pushtest.APNsToken(6)
+	tokA, tokB := w.fakes.APNs.VoIPToken(5), w.fakes.APNs.VoIPToken(6)
 	w.sleepingDevice("alice", tokA, 5070)
 	w.sleepingDevice("alice", tokB, 5072)
 	caller := w.call("alice", "caller_answered", nil)
@@ -191,7 +191,7 @@ func TestTrunkFromUnlistedSourceIsForbidden(t *testing.T) {
 	w := newWorld(t, func(c *config.Config) {
 		c.Trunks = []config.Trunk{{Name: "carrier", Sources: []string{"192.0.2.0/24"}, Domain: domain}}
 	})
-	w.sleepingDevice("alice", pushtest.APNsToken(7), 5070)
+	w.sleepingDevice("alice", w.fakes.APNs.VoIPToken(7), 5070)
 	_, err := peertest.RunSipp(t, peertest.SippOptions{
 		Scenario:  peertest.Scenario(t, "caller_expect"),
 		Remote:    w.swAddr,
@@ -213,7 +213,7 @@ func TestTrunkCallWakesPhone(t *testing.T) {
 	w := newWorld(t)
 	w.cfg.Trunks = []config.Trunk{{Name: "carrier", Sources: []string{callerIP(t) + "/32"}, Domain: domain}}
 	w.restartWith()
-	tok := pushtest.APNsToken(8)
+	tok := w.fakes.APNs.VoIPToken(8)
 	w.sleepingDevice("alice", tok, 5070)
 	caller := peertest.StartSipp(t, peertest.SippOptions{
 		Scenario:  peertest.Scenario(t, "caller_answered"),
@@ -231,7 +231,7 @@ func TestTrunkCallWakesPhone(t *testing.T) {
 
 func TestMessageWakesSleepingPhone(t *testing.T) {
 	w := newWorld(t)
-	tok := pushtest.APNsToken(9)
+	tok := w.fakes.APNs.VoIPToken(9)
 	w.sleepingDevice("alice", tok, 5070)
 	sender := w.call("alice", "sender_message", nil)
 	ps := waitPushes(t, w.fakes.APNs, 1)
@@ -276,7 +276,7 @@ func metric(t *testing.T, w *world, name, label string) float64 {
 
 func TestMetricsMoveAndStayAggregate(t *testing.T) {
 	w := newWorld(t)
-	tok := pushtest.APNsToken(10)
+	tok := w.fakes.APNs.VoIPToken(10)
 	w.sleepingDevice("alice", tok, 5070)
 	caller := w.call("alice", "caller_answered", nil)
 	waitPushes(t, w.fakes.APNs, 1)
@@ -314,7 +314,7 @@ func TestMetricsMoveAndStayAggregate(t *testing.T) {
 // Record-Route and answered end to end.
 func TestInDialogRequestsFollowTheRoute(t *testing.T) {
 	w := newWorld(t)
-	tok := pushtest.APNsToken(11)
+	tok := w.fakes.APNs.VoIPToken(11)
 	w.sleepingDevice("alice", tok, 5070)
 	caller := w.call("alice", "caller_dialog", nil)
 	waitPushes(t, w.fakes.APNs, 1)

@@ -71,7 +71,7 @@ func TestCallParkedOnOneNodeIsDeliveredThroughAnother(t *testing.T) {
 	w := newWorld(t, redisBackend(t), func(c *config.Config) { c.Calls.TrustedSources = nodes })
 	b, bAddr := w.node(7)
 	c, cAddr := w.node(8)
-	tok := pushtest.APNsToken(60)
+	tok := w.fakes.APNs.VoIPToken(60)
 
 	w.registerVia(w.swAddr, tok, 5070)
 	w.registerVia(bAddr, tok, 5070) // the phone moved to B
@@ -177,7 +177,7 @@ func TestThreeNodesBehindDispatcher(t *testing.T) {
 	b, _ := w.node(7)
 	c, _ := w.node(8)
 	peertest.StartKamailio(t, peertest.KamailioOptions{Addr: lbAddr, Domain: domain, Dispatch: nodes})
-	tok := pushtest.APNsToken(62)
+	tok := w.fakes.APNs.VoIPToken(62)
 
 	w.registerVia(lbAddr, tok, 5070)
 	if locs := w.locations("alice"); len(locs) != 1 || !locs[0].OnPath(lbAddr) {
@@ -220,7 +220,7 @@ func TestHandedOverAppWakesThroughAnotherNode(t *testing.T) {
 	})
 	w.cfg.API.Listen = ""
 	_, bAddr := w.node(7)
-	tok := pushtest.APNsToken(63)
+	tok := w.fakes.APNs.VoIPToken(63)
 	body := `{"aor":"alice@` + domain + `","registrar":"sip:` + w.kam.Addr + `","transport":"udp","username":"alice",` +
 		`"password":"` + password + `","expires":600,"push":{"provider":"apns","token":"` + tok + `","param":"` + w.fakes.APNs.Param() + `"}}`
 	if code := putAccount(t, apiAddr, "phone-1", body); code != http.StatusCreated {

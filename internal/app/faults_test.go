@@ -117,7 +117,7 @@ func TestPushServiceDownOrStalledThenBack(t *testing.T) {
 		apns = newOutage(t, strings.TrimPrefix(c.Push.Apps[0].APNs.Endpoint, "https://"))
 		c.Push.Apps[0].APNs.Endpoint = apns.url()
 	})
-	tok := pushtest.APNsToken(60)
+	tok := w.fakes.APNs.VoIPToken(60)
 	w.sleepingDevice("alice", tok, 5070)
 
 	expect480 := func(what string) {

@@ -8,7 +8,6 @@ import (
 	"github.com/sipwake/sipwake/internal/api"
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
-	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
 const apiKey = "handover-test-key-0123456789"
@@ -23,7 +22,7 @@ func TestHandedOverAccountCallIsDelivered(t *testing.T) {
 		c.API.Listen = apiAddr
 		c.API.Keys = []api.Key{{App: "phone", SHA256: api.HashKey(apiKey)}}
 	})
-	tok := pushtest.APNsToken(40)
+	tok := w.fakes.APNs.VoIPToken(40)
 	body := `{"aor":"alice@` + domain + `","registrar":"sip:` + w.kam.Addr + `","transport":"udp","username":"alice",` +
 		`"password":"` + password + `","expires":600,"push":{"provider":"apns","token":"` + tok + `","param":"` + w.fakes.APNs.Param() + `"}}`
 	if code := putAccount(t, apiAddr, "phone-1", body); code != http.StatusCreated {

@@ -6,7 +6,6 @@ import (
 
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
-	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
 // linphone starts linphonec as alice's phone, registering through sipwake
@@ -30,7 +29,7 @@ func (w *world) linphone(tok string) *peertest.Linphone {
 // pushes, the app starts again, registers, and auto-answers.
 func TestLinphoneWokenByPushAnswers(t *testing.T) {
 	w := newWorld(t)
-	tok := pushtest.APNsToken(20)
+	tok := w.fakes.APNs.VoIPToken(20)
 	phone := w.linphone(tok)
 	if b := w.bindings("alice")[0]; b.Flow.Transport != "tcp" {
 		t.Fatalf("linphonec's flow: %+v", b.Flow)
@@ -52,7 +51,7 @@ func TestLinphoneWokenByPushAnswers(t *testing.T) {
 // A phone still connected over TCP is called at once, without a push.
 func TestLinphoneOnLiveFlowNeedsNoPush(t *testing.T) {
 	w := newWorld(t)
-	w.linphone(pushtest.APNsToken(21))
+	w.linphone(w.fakes.APNs.VoIPToken(21))
 	mustSucceed(t, "caller", w.call("alice", "caller_answered", nil))
 	if n := len(w.fakes.APNs.Pushes()); n != 0 {
 		t.Fatalf("%d pushes to a phone with a live flow", n)
@@ -63,7 +62,7 @@ func TestLinphoneOnLiveFlowNeedsNoPush(t *testing.T) {
 // along the double Record-Route, over UDP to Kamailio and the caller.
 func TestLinphoneHangsUp(t *testing.T) {
 	w := newWorld(t)
-	tok := pushtest.APNsToken(22)
+	tok := w.fakes.APNs.VoIPToken(22)
 	w.linphone(tok).Kill()
 	caller := w.call("alice", "caller_hungup", nil)
 	waitPushes(t, w.fakes.APNs, 1)
@@ -87,7 +86,7 @@ func TestLinphoneOverTLSWokenByPush(t *testing.T) {
 	w := newWorld(t, func(c *config.Config) {
 		c.SIP.Listen.TLS, c.SIP.Listen.TLSCertFile, c.SIP.Listen.TLSKeyFile = tlsAddr, certFile, keyFile
 	})
-	tok := pushtest.APNsToken(23)
+	tok := w.fakes.APNs.VoIPToken(23)
 	start := func() *peertest.Linphone {
 		l := peertest.StartLinphone(w.t, peertest.LinphoneOptions{
 			Addr: peertest.Addr(t, 5, 5080), Proxy: tlsAddr, Transport: "tls",

@@ -60,7 +60,7 @@ func (w *world) adminDo(method, path string) (int, string) {
 // through the admin API (and only then) puts the full AOR in the log.
 func TestCallFlowMetricsAndLogsArePrivate(t *testing.T) {
 	w := newWorld(t, withAdmin(t))
-	tok := pushtest.APNsToken(61)
+	tok := w.fakes.APNs.VoIPToken(61)
 	w.sleepingDevice("alice", tok, 5070)
 	caller := w.call("alice", "caller_answered", nil)
 	waitPushes(t, w.fakes.APNs, 1)
@@ -175,7 +175,7 @@ func TestStopWithParkedCallEndsWithinBound(t *testing.T) {
 		c.Calls.Wait = 30 * time.Second
 		c.Shutdown.DrainTimeout = time.Second
 	})
-	tok := pushtest.APNsToken(62)
+	tok := w.fakes.APNs.VoIPToken(62)
 	// The push hangs, so the call stays parked until the drain ends it.
 	// (A delivered push would add a background cancel push at the end; see
 	// the report on relay.followUp racing relay.Drain.)

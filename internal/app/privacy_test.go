@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/sipwake/sipwake/internal/config"
-	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
 // After a full flow (register, call woken by push, answer, hang-up), neither
@@ -15,7 +14,7 @@ import (
 // password or the caller's number.
 func TestNothingPersonalOnDiskOrInLogs(t *testing.T) {
 	w := newWorld(t, func(c *config.Config) { c.Log.Level = "info" })
-	tok := pushtest.APNsToken(30)
+	tok := w.fakes.APNs.VoIPToken(30)
 	w.sleepingDevice("alice", tok, 5070)
 	caller := w.call("alice", "caller_answered", nil)
 	waitPushes(t, w.fakes.APNs, 1)

@@ -6,7 +6,6 @@ import (
 
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
-	"github.com/sipwake/sipwake/internal/push/pushtest"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -26,7 +25,7 @@ func redisBackend(t *testing.T) func(*config.Config) {
 // wakes the sleeping device, it is answered; a restart keeps the binding.
 func TestRedisBackendRegisterAndCall(t *testing.T) {
 	w := newWorld(t, redisBackend(t))
-	tok := pushtest.APNsToken(50)
+	tok := w.fakes.APNs.VoIPToken(50)
 	w.sleepingDevice("alice", tok, 5070)
 	if n := w.records(); n != 1 {
 		t.Fatalf("%d records in Redis, want 1", n)

@@ -16,7 +16,6 @@ import (
 	"github.com/sipwake/sipwake/internal/api"
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
-	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
 // The SIP TLS listener and the HTTPS API speak TLS 1.2 and 1.3 only: a
@@ -73,7 +72,7 @@ func TestHandoverLeavesNothingPersonalOnDiskOrInLogs(t *testing.T) {
 		c.API.Listen = apiAddr
 		c.API.Keys = []api.Key{{App: "phone", SHA256: api.HashKey(apiKey)}}
 	})
-	tok, tok2 := pushtest.APNsToken(80), pushtest.APNsToken(81)
+	tok, tok2 := w.fakes.APNs.VoIPToken(80), w.fakes.APNs.VoIPToken(81)
 	ha1Sum := md5.Sum([]byte("bob:" + domain + ":" + password))
 	ha1 := hex.EncodeToString(ha1Sum[:])
 	put := func(id, body string) int { return putAccount(t, apiAddr, id, body) }

@@ -103,8 +103,8 @@ func kinds(ps []pushtest.Push) []string {
 func TestKeeperWakesBeforeUpstreamLapses(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.register(t, pushtest.APNsToken(1), true)
-	f.register(t, pushtest.APNsToken(2), false) // did not ask for +sip.pnsreg
+	f.register(t, f.fakes.APNs.VoIPToken(1), true)
+	f.register(t, f.fakes.APNs.VoIPToken(2), false) // did not ask for +sip.pnsreg
 	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
 
 	f.clock.advance(7 * time.Minute) // 3 minutes before the 600 s lapse
@@ -119,14 +119,14 @@ func TestKeeperWakesBeforeUpstreamLapses(t *testing.T) {
 		t.Fatalf("woke the same registration twice (%d)", n)
 	}
 	ps := f.fakes.APNs.Pushes()
-	if len(ps) != 1 || ps[0].Token != pushtest.APNsToken(1) || kinds(ps)[0] != "register" {
+	if len(ps) != 1 || ps[0].Token != f.fakes.APNs.VoIPToken(1) || kinds(ps)[0] != "register" {
 		t.Fatalf("refresh pushes: %v", kinds(ps))
 	}
 	if ps[0].Header.Get("apns-push-type") == "voip" {
 		t.Fatal("binding refresh used a VoIP push")
 	}
 	// The device refreshed: the next lapse gets its own wake-up.
-	f.register(t, pushtest.APNsToken(1), true)
+	f.register(t, f.fakes.APNs.VoIPToken(1), true)
 	f.clock.advance(9 * time.Minute)
 	if n, _ := k.Pass(ctx); n != 1 {
 		t.Fatalf("after a refresh: %d wake-ups, want 1", n)
@@ -136,7 +136,7 @@ func TestKeeperWakesBeforeUpstreamLapses(t *testing.T) {
 func TestKeeperWarnsBeforeTTLRunsOut(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.register(t, pushtest.APNsToken(3), false)
+	f.register(t, f.fakes.APNs.VoIPToken(3), false)
 	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: time.Minute, ExpiryWarnings: []time.Duration{time.Hour, 24 * time.Hour}})
 
 	f.clock.advance(ttl - 25*time.Hour)
@@ -165,7 +165,7 @@ func TestKeeperWarnsBeforeTTLRunsOut(t *testing.T) {
 
 func TestKeeperErasesDeadToken(t *testing.T) {
 	f := newFixture(t)
-	tok := pushtest.APNsToken(4)
+	tok := f.fakes.APNs.VoIPToken(4)
 	f.fakes.APNs.Program(tok, pushtest.Behavior{Status: 410, Reason: "Unregistered"})
 	f.register(t, tok, true)
 	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
@@ -198,7 +198,7 @@ func (c wakeChans) events() relay.WakeEvents {
 
 func TestWakeDeliversEachDeviceOnce(t *testing.T) {
 	f := newFixture(t)
-	b := f.register(t, pushtest.APNsToken(5), false)
+	b := f.register(t, f.fakes.APNs.VoIPToken(5), false)
 	ev := newWakeChans()
 	w := f.svc.Wake(context.Background(), relay.Call{ID: "c1", CallerNumber: "+15550100"}, []relay.Binding{b}, 5*time.Second, ev.events())
 	f.svc.Refreshed(b)
@@ -257,7 +257,7 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 	}
 	t.Cleanup(d.Close)
 	capped := relay.New(f.st, d, relay.Options{RecordTTL: ttl, Providers: []string{"apns"}, CallPushesPerMinute: 3}, slog.New(slog.NewTextHandler(f.logs, nil)), f.clock.now)
-	b := f.register(t, pushtest.APNsToken(6), false)
+	b := f.register(t, f.fakes.APNs.VoIPToken(6), false)
 	failed := 0
 	for i := range 5 {
 		ev := newWakeChans()
@@ -293,7 +293,7 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 func TestKeeperFilesDueTimes(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	early := f.register(t, pushtest.APNsToken(5), true) // before the keeper: due at once
+	early := f.register(t, f.fakes.APNs.VoIPToken(5), true) // before the keeper: due at once
 	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute, ExpiryWarnings: []time.Duration{time.Hour}})
 	dueOf := func(b relay.Binding) time.Time {
 		t.Helper()
@@ -315,7 +315,7 @@ func TestKeeperFilesDueTimes(t *testing.T) {
 		t.Fatalf("after the first pass: DueAt %v, want the refresh push at %v", got, refresh)
 	}
 
-	plain := f.register(t, pushtest.APNsToken(6), false)
+	plain := f.register(t, f.fakes.APNs.VoIPToken(6), false)
 	if got, want := dueOf(plain), registered.Add(ttl-time.Hour); !got.Equal(want) {
 		t.Fatalf("binding without +sip.pnsreg: DueAt %v, want the expiry warning at %v", got, want)
 	}
