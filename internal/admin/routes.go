@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sipwake/sipwake/internal/httpjson"
+	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/relay"
 )
 
@@ -97,18 +98,22 @@ func (s *Server) counts(w http.ResponseWriter, r *http.Request) {
 // ExportedRecord is what GET /admin/aors/{aor} shows of one record: what
 // sipwake holds, without the push token, passwords or digests.
 type ExportedRecord struct {
-	Kind      string    `json:"kind"` // sip (RFC 8599 registration) or handover
-	Provider  string    `json:"provider"`
-	PushParam string    `json:"push_param"`
-	Token     string    `json:"token"` // last 6 characters only
-	Contact   string    `json:"contact"`
-	Transport string    `json:"transport,omitempty"`
-	Source    string    `json:"source,omitempty"`
-	Instance  bool      `json:"instance_id_held"`
-	PNSReg    bool      `json:"wake_before_lapse"`
-	UpdatedAt time.Time `json:"updated_at"`
-	ExpiresAt time.Time `json:"expires_at"`
-	Upstream  struct {
+	Kind      string `json:"kind"` // sip (RFC 8599 registration) or handover
+	Provider  string `json:"provider"`
+	PushParam string `json:"push_param"`
+	Token     string `json:"token"` // last 6 characters only
+	Contact   string `json:"contact"`
+	Transport string `json:"transport,omitempty"`
+	Source    string `json:"source,omitempty"`
+	Instance  bool   `json:"instance_id_held"`
+	// WakeBeforeLapse: sipwake wakes the device to refresh its upstream
+	// registration (it has a token for that); RefreshesItself: its
+	// Contact said +sip.pnsreg.
+	WakeBeforeLapse bool      `json:"wake_before_lapse"`
+	RefreshesItself bool      `json:"refreshes_itself"`
+	UpdatedAt       time.Time `json:"updated_at"`
+	ExpiresAt       time.Time `json:"expires_at"`
+	Upstream        struct {
 		Mode         string    `json:"mode"` // path or contact
 		Expires      int       `json:"expires_s"`
 		RegisteredAt time.Time `json:"registered_at,omitzero"`
@@ -134,7 +139,8 @@ func Export(bs []relay.Binding) []ExportedRecord {
 		e := ExportedRecord{
 			Kind: "sip", Provider: b.Device.Provider, PushParam: b.Device.Param, Token: b.Device.MaskedToken(),
 			Contact: relay.StripPushParams(b.Contact), Transport: b.Flow.Transport, Source: b.Flow.Source,
-			Instance: b.Instance != "", PNSReg: b.PNSReg, UpdatedAt: b.UpdatedAt, ExpiresAt: b.ExpiresAt,
+			Instance: b.Instance != "", WakeBeforeLapse: b.Account == nil && b.Wakeable(push.KindRegister), RefreshesItself: b.PNSReg,
+			UpdatedAt: b.UpdatedAt, ExpiresAt: b.ExpiresAt,
 		}
 		e.Upstream.Mode = "contact"
 		if b.Upstream.Path {

@@ -44,6 +44,12 @@ const (
 // Target says where a push goes; it comes from the RFC 8599 Contact params.
 type Target = pn.Target
 
+// APNs token services, as liblinphone tags them in pn-prid.
+const (
+	ServiceVoIP   = pn.ServiceVoIP
+	ServiceRemote = pn.ServiceRemote
+)
+
 // Alerts are the app's own localization keys and sounds (liblinphone's
 // pn-*-str and pn-*-snd).
 type Alerts = pn.Alerts

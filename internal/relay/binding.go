@@ -51,12 +51,25 @@ func (d Device) Key() string {
 	return d.Provider + "\x00" + d.Param + "\x00" + d.Token
 }
 
-// MaskedToken is the token as logs may show it.
+// MaskedToken is the token as logs may show it: the last six characters
+// of each token in pn-prid, with its service ("***93A4B5:voip&***C6D7E8:remote").
 func (d Device) MaskedToken() string {
-	if len(d.Token) <= 6 {
-		return "***"
+	parts := strings.Split(d.Token, "&")
+	for i, p := range parts {
+		tok, service, tagged := strings.Cut(p, ":")
+		if !tagged || (service != push.ServiceVoIP && service != push.ServiceRemote) {
+			tok, service = p, "" // an FCM token may hold colons of its own
+		}
+		masked := "***"
+		if len(tok) > 6 {
+			masked += tok[len(tok)-6:]
+		}
+		if service != "" {
+			masked += ":" + service
+		}
+		parts[i] = masked
 	}
-	return "***" + d.Token[len(d.Token)-6:]
+	return strings.Join(parts, "&")
 }
 
 // Flow is how the device last reached sipwake, so a call can be sent back
