@@ -148,15 +148,27 @@ func (s *Service) Refreshed(b Binding) {
 	}
 }
 
-// release hands the device to every call parked for it, once.
+// release hands the device to every call parked for it under id, once.
+// A call parked on a binding the device has since replaced gets it with
+// that binding's id in Replaced, so it knows the device it waited for.
 func (s *Service) release(id store.ID, b Binding) {
 	s.waitMu.Lock()
 	ws := s.waiters[id]
 	delete(s.waiters, id)
 	s.waitMu.Unlock()
+	if len(ws) > 0 && id != s.BindingID(b.AOR, b.Device) && !slices.Contains(b.Replaced, id) {
+		b.Replaced = append(slices.Clone(b.Replaced), id)
+	}
 	for w := range ws {
 		w.on.Awake(b) // each device once: its waiters are gone now
 	}
+}
+
+// Same tells whether a and b are one device's bindings: the same, or one
+// replaced the other (the phone came back with new tokens).
+func (s *Service) Same(a, b Binding) bool {
+	ida, idb := s.BindingID(a.AOR, a.Device), s.BindingID(b.AOR, b.Device)
+	return ida == idb || slices.Contains(a.Replaced, idb) || slices.Contains(b.Replaced, ida)
 }
 
 // End stops waiting: pending pushes are dropped, and devices that were
@@ -186,7 +198,7 @@ func (w *Wakeup) End(reason string, answered ...Binding) {
 		return
 	}
 	for _, b := range w.delivered {
-		if slices.ContainsFunc(answered, func(a Binding) bool { return a.Device == b.Device }) {
+		if slices.ContainsFunc(answered, func(a Binding) bool { return w.svc.Same(a, b) }) {
 			continue
 		}
 		w.svc.followUp(b, push.Message{Kind: push.KindCancel, CallID: w.call.ID, Reason: reason})

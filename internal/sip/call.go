@@ -193,7 +193,7 @@ func (d *delivery) pushUnheard(ctx context.Context, b relay.Binding) {
 // heard tells whether the device answered on a branch of this call.
 func (d *delivery) heard(b relay.Binding) bool {
 	for _, br := range d.branches {
-		if br.heard && br.binding.Device == b.Device {
+		if br.heard && d.s.relay.Same(br.binding, b) {
 			return true
 		}
 	}
@@ -201,15 +201,17 @@ func (d *delivery) heard(b relay.Binding) bool {
 }
 
 // unpend reports a pushed device as no longer pending: it woke, failed,
-// or answered on its live flow. False when it was not pending.
+// or answered on its live flow. b may be the binding the device replaced
+// the pushed one with. False when it was not pending.
 func (d *delivery) unpend(b relay.Binding) bool {
-	id := d.s.relay.BindingID(b.AOR, b.Device)
-	if !d.pushed[id] {
-		return false
+	for _, id := range append([]store.ID{d.s.relay.BindingID(b.AOR, b.Device)}, b.Replaced...) {
+		if d.pushed[id] {
+			delete(d.pushed, id)
+			d.pending--
+			return true
+		}
 	}
-	delete(d.pushed, id)
-	d.pending--
-	return true
+	return false
 }
 
 func (d *delivery) deviceAwake(b relay.Binding) {
