@@ -158,7 +158,8 @@ func (r *recorder) WaitFor(ctx context.Context, n int) ([]Push, error) {
 	}
 }
 
-// Reset forgets recorded pushes and programmed behaviours.
+// Reset forgets recorded pushes and programmed behaviours; the tokens the
+// fake issued stay valid.
 func (r *recorder) Reset() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
