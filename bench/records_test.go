@@ -140,7 +140,7 @@ func BenchmarkRecords(b *testing.B) {
 				if i >= n {
 					return
 				}
-				if err := svc.Register(ctx, binding(i, now, param)); err != nil {
+				if _, err := svc.Register(ctx, binding(i, now, param)); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}

@@ -77,7 +77,7 @@ func (f *fixture) register(t *testing.T, tok string, pnsreg bool) relay.Binding 
 		Upstream: relay.UpstreamState{Expires: 600},
 		PNSReg:   pnsreg,
 	}
-	if err := f.svc.Register(context.Background(), b); err != nil {
+	if _, err := f.svc.Register(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -192,7 +192,7 @@ func (c wakeChans) events() relay.WakeEvents {
 	return relay.WakeEvents{
 		Awake:  func(b relay.Binding) { c.awake <- b },
 		Pushed: func() { c.pushed <- struct{}{} },
-		Failed: func() { c.failed <- struct{}{} },
+		Failed: func(relay.Binding) { c.failed <- struct{}{} },
 	}
 }
 
