@@ -92,7 +92,7 @@ func (k *Keeper) Pass(ctx context.Context) (int, error) {
 func (k *Keeper) dueAt(b Binding) time.Time {
 	due, _ := k.refreshAt(b)
 	// Warnings are sorted largest first, so the next one is the earliest.
-	if b.Warned >= 0 && b.Warned < len(k.opts.ExpiryWarnings) {
+	if b.Warned >= 0 && b.Warned < len(k.opts.ExpiryWarnings) && b.Wakeable(push.KindExpiryWarning) {
 		if w := b.ExpiresAt.Add(-k.opts.ExpiryWarnings[b.Warned]); due.IsZero() || w.Before(due) {
 			due = w
 		}
@@ -119,9 +119,13 @@ func (k *Keeper) refreshDue(b Binding, now time.Time) bool {
 	return ok && !now.Before(at)
 }
 
-// warningDue is the index of the expiry warning due now, or -1.
+// warningDue is the index of the expiry warning due now, or -1 (also
+// for a device no visible push can reach).
 func (k *Keeper) warningDue(b Binding, now time.Time) int {
 	due := -1
+	if !b.Wakeable(push.KindExpiryWarning) {
+		return due
+	}
 	for i, w := range k.opts.ExpiryWarnings {
 		if i >= b.Warned && !now.Before(b.ExpiresAt.Add(-w)) && now.Before(b.ExpiresAt) {
 			due = i

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -67,20 +68,44 @@ func newFixture(t *testing.T) *fixture {
 	return &fixture{svc: svc, st: st, fakes: fakes, clock: c, logs: logs}
 }
 
-func (f *fixture) register(t *testing.T, tok string, pnsreg bool) relay.Binding {
+// register stores phone i of alice as liblinphone registers it on iOS:
+// a PushKit and a remote-notification token (or only the services given),
+// its own +sip.instance; tweak changes it before it is stored.
+func (f *fixture) register(t *testing.T, i int, tweak func(*relay.Binding), services ...string) relay.Binding {
 	t.Helper()
+	if len(services) == 0 {
+		services = []string{push.ServiceVoIP, push.ServiceRemote}
+	}
+	var prid []string
+	for _, sv := range services {
+		tok := f.fakes.APNs.VoIPToken(i)
+		if sv == push.ServiceRemote {
+			tok = f.fakes.APNs.RemoteToken(i)
+		}
+		prid = append(prid, tok+":"+sv)
+	}
 	b := relay.Binding{
-		AOR:      "alice@example.test",
-		Device:   relay.Device{Provider: "apns", Token: tok, Param: f.fakes.APNs.Param()},
+		AOR: "alice@example.test",
+		Device: relay.Device{Provider: "apns", Token: strings.Join(prid, "&"),
+			Param: f.fakes.APNs.TeamID + "." + f.fakes.APNs.BundleID + "." + strings.Join(services, "&")},
 		Contact:  "sip:alice@192.0.2.1:5060;pn-provider=apns",
+		Instance: fmt.Sprintf("<urn:uuid:00000000-0000-4000-8000-%012d>", i),
 		Flow:     relay.Flow{Transport: "udp", Source: "192.0.2.1:5060"},
 		Upstream: relay.UpstreamState{Expires: 600},
-		PNSReg:   pnsreg,
+	}
+	if tweak != nil {
+		tweak(&b)
 	}
 	if _, err := f.svc.Register(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// pushKitOnly registers a phone that gave only its PushKit token.
+func (f *fixture) pushKitOnly(t *testing.T, i int) relay.Binding {
+	t.Helper()
+	return f.register(t, i, nil, push.ServiceVoIP)
 }
 
 func kinds(ps []pushtest.Push) []string {
@@ -100,11 +125,15 @@ func kinds(ps []pushtest.Push) []string {
 	return out
 }
 
+// RFC 8599 §4.1.4: a device is woken to refresh before its upstream
+// registration lapses, by a background push on its remote token; a
+// PushKit-only iPhone cannot be (APNs takes only VoIP pushes on that token,
+// and iOS only for calls), so it gets none.
 func TestKeeperWakesBeforeUpstreamLapses(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.register(t, f.fakes.APNs.VoIPToken(1), true)
-	f.register(t, f.fakes.APNs.VoIPToken(2), false) // did not ask for +sip.pnsreg
+	f.register(t, 1, nil)
+	f.pushKitOnly(t, 2)
 	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
 
 	f.clock.advance(7 * time.Minute) // 3 minutes before the 600 s lapse
@@ -119,14 +148,14 @@ func TestKeeperWakesBeforeUpstreamLapses(t *testing.T) {
 		t.Fatalf("woke the same registration twice (%d)", n)
 	}
 	ps := f.fakes.APNs.Pushes()
-	if len(ps) != 1 || ps[0].Token != f.fakes.APNs.VoIPToken(1) || kinds(ps)[0] != "register" {
+	if len(ps) != 1 || ps[0].Token != f.fakes.APNs.RemoteToken(1) || kinds(ps)[0] != "register" || !ps[0].Accepted() {
 		t.Fatalf("refresh pushes: %v", kinds(ps))
 	}
-	if ps[0].Header.Get("apns-push-type") == "voip" {
-		t.Fatal("binding refresh used a VoIP push")
+	if ps[0].Header.Get("apns-push-type") != "background" || ps[0].Header.Get("apns-priority") != "5" {
+		t.Fatalf("binding refresh headers: %v", ps[0].Header)
 	}
 	// The device refreshed: the next lapse gets its own wake-up.
-	f.register(t, f.fakes.APNs.VoIPToken(1), true)
+	f.register(t, 1, nil)
 	f.clock.advance(9 * time.Minute)
 	if n, _ := k.Pass(ctx); n != 1 {
 		t.Fatalf("after a refresh: %d wake-ups, want 1", n)
@@ -136,7 +165,8 @@ func TestKeeperWakesBeforeUpstreamLapses(t *testing.T) {
 func TestKeeperWarnsBeforeTTLRunsOut(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	f.register(t, f.fakes.APNs.VoIPToken(3), false)
+	f.register(t, 3, func(b *relay.Binding) { b.Upstream.Expires = 0 }) // no refresh owed
+	f.pushKitOnly(t, 4)                                                 // no token for an alert: never warned
 	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: time.Minute, ExpiryWarnings: []time.Duration{time.Hour, 24 * time.Hour}})
 
 	f.clock.advance(ttl - 25*time.Hour)
@@ -155,7 +185,7 @@ func TestKeeperWarnsBeforeTTLRunsOut(t *testing.T) {
 		t.Fatal("no hour-ahead warning")
 	}
 	got := kinds(f.fakes.APNs.Pushes())
-	if len(got) != 2 || got[0] == "voip" || got[1] == "voip" {
+	if len(got) != 2 || got[0] != "expiry" || got[1] != "expiry" || len(f.fakes.APNs.PushesTo(f.fakes.APNs.RemoteToken(3))) != 2 {
 		t.Fatalf("warnings: %v", got)
 	}
 	if !strings.Contains(string(f.fakes.APNs.Pushes()[0].Payload), "alert") {
@@ -165,9 +195,8 @@ func TestKeeperWarnsBeforeTTLRunsOut(t *testing.T) {
 
 func TestKeeperErasesDeadToken(t *testing.T) {
 	f := newFixture(t)
-	tok := f.fakes.APNs.VoIPToken(4)
-	f.fakes.APNs.Program(tok, pushtest.Behavior{Status: 410, Reason: "Unregistered"})
-	f.register(t, tok, true)
+	f.fakes.APNs.Program(f.fakes.APNs.RemoteToken(4), pushtest.Behavior{Status: 410, Reason: "Unregistered"})
+	f.register(t, 4, nil)
 	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
 	f.clock.advance(9 * time.Minute)
 	if _, err := k.Pass(context.Background()); err != nil {
@@ -198,7 +227,7 @@ func (c wakeChans) events() relay.WakeEvents {
 
 func TestWakeDeliversEachDeviceOnce(t *testing.T) {
 	f := newFixture(t)
-	b := f.register(t, f.fakes.APNs.VoIPToken(5), false)
+	b := f.register(t, 5, nil)
 	ev := newWakeChans()
 	w := f.svc.Wake(context.Background(), relay.Call{ID: "c1", CallerNumber: "+15550100"}, []relay.Binding{b}, 5*time.Second, ev.events())
 	f.svc.Refreshed(b)
@@ -257,7 +286,7 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 	}
 	t.Cleanup(d.Close)
 	capped := relay.New(f.st, d, relay.Options{RecordTTL: ttl, Providers: []string{"apns"}, CallPushesPerMinute: 3}, slog.New(slog.NewTextHandler(f.logs, nil)), f.clock.now)
-	b := f.register(t, f.fakes.APNs.VoIPToken(6), false)
+	b := f.register(t, 6, nil)
 	failed := 0
 	for i := range 5 {
 		ev := newWakeChans()
@@ -293,7 +322,7 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 func TestKeeperFilesDueTimes(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	early := f.register(t, f.fakes.APNs.VoIPToken(5), true) // before the keeper: due at once
+	early := f.register(t, 5, nil) // before the keeper: due at once
 	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute, ExpiryWarnings: []time.Duration{time.Hour}})
 	dueOf := func(b relay.Binding) time.Time {
 		t.Helper()
@@ -315,9 +344,12 @@ func TestKeeperFilesDueTimes(t *testing.T) {
 		t.Fatalf("after the first pass: DueAt %v, want the refresh push at %v", got, refresh)
 	}
 
-	plain := f.register(t, f.fakes.APNs.VoIPToken(6), false)
+	plain := f.register(t, 6, func(b *relay.Binding) { b.Upstream.Expires = 0 })
 	if got, want := dueOf(plain), registered.Add(ttl-time.Hour); !got.Equal(want) {
-		t.Fatalf("binding without +sip.pnsreg: DueAt %v, want the expiry warning at %v", got, want)
+		t.Fatalf("binding owed no refresh: DueAt %v, want the expiry warning at %v", got, want)
+	}
+	if got := dueOf(f.pushKitOnly(t, 7)); !got.IsZero() {
+		t.Fatalf("PushKit-only binding, which no wake-up can reach: DueAt %v, want none", got)
 	}
 	f.clock.advance(9 * time.Minute)
 	if n, err := k.Pass(ctx); err != nil || n != 1 {
@@ -332,5 +364,46 @@ func TestKeeperFilesDueTimes(t *testing.T) {
 	}
 	if got := dueOf(plain); !got.IsZero() {
 		t.Fatalf("after its last warning: DueAt %v, want none", got)
+	}
+}
+
+// liblinphone gives a phone new pn-prid values when its tokens change: the
+// same +sip.instance (or, without one, the same contact user of the same
+// app) is the same phone, and its new binding replaces the old one. Other
+// phones of the AOR stay.
+func TestNewTokensReplaceTheSamePhone(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	count := func() int {
+		bs, err := f.svc.Bindings(ctx, "alice@example.test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(bs)
+	}
+	old := f.register(t, 10, nil)
+	other := f.register(t, 11, nil) // another phone: its own instance
+	renewed, err := f.svc.Register(ctx, relay.Binding{AOR: old.AOR, Instance: old.Instance, Contact: "sip:alice@198.51.100.9:40000",
+		Device: relay.Device{Provider: "apns", Token: f.fakes.APNs.VoIPToken(12) + ":voip", Param: old.Device.Param}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 2 || len(renewed.Replaced) != 1 || renewed.Replaced[0] != f.svc.BindingID(old.AOR, old.Device) {
+		t.Fatalf("%d bindings, replaced %v; want the old one replaced and the other phone kept", n, renewed.Replaced)
+	}
+	if _, err := f.st.Get(ctx, f.svc.BindingID(other.AOR, other.Device)); err != nil {
+		t.Fatalf("the other phone's binding: %v", err)
+	}
+	noInstance := func(i int, user string) relay.Binding {
+		return f.register(t, i, func(b *relay.Binding) { b.Instance, b.Contact = "", "sip:"+user+"@192.0.2.7:5060" })
+	}
+	noInstance(13, "carol")
+	if n := count(); n != 3 {
+		t.Fatalf("%d bindings after a phone without instance joined, want 3", n)
+	}
+	noInstance(14, "carol") // same contact user, same app: the same phone
+	noInstance(15, "dave")  // another contact user: another phone
+	if n := count(); n != 4 {
+		t.Fatalf("%d bindings, want 4", n)
 	}
 }
