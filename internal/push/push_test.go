@@ -164,11 +164,16 @@ func TestAPNsKinds(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			tok := e.APNs.VoIPToken(100 + i)
-			if res := e.d.Send(ctxFor(t, 5*time.Second), e.APNs.Target(tok), c.m); res.Outcome != push.Delivered {
+			// A phone with both tokens: everything but a call goes to the
+			// remote-notification one (TestAPNsMatrix has the rest).
+			tgt, toks := iphone(e.APNs, 100+i, "voip", "remote")
+			if res := e.d.Send(ctxFor(t, 5*time.Second), tgt, c.m); res.Outcome != push.Delivered {
 				t.Fatalf("result %+v", res)
 			}
-			ps := e.APNs.PushesTo(tok)
+			if n := len(e.APNs.PushesTo(toks["voip"])); n != 0 {
+				t.Fatalf("%d pushes to the PushKit token", n)
+			}
+			ps := e.APNs.PushesTo(toks["remote"])
 			if len(ps) != 1 {
 				t.Fatalf("%d pushes", len(ps))
 			}
