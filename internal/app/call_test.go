@@ -2,6 +2,8 @@ package app_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,14 +20,25 @@ import (
 // callerIP is where sipp callers run: 127.x.y.4.
 func callerIP(t *testing.T) string { return peertest.IP(t, 4) }
 
-// sleepingDevice registers alice through sipwake from port, then "sleeps"
-// (the sipp process ends, nothing listens there).
+// sleepingDevice registers user's iPhone through sipwake from port, then
+// "sleeps" (the sipp process ends, nothing listens there). It registers as
+// Linphone for iOS does (clients_test.go): tok as its PushKit token, a
+// remote-notification token of its own (remoteOf), and an instance id of
+// its own, so that two phones of one user are two devices.
 func (w *world) sleepingDevice(user, tok string, port int) {
 	w.t.Helper()
-	params := ";pn-provider=apns;pn-prid=" + tok + ";pn-param=" + w.fakes.APNs.Param()
-	if res, err := w.register(user, params, 600, port); err != nil {
-		w.t.Fatalf("device registration: %v\n%s", err, res.Messages())
-	}
+	phone := &clientPhone{w: w, user: user, port: port, contact: linphoneContact(user, w.deviceIP, port,
+		linphoneIOSParams("apns", w.fakes.APNs.BundleID, tok, w.remoteOf(tok)), instanceID(port))}
+	phone.register()
+}
+
+// remoteOf is the remote-notification token of the iPhone whose PushKit
+// token is tok, issued by the fake APNs for the app's own topic.
+func (w *world) remoteOf(tok string) string {
+	sum := sha256.Sum256([]byte("remote-" + tok))
+	remote := hex.EncodeToString(sum[:])
+	w.fakes.APNs.BindToken(remote, w.fakes.APNs.BundleID)
+	return remote
 }
 
 // wake acts as the app after a push: it re-registers from port and then
@@ -127,8 +140,8 @@ func TestCallerCancelSendsCancelPush(t *testing.T) {
 	caller := w.call("alice", "caller_cancel", nil)
 	mustSucceed(t, "caller cancel (200 to CANCEL, 487)", caller)
 	ps := waitPushes(t, w.fakes.APNs, 2)
-	if ps[1].Header.Get("apns-push-type") == "voip" {
-		t.Fatal("the cancel push was a VoIP push")
+	if ps[1].Header.Get("apns-push-type") != "alert" || ps[1].Token != w.remoteOf(tok) {
+		t.Fatalf("the missed-call push went to %s as %q", ps[1].Token, ps[1].Header.Get("apns-push-type"))
 	}
 	if !strings.Contains(string(ps[1].Payload), "missed") {
 		t.Fatalf("cancel push payload: %s", ps[1].Payload)
@@ -182,7 +195,7 @@ func TestTwoDevicesFirstAnswerWins(t *testing.T) {
 	mustSucceed(t, "ringing device gets CANCEL", ringing)
 	ps := waitPushes(t, w.fakes.APNs, 3)
 	cancelPush := ps[2]
-	if cancelPush.Token != tokB || !strings.Contains(string(cancelPush.Payload), "answered-elsewhere") {
+	if cancelPush.Token != w.remoteOf(tokB) || !strings.Contains(string(cancelPush.Payload), "answered-elsewhere") {
 		t.Fatalf("answered-elsewhere push: %+v %s", cancelPush.Token, cancelPush.Payload)
 	}
 }
