@@ -2,6 +2,8 @@ package app_test
 
 import (
 	"fmt"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/sipwake/sipwake/internal/app"
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
+	"github.com/sipwake/sipwake/internal/relay"
 )
 
 const (
@@ -30,6 +33,14 @@ func finalResponses(res *peertest.SippResult) []string {
 		}
 	}
 	return out
+}
+
+// phone is user's phone n on port: the Contact URI parameters given, and
+// an instance id of its own.
+func (w *world) phone(user, params string, port, n int) *clientPhone {
+	return &clientPhone{w: w, user: user, port: port,
+		contact: "<sip:" + user + "@" + w.deviceIP + ":" + strconv.Itoa(port) + ";transport=udp" + params +
+			`>;+sip.instance="<urn:uuid:` + instanceID(n) + `>"`}
 }
 
 func lastReceived(res *peertest.SippResult) string {
@@ -91,13 +102,23 @@ func TestRegisterWithPushThroughSipwake(t *testing.T) {
 		t.Fatalf("after re-register from a new address: %+v", bs)
 	}
 
-	// A second device (another token) of the same AOR is its own binding.
-	if res, err := w.register("alice", apnsParams("ff"+token[2:]), 600, 5074); err != nil {
-		t.Fatalf("second device: %v\n%s", err, res.Messages())
-	}
+	// A second phone (another token, its own +sip.instance) of the same AOR
+	// is its own binding.
+	w.phone("alice", apnsParams("ff"+token[2:]), 5074, 1).register()
 	if n := len(w.bindings("alice")); n != 2 {
 		t.Fatalf("two devices, %d bindings", n)
 	}
+	// The first phone, which sends no instance, comes back with a new token
+	// (its contact user and app the same): still the same phone.
+	renewed := "ee" + token[2:]
+	if res, err := w.register("alice", apnsParams(renewed), 600, 5072); err != nil {
+		t.Fatalf("new token: %v\n%s", err, res.Messages())
+	}
+	bs = w.bindings("alice")
+	if len(bs) != 2 || !slices.ContainsFunc(bs, func(b relay.Binding) bool { return b.Device.Token == renewed }) {
+		t.Fatalf("after a new token: %+v", bs)
+	}
+	token := renewed
 
 	// Expires: 0 erases that device at sipwake and at the registrar.
 	if res, err := w.register("alice", apnsParams(token), 0, 5072); err != nil {
@@ -324,10 +345,7 @@ func TestLargeRegistrarAnswerReachesDeviceOverUDP(t *testing.T) {
 	w := newWorld(t)
 	for i := range 8 {
 		tok := fmt.Sprintf("%02x%s", i, token[2:])
-		res, err := w.register("alice", apnsParams(tok), 600, 5070+i)
-		if err != nil {
-			t.Fatalf("device %d: %v\n%s", i, err, res.Messages())
-		}
+		res := w.phone("alice", apnsParams(tok), 5070+i, i).register()
 		if i == 7 && len(lastReceived(res)) < 1300 {
 			t.Fatalf("the 200 is only %d bytes: the test does not exercise a large answer", len(lastReceived(res)))
 		}
