@@ -328,7 +328,8 @@ func TestBindingTakeoverRefused(t *testing.T) {
 	}
 }
 
-// takeoverScenario is register_auth with the final answer as a key.
+// takeoverScenario is register_auth (each pn-prid a phone of its own) with
+// the final answer as a key.
 const takeoverScenario = `<?xml version="1.0" encoding="ISO-8859-1" ?>
 <!DOCTYPE scenario SYSTEM "sipp.dtd">
 <scenario name="takeover">
@@ -342,7 +343,7 @@ const takeoverScenario = `<?xml version="1.0" encoding="ISO-8859-1" ?>
       To: <sip:[field0]@[field1]>
       Call-ID: [call_id]
       CSeq: 1 REGISTER
-      Contact: <sip:[field0]@[local_ip]:[local_port];transport=[transport];pn-provider=[field3];pn-prid=[field4];pn-param=[field5]>
+      Contact: <sip:[field0]@[local_ip]:[local_port];transport=[transport];pn-provider=[field3];pn-prid=[field4];pn-param=[field5]>;+sip.instance="<urn:sipp:[field4]>"
       Expires: [expires]
       Content-Length: 0
 
@@ -360,7 +361,7 @@ const takeoverScenario = `<?xml version="1.0" encoding="ISO-8859-1" ?>
       To: <sip:[field0]@[field1]>
       Call-ID: [call_id]
       CSeq: 2 REGISTER
-      Contact: <sip:[field0]@[local_ip]:[local_port];transport=[transport];pn-provider=[field3];pn-prid=[field4];pn-param=[field5]>
+      Contact: <sip:[field0]@[local_ip]:[local_port];transport=[transport];pn-provider=[field3];pn-prid=[field4];pn-param=[field5]>;+sip.instance="<urn:sipp:[field4]>"
       Expires: [expires]
       [field2]
       Content-Length: 0
