@@ -293,6 +293,9 @@ func oauthError(w http.ResponseWriter, code, desc string) {
 
 var ttlRe = regexp.MustCompile(`^[0-9]+(\.[0-9]{1,9})?s$`)
 
+// maxFCMData is FCM's limit on a data message's keys and values together.
+const maxFCMData = 4096
+
 type fcmMessage struct {
 	Token        string            `json:"token"`
 	Topic        string            `json:"topic"`
@@ -403,6 +406,14 @@ func checkMessage(m fcmMessage) (int, string, string) {
 		return bad("sipwake fake FCM: android config (priority, ttl) expected")
 	case len(m.Android.Notification) > 0 && string(m.Android.Notification) != "null":
 		return bad("sipwake fake FCM: messages must be data-only")
+	}
+	size := 0
+	for k, v := range m.Data {
+		size += len(k) + len(v)
+	}
+	if size > maxFCMData {
+		// FCM: "the maximum payload is 4096 bytes" for data messages.
+		return bad("Android message is too big")
 	}
 	switch strings.ToLower(m.Android.Priority) {
 	case "high", "normal":

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,6 +37,12 @@ type fcmAnswer struct {
 // an OAuth access token from the service account, then messages:send.
 func fcmSend(t *testing.T, f *pushtest.FCM, tok string) fcmAnswer {
 	t.Helper()
+	return fcmSendData(t, f, tok, map[string]string{"kind": "call"})
+}
+
+// fcmSendData is fcmSend with the message's data.
+func fcmSendData(t *testing.T, f *pushtest.FCM, tok string, data map[string]string) fcmAnswer {
+	t.Helper()
 	ca, err := os.ReadFile(f.CAFile)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +64,7 @@ func fcmSend(t *testing.T, f *pushtest.FCM, tok string) fcmAnswer {
 	defer cancel()
 	client := jwt.Client(context.WithValue(ctx, oauth2.HTTPClient, hc))
 	body, _ := json.Marshal(map[string]any{"message": map[string]any{
-		"token": tok, "data": map[string]string{"kind": "call"}, "android": map[string]string{"priority": "high"},
+		"token": tok, "data": data, "android": map[string]string{"priority": "high"},
 	}})
 	res, err := client.Post(f.URL+"/v1/projects/"+f.ProjectID+"/messages:send", "application/json", bytes.NewReader(body))
 	if err != nil {
@@ -111,5 +118,18 @@ func TestFCMRefuses(t *testing.T) {
 				t.Errorf("recorded %+v", ps)
 			}
 		})
+	}
+}
+
+// FCM takes at most 4096 bytes of data (keys and values).
+func TestFCMDataLimit(t *testing.T) {
+	f := pushtest.NewFCM(t)
+	tok := f.Token(1)
+	if a := fcmSendData(t, f, tok, map[string]string{"k": strings.Repeat("x", 4095)}); a.status != http.StatusOK {
+		t.Fatalf("4096 bytes of data: %d %+v", a.status, a.Error)
+	}
+	a := fcmSendData(t, f, tok, map[string]string{"k": strings.Repeat("x", 4096)})
+	if a.status != http.StatusBadRequest || a.Error.Status != "INVALID_ARGUMENT" {
+		t.Fatalf("4097 bytes of data: %d %+v", a.status, a.Error)
 	}
 }
