@@ -546,3 +546,68 @@ func TestLinphonecWithIOSParams(t *testing.T) {
 	}
 	allAccepted(t, w.fakes.APNs)
 }
+
+// liveLinphone starts linphonec as alice's iPhone over TCP with the
+// Contact parameters given, and waits until its flow is registered.
+func (w *world) liveLinphone(params string) *peertest.Linphone {
+	w.t.Helper()
+	l := peertest.StartLinphone(w.t, peertest.LinphoneOptions{
+		Addr: peertest.Addr(w.t, 5, 5080), Proxy: w.swAddr, Transport: "tcp",
+		User: "alice", Domain: domain, Password: password, ContactParams: params,
+	})
+	waitFor(w.t, func() bool { bs := w.bindings("alice"); return len(bs) == 1 && bs[0].Flow.Transport == "tcp" }, "linphonec registered over TCP")
+	return l
+}
+
+// A suspended app keeps its socket but cannot answer (RFC 8599 leaves the
+// proxy to push it all the same): the call goes over the live flow at
+// once, and when nothing answers within calls.awake_push_delay the phone is
+// pushed; woken, it reads the INVITE waiting on its connection and answers.
+func TestSuspendedPhoneOnLiveFlowIsPushed(t *testing.T) {
+	w := newWorld(t, func(c *config.Config) { c.Calls.AwakePushDelay = time.Second })
+	voip, remote := iosTokens(w.fakes.APNs, 40)
+	// No pn-timeout: sipwake's own delay holds.
+	params := strings.Replace(linphoneIOSParams("apns", w.fakes.APNs.BundleID, voip, remote), ";pn-timeout=0", "", 1)
+	phone := w.liveLinphone(params)
+	phone.Suspend()
+	start := time.Now()
+	caller := w.call("alice", "caller_answered", nil)
+	ps := waitPushes(t, w.fakes.APNs, 1)
+	if took := ps[0].At.Sub(start); took < time.Second {
+		t.Fatalf("pushed after %v, before the phone had its second to answer over its flow", took)
+	}
+	if ps[0].Token != voip || ps[0].Header.Get("apns-push-type") != "voip" {
+		t.Fatalf("push to %s, %v", ps[0].Token, ps[0].Header)
+	}
+	phone.Resume()
+	mustSucceed(t, "caller, answered by the resumed phone over its flow", caller)
+	if n := len(w.fakes.APNs.Pushes()); n != 1 {
+		t.Fatalf("%d pushes, want the one call push", n)
+	}
+}
+
+// Linphone asks to be pushed at once (pn-timeout=0) even while its flow is
+// up, as Flexisip does: an awake phone gets the INVITE over its flow and
+// the push together, and the call reaches it once.
+func TestAwakeLinphoneWithPnTimeoutZeroIsPushedAndCalledOnce(t *testing.T) {
+	w := newWorld(t)
+	voip, remote := iosTokens(w.fakes.APNs, 41)
+	phone := w.liveLinphone(linphoneIOSParams("apns", w.fakes.APNs.BundleID, voip, remote))
+	caller := w.call("alice", "caller_answered", nil)
+	ps := waitPushes(t, w.fakes.APNs, 1)
+	if ps[0].Token != voip {
+		t.Fatalf("push to %s, want the PushKit token", ps[0].Token)
+	}
+	mustSucceed(t, "caller", caller)
+	if err := phone.WaitOutput("Call", 5*time.Second); err != nil {
+		t.Fatalf("linphonec saw no call: %v", err)
+	}
+	// The push told a phone that already rang: one call, one push.
+	time.Sleep(500 * time.Millisecond)
+	if n := len(w.fakes.APNs.Pushes()); n != 1 {
+		t.Fatalf("%d pushes, want 1", n)
+	}
+	if n := metric(t, w, "sipwake_calls_total", "delivered"); n != 1 {
+		t.Fatalf("calls delivered %v, want 1", n)
+	}
+}

@@ -233,6 +233,15 @@ func (l *Linphone) Kill() {
 	l.holder.stop(time.Second)
 }
 
+// Suspend freezes linphonec (SIGSTOP): its TCP connection stays open and
+// the kernel takes in what arrives, but nothing answers, as with an app the
+// phone's OS suspended in the background.
+func (l *Linphone) Suspend() { l.proc.signal(syscall.SIGSTOP) }
+
+// Resume lets a suspended linphonec run again (SIGCONT), as a push wakes
+// the app: it reads what waited on its connection.
+func (l *Linphone) Resume() { l.proc.signal(syscall.SIGCONT) }
+
 // Stop quits linphonec (which unregisters) and kills what is left.
 func (l *Linphone) Stop() {
 	_ = l.Command("quit")

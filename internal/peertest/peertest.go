@@ -164,6 +164,13 @@ func (p *process) kill() {
 	<-p.done
 }
 
+// signal sends sig to the process group, if it still runs.
+func (p *process) signal(sig syscall.Signal) {
+	if !p.exited() {
+		_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+	}
+}
+
 // stop sends SIGTERM to the process group, then SIGKILL after grace.
 func (p *process) stop(grace time.Duration) {
 	if p.exited() {
