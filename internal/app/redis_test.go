@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"encoding/base64"
+	"strings"
 	"testing"
 
 	"github.com/sipwake/sipwake/internal/config"
@@ -31,7 +32,7 @@ func TestRedisBackendRegisterAndCall(t *testing.T) {
 		t.Fatalf("%d records in Redis, want 1", n)
 	}
 	w.restartWith()
-	if bs := w.bindings("alice"); len(bs) != 1 || bs[0].Device.Token != tok {
+	if bs := w.bindings("alice"); len(bs) != 1 || !strings.HasPrefix(bs[0].Device.Token, tok+":voip&") {
 		t.Fatalf("after restart: %+v", bs)
 	}
 	caller := w.call("alice", "caller_answered", nil)

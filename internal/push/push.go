@@ -50,6 +50,9 @@ const (
 	ServiceRemote = pn.ServiceRemote
 )
 
+// Token is one push address of a device and the service it is for.
+type Token = pn.Token
+
 // Alerts are the app's own localization keys and sounds (liblinphone's
 // pn-*-str and pn-*-snd).
 type Alerts = pn.Alerts

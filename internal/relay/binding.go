@@ -8,6 +8,7 @@ package relay
 
 import (
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,22 @@ func (d Device) MaskedToken() string {
 		parts[i] = masked
 	}
 	return strings.Join(parts, "&")
+}
+
+// SharesToken tells whether two devices of one push service hold a token
+// in common: an app that handed over its PushKit token registers with
+// liblinphone's "<pushkit>:voip&<remote>:remote".
+func (d Device) SharesToken(o Device) bool {
+	if d.Provider != o.Provider {
+		return false
+	}
+	mine := push.Target{Provider: d.Provider, Token: d.Token, Param: d.Param}.Tokens()
+	for _, t := range (push.Target{Provider: o.Provider, Token: o.Token, Param: o.Param}).Tokens() {
+		if slices.ContainsFunc(mine, func(m push.Token) bool { return strings.EqualFold(m.Value, t.Value) }) {
+			return true
+		}
+	}
+	return false
 }
 
 // Flow is how the device last reached sipwake, so a call can be sent back

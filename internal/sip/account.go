@@ -43,7 +43,7 @@ func (s *Server) accountBinding(ctx context.Context, reg *registration) (relay.B
 		return relay.Binding{}, false
 	}
 	for _, b := range bs {
-		if b.Account != nil && b.Device.Provider == reg.device.Provider && b.Device.Token == reg.device.Token {
+		if b.Account != nil && b.Device.SharesToken(reg.device) {
 			return b, true
 		}
 	}
