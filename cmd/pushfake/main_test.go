@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -13,45 +12,25 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
 	"golang.org/x/net/http2"
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/google"
 	"gopkg.in/yaml.v3"
 
+	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
-
-// lockedBuffer collects what run prints while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestIssuedTokens: a script gets exactly the tokens the flags issue, with
 // the values the doc comment gives.
 func TestIssuedTokens(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr lockedBuffer
+	var stdout, stderr peertest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"-apns", "127.0.0.1:0", "-fcm", "127.0.0.1:0", "-dir", dir,
@@ -96,7 +75,7 @@ func TestIssuedTokens(t *testing.T) {
 		}
 	}
 	for tok, want := range map[string]int{pushtest.FCMToken(2): 200, pushtest.FCMToken(3): 400} {
-		if got := fcmSend(t, android.FCM, tok); got != want {
+		if got := fcmStatus(t, android.FCM, tok); got != want {
 			t.Errorf("FCM push to token %s: %d, want %d", tok[:8], got, want)
 		}
 	}
@@ -178,27 +157,9 @@ func alert(bundle, tok string) *apns2.Notification {
 		Priority: apns2.PriorityHigh, Payload: []byte(`{"aps":{"alert":"hi"}}`)}
 }
 
-// fcmSend sends a data-only message to tok and returns FCM's HTTP status.
-func fcmSend(t *testing.T, cfg push.FCMConfig, tok string) int {
+// fcmStatus is FCM's status for a data-only message to tok.
+func fcmStatus(t *testing.T, cfg push.FCMConfig, tok string) int {
 	t.Helper()
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots(t, cfg.CAFile), MinVersion: tls.VersionTLS12}}
-	t.Cleanup(tr.CloseIdleConnections)
-	sa, err := os.ReadFile(cfg.CredentialsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwt, err := google.JWTConfigFromJSON(sa, "https://www.googleapis.com/auth/firebase.messaging")
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := jwt.Client(context.WithValue(ctxFor(t), oauth2.HTTPClient, &http.Client{Transport: tr}))
-	body, _ := json.Marshal(map[string]any{"message": map[string]any{
-		"token": tok, "data": map[string]string{"kind": "call"}, "android": map[string]string{"priority": "high"},
-	}})
-	res, err := client.Post(cfg.Endpoint+"/projects/"+cfg.ProjectID+"/messages:send", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = res.Body.Close()
-	return res.StatusCode
+	status, _ := pushtest.SendFCM(t, cfg, tok, map[string]string{"kind": "call"})
+	return status
 }

@@ -1,11 +1,14 @@
 package pushtest
 
 import (
+	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -20,6 +23,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
 
 	"github.com/sipwake/sipwake/internal/push"
 )
@@ -495,3 +501,44 @@ func fcmError(w http.ResponseWriter, status int, canonical, fcmCode, msg string)
 // Conns counts TCP connections accepted so far; a client that reuses its
 // HTTP/2 connection keeps it at 1.
 func (f *FCM) Conns() int { return f.connCounter.get() }
+
+// SendFCM sends a data-only message to token the way FCM HTTP v1 clients
+// do, with cfg's credentials, endpoint and CA (an app of a fake's Config):
+// an OAuth access token from the service account, then messages:send. It
+// returns FCM's status and body. For tests and scripts that check a fake
+// (or what a config points at) without sipwake.
+func SendFCM(tb testing.TB, cfg push.FCMConfig, token string, data map[string]string) (int, []byte) {
+	tb.Helper()
+	ca, err := os.ReadFile(cfg.CAFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	sa, err := os.ReadFile(cfg.CredentialsFile)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	jwt, err := google.JWTConfigFromJSON(sa, "https://www.googleapis.com/auth/firebase.messaging")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	client := jwt.Client(context.WithValue(ctx, oauth2.HTTPClient, &http.Client{Transport: tr}))
+	body, _ := json.Marshal(map[string]any{"message": map[string]any{
+		"token": token, "data": data, "android": map[string]string{"priority": "high"},
+	}})
+	res, err := client.Post(cfg.Endpoint+"/projects/"+cfg.ProjectID+"/messages:send", "application/json", bytes.NewReader(body))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer res.Body.Close()
+	out, err := io.ReadAll(res.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return res.StatusCode, out
+}

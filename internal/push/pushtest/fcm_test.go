@@ -1,19 +1,10 @@
 package pushtest_test
 
 import (
-	"bytes"
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
-	"time"
-
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/google"
 
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
@@ -33,8 +24,8 @@ type fcmAnswer struct {
 	}
 }
 
-// fcmSend sends a data-only message to tok the way FCM HTTP v1 clients do:
-// an OAuth access token from the service account, then messages:send.
+// fcmSend sends a data-only message to tok through the fake's own app
+// config, the way FCM HTTP v1 clients do.
 func fcmSend(t *testing.T, f *pushtest.FCM, tok string) fcmAnswer {
 	t.Helper()
 	return fcmSendData(t, f, tok, map[string]string{"kind": "call"})
@@ -43,36 +34,9 @@ func fcmSend(t *testing.T, f *pushtest.FCM, tok string) fcmAnswer {
 // fcmSendData is fcmSend with the message's data.
 func fcmSendData(t *testing.T, f *pushtest.FCM, tok string, data map[string]string) fcmAnswer {
 	t.Helper()
-	ca, err := os.ReadFile(f.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca)
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}, ForceAttemptHTTP2: true}
-	t.Cleanup(tr.CloseIdleConnections)
-	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	sa, err := os.ReadFile(f.CredentialsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jwt, err := google.JWTConfigFromJSON(sa, "https://www.googleapis.com/auth/firebase.messaging")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	client := jwt.Client(context.WithValue(ctx, oauth2.HTTPClient, hc))
-	body, _ := json.Marshal(map[string]any{"message": map[string]any{
-		"token": tok, "data": data, "android": map[string]string{"priority": "high"},
-	}})
-	res, err := client.Post(f.URL+"/v1/projects/"+f.ProjectID+"/messages:send", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	a := fcmAnswer{status: res.StatusCode}
-	if err := json.NewDecoder(res.Body).Decode(&a); err != nil {
+	status, body := pushtest.SendFCM(t, f.App("android").FCM, tok, data)
+	a := fcmAnswer{status: status}
+	if err := json.Unmarshal(body, &a); err != nil {
 		t.Fatal(err)
 	}
 	return a
