@@ -101,12 +101,13 @@ func (k *Keeper) dueAt(b Binding) time.Time {
 }
 
 // refreshAt is when b's device is to be woken to refresh its upstream
-// registration (RFC 8599 §4.1.4: a device refreshes when pushed to, and
-// sipwake says in Feature-Caps +sip.pnsreg how long before the lapse it
-// pushes): it has a token for such a push and has not been woken for this
+// registration (RFC 8599 §4.1.4: a device that cannot refresh by itself
+// does when pushed to, RefreshLead before the lapse; one whose Contact said
+// +sip.pnsreg refreshes by itself that long before, as Feature-Caps told
+// it): it has a token for such a push and has not been woken for this
 // registration yet. ok is false when no such push is owed.
 func (k *Keeper) refreshAt(b Binding) (at time.Time, ok bool) {
-	if b.Account != nil || b.Upstream.Expires == 0 || b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) ||
+	if b.PNSReg || b.Account != nil || b.Upstream.Expires == 0 || b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) ||
 		!b.Wakeable(push.KindRegister) {
 		return time.Time{}, false
 	}

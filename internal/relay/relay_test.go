@@ -128,12 +128,14 @@ func kinds(ps []pushtest.Push) []string {
 // RFC 8599 §4.1.4: a device is woken to refresh before its upstream
 // registration lapses, by a background push on its remote token; a
 // PushKit-only iPhone cannot be (APNs takes only VoIP pushes on that token,
-// and iOS only for calls), so it gets none.
+// and iOS only for calls), and one that said +sip.pnsreg refreshes by
+// itself, so neither gets one.
 func TestKeeperWakesBeforeUpstreamLapses(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	f.register(t, 1, nil)
 	f.pushKitOnly(t, 2)
+	f.register(t, 3, func(b *relay.Binding) { b.PNSReg = true }) // refreshes by itself (+sip.pnsreg)
 	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
 
 	f.clock.advance(7 * time.Minute) // 3 minutes before the 600 s lapse
