@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"net/url"
@@ -171,7 +172,12 @@ func (c *Client) notification(pushID string, tok pn.Token, t pn.Target, m pn.Mes
 		// replace each other on the lock screen.
 		n.CollapseID = CollapseID(m.CallID)
 	}
-	n.Payload = pn.Fit(m, limit, func(m pn.Message) any { return c.payload(pushID, tok, t, m) })
+	var body []byte // apns2 sends bytes as they are
+	pn.Fit(m, limit, func(m pn.Message) int {
+		body, _ = json.Marshal(c.payload(pushID, tok, t, m)) // strings, numbers, maps: cannot fail
+		return len(body)
+	})
+	n.Payload = body
 	return n
 }
 

@@ -138,9 +138,13 @@ func Build(pushID, tok string, t pn.Target, m pn.Message) *messaging.Message {
 		ac.TTL = &ttl
 	}
 	var data map[string]string
-	pn.Fit(m, MaxData, func(m pn.Message) any {
+	pn.Fit(m, MaxData, func(m pn.Message) int {
 		data = fields(pushID, t, m)
-		return data
+		size := 0 // what FCM counts: keys and values
+		for k, v := range data {
+			size += len(k) + len(v)
+		}
+		return size
 	})
 	return &messaging.Message{Token: tok, Data: data, Android: ac}
 }

@@ -114,8 +114,10 @@ func TestAppKeyIgnoresTokensServicesAndEnvironment(t *testing.T) {
 func TestFitTrimsNeverFails(t *testing.T) {
 	name := strings.Repeat("é", 3000)
 	m := pn.Message{Kind: pn.KindCall, CallID: "c1@example.org", CallerName: name, CallerURI: "sip:" + name + "@example.org"}
-	b := pn.Fit(m, 1000, func(m pn.Message) any {
-		return map[string]string{"n": m.CallerName, "u": m.CallerURI, "c": m.CallID}
+	var b []byte
+	pn.Fit(m, 1000, func(m pn.Message) int {
+		b, _ = json.Marshal(map[string]string{"n": m.CallerName, "u": m.CallerURI, "c": m.CallID})
+		return len(b)
 	})
 	if len(b) > 1000 {
 		t.Fatalf("%d bytes, want at most 1000", len(b))

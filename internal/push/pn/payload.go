@@ -1,7 +1,6 @@
 package pn
 
 import (
-	"encoding/json"
 	"time"
 	"unicode/utf8"
 )
@@ -36,14 +35,14 @@ func (m Message) Fields(pushID string) map[string]string {
 // SendTime is Flexisip's "send-time": UTC, "2006-01-02 15:04:05".
 func SendTime(t time.Time) string { return t.UTC().Format(time.DateTime) }
 
-// Fit marshals build(m) within limit bytes: the caller's name, address
-// and number and, last, the call id are cut, the longest first, until the
-// payload fits. A caller's name must never make a call fail.
-func Fit(m Message, limit int, build func(Message) any) []byte {
+// Fit cuts the caller's name, address and number and, last, the call id,
+// the longest first, until size(m) is at most limit, and returns the
+// message that fits. A caller's name must never make a push fail.
+func Fit(m Message, limit int, size func(Message) int) Message {
 	for {
-		b, err := json.Marshal(build(m))
-		if err != nil || len(b) <= limit {
-			return b
+		n := size(m)
+		if n <= limit {
+			return m
 		}
 		longest := &m.CallerName
 		for _, f := range []*string{&m.CallerURI, &m.CallerNumber, &m.CallID} {
@@ -52,9 +51,9 @@ func Fit(m Message, limit int, build func(Message) any) []byte {
 			}
 		}
 		if *longest == "" {
-			return b // nothing left to cut: the fixed part alone is too big
+			return m // nothing left to cut: the fixed part alone is too big
 		}
-		*longest = cut(*longest, len(b)-limit)
+		*longest = cut(*longest, n-limit)
 	}
 }
 
