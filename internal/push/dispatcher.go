@@ -384,6 +384,7 @@ func (d *Dispatcher) sendTo(ctx context.Context, a *app, t Target, m Message) Re
 		res = Result{Outcome: Failed, Reason: "QueueFull"}
 	}
 	res.EraseRecord = d.judge(a, e, tok.Value, res)
+	res.Service = tok.Service
 
 	elapsed := time.Since(start)
 	d.sent.WithLabelValues(a.provider, res.Outcome.String()).Inc()

@@ -124,6 +124,10 @@ type Result struct {
 	// recent tokens still deliver (otherwise the app is likely pointed at the
 	// wrong APNs environment or topic, and the records are kept).
 	EraseRecord bool
+	// Service is the service of the token the push went to: ServiceVoIP
+	// for a PushKit push (the iPhone now rings in CallKit), ServiceRemote,
+	// or "" (FCM, or nothing sent).
+	Service string
 }
 
 // Sender is what the domain calls. Send honours ctx's deadline: it retries

@@ -409,3 +409,43 @@ func TestNewTokensReplaceTheSamePhone(t *testing.T) {
 		t.Fatalf("%d bindings, want 4", n)
 	}
 }
+
+// An iPhone a VoIP push made ring for a call that ended before it
+// connected is handed over when it connects within the call's wait (its
+// app waits for that call's INVITE, to end it at the CANCEL); a phone that
+// connected in time, or one pushed by an alert, is not.
+func TestRangDevicesAreHandedOverAfterTheCall(t *testing.T) {
+	f := newFixture(t)
+	iphone := f.register(t, 20, nil)
+	remoteOnly := f.register(t, 21, nil, push.ServiceRemote)
+	ev := newWakeChans()
+	rang := make(chan relay.Binding, 4)
+	events := ev.events()
+	events.Rang = func(b relay.Binding) { rang <- b }
+	w := f.svc.Wake(context.Background(), relay.Call{ID: "c-rang"}, []relay.Binding{iphone, remoteOnly}, 5*time.Second, events)
+	for range 2 {
+		select {
+		case <-ev.pushed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("pushes not delivered")
+		}
+	}
+	w.End(relay.ReasonMissed)
+	f.svc.Refreshed(remoteOnly)
+	f.svc.Refreshed(iphone)
+	select {
+	case b := <-rang:
+		if b.Device != iphone.Device {
+			t.Fatalf("handed over %+v, want the iPhone", b.Device)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the rung iPhone was not handed over")
+	}
+	f.svc.Refreshed(iphone)
+	select {
+	case b := <-rang:
+		t.Fatalf("handed over again: %+v", b.Device)
+	case <-time.After(200 * time.Millisecond):
+	}
+	f.svc.Drain()
+}

@@ -52,6 +52,12 @@ type WakeEvents struct {
 	// capped, no token for the push, push service refused or unreachable
 	// past the wait).
 	Failed func(Binding)
+	// Rang gets, once the call ended unanswered by it, each device that a
+	// VoIP push made ring (CallKit) and that connects within the call's
+	// wait all the same: its app waits for the INVITE the push announced,
+	// and ends the call on the phone at that INVITE's CANCEL (what
+	// Flexisip does for iPhones). Nil: no such wait.
+	Rang func(Binding)
 }
 
 // Wakeup is one call's wait for its sleeping devices; its events go to
@@ -65,6 +71,9 @@ type Wakeup struct {
 	pushes    sync.WaitGroup
 	mu        sync.Mutex
 	delivered []Binding // devices whose call push was accepted
+	rang      []Binding // of those, the ones whose push was a VoIP push
+	woke      map[store.ID]bool
+	until     time.Time // the end of the call's wait
 	done      bool
 }
 
@@ -74,18 +83,9 @@ type Wakeup struct {
 // delivering.
 func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time.Duration, on WakeEvents) *Wakeup {
 	pctx, cancel := context.WithTimeout(ctx, wait)
-	w := &Wakeup{svc: s, call: c, on: on, cancel: cancel}
+	w := &Wakeup{svc: s, call: c, on: on, cancel: cancel, woke: map[store.ID]bool{}, until: time.Now().Add(wait)}
 	s.metrics.Parked(1)
-	s.waitMu.Lock()
-	for _, b := range devices {
-		id := s.BindingID(b.AOR, b.Device)
-		w.ids = append(w.ids, id)
-		if s.waiters[id] == nil {
-			s.waiters[id] = map[*Wakeup]struct{}{}
-		}
-		s.waiters[id][w] = struct{}{}
-	}
-	s.waitMu.Unlock()
+	s.await(w, devices)
 
 	kind := push.KindCall
 	if c.Message {
@@ -129,6 +129,9 @@ func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Mes
 		}
 		w.mu.Lock()
 		w.delivered = append(w.delivered, b)
+		if res.Service == push.ServiceVoIP {
+			w.rang = append(w.rang, b)
+		}
 		w.mu.Unlock()
 		w.on.Pushed()
 		return
@@ -160,7 +163,36 @@ func (s *Service) release(id store.ID, b Binding) {
 		b.Replaced = append(slices.Clone(b.Replaced), id)
 	}
 	for w := range ws {
+		w.mu.Lock()
+		w.woke[id] = true
+		w.mu.Unlock()
 		w.on.Awake(b) // each device once: its waiters are gone now
+	}
+}
+
+// await files w as waiting for each of devices.
+func (s *Service) await(w *Wakeup, devices []Binding) {
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
+	for _, b := range devices {
+		id := s.BindingID(b.AOR, b.Device)
+		w.ids = append(w.ids, id)
+		if s.waiters[id] == nil {
+			s.waiters[id] = map[*Wakeup]struct{}{}
+		}
+		s.waiters[id][w] = struct{}{}
+	}
+}
+
+// unwait takes w off every device it waits for.
+func (s *Service) unwait(w *Wakeup) {
+	s.waitMu.Lock()
+	defer s.waitMu.Unlock()
+	for _, id := range w.ids {
+		delete(s.waiters[id], w)
+		if len(s.waiters[id]) == 0 {
+			delete(s.waiters, id)
+		}
 	}
 }
 
@@ -185,24 +217,41 @@ func (w *Wakeup) End(reason string, answered ...Binding) {
 	w.svc.metrics.Parked(-1)
 
 	w.cancel()
-	w.svc.waitMu.Lock()
-	for _, id := range w.ids {
-		delete(w.svc.waiters[id], w)
-		if len(w.svc.waiters[id]) == 0 {
-			delete(w.svc.waiters, id)
-		}
-	}
-	w.svc.waitMu.Unlock()
+	w.svc.unwait(w)
 	w.pushes.Wait()
 	if w.call.Message {
 		return
 	}
-	for _, b := range w.delivered {
-		if slices.ContainsFunc(answered, func(a Binding) bool { return w.svc.Same(a, b) }) {
-			continue
-		}
-		w.svc.followUp(b, push.Message{Kind: push.KindCancel, CallID: w.call.ID, Reason: reason})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	isAnswered := func(b Binding) bool {
+		return slices.ContainsFunc(answered, func(a Binding) bool { return w.svc.Same(a, b) })
 	}
+	for _, b := range w.delivered {
+		if !isAnswered(b) {
+			w.svc.followUp(b, push.Message{Kind: push.KindCancel, CallID: w.call.ID, Reason: reason})
+		}
+	}
+	var ringing []Binding
+	for _, b := range w.rang {
+		if !isAnswered(b) && !w.woke[w.svc.BindingID(b.AOR, b.Device)] {
+			ringing = append(ringing, b)
+		}
+	}
+	w.svc.linger(ringing, w.until, w.on.Rang)
+}
+
+// linger waits, until the call's wait would have ended, for devices a VoIP
+// push made ring after their call ended: each that connects goes to fn,
+// once.
+func (s *Service) linger(devices []Binding, until time.Time, fn func(Binding)) {
+	left := time.Until(until)
+	if len(devices) == 0 || fn == nil || left <= 0 {
+		return
+	}
+	w := &Wakeup{svc: s, on: WakeEvents{Awake: fn}, woke: map[store.ID]bool{}}
+	s.await(w, devices)
+	time.AfterFunc(left, func() { s.unwait(w) })
 }
 
 // followUp sends a cancel push in the background: the call is over, and
