@@ -109,6 +109,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	sipOpts, err := sip.OptionsFrom(cfg)
 	if err == nil {
 		sipOpts.Metrics = sip.NewMetrics(a.registry)
+		sipOpts.FlowKey = st.DeriveKey(sip.FlowKeyLabel)
 		if l := cfg.SIP.Listen; l.TLS != "" {
 			a.sipCert, err = loadCertFile("sip.listen.tls_cert_file/tls_key_file", l.TLSCertFile, l.TLSKeyFile)
 			if err == nil {

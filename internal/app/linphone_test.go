@@ -25,6 +25,21 @@ func (w *world) linphone(tok string) *peertest.Linphone {
 	return l
 }
 
+// newFlow waits for user's binding to name a flow other than old (the
+// woken phone's REGISTER stored) and returns its source.
+func (w *world) newFlow(user, old string) string {
+	w.t.Helper()
+	var src string
+	waitFor(w.t, func() bool {
+		bs := w.bindings(user)
+		if len(bs) == 1 {
+			src = bs[0].Flow.Source
+		}
+		return src != "" && src != old
+	}, "the woken phone's flow stored")
+	return src
+}
+
 // The app is killed by the OS (no un-register, its TCP flow drops); a call
 // pushes, the app starts again, registers, and auto-answers.
 func TestLinphoneWokenByPushAnswers(t *testing.T) {
@@ -64,21 +79,27 @@ func TestLinphoneHangsUp(t *testing.T) {
 	w := newWorld(t)
 	tok := w.fakes.APNs.VoIPToken(22)
 	w.linphone(tok).Kill()
+	killed := w.bindings("alice")[0].Flow.Source
 	caller := w.call("alice", "caller_hungup", nil)
 	waitPushes(t, w.fakes.APNs, 1)
 	woken := w.linphone(tok)
+	flow := w.newFlow("alice", killed)
 	if err := woken.WaitOutput("connected", 10*time.Second); err != nil {
 		t.Fatalf("call not connected: %v\n%s", err, woken.Output())
 	}
 	if err := woken.Command("terminate"); err != nil {
 		t.Fatal(err)
 	}
-	mustSucceed(t, "caller receives the phone's BYE", caller)
+	res := mustSucceed(t, "caller receives the phone's BYE", caller)
+	// Neither the Record-Route of the 200 nor the Vias of the phone's
+	// BYE tell the caller where the phone connected from.
+	hidesFlow(t, res, flow)
 }
 
 // The same over TLS: linphonec registers through sipwake's TLS listener, is
 // killed, is woken by push, registers again over TLS and auto-answers; the
-// call goes out over its TLS flow.
+// call goes out over its TLS flow, and the phone hangs up. The caller never
+// learns where the phone connected from.
 func TestLinphoneOverTLSWokenByPush(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := writeCert(t, dir, "sipwake.test")
@@ -97,8 +118,17 @@ func TestLinphoneOverTLSWokenByPush(t *testing.T) {
 		return l
 	}
 	start().Kill()
-	caller := w.call("alice", "caller_answered", nil)
+	killed := w.bindings("alice")[0].Flow.Source
+	caller := w.call("alice", "caller_hungup", nil)
 	waitPushes(t, w.fakes.APNs, 1)
-	start()
-	mustSucceed(t, "caller through Kamailio to the woken linphonec over TLS", caller)
+	woken := start()
+	flow := w.newFlow("alice", killed)
+	if err := woken.WaitOutput("connected", 10*time.Second); err != nil {
+		t.Fatalf("call not connected: %v\n%s", err, woken.Output())
+	}
+	if err := woken.Command("terminate"); err != nil {
+		t.Fatal(err)
+	}
+	res := mustSucceed(t, "caller through Kamailio to the woken linphonec over TLS, and its BYE", caller)
+	hidesFlow(t, res, flow)
 }

@@ -26,6 +26,9 @@ type Records interface {
 	Compact(ctx context.Context) error
 	Rotate(ctx context.Context) (int, error)
 	KeyUsage(ctx context.Context) (map[string]int, error)
+	// DeriveKey is a key from the store's secret, the same on every node
+	// that shares the store (the SIP flow tokens' key).
+	DeriveKey(label string) []byte
 	Close() error
 }
 

@@ -426,17 +426,17 @@ func (d *delivery) fork(b relay.Binding) bool {
 	fwd.SetTransport(out)
 	fwd.SetDestination(dest)
 	if d.req.IsInvite() {
+		// Requests toward the device later in the dialog must use the
+		// flow it came on, not its contact nor any address a caller
+		// names: the device-facing Record-Route carries the flow, sealed
+		// for this dialog, since the caller sees it too.
 		in := d.req.Transport()
-		fwd.PrependHeader(s.recordRoute(in))
 		if !strings.EqualFold(in, out) {
-			rr := s.recordRoute(out)
-			if sip.IsReliable(out) {
-				// Requests toward the device later in the dialog must use
-				// the connection it opened, not a new one to its contact.
-				rr.Address.UriParams.Add(flowParam, dest)
-			}
-			fwd.PrependHeader(rr)
+			fwd.PrependHeader(s.recordRoute(in))
 		}
+		rr := s.recordRoute(out)
+		rr.Address.UriParams.Add(flowParam, s.flows.seal(flow{transport: strings.ToLower(flowTransport), source: dest}, callIDOf(d.req)))
+		fwd.PrependHeader(rr)
 	}
 	tx, err := s.client.TransactionRequest(context.Background(), fwd, forwardOptions...)
 	if err != nil {
@@ -539,8 +539,7 @@ func answeredElsewhere(cancel *sip.Request) bool {
 func (s *Server) liveFlow(b relay.Binding) bool {
 	switch b.Flow.Transport {
 	case "tcp", "tls", "ws", "wss":
-		c, err := s.ua.TransportLayer().GetConnection(b.Flow.Transport, b.Flow.Source)
-		return err == nil && c != nil
+		return s.flowOpen(flow{transport: b.Flow.Transport, source: b.Flow.Source})
 	}
 	return false
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/limit"
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/store"
 )
 
 // Options configure the SIP side.
@@ -65,6 +66,10 @@ type Options struct {
 	// (per second, and the burst allowed); 0 disables the limit.
 	RegisterRate  float64
 	RegisterBurst int
+	// FlowKey seals the flow tokens of sipwake's Record-Routes (32 bytes);
+	// nodes that share it open each other's. Empty: a random key of this
+	// process, so tokens die with it.
+	FlowKey []byte
 }
 
 // OptionsFrom maps the config file's SIP, calls and trunks sections onto
@@ -133,6 +138,8 @@ type Server struct {
 	inFlight atomic.Int64
 	// nonceKey signs the digest nonces sipwake issues to handed-over apps.
 	nonceKey []byte
+	// flows seals and opens the flow tokens of device-facing Record-Routes.
+	flows *flowTokens
 	// udp forwards REGISTERs statelessly when device and registrar both
 	// speak UDP; nil otherwise.
 	udp    *statelessUDP
@@ -175,6 +182,15 @@ func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
 		upstreamIPs: resolveUpstream(opts.Upstream.Host),
 		nonceKey:    newNonceKey(),
 	}
+	flowKey := opts.FlowKey
+	if len(flowKey) == 0 {
+		flowKey = store.NewKey()
+	}
+	flows, err := newFlowTokens(flowKey)
+	if err != nil {
+		return nil, fmt.Errorf("sip flow key: %w", err)
+	}
+	s.flows = flows
 	tpOpts := []sip.TransportLayerOption{sip.WithTransportLayerLogger(wireLog)}
 	if strings.EqualFold(opts.Upstream.Transport, "udp") {
 		s.udp = newStatelessUDP(s)

@@ -317,6 +317,16 @@ func (b *Bolt) ID(aor, device string) ID {
 	return id
 }
 
+// DeriveKey returns a 32-byte key for another use of the store's secret
+// (the SIP side's flow tokens), HMAC(indexKey, "k\x00"+label): every node
+// sharing the store derives the same key, and no label yields an ID or an
+// AOR hash (those start "b\x00" and "a\x00"). It does not touch the file.
+func (b *Bolt) DeriveKey(label string) []byte {
+	out := make([]byte, KeySize)
+	b.hmac(out, "k\x00", label)
+	return out
+}
+
 // aorHash is the AOR index key: HMAC(indexKey, "a\x00"+aor), 20 bytes.
 func (b *Bolt) aorHash(aor string) []byte {
 	h := make([]byte, IDSize)

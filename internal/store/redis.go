@@ -338,6 +338,10 @@ func mapRedisErr(err error) error {
 // not touch Redis.
 func (s *Redis) ID(aor, device string) ID { return s.codec.ID(aor, device) }
 
+// DeriveKey returns a key derived from the store's index key, the same on
+// every node (see Bolt.DeriveKey).
+func (s *Redis) DeriveKey(label string) []byte { return s.codec.DeriveKey(label) }
+
 // Put stores r, replacing any record with the same ID (and its place in the
 // TTL and AOR indexes). Redis drops it by itself Grace after ExpiresAt.
 // Durability is Redis': an acknowledged Put survives a Redis crash only as
