@@ -39,6 +39,7 @@ func (s *Service) RegisterAccount(ctx context.Context, b Binding, ttl time.Durat
 		return Binding{}, err
 	}
 	s.log.Info("handed-over account stored", "account", b.Account, "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt)
+	s.traces.Log(s.log, b.AOR, "handed-over account stored", "account_id_full", b.Account.ID, "app", b.Account.App)
 	return b, nil
 }
 

@@ -210,9 +210,11 @@ type Account struct {
 	Expires   int    `json:"expires"` // requested upstream registration expiry, seconds
 }
 
-// LogValue keeps credentials out of logs.
+// LogValue keeps credentials out of logs, and masks the id like an AOR:
+// the app chooses it and may use a phone number or an e-mail address. A
+// trace (Traces.Log) carries it in full.
 func (a *Account) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("id", a.ID), slog.String("app", a.App))
+	return slog.GroupValue(slog.String("id", maskPart(a.ID)), slog.String("app", a.App))
 }
 
 // LogValue keeps the token out of logs when a Device is logged whole.
