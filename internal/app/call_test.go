@@ -192,7 +192,10 @@ func TestTwoDevicesFirstAnswerWins(t *testing.T) {
 	answering := w.wake("alice", tokA, 5070, "uas_answer")
 	mustSucceed(t, "caller", caller)
 	mustSucceed(t, "answering device", answering)
-	mustSucceed(t, "ringing device gets CANCEL", ringing)
+	rang := mustSucceed(t, "ringing device gets CANCEL", ringing)
+	if !strings.Contains(rang.Messages(), `Reason: SIP;cause=200;text="Call completed elsewhere"`) {
+		t.Fatalf("the CANCEL does not say the call was answered elsewhere (RFC 3326):\n%s", rang.Messages())
+	}
 	ps := waitPushes(t, w.fakes.APNs, 3)
 	cancelPush := ps[2]
 	if cancelPush.Token != w.remoteOf(tokB) || !strings.Contains(string(cancelPush.Payload), "answered-elsewhere") {

@@ -611,3 +611,31 @@ func TestAwakeLinphoneWithPnTimeoutZeroIsPushedAndCalledOnce(t *testing.T) {
 		t.Fatalf("calls delivered %v, want 1", n)
 	}
 }
+
+// The caller gives up while the iPhone its VoIP push made ring is still
+// waking: when the phone connects, within the call's wait, it gets the
+// call's INVITE (which liblinphone matches by Call-ID to the CallKit call
+// the push opened) and, at its 180, the CANCEL that ends it there, as
+// Flexisip does (fork-context/branch-info.cc: a cancelled branch of an iOS
+// VoIP device is kept until the device answers).
+func TestWokenIPhoneGetsTheCancelledCallToEndIt(t *testing.T) {
+	w := newWorld(t)
+	voip, remote := iosTokens(w.fakes.APNs, 42)
+	phone := w.linphoneIOS(5070, "apns", voip, remote, 1)
+	phone.register()
+	caller := w.call("alice", "caller_cancel", nil)
+	ps := waitPushes(t, w.fakes.APNs, 1)
+	mustSucceed(t, "caller cancel", caller)
+	woken := phone.wake("uas_ring_cancel")
+	dev := mustSucceed(t, "woken phone: INVITE, 180, CANCEL, 487", woken)
+	invite := ""
+	for _, m := range dev.Received() {
+		if strings.HasPrefix(m, "INVITE ") {
+			invite = m
+		}
+	}
+	if got := sipHeader(invite, "Call-ID", "i"); got == "" || got != obj(payload(t, ps[0]), "aps")["call-id"] {
+		t.Fatalf("the late INVITE's Call-ID %q is not the push's call-id", got)
+	}
+	allAccepted(t, w.fakes.APNs)
+}

@@ -83,7 +83,10 @@ type delivery struct {
 	branches []*branch
 	// pushed are the devices pushed and not yet awake, failed or
 	// answering: what pending counts.
-	pushed  map[store.ID]bool
+	pushed map[store.ID]bool
+	// reason is why the call ended (once settled): missed, or answered
+	// elsewhere.
+	reason  string
 	best    *sip.Response
 	timer   *time.Timer
 	unwatch []func() bool
@@ -176,6 +179,7 @@ func (d *delivery) push(ctx context.Context, devices []relay.Binding) {
 		Awake:  d.deviceAwake,
 		Pushed: d.pushDelivered,
 		Failed: d.pushFailed,
+		Rang:   d.rang,
 	}))
 	d.progress("push-sent")
 }
@@ -227,6 +231,17 @@ func (d *delivery) deviceAwake(b relay.Binding) {
 		d.active++
 	}
 	d.settleLocked()
+}
+
+// rang ends the call on a phone its VoIP push made ring, which woke after
+// the call had ended.
+func (d *delivery) rang(b relay.Binding) {
+	if d.req.IsInvite() {
+		d.mu.Lock()
+		reason := d.reason
+		d.mu.Unlock()
+		d.s.endRinging(d.req, b, reason)
+	}
 }
 
 func (d *delivery) pushDelivered() {
@@ -325,6 +340,7 @@ func (d *delivery) end(outcome string, reason string, winner *branch, res *sip.R
 func (d *delivery) finishLocked(outcome string, reason string, winner *branch, res *sip.Response) {
 	s := d.s
 	d.settled = true
+	d.reason = reason
 	d.timer.Stop()
 	for _, stop := range d.unwatch {
 		stop()
@@ -405,42 +421,8 @@ func (d *delivery) keepBest(res *sip.Response) {
 // fork sends the request to one device over its flow; false when it could
 // not be sent.
 func (d *delivery) fork(b relay.Binding) bool {
-	s := d.s
-	fwd := d.req.Clone()
-	s.popOwnRoutes(fwd)
-	fwd.RemoveHeader(DeliverHeader)
-	var uri sip.Uri
-	if err := sip.ParseUri(relay.StripPushParams(b.Contact), &uri); err != nil {
-		s.log.Warn("stored contact unusable", "aor", b.AOR, "error", err)
-		return false
-	}
-	fwd.Recipient = uri
-	flowTransport, dest := b.Flow.Transport, b.Flow.Source
-	if b.Node != "" && b.Node != s.relay.Node() {
-		// The device woke through another node: that node holds its flow.
-		flowTransport, dest = "udp", b.Node
-		s.viaNode(fwd, b)
-	}
-	s.sendFrom(fwd, flowTransport)
-	out := sip.NetworkToUpper(flowTransport)
-	fwd.SetTransport(out)
-	fwd.SetDestination(dest)
-	if d.req.IsInvite() {
-		// Requests toward the device later in the dialog must use the
-		// flow it came on, not its contact nor any address a caller
-		// names: the device-facing Record-Route carries the flow, sealed
-		// for this dialog, since the caller sees it too.
-		in := d.req.Transport()
-		if !strings.EqualFold(in, out) {
-			fwd.PrependHeader(s.recordRoute(in))
-		}
-		rr := s.recordRoute(out)
-		rr.Address.UriParams.Add(flowParam, s.flows.seal(flow{transport: strings.ToLower(flowTransport), source: dest}, callIDOf(d.req)))
-		fwd.PrependHeader(rr)
-	}
-	tx, err := s.client.TransactionRequest(context.Background(), fwd, forwardOptions...)
-	if err != nil {
-		s.log.Warn("forward to device failed", "aor", b.AOR, "error", err)
+	fwd, tx, ok := d.s.forward(d.req, b)
+	if !ok {
 		return false
 	}
 	br := &branch{binding: b, req: fwd, tx: tx}
@@ -463,6 +445,86 @@ func (d *delivery) fork(b relay.Binding) bool {
 		}
 	}()
 	return true
+}
+
+// forward sends req to one device over its flow (or through the node that
+// holds it) in a client transaction; false when it could not be sent.
+func (s *Server) forward(req *sip.Request, b relay.Binding) (*sip.Request, sip.ClientTransaction, bool) {
+	fwd := req.Clone()
+	s.popOwnRoutes(fwd)
+	fwd.RemoveHeader(DeliverHeader)
+	var uri sip.Uri
+	if err := sip.ParseUri(relay.StripPushParams(b.Contact), &uri); err != nil {
+		s.log.Warn("stored contact unusable", "aor", b.AOR, "error", err)
+		return nil, nil, false
+	}
+	fwd.Recipient = uri
+	flowTransport, dest := b.Flow.Transport, b.Flow.Source
+	if b.Node != "" && b.Node != s.relay.Node() {
+		// The device woke through another node: that node holds its flow.
+		flowTransport, dest = "udp", b.Node
+		s.viaNode(fwd, b)
+	}
+	s.sendFrom(fwd, flowTransport)
+	out := sip.NetworkToUpper(flowTransport)
+	fwd.SetTransport(out)
+	fwd.SetDestination(dest)
+	if req.IsInvite() {
+		// Requests toward the device later in the dialog must use the
+		// flow it came on, not its contact nor any address a caller
+		// names: the device-facing Record-Route carries the flow, sealed
+		// for this dialog, since the caller sees it too.
+		in := req.Transport()
+		if !strings.EqualFold(in, out) {
+			fwd.PrependHeader(s.recordRoute(in))
+		}
+		rr := s.recordRoute(out)
+		rr.Address.UriParams.Add(flowParam, s.flows.seal(flow{transport: strings.ToLower(flowTransport), source: dest}, callIDOf(req)))
+		fwd.PrependHeader(rr)
+	}
+	tx, err := s.client.TransactionRequest(context.Background(), fwd, forwardOptions...)
+	if err != nil {
+		s.log.Warn("forward to device failed", "aor", b.AOR, "error", err)
+		return nil, nil, false
+	}
+	return fwd, tx, true
+}
+
+// endRinging ends the call on a phone that a VoIP push made ring and that
+// connected only after the call had ended, as Flexisip does for iPhones:
+// the phone gets the call's INVITE, which its app matches by Call-ID to the
+// CallKit call the push opened, and at its first answer the CANCEL, with
+// why (missed, or answered elsewhere), which ends that call on the phone.
+func (s *Server) endRinging(inv *sip.Request, b relay.Binding, reason string) {
+	fwd, tx, ok := s.forward(inv, b)
+	if !ok {
+		return
+	}
+	s.log.Info("ending the call a push made ring on a phone that woke after it", "aor", b.AOR, "reason", reason)
+	go func() {
+		defer tx.Terminate()
+		cancelled := false
+		for {
+			select {
+			case res := <-tx.Responses():
+				if res.IsProvisional() {
+					if !cancelled {
+						s.cancelBranch(fwd, reason)
+						cancelled = true
+					}
+					continue
+				}
+				if res.IsSuccess() {
+					// It answered before the CANCEL reached it; with no
+					// caller to ACK, the phone ends it at its own timeout.
+					s.log.Warn("a phone answered a call that had ended", "aor", b.AOR)
+				}
+				return
+			case <-tx.Done():
+				return
+			}
+		}
+	}()
 }
 
 // viaNode routes a forwarded request through the node that holds the
@@ -490,13 +552,18 @@ func (d *delivery) cancelOthers(winner *branch) {
 		if br == winner {
 			continue
 		}
-		d.s.cancelBranch(br.req)
+		reason := relay.ReasonMissed
+		if winner != nil {
+			reason = relay.ReasonAnsweredElsewhere
+		}
+		d.s.cancelBranch(br.req, reason)
 	}
 }
 
 // cancelBranch cancels a forwarded INVITE (RFC 3261 §9.1): same
-// Request-URI, top Via, Call-ID, From, To and CSeq number.
-func (s *Server) cancelBranch(inv *sip.Request) {
+// Request-URI, top Via, Call-ID, From, To and CSeq number; a call answered
+// elsewhere says so in a Reason (RFC 3326), which phones show.
+func (s *Server) cancelBranch(inv *sip.Request, reason string) {
 	c := sip.NewRequest(sip.CANCEL, *inv.Recipient.Clone())
 	if via := inv.Via(); via != nil {
 		c.AppendHeader(via.Clone())
@@ -509,6 +576,9 @@ func (s *Server) cancelBranch(inv *sip.Request) {
 	c.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
 	maxFwd := sip.MaxForwardsHeader(70)
 	c.AppendHeader(&maxFwd)
+	if reason == relay.ReasonAnsweredElsewhere {
+		c.AppendHeader(sip.NewHeader("Reason", `SIP;cause=200;text="Call completed elsewhere"`))
+	}
 	c.SetBody(nil)
 	c.SetTransport(inv.Transport())
 	c.SetDestination(inv.Destination())
