@@ -192,10 +192,7 @@ func TestTwoDevicesFirstAnswerWins(t *testing.T) {
 	answering := w.wake("alice", tokA, 5070, "uas_answer")
 	mustSucceed(t, "caller", caller)
 	mustSucceed(t, "answering device", answering)
-	rang := mustSucceed(t, "ringing device gets CANCEL", ringing)
-	if !strings.Contains(rang.Messages(), `Reason: SIP;cause=200;text="Call completed elsewhere"`) {
-		t.Fatalf("the CANCEL does not say the call was answered elsewhere (RFC 3326):\n%s", rang.Messages())
-	}
+	mustSucceed(t, "ringing device gets CANCEL", ringing)
 	ps := waitPushes(t, w.fakes.APNs, 3)
 	cancelPush := ps[2]
 	if cancelPush.Token != w.remoteOf(tokB) || !strings.Contains(string(cancelPush.Payload), "answered-elsewhere") {
@@ -344,5 +341,31 @@ func TestInDialogRequestsFollowTheRoute(t *testing.T) {
 	}
 	if n := strings.Count(dev.Messages(), "INVITE sip:"); n != 2 {
 		t.Fatalf("the device saw %d INVITEs, want the call and its re-INVITE", n)
+	}
+}
+
+// A trunk's call forks inside sipwake to both of alice's phones: when one
+// answers, the other's CANCEL says the call was completed elsewhere (RFC
+// 3326), which Linphone shows instead of a missed call.
+func TestTrunkCallAnsweredElsewhereSaysSo(t *testing.T) {
+	w := newWorld(t)
+	w.cfg.Trunks = []config.Trunk{{Name: "carrier", Sources: []string{callerIP(t) + "/32"}, Domain: domain}}
+	w.restartWith()
+	tokA, tokB := w.fakes.APNs.VoIPToken(12), w.fakes.APNs.VoIPToken(13)
+	w.sleepingDevice("alice", tokA, 5070)
+	w.sleepingDevice("alice", tokB, 5072)
+	caller := peertest.StartSipp(t, peertest.SippOptions{
+		Scenario: peertest.Scenario(t, "caller_answered"), Remote: w.swAddr, LocalIP: callerIP(t), LocalPort: 5060,
+		Service: "alice", Timeout: 40 * time.Second,
+	})
+	waitPushes(t, w.fakes.APNs, 2)
+	ringing := w.wake("alice", tokB, 5072, "uas_ring_cancel")
+	time.Sleep(500 * time.Millisecond)
+	answering := w.wake("alice", tokA, 5070, "uas_answer")
+	mustSucceed(t, "trunk caller", caller)
+	mustSucceed(t, "answering phone", answering)
+	rang := mustSucceed(t, "ringing phone gets CANCEL", ringing)
+	if !strings.Contains(rang.Messages(), `Reason: SIP;cause=200;text="Call completed elsewhere"`) {
+		t.Fatalf("the CANCEL does not say the call was answered elsewhere:\n%s", rang.Messages())
 	}
 }

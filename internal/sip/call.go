@@ -543,20 +543,16 @@ func (s *Server) viaNode(fwd *sip.Request, b relay.Binding) {
 	fwd.AppendHeader(sip.NewHeader(DeliverHeader, "flow"))
 }
 
-// cancelOthers sends CANCEL to every forked branch but the winner.
+// cancelOthers sends CANCEL to every forked branch but the winner, saying
+// why the call ended (finishLocked set d.reason).
 func (d *delivery) cancelOthers(winner *branch) {
 	if !d.req.IsInvite() {
 		return
 	}
 	for _, br := range d.branches {
-		if br == winner {
-			continue
+		if br != winner {
+			d.s.cancelBranch(br.req, d.reason)
 		}
-		reason := relay.ReasonMissed
-		if winner != nil {
-			reason = relay.ReasonAnsweredElsewhere
-		}
-		d.s.cancelBranch(br.req, reason)
 	}
 }
 
