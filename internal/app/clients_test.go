@@ -409,11 +409,12 @@ const senderExpect = `<?xml version="1.0" encoding="ISO-8859-1" ?>
 // (PNContextMessage::init: "no suitable destinations") sipwake sends none:
 // the sender is told 480, the binding stays, and calls still wake it.
 func TestLinphonePushKitOnly(t *testing.T) {
-	w := newWorld(t)
+	w := newWorld(t, func(c *config.Config) { c.Calls.Wait = 3 * time.Second })
 	voip, _ := iosTokens(w.fakes.APNs, 35)
 	phone := w.linphoneIOS(5070, "apns", voip, "", 1)
 	phone.register()
 
+	first := time.Now()
 	mustSucceed(t, "caller cancel", w.call("alice", "caller_cancel", nil))
 	waitPushes(t, w.fakes.APNs, 1)
 	time.Sleep(500 * time.Millisecond) // a follow-up would be out by now
@@ -450,6 +451,10 @@ func TestLinphonePushKitOnly(t *testing.T) {
 		t.Fatalf("%d bindings after a push that could not be sent, want the phone's 1", n)
 	}
 
+	// Past the first call's wait: a phone woken now is no longer sent that
+	// call's INVITE to end it (TestWokenIPhoneGetsTheCancelledCallToEndIt),
+	// and answers the next one.
+	time.Sleep(time.Until(first.Add(w.cfg.Calls.Wait + 300*time.Millisecond)))
 	caller := w.call("alice", "caller_answered", nil)
 	ps := waitPushes(t, w.fakes.APNs, 2)
 	checkVoIPCallPush(t, ps[1], voip, w.fakes.APNs.BundleID)
