@@ -12,7 +12,9 @@ for target in \
 	./internal/api:FuzzAccountBody \
 	./internal/config:FuzzConfigParse \
 	./internal/store:FuzzKeyringOpen \
-	./internal/relay:FuzzDecodeBinding; do
+	./internal/relay:FuzzDecodeBinding \
+	./internal/sip:FuzzFlowTokenOpen \
+	./internal/push/pn:FuzzPushParams; do
 	pkg="${target%%:*}"
 	name="${target##*:}"
 	echo "== $name ($pkg, ${secs}s)"

@@ -130,3 +130,33 @@ func TestFitTrimsNeverFails(t *testing.T) {
 		t.Fatalf("fitted payload %v", got)
 	}
 }
+
+// Whatever a Contact carries, taking its pn-* parameters apart never
+// fails: an APNs pn-prid yields single tokens without their services, any
+// other the pn-prid whole.
+func FuzzPushParams(f *testing.F) {
+	f.Add("apns", "1D7F:voip&8E2A:remote", "ABCD1234.org.linphone.phone.voip&remote")
+	f.Add("apns.dev", "EA88:remote", "XX.example.org")
+	f.Add("fcm", "cUNaHkG98QM:APA91b", "929724111839")
+	f.Add("apns", "&&:voip&:", ".voip&")
+	f.Fuzz(func(t *testing.T, provider, prid, param string) {
+		tgt := pn.Target{Provider: provider, Token: prid, Param: param}
+		apns := pn.Family(provider) == pn.ProviderAPNs
+		for _, tok := range tgt.Tokens() {
+			if tok.Value == "" {
+				t.Fatalf("empty token from pn-prid %q", prid)
+			}
+			if apns && strings.ContainsAny(tok.Value, "&:") {
+				t.Fatalf("APNs token %q is not one token without its service, from pn-prid %q", tok.Value, prid)
+			}
+			if !apns && tok.Value != prid {
+				t.Fatalf("%s token %q is not the whole pn-prid %q", provider, tok.Value, prid)
+			}
+		}
+		p := pn.ParseAPNsParam(param)
+		if team, ok := p.Team("org.example.app"); !ok && team != "" {
+			t.Fatalf("team %q for a pn-param naming another app", team)
+		}
+		_ = pn.AppKey(provider, param)
+	})
+}
