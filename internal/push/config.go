@@ -40,11 +40,12 @@ type AppConfig struct {
 // APNsConfig is an iOS app's APNs settings. Use token auth (key_file, key_id,
 // team_id) or certificate auth (cert_file [+ password_file]), not both.
 type APNsConfig struct {
-	// BundleID matches pn-param "<TeamID>.<bundle id>[.voip]"; call pushes go
-	// to topic "<bundle id>.voip".
+	// BundleID matches pn-param "<team>.<bundle id>[.voip|.remote|.voip&remote]"
+	// whatever the team; call pushes go to topic "<bundle id>.voip", the
+	// others to "<bundle id>".
 	BundleID string `yaml:"bundle_id"`
-	// TeamID is required for token auth; when set it must also match the
-	// team in pn-param.
+	// TeamID is required for token auth (the provider token's issuer). The
+	// team in pn-param is not checked: Linphone builds send a placeholder.
 	TeamID string `yaml:"team_id"`
 	// KeyFile is the .p8 auth key from the Apple developer account.
 	KeyFile string `yaml:"key_file"`

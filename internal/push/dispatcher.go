@@ -203,6 +203,7 @@ func (d *Dispatcher) buildApp(ac AppConfig) (*app, error) {
 			dst      **endpoint
 		}{{c.Endpoint, false, &a.production}, {c.SandboxEndpoint, true, &a.sandbox}} {
 			if o.Host, err = apnsHost(env.endpoint, env.sandbox); err != nil {
+				a.close()
 				return nil, err
 			}
 			p, err := apns.New(o)

@@ -124,23 +124,12 @@ func (c *Client) Send(ctx context.Context, pushID string, tok pn.Token, t pn.Tar
 // to the PushKit token, or as an alert to the remote one when the device
 // gave no PushKit token.
 func Route(k pn.Kind, toks []pn.Token) (pn.Token, bool) {
-	voip, remote := pick(toks, pn.ServiceVoIP), pick(toks, pn.ServiceRemote)
-	switch {
-	case k == pn.KindCall && voip != nil:
-		return *voip, true
-	case remote != nil:
-		return *remote, true
-	}
-	return pn.Token{}, false
-}
-
-func pick(toks []pn.Token, service string) *pn.Token {
-	for i := range toks {
-		if toks[i].Service == service {
-			return &toks[i]
+	if k == pn.KindCall {
+		if voip, ok := pn.TokenFor(toks, pn.ServiceVoIP); ok {
+			return voip, true
 		}
 	}
-	return nil
+	return pn.TokenFor(toks, pn.ServiceRemote)
 }
 
 // APNs payload limits: 5 KB for VoIP pushes, 4 KB for the others.

@@ -125,11 +125,11 @@ func (t Target) Tokens() []Token {
 	return out
 }
 
-// TokenFor returns the device's token for service, if it gave one.
-func (t Target) TokenFor(service string) (Token, bool) {
-	for _, tok := range t.Tokens() {
-		if tok.Service == service {
-			return tok, true
+// TokenFor returns the token of toks issued for service, if there is one.
+func TokenFor(toks []Token, service string) (Token, bool) {
+	for _, t := range toks {
+		if t.Service == service {
+			return t, true
 		}
 	}
 	return Token{}, false

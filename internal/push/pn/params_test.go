@@ -58,10 +58,10 @@ func TestTokens(t *testing.T) {
 			if pn.Family(c.t.Provider) != pn.ProviderAPNs {
 				return
 			}
-			if _, ok := c.t.TokenFor(pn.ServiceVoIP); ok != c.voip {
+			if _, ok := pn.TokenFor(c.t.Tokens(), pn.ServiceVoIP); ok != c.voip {
 				t.Errorf("voip token: %v, want %v", ok, c.voip)
 			}
-			if _, ok := c.t.TokenFor(pn.ServiceRemote); ok != c.alert {
+			if _, ok := pn.TokenFor(c.t.Tokens(), pn.ServiceRemote); ok != c.alert {
 				t.Errorf("remote token: %v, want %v", ok, c.alert)
 			}
 		})
