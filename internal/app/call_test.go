@@ -180,19 +180,26 @@ func TestDeadTokenErasesAndRejects(t *testing.T) {
 	}
 }
 
+// answeredByOne wakes alice's two phones (registered from 5070 and 5072)
+// for caller's call: the second rings and is cancelled, the first answers.
+// It returns what the cancelled one saw.
+func (w *world) answeredByOne(caller *peertest.Sipp, tokA, tokB string) *peertest.SippResult {
+	w.t.Helper()
+	waitPushes(w.t, w.fakes.APNs, 2)
+	ringing := w.wake("alice", tokB, 5072, "uas_ring_cancel")
+	time.Sleep(500 * time.Millisecond)
+	answering := w.wake("alice", tokA, 5070, "uas_answer")
+	mustSucceed(w.t, "caller", caller)
+	mustSucceed(w.t, "answering phone", answering)
+	return mustSucceed(w.t, "ringing phone gets CANCEL", ringing)
+}
+
 func TestTwoDevicesFirstAnswerWins(t *testing.T) {
 	w := newWorld(t)
 	tokA, tokB := w.fakes.APNs.VoIPToken(5), w.fakes.APNs.VoIPToken(6)
 	w.sleepingDevice("alice", tokA, 5070)
 	w.sleepingDevice("alice", tokB, 5072)
-	caller := w.call("alice", "caller_answered", nil)
-	waitPushes(t, w.fakes.APNs, 2)
-	ringing := w.wake("alice", tokB, 5072, "uas_ring_cancel")
-	time.Sleep(500 * time.Millisecond)
-	answering := w.wake("alice", tokA, 5070, "uas_answer")
-	mustSucceed(t, "caller", caller)
-	mustSucceed(t, "answering device", answering)
-	mustSucceed(t, "ringing device gets CANCEL", ringing)
+	w.answeredByOne(w.call("alice", "caller_answered", nil), tokA, tokB)
 	ps := waitPushes(t, w.fakes.APNs, 3)
 	cancelPush := ps[2]
 	if cancelPush.Token != w.remoteOf(tokB) || !strings.Contains(string(cancelPush.Payload), "answered-elsewhere") {
@@ -358,13 +365,7 @@ func TestTrunkCallAnsweredElsewhereSaysSo(t *testing.T) {
 		Scenario: peertest.Scenario(t, "caller_answered"), Remote: w.swAddr, LocalIP: callerIP(t), LocalPort: 5060,
 		Service: "alice", Timeout: 40 * time.Second,
 	})
-	waitPushes(t, w.fakes.APNs, 2)
-	ringing := w.wake("alice", tokB, 5072, "uas_ring_cancel")
-	time.Sleep(500 * time.Millisecond)
-	answering := w.wake("alice", tokA, 5070, "uas_answer")
-	mustSucceed(t, "trunk caller", caller)
-	mustSucceed(t, "answering phone", answering)
-	rang := mustSucceed(t, "ringing phone gets CANCEL", ringing)
+	rang := w.answeredByOne(caller, tokA, tokB)
 	if !strings.Contains(rang.Messages(), `Reason: SIP;cause=200;text="Call completed elsewhere"`) {
 		t.Fatalf("the CANCEL does not say the call was answered elsewhere:\n%s", rang.Messages())
 	}
