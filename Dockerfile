@@ -15,7 +15,11 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sipwake ./cmd/sipwake
+# `sipwake version` says what was built:
+#   docker build --build-arg VERSION=1.2.0 --build-arg COMMIT=$(git rev-parse HEAD) -t sipwake .
+ARG VERSION=dev
+ARG COMMIT=unknown
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" -o /out/sipwake ./cmd/sipwake
 # The volume's mount point, owned by the runtime user (distroless has no
 # shell to mkdir/chown at run time); a new named volume inherits it.
 RUN mkdir -p /out/var/lib/sipwake

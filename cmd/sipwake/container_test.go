@@ -24,7 +24,7 @@ import (
 
 // goBuildFlags are the Dockerfile's build flags (its `RUN CGO_ENABLED=0 go
 // build ...` line); TestDockerfileBuildsTheTestedBinary keeps them in step.
-var goBuildFlags = []string{"build", "-trimpath", "-ldflags=-s -w"}
+var goBuildFlags = []string{"build", "-trimpath", "-ldflags=-s -w -X main.version=test -X main.commit=c0ffee"}
 
 const shippedConfig = "../../configs/sipwake.yaml"
 
@@ -35,7 +35,7 @@ func TestDockerfileBuildsTheTestedBinary(t *testing.T) {
 	}
 	df := string(raw)
 	for _, want := range []string{
-		`RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sipwake ./cmd/sipwake`,
+		`RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}" -o /out/sipwake ./cmd/sipwake`,
 		"COPY configs/sipwake.yaml /etc/sipwake/sipwake.yaml",
 		`"sipwake", "healthcheck"`,
 		"VOLUME [\"/var/lib/sipwake\"]",
@@ -83,6 +83,12 @@ func TestShippedBinary(t *testing.T) {
 		}
 	}
 	f.Close()
+
+	// What the Dockerfile sets at build time is what `version` says.
+	if out, err := exec.Command(bin, "version").CombinedOutput(); err != nil ||
+		!strings.HasPrefix(string(out), "sipwake test (commit c0ffee) go1.") {
+		t.Fatalf("sipwake version: %q, %v", out, err)
+	}
 
 	apns := pushtest.NewAPNs(t)
 	apps, err := yaml.Marshal([]push.AppConfig{apns.App("ios")})

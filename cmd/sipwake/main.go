@@ -6,8 +6,10 @@
 //	sipwake keys usage [-config F]          records per sealing key of a stopped instance
 //	sipwake admin token                     print a new admin bearer token and its SHA-256
 //	sipwake admin hash-token                read a token on stdin, print its SHA-256 (admin.token_sha256)
-//	sipwake push test -provider P -token T [-app A] [-kind call|cancel|register|expiry_warning] [-config F]
+//	sipwake push test -provider P -token T [-app A] [-kind call|cancel|message|register|expiry_warning] [-config F]
 //	sipwake healthcheck [-config F] [-url U] [-ready]  exit 0 if the admin listener answers 200
+//	sipwake version                         version, commit and Go version
+//	sipwake help [COMMAND]                  the commands, or one command's flags (also -h, --help)
 package main
 
 import (
@@ -53,30 +55,7 @@ type cli struct {
 }
 
 func (c cli) run(ctx context.Context, args []string) error {
-	if len(args) >= 1 {
-		sub := args[0]
-		if len(args) >= 2 {
-			sub += " " + args[1]
-		}
-		switch sub {
-		case "config check":
-			return c.configCheck(args[2:])
-		case "keys generate":
-			return c.keysGenerate(args[2:])
-		case "keys usage":
-			return c.keysUsage(ctx, args[2:])
-		case "admin token":
-			return c.adminToken(args[2:])
-		case "admin hash-token":
-			return c.adminHashToken(args[2:])
-		case "push test":
-			return c.pushTest(ctx, args[2:])
-		}
-		if args[0] == "healthcheck" {
-			return c.healthcheck(ctx, args[1:])
-		}
-	}
-	return c.serve(ctx, args)
+	return c.dispatch(ctx, args)
 }
 
 func (c cli) configCheck(args []string) error {

@@ -25,8 +25,14 @@ import (
 // healthTimeout bounds `sipwake healthcheck` (the image's HEALTHCHECK).
 const healthTimeout = 3 * time.Second
 
+// noArgs is the argument check of a command without flags: -h asks for
+// its (empty) usage.
 func noArgs(name string, args []string) error {
 	if len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help":
+			return flag.ErrHelp
+		}
 		return fmt.Errorf("%s: unexpected argument %s", name, args[0])
 	}
 	return nil
