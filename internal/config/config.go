@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,6 +58,11 @@ type SIP struct {
 	// that the registrar and callers reach sipwake; empty means the UDP
 	// (or TCP) listen address.
 	PublicAddress string `yaml:"public_address"`
+	// PublicAddressIPv6 is what sipwake puts in Path and Record-Route
+	// toward peers it reaches over IPv6 when it listens on both families
+	// ([::]:5060) and public_address is an IPv4 address or a name only
+	// IPv4 peers resolve; empty: public_address for both.
+	PublicAddressIPv6 string `yaml:"public_address_ipv6"`
 	// Upstream is the provider's registrar/proxy as a SIP URI.
 	Upstream string `yaml:"upstream"`
 	// UpstreamMode is how sipwake stays on the path of calls: "path"
@@ -281,14 +287,21 @@ func (c Config) Validate() error {
 	}
 	for key, addr := range map[string]string{"sip.listen.udp": l.UDP, "sip.listen.tcp": l.TCP, "sip.listen.tls": l.TLS} {
 		if addr != "" && !isHostPort(addr) {
-			bad(key, addr, "host:port, e.g. 0.0.0.0:5060")
+			bad(key, addr, "host:port, e.g. 0.0.0.0:5060, [::]:5060 for both IPv6 and IPv4, [2001:db8::1]:5060")
 		}
 	}
 	if l.TLS != "" && (l.TLSCertFile == "" || l.TLSKeyFile == "") {
 		errs = append(errs, errors.New("sip.listen.tls: needs sip.listen.tls_cert_file and sip.listen.tls_key_file"))
 	}
-	if a := c.SIP.PublicAddress; a != "" && strings.ContainsAny(a, " ;<>") {
-		bad("sip.public_address", a, "host or host:port")
+	if a := c.SIP.PublicAddress; a != "" {
+		if _, _, err := ParsePublicAddress(a); err != nil {
+			bad("sip.public_address", a, "host or host:port, an IPv6 address in brackets: [2001:db8::1]:5060")
+		}
+	}
+	if a := c.SIP.PublicAddressIPv6; a != "" {
+		if host, _, err := ParsePublicAddress(a); err != nil || !isIPv6Literal(host) {
+			bad("sip.public_address_ipv6", a, "an IPv6 address in brackets, with or without a port: [2001:db8::1]:5060")
+		}
 	}
 	if _, err := ParseUpstream(c.SIP.Upstream); err != nil {
 		bad("sip.upstream", c.SIP.Upstream, "a SIP URI such as sip:registrar.example.com:5060;transport=udp")
@@ -365,7 +378,7 @@ func (c Calls) validate() []error {
 	}
 	for i, cidr := range c.TrustedSources {
 		if _, err := netip.ParsePrefix(cidr); err != nil {
-			errs = append(errs, fmt.Errorf("calls.trusted_sources[%d]: %q is not allowed (a CIDR such as 192.0.2.0/24)", i, cidr))
+			errs = append(errs, fmt.Errorf("calls.trusted_sources[%d]: %q is not allowed (a CIDR such as 192.0.2.0/24 or 2001:db8::/32)", i, cidr))
 		}
 	}
 	if c.RefreshLead < 10*time.Second || c.RefreshLead > time.Hour {
@@ -400,7 +413,7 @@ func validateTrunks(trunks []Trunk) []error {
 		}
 		for j, cidr := range t.Sources {
 			if _, err := netip.ParsePrefix(cidr); err != nil {
-				errs = append(errs, fmt.Errorf("%s.sources[%d]: %q is not allowed (a CIDR such as 203.0.113.0/24)", key, j, cidr))
+				errs = append(errs, fmt.Errorf("%s.sources[%d]: %q is not allowed (a CIDR such as 203.0.113.0/24 or 2001:db8::/32)", key, j, cidr))
 			}
 		}
 	}
@@ -443,7 +456,58 @@ func (e *Error) Error() string {
 	return strings.Join(lines, "\n")
 }
 
+// isHostPort accepts host:port with a port in 0..65535 and an IPv6 host
+// in brackets ([::1]:5060); a bare IPv6 address with a port appended
+// (::1:5060) is ambiguous and refused.
 func isHostPort(s string) bool {
-	_, port, err := net.SplitHostPort(s)
-	return err == nil && port != ""
+	host, port, err := net.SplitHostPort(s)
+	if err != nil || port == "" {
+		return false
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return false
+	}
+	return validHost(host, strings.HasPrefix(s, "["))
+}
+
+// validHost: empty (every address), an IP literal, or a name; an IPv6
+// literal must have come in brackets, and brackets hold only IPv6.
+func validHost(host string, bracketed bool) bool {
+	if bracketed || strings.Contains(host, ":") {
+		return bracketed && isIPv6Literal(host)
+	}
+	return !strings.ContainsAny(host, " ;<>@[]")
+}
+
+func isIPv6Literal(host string) bool {
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Is6() && !ip.Is4In6()
+}
+
+// ParsePublicAddress splits sip.public_address into its host (IPv6
+// without brackets, as a sip.Uri holds it once built) and port (0: none
+// given).
+func ParsePublicAddress(s string) (host string, port int, err error) {
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		host = s[1 : len(s)-1]
+		if !isIPv6Literal(host) {
+			return "", 0, fmt.Errorf("public address %q: not an IPv6 address in brackets", s)
+		}
+		return host, 0, nil
+	}
+	if !strings.Contains(s, ":") {
+		if s == "" || !validHost(s, false) {
+			return "", 0, fmt.Errorf("public address %q: not a host", s)
+		}
+		return s, 0, nil
+	}
+	if !isHostPort(s) {
+		return "", 0, fmt.Errorf("public address %q: want host, host:port or [IPv6]:port", s)
+	}
+	h, p, _ := net.SplitHostPort(s)
+	port, _ = strconv.Atoi(p)
+	if h == "" || port == 0 {
+		return "", 0, fmt.Errorf("public address %q: want a host and a port above 0", s)
+	}
+	return h, port, nil
 }

@@ -225,3 +225,86 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+// Phones on mobile networks often have only IPv6: sipwake listens on IPv6
+// and dual-stack addresses and advertises a bracketed IPv6 public address.
+func TestIPv6Addresses(t *testing.T) {
+	base := "sip:\n  upstream: sip:127.0.0.1:5070\n"
+	cases := []struct {
+		name, yaml string
+		bad        []string // nil: valid
+	}{
+		{"dual-stack listen", "  listen:\n    udp: '[::]:5060'\n    tcp: '[::]:5060'\n", nil},
+		{"loopback listen", "  listen:\n    udp: '[::1]:5060'\n", nil},
+		{"global listen", "  listen:\n    tcp: '[2001:db8::1]:5060'\n", nil},
+		{"public bracketed", "  public_address: '[2001:db8::1]'\n", nil},
+		{"public bracketed with port", "  public_address: '[2001:db8::1]:5060'\n", nil},
+		{"public ipv6 beside ipv4", "  public_address: 192.0.2.1\n  public_address_ipv6: '[2001:db8::1]:5060'\n", nil},
+		{"listen unbracketed", "  listen:\n    udp: '::1:5060'\n", []string{"sip.listen.udp", `"::1:5060"`, "[::]:5060"}},
+		{"listen bracketed ipv4", "  listen:\n    udp: '[127.0.0.1]:5060'\n", []string{"sip.listen.udp"}},
+		{"listen not an address", "  listen:\n    udp: '[2001:db8::zz]:5060'\n", []string{"sip.listen.udp", "2001:db8::zz"}},
+		{"listen port too big", "  listen:\n    tcp: '[::1]:70000'\n", []string{"sip.listen.tcp", "70000"}},
+		{"public unbracketed", "  public_address: '2001:db8::1'\n", []string{"sip.public_address", "2001:db8::1", "in brackets"}},
+		{"public unclosed", "  public_address: '[2001:db8::1'\n", []string{"sip.public_address", "[2001:db8::1"}},
+		{"public bad literal", "  public_address: '[2001:db8::g]:5060'\n", []string{"sip.public_address", "2001:db8::g"}},
+		{"public ipv6 not ipv6", "  public_address_ipv6: 192.0.2.1\n", []string{"sip.public_address_ipv6", "192.0.2.1"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(writeFile(t, base+tc.yaml), nil)
+			if tc.bad == nil {
+				if err != nil {
+					t.Fatalf("valid config refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("bad config accepted")
+			}
+			for _, w := range tc.bad {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestIPv6NodeAddressAndPrefixes(t *testing.T) {
+	ok := "sip:\n  upstream: sip:[2001:db8::5]:5070;transport=tcp\ncluster:\n  node_address: '[2001:db8::2]:5060'\n" +
+		"calls:\n  trusted_sources: ['2001:db8:1::/48', '10.0.0.0/8']\n" +
+		"trunks:\n  - name: carrier\n    sources: ['2001:db8:2::/64']\n    domain: example.test\n"
+	if _, err := Load(writeFile(t, ok), nil); err != nil {
+		t.Fatalf("IPv6 node address, upstream and prefixes refused: %v", err)
+	}
+	bad := "cluster:\n  node_address: '2001:db8::2:5060'\ncalls:\n  trusted_sources: ['2001:db8:1::/129']\n"
+	_, err := Load(writeFile(t, bad), nil)
+	if err == nil {
+		t.Fatal("bad IPv6 node address and prefix accepted")
+	}
+	for _, w := range []string{"cluster.node_address", "2001:db8::2:5060", "calls.trusted_sources", "2001:db8:1::/129"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not mention %q", err, w)
+		}
+	}
+}
+
+func TestParsePublicAddress(t *testing.T) {
+	cases := []struct {
+		in   string
+		host string
+		port int
+	}{
+		{"sip.example.com", "sip.example.com", 0},
+		{"sip.example.com:5080", "sip.example.com", 5080},
+		{"192.0.2.1:5060", "192.0.2.1", 5060},
+		{"[2001:db8::1]", "2001:db8::1", 0},
+		{"[2001:db8::1]:5061", "2001:db8::1", 5061},
+	}
+	for _, tc := range cases {
+		host, port, err := ParsePublicAddress(tc.in)
+		if err != nil || host != tc.host || port != tc.port {
+			t.Errorf("ParsePublicAddress(%q) = %q, %d, %v; want %q, %d", tc.in, host, port, err, tc.host, tc.port)
+		}
+	}
+}

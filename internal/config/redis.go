@@ -76,7 +76,7 @@ type Cluster struct {
 func (c Cluster) validate() []error {
 	var errs []error
 	if c.NodeAddress != "" && !isHostPort(c.NodeAddress) {
-		errs = append(errs, fmt.Errorf("cluster.node_address: %q is not allowed (host:port of this node's SIP UDP listener)", c.NodeAddress))
+		errs = append(errs, fmt.Errorf("cluster.node_address: %q is not allowed (host:port of this node's SIP UDP listener, an IPv6 host in brackets: [2001:db8::1]:5060)", c.NodeAddress))
 	}
 	if c.RescanInterval < 100*time.Millisecond || c.RescanInterval > time.Hour {
 		errs = append(errs, fmt.Errorf("cluster.rescan_interval: %q is not allowed (between 100ms and 1h)", c.RescanInterval))
