@@ -474,15 +474,17 @@ func (s *Server) forward(req *sip.Request, b relay.Binding) (*sip.Request, sip.C
 		// flow it came on, not its contact nor any address a caller
 		// names: the device-facing Record-Route carries the flow, sealed
 		// for this dialog, since the caller sees it too.
+		// Two Record-Routes when the sides differ in transport or in
+		// address family, so that each reaches sipwake its own way.
 		in := req.Transport()
-		if !strings.EqualFold(in, out) {
-			fwd.PrependHeader(s.recordRoute(in))
+		if !strings.EqualFold(in, out) || s.publicHostFor(req.Source()) != s.publicHostFor(dest) {
+			fwd.PrependHeader(s.recordRoute(in, req.Source()))
 		}
-		rr := s.recordRoute(out)
+		rr := s.recordRoute(out, dest)
 		rr.Address.UriParams.Add(flowParam, s.flows.seal(flow{transport: strings.ToLower(flowTransport), source: dest}, callIDOf(req)))
 		fwd.PrependHeader(rr)
 	}
-	tx, err := s.client.TransactionRequest(context.Background(), fwd, forwardOptions...)
+	tx, err := s.client.TransactionRequest(context.Background(), fwd, s.forwardOptions()...)
 	if err != nil {
 		s.log.Warn("forward to device failed", "aor", b.AOR, "error", err)
 		return nil, nil, false

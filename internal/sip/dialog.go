@@ -52,12 +52,12 @@ func (s *Server) proxyInDialog(ctx context.Context, req *sip.Request, tx sip.Ser
 	fwd.SetTransport(sip.NetworkToUpper(transport))
 	fwd.SetDestination(dest)
 	if req.IsAck() {
-		if err := s.client.WriteRequest(fwd, forwardOptions...); err != nil {
+		if err := s.client.WriteRequest(fwd, s.forwardOptions()...); err != nil {
 			s.log.Debug("ACK not forwarded", "error", err)
 		}
 		return
 	}
-	tx2, err := s.client.TransactionRequest(ctx, fwd, forwardOptions...)
+	tx2, err := s.client.TransactionRequest(ctx, fwd, s.forwardOptions()...)
 	if err != nil {
 		s.reply(req, tx, sip.StatusServiceUnavailable, "Service Unavailable: next hop unreachable")
 		return

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -67,7 +69,7 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, upstream upstreamFunc) {
 	// Phones are limited per address; a trusted proxy in front of sipwake
 	// carries everyone's REGISTERs from one address and is not.
-	if src := sourceIP(req); !s.trusted(src) && !s.limits.Allow(src) {
+	if src := sourceIP(req); !s.trusted(src) && !s.limits.Allow(subscriberOf(src)) {
 		s.metrics.register(regRateLimited)
 		s.reply(req, tx, sip.StatusServiceUnavailable, "Service Unavailable: too many REGISTERs from this address", sip.NewHeader("Retry-After", "10"))
 		return
@@ -228,7 +230,7 @@ func (s *Server) bindingURIOver(id store.ID, transport string) sip.Uri {
 	u := sip.Uri{
 		Scheme:    "sip",
 		User:      bindingUserPrefix + id.String(),
-		Host:      s.opts.PublicHost,
+		Host:      s.publicHostFor(s.opts.Upstream.Host),
 		Port:      s.publicPort(strings.ToLower(transport)),
 		UriParams: sip.NewParams(),
 	}
@@ -245,7 +247,7 @@ func (s *Server) bindingContact(id store.ID, device *sip.ContactHeader) *sip.Con
 func (s *Server) upstreamDo(ctx context.Context, req *sip.Request) (*sip.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.opts.UpstreamTimeout)
 	defer cancel()
-	return s.client.Do(ctx, req, forwardOptions...)
+	return s.client.Do(ctx, req, s.forwardOptions()...)
 }
 
 // upstreamFailure maps a failed upstream transaction to the device's answer.
@@ -447,7 +449,9 @@ func (s *Server) featureCaps(providers ...string) []sip.Header {
 
 // isLocal tells whether a URI points at this sipwake.
 func (s *Server) isLocal(u sip.Uri) bool {
-	if u.Host != s.opts.PublicHost && !s.listensOn(u.Host) {
+	host := strings.Trim(u.Host, "[]") // a parsed URI keeps IPv6 brackets
+	ours := host == s.opts.PublicHost || (s.opts.PublicHost6 != "" && host == s.opts.PublicHost6)
+	if !ours && !s.listensOn(host) {
 		return false
 	}
 	if u.Port == 0 {
@@ -464,8 +468,16 @@ func (s *Server) isLocal(u sip.Uri) bool {
 func (s *Server) listensOn(host string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ip, err := netip.ParseAddr(host)
 	for _, a := range s.listeners {
-		if strings.HasPrefix(a.String(), host+":") {
+		ap, perr := netip.ParseAddrPort(a.String())
+		if err == nil && perr == nil {
+			if ap.Addr().Unmap() == ip.Unmap() {
+				return true
+			}
+			continue
+		}
+		if h, _, err := net.SplitHostPort(a.String()); err == nil && h == host {
 			return true
 		}
 	}

@@ -120,6 +120,16 @@ func sourceIP(req *sip.Request) netip.Addr {
 	return ip.Unmap()
 }
 
+// subscriberOf is the key a source is rate-limited under: an IPv4 address,
+// or an IPv6 address's /64, which a network hands one subscriber (RFC
+// 6177) who may hop between its 2^64 addresses at will.
+func subscriberOf(ip netip.Addr) netip.Addr {
+	if !ip.Is6() || ip.Is4In6() {
+		return ip
+	}
+	return netip.PrefixFrom(ip, 64).Masked().Addr()
+}
+
 // resolveUpstream returns the registrar's addresses, which may always send
 // calls for bindings it holds.
 func resolveUpstream(host string) map[netip.Addr]bool {
@@ -164,13 +174,15 @@ func nextHop(req *sip.Request) (dest, transport string) {
 	if port == 0 {
 		port = int(sip.DefaultPort(transport))
 	}
-	return net.JoinHostPort(u.Host, strconv.Itoa(port)), transport
+	// A parsed URI keeps an IPv6 host in its brackets.
+	return net.JoinHostPort(strings.Trim(u.Host, "[]"), strconv.Itoa(port)), transport
 }
 
-// recordRoute is sipwake's Record-Route for one side of a call.
-func (s *Server) recordRoute(transport string) *sip.RecordRouteHeader {
+// recordRoute is sipwake's Record-Route for one side of a call: the side
+// that speaks transport and is reached at peer.
+func (s *Server) recordRoute(transport, peer string) *sip.RecordRouteHeader {
 	p := sip.NewParams()
 	p.Add("transport", strings.ToLower(transport))
 	p.Add("lr", "")
-	return &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: s.opts.PublicHost, Port: s.publicPort(strings.ToLower(transport)), UriParams: p}}
+	return &sip.RecordRouteHeader{Address: sip.Uri{Scheme: "sip", Host: s.publicHostFor(peer), Port: s.publicPort(strings.ToLower(transport)), UriParams: p}}
 }

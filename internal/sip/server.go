@@ -34,8 +34,12 @@ type Options struct {
 	// PublicHost and PublicPort are what sipwake puts in Path, Contact and
 	// Via; empty/zero take the listen address.
 	PublicHost string
-	PublicPort int
-	Upstream   config.Upstream
+	// PublicHost6 replaces PublicHost toward peers reached over IPv6 when
+	// sipwake listens on both families ("": PublicHost for every peer).
+	// IPv6 hosts are held without brackets, as in a sip.Uri built here.
+	PublicHost6 string
+	PublicPort  int
+	Upstream    config.Upstream
 	// ContactMode rewrites the device's Contact to sipwake instead of adding
 	// a Path header (for registrars without RFC 3327 support).
 	ContactMode     bool
@@ -104,12 +108,14 @@ func OptionsFrom(cfg config.Config) (Options, error) {
 		o.Trunks = append(o.Trunks, Trunk{Name: t.Name, Sources: nets, Domain: t.Domain})
 	}
 	if c.PublicAddress != "" {
-		host, port, err := net.SplitHostPort(c.PublicAddress)
-		if err != nil {
-			o.PublicHost = c.PublicAddress
-		} else {
-			o.PublicHost = host
-			o.PublicPort, _ = strconv.Atoi(port)
+		if o.PublicHost, o.PublicPort, err = config.ParsePublicAddress(c.PublicAddress); err != nil {
+			return Options{}, err
+		}
+	}
+	if c.PublicAddressIPv6 != "" {
+		// Its port, if any, is the one public_address gives both.
+		if o.PublicHost6, _, err = config.ParsePublicAddress(c.PublicAddressIPv6); err != nil {
+			return Options{}, err
 		}
 	}
 	return o, nil
@@ -394,8 +400,36 @@ func (s *Server) sendFrom(req *sip.Request, transport string) {
 
 // forwardOptions are what sipwake does to a request it forwards: Max-
 // Forwards down by one, its Via on top (and, RFC 3581, the received and
-// rport of the Via below).
-var forwardOptions = []sipgo.ClientRequestOption{sipgo.ClientRequestDecreaseMaxForward, sipgo.ClientRequestAddVia}
+// rport of the Via below) with the host its next hop can reach.
+func (s *Server) forwardOptions() []sipgo.ClientRequestOption {
+	return []sipgo.ClientRequestOption{sipgo.ClientRequestDecreaseMaxForward, sipgo.ClientRequestAddVia, s.viaHostForDestination}
+}
+
+// viaHostForDestination puts in sipwake's Via the public host of the
+// destination's address family: sipgo's client has one host for all.
+func (s *Server) viaHostForDestination(_ *sipgo.Client, r *sip.Request) error {
+	if via := r.Via(); via != nil {
+		via.Host = s.publicHostFor(r.Destination())
+	}
+	return nil
+}
+
+// publicHostFor is sipwake's host as the peer at addr (host, host:port,
+// bracketed or not) reaches it: PublicHost6 for an IPv6 peer when set.
+func (s *Server) publicHostFor(addr string) string {
+	if s.opts.PublicHost6 == "" {
+		return s.opts.PublicHost
+	}
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	if err == nil && ip.Is6() && !ip.Is4In6() {
+		return s.opts.PublicHost6
+	}
+	return s.opts.PublicHost
+}
 
 // Addr is the bound address of a listener ("udp", "tcp", "tls"), or "".
 func (s *Server) Addr(network string) string {

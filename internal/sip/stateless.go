@@ -237,7 +237,7 @@ func (u *statelessUDP) forward(ctx context.Context, fwd *sip.Request, branch str
 	// What the transaction path does to a forwarded REGISTER (Max-Forwards,
 	// our Via, RFC 3581 on the device's), then the derived branch; the port
 	// is the one the transport layer would fill in there.
-	for _, opt := range forwardOptions {
+	for _, opt := range u.s.forwardOptions() {
 		if err := opt(u.s.client, fwd); err != nil {
 			return upstreamAnswer{}, err
 		}
