@@ -29,6 +29,7 @@ package app_test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,7 +88,13 @@ func linphoneAndroidParams(token, senderID string) string {
 // URI with params, then the instance id liblinphone adds as a header
 // parameter.
 func linphoneContact(user, ip string, port int, params, instance string) string {
-	return "<sip:" + user + "@" + ip + ":" + strconv.Itoa(port) + ";transport=udp;" + params +
+	hostport := net.JoinHostPort(ip, strconv.Itoa(port))
+	if strings.Contains(ip, ":") {
+		// sipp reads a key's value as scenario text, where "[::1]" is an
+		// unknown keyword; its own [local_ip] is the bracketed address.
+		hostport = "[local_ip]:" + strconv.Itoa(port)
+	}
+	return "<sip:" + user + "@" + hostport + ";transport=udp;" + params +
 		`>;+sip.instance="<urn:uuid:` + instance + `>"`
 }
 
@@ -301,8 +308,16 @@ func TestLinphoneIOSMissedCall(t *testing.T) {
 	if body["kind"] != "cancel" || body["reason"] != "missed" {
 		t.Fatalf("missed-call push: %s (want kind cancel, reason missed)", f.Payload)
 	}
-	if lk := obj(obj(body, "aps"), "alert")["loc-key"]; lk != "Missing call" {
+	alert := obj(obj(body, "aps"), "alert")
+	if lk := alert["loc-key"]; lk != "Missing call" {
 		t.Fatalf("missed-call alert loc-key %v, want Flexisip's default \"Missing call\"", lk)
+	}
+	// Who called, as the caller's From says, and worth an hour at most.
+	if args, _ := alert["loc-args"].([]any); len(args) != 1 || args[0] != "Carol Caller" || body["from-uri"] == "" {
+		t.Fatalf("missed-call alert does not say who called: loc-args %v, from-uri %v", alert["loc-args"], body["from-uri"])
+	}
+	if f.Header.Get("apns-expiration") == "" {
+		t.Fatal("missed-call alert without apns-expiration")
 	}
 	if c0, c1 := ps[0].Header.Get("apns-collapse-id"), f.Header.Get("apns-collapse-id"); c1 == "" || c1 != c0 {
 		t.Fatalf("apns-collapse-id: call %q, missed call %q; want the same", c0, c1)

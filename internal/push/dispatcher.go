@@ -220,7 +220,7 @@ func (d *Dispatcher) buildApp(ac AppConfig) (*app, error) {
 		if err != nil {
 			return nil, err
 		}
-		o := fcm.Options{ProjectID: c.ProjectID, CredentialsJSON: js, Endpoint: fcmEndpoint(c.Endpoint)}
+		o := fcm.Options{ProjectID: c.ProjectID, CredentialsJSON: js, Endpoint: fcmEndpoint(c.Endpoint), Now: d.now}
 		if c.CAFile != "" {
 			if o.RootCAs, err = loadCAs(c.CAFile); err != nil {
 				return nil, err

@@ -8,6 +8,7 @@ package relay
 
 import (
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,21 @@ type AOR string
 func (a AOR) Masked() string {
 	user, host, _ := strings.Cut(string(a), "@")
 	return maskPart(user) + "@" + host
+}
+
+// AORHost is the domain part of an AOR in its one spelling: lower case,
+// and an IP address in its canonical text, an IPv6 one in brackets, so
+// that sip:alice@[2001:DB8:0::1] and sip:alice@[2001:db8::1] are one AOR
+// as 192.0.2.1 is one spelling of itself.
+func AORHost(host string) string {
+	host = strings.ToLower(host)
+	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		if ip.Is6() {
+			return "[" + ip.String() + "]"
+		}
+		return ip.String()
+	}
+	return host
 }
 
 // String is the masked form: an AOR passed to a logger by mistake still
@@ -152,7 +168,8 @@ func (b Binding) target() push.Target {
 		Provider: b.Device.Provider, Token: b.Device.Token, Param: b.Device.Param, Instance: b.Instance,
 		Alerts: push.Alerts{
 			CallStr: p["pn-call-str"], MsgStr: p["pn-msg-str"], MissedCallStr: p["pn-missing-call-str"],
-			CallSound: p["pn-call-snd"], MsgSound: p["pn-msg-snd"],
+			AcceptedElsewhereStr: p["pn-call-accepted-elsewhere-str"],
+			CallSound:            p["pn-call-snd"], MsgSound: p["pn-msg-snd"],
 		},
 	}
 }

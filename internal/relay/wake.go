@@ -229,7 +229,7 @@ func (w *Wakeup) End(reason string, answered ...Binding) {
 	}
 	for _, b := range w.delivered {
 		if !isAnswered(b) {
-			w.svc.followUp(b, push.Message{Kind: push.KindCancel, CallID: w.call.ID, Reason: reason})
+			w.svc.followUp(b, w.cancelMessage(reason))
 		}
 	}
 	var ringing []Binding
@@ -239,6 +239,19 @@ func (w *Wakeup) End(reason string, answered ...Binding) {
 		}
 	}
 	w.svc.linger(ringing, w.until, w.on.Rang)
+}
+
+// cancelMessage is the follow-up push for a call that ended: who called
+// (a missed-call alert shows it), and how long it is worth delivering — a
+// missed call for an hour, "stop ringing" only while a phone could ring.
+func (w *Wakeup) cancelMessage(reason string) push.Message {
+	exp := time.Hour
+	if reason == ReasonAnsweredElsewhere {
+		exp = time.Minute
+	}
+	c := w.call
+	return push.Message{Kind: push.KindCancel, CallID: c.ID, CallerName: c.CallerName, CallerNumber: c.CallerNumber,
+		CallerURI: c.CallerURI, Reason: reason, Expiration: exp}
 }
 
 // linger waits, until the call's wait would have ended, for devices a VoIP

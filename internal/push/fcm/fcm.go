@@ -48,13 +48,16 @@ type Options struct {
 	// RootCAs, when non-nil, replaces the system roots for both FCM and the
 	// token endpoint.
 	RootCAs *x509.CertPool
+	// Now is the clock of the pushes' send-time; nil means time.Now.
+	Now func() time.Time
 }
 
 // Client is a long-lived FCM client for one project; its transport keeps
 // HTTP/2 connections open across pushes.
 type Client struct {
-	mc *messaging.Client
-	tr *http.Transport
+	mc  *messaging.Client
+	tr  *http.Transport
+	now func() time.Time
 }
 
 // New builds a client. ctx is only used while building; the token source
@@ -92,7 +95,11 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fcm: messaging client: %w", err)
 	}
-	return &Client{mc: mc, tr: tr}, nil
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Client{mc: mc, tr: tr, now: now}, nil
 }
 
 // Close drops idle connections.
@@ -103,7 +110,7 @@ func (c *Client) Close() { c.tr.CloseIdleConnections() }
 func (c *Client) Send(ctx context.Context, pushID string, tok pn.Token, t pn.Target, m pn.Message) error {
 	at := &attempt{}
 	ctx = context.WithValue(ctx, attemptKey{}, at)
-	_, err := c.mc.Send(ctx, Build(pushID, tok.Value, t, m))
+	_, err := c.mc.Send(ctx, Build(pushID, tok.Value, t, m, c.now()))
 	if err == nil {
 		return nil
 	}
@@ -127,7 +134,7 @@ const MaxData = 4096
 // and what a stock Linphone app reads (Flexisip's firebase-v1-request.cc:
 // call-id, uuid, from-uri, display-name, sip-from, loc-key, loc-args,
 // send-time).
-func Build(pushID, tok string, t pn.Target, m pn.Message) *messaging.Message {
+func Build(pushID, tok string, t pn.Target, m pn.Message, sent time.Time) *messaging.Message {
 	ac := &messaging.AndroidConfig{Priority: "normal"}
 	switch m.Kind {
 	case pn.KindCall, pn.KindCancel, pn.KindMessage:
@@ -139,7 +146,7 @@ func Build(pushID, tok string, t pn.Target, m pn.Message) *messaging.Message {
 	}
 	var data map[string]string
 	pn.Fit(m, MaxData, func(m pn.Message) int {
-		data = fields(pushID, t, m)
+		data = fields(pushID, t, m, sent)
 		size := 0 // what FCM counts: keys and values
 		for k, v := range data {
 			size += len(k) + len(v)
@@ -149,17 +156,26 @@ func Build(pushID, tok string, t pn.Target, m pn.Message) *messaging.Message {
 	return &messaging.Message{Token: tok, Data: data, Android: ac}
 }
 
-func fields(pushID string, t pn.Target, m pn.Message) map[string]string {
+func fields(pushID string, t pn.Target, m pn.Message, sent time.Time) map[string]string {
 	data := m.Fields(pushID)
-	if m.Kind != pn.KindCall && m.Kind != pn.KindMessage && m.Kind != pn.KindCancel {
+	alerts := t.Alerts.OrDefaults()
+	var locKey string
+	switch {
+	case m.Kind == pn.KindCall:
+		locKey = alerts.CallStr
+	case m.Kind == pn.KindMessage:
+		locKey = alerts.MsgStr
+	case m.Kind == pn.KindCancel && m.Reason == pn.ReasonAnsweredElsewhere:
+		locKey = alerts.AcceptedElsewhereStr
+	case m.Kind == pn.KindCancel:
+		locKey = alerts.MissedCallStr
+	default:
 		return data
 	}
-	alerts := t.Alerts.OrDefaults()
-	locKey := map[pn.Kind]string{pn.KindCall: alerts.CallStr, pn.KindMessage: alerts.MsgStr, pn.KindCancel: alerts.MissedCallStr}[m.Kind]
 	for k, v := range map[string]string{
 		"call-id": m.CallID, "uuid": t.Instance, "from-uri": m.CallerURI, "display-name": m.CallerName,
 		"sip-from": cmp.Or(m.CallerName, m.CallerURI), "loc-key": locKey, "loc-args": m.Who(),
-		"send-time": pn.SendTime(time.Now()),
+		"send-time": pn.SendTime(sent),
 	} {
 		data[k] = v
 	}

@@ -83,15 +83,15 @@ type Target struct {
 // Contact (liblinphone: pn-call-str, pn-msg-str, pn-groupchat-str,
 // pn-call-snd, pn-msg-snd); its Localizable.strings holds the texts.
 type Alerts struct {
-	CallStr, MsgStr, MissedCallStr string
-	CallSound, MsgSound            string
+	CallStr, MsgStr, MissedCallStr, AcceptedElsewhereStr string
+	CallSound, MsgSound                                  string
 }
 
 // Linphone's defaults for Alerts: liblinphone's
 // src/push-notification/push-notification-config.cpp, and Flexisip's
-// push-info.hh for pn-missing-call-str.
+// push-info.hh for pn-missing-call-str and pn-call-accepted-elsewhere-str.
 var defaultAlerts = Alerts{
-	CallStr: "IC_MSG", MsgStr: "IM_MSG", MissedCallStr: "Missing call",
+	CallStr: "IC_MSG", MsgStr: "IM_MSG", MissedCallStr: "Missing call", AcceptedElsewhereStr: "Accepted elsewhere",
 	CallSound: "notes_of_the_optimistic.caf", MsgSound: "msg.caf",
 }
 
@@ -103,6 +103,7 @@ func (a Alerts) OrDefaults() Alerts {
 		v   string
 	}{
 		{&d.CallStr, a.CallStr}, {&d.MsgStr, a.MsgStr}, {&d.MissedCallStr, a.MissedCallStr},
+		{&d.AcceptedElsewhereStr, a.AcceptedElsewhereStr},
 		{&d.CallSound, a.CallSound}, {&d.MsgSound, a.MsgSound},
 	} {
 		if f.v != "" {
