@@ -241,6 +241,9 @@ func TestParseAOR(t *testing.T) {
 		"alice@example.test":                  "alice@example.test",
 		"sip:alice@Example.TEST":              "alice@example.test",
 		"sips:+15550100@example.test;user=ph": "+15550100@example.test",
+		"sip:alice@[2001:DB8:0::1]":           "alice@[2001:db8::1]",
+		"alice@[2001:db8::1];transport=tcp":   "alice@[2001:db8::1]",
+		"sip:alice@192.0.2.1":                 "alice@192.0.2.1",
 	} {
 		if got, err := admin.ParseAOR(in); err != nil || got != want {
 			t.Errorf("%q: %q %v", in, got, err)
@@ -249,6 +252,27 @@ func TestParseAOR(t *testing.T) {
 	for _, bad := range []string{"", "alice", "@example.test", "alice@", "a b@example.test"} {
 		if _, err := admin.ParseAOR(bad); err == nil {
 			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// The export shows an IPv6 device's contact and flow as it shows an IPv4
+// one's: the address in full (it is the subject's own data), the push
+// parameters gone and the token masked.
+func TestExportTreatsIPv6AsIPv4(t *testing.T) {
+	for _, c := range []struct{ contact, source string }{
+		{"sip:alice@192.0.2.7:5070;transport=udp", "192.0.2.7:5070"},
+		{"sip:alice@[2001:db8::17]:50233;transport=udp", "[2001:db8::17]:50233"},
+	} {
+		b := relay.Binding{
+			AOR:     "alice@example.test",
+			Device:  relay.Device{Provider: "apns", Token: "0123456789abcdef", Param: "T.org.example.app.voip"},
+			Contact: c.contact + ";pn-provider=apns;pn-prid=0123456789abcdef",
+			Flow:    relay.Flow{Transport: "udp", Source: c.source},
+		}
+		e := admin.Export([]relay.Binding{b})[0]
+		if e.Contact != c.contact || e.Source != c.source || e.Token != "***abcdef" {
+			t.Errorf("export of %s: contact %q source %q token %q", c.source, e.Contact, e.Source, e.Token)
 		}
 	}
 }

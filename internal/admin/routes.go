@@ -276,7 +276,7 @@ func ParseAOR(s string) (relay.AOR, error) {
 	if !ok || user == "" || host == "" || strings.ContainsAny(s, " <>\"/") || strings.Contains(host, "@") {
 		return "", fmt.Errorf("%q is not an AOR (want user@domain)", s)
 	}
-	return relay.AOR(user + "@" + strings.ToLower(host)), nil
+	return relay.AOR(user + "@" + relay.AORHost(host)), nil
 }
 
 func aorOf(w http.ResponseWriter, r *http.Request) (relay.AOR, bool) {

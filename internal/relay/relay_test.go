@@ -268,6 +268,32 @@ func TestStripPushParams(t *testing.T) {
 	}
 }
 
+// An AOR whose domain is an IPv6 address is masked like one with an IPv4
+// address or a name: the user hidden, the domain kept, in one spelling.
+func TestAORHostAndMaskIPv6(t *testing.T) {
+	for in, want := range map[string]string{
+		"Example.TEST":        "example.test",
+		"192.0.2.1":           "192.0.2.1",
+		"[2001:DB8:0::1]":     "[2001:db8::1]",
+		"2001:db8:0:0::1":     "[2001:db8::1]",
+		"[::ffff:192.0.2.1]":  "[::ffff:192.0.2.1]",
+		"[2001:db8::1%eth0]":  "[2001:db8::1%eth0]",
+		"[not-an-address]":    "[not-an-address]",
+		"sip.example.com.":    "sip.example.com.",
+		"[2001:db8::17]:5060": "[2001:db8::17]:5060",
+	} {
+		if got := relay.AORHost(in); got != want {
+			t.Errorf("AORHost(%q) = %q, want %q", in, got, want)
+		}
+	}
+	for _, a := range []relay.AOR{"+4915112345678@192.0.2.1", "+4915112345678@[2001:db8::1]"} {
+		_, host, _ := strings.Cut(string(a), "@")
+		if m := a.Masked(); strings.Contains(m, "12345") || m != "+4***78@"+host {
+			t.Errorf("Masked(%s) = %s", string(a), m)
+		}
+	}
+}
+
 func TestAORMasked(t *testing.T) {
 	a := relay.AOR("+4915112345678@example.test")
 	if strings.Contains(a.Masked(), "12345") || !strings.HasSuffix(a.Masked(), "@example.test") {

@@ -44,7 +44,7 @@ func aorOf(u sip.Uri) (relay.AOR, error) {
 	if u.User == "" || u.Host == "" {
 		return "", errors.New("address of record needs user@host")
 	}
-	return relay.AOR(u.User + "@" + strings.ToLower(u.Host)), nil
+	return relay.AOR(u.User + "@" + relay.AORHost(u.Host)), nil
 }
 
 // bindingIDFrom reads the binding id from a sw-<id> user part.
