@@ -18,7 +18,8 @@ import (
 // LinphoneOptions configures StartLinphone: one linphonec account that
 // registers through Proxy.
 type LinphoneOptions struct {
-	// Addr is the ip:port linphonec binds, UDP and TCP. Required.
+	// Addr is the ip:port linphonec binds, UDP and TCP, an IPv6 address
+	// in brackets ("[::1]:5080"). Required.
 	Addr string
 	// Proxy is the ip:port it registers through (reg_proxy), e.g. sipwake
 	// or Kamailio. Required.
@@ -62,9 +63,9 @@ bind_address={{.IP}}{{if .TLSPort}}
 verify_server_certs=0
 verify_server_cn=0{{end}}
 default_proxy=0
-use_ipv6=0
+use_ipv6={{.IPv6}}
 guess_hostname=0
-contact=sip:{{.User}}@{{.IP}}
+contact=sip:{{.User}}@{{.ContactHost}}
 supported=replaces, outbound
 [net]
 enable_nat_helper=0
@@ -113,6 +114,12 @@ func StartLinphone(t testing.TB, opts LinphoneOptions) *Linphone {
 	if opts.NoRegister {
 		send = 0
 	}
+	// On an IPv6 address (Addr "[::1]:5080") linphonec needs use_ipv6 to
+	// open its sockets, and its Contact the address in brackets.
+	ipv6, contactHost := 0, ip
+	if strings.Contains(ip, ":") {
+		ipv6, contactHost = 1, "["+ip+"]"
+	}
 	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
 	if err := os.MkdirAll(filepath.Join(home, ".local", "share", "linphone"), 0o755); err != nil {
@@ -120,7 +127,7 @@ func StartLinphone(t testing.TB, opts LinphoneOptions) *Linphone {
 	}
 	var rc bytes.Buffer
 	if err := linphoneRC.Execute(&rc, map[string]any{
-		"IP": ip, "Port": port, "Proxy": opts.Proxy, "Transport": opts.Transport, "TLSPort": tlsPort(opts.Transport, port),
+		"IP": ip, "IPv6": ipv6, "ContactHost": contactHost, "Port": port, "Proxy": opts.Proxy, "Transport": opts.Transport, "TLSPort": tlsPort(opts.Transport, port),
 		"User": opts.User, "Domain": opts.Domain, "Password": opts.Password,
 		"ContactParams": opts.ContactParams, "Expires": opts.Expires, "Send": send,
 	}); err != nil {

@@ -220,6 +220,9 @@ func waitListening(ctx context.Context, p *process, proto, addr string, timeout 
 	if err != nil {
 		return err
 	}
+	if strings.HasPrefix(addr, "[") {
+		proto += "6" // /proc/net/udp6, tcp6
+	}
 	deadline := time.Now().Add(timeout)
 	for {
 		if ok, err := procNetHas(proto, want); err != nil {
@@ -241,23 +244,32 @@ func waitListening(ctx context.Context, p *process, proto, addr string, timeout 
 	}
 }
 
-// procNetKey renders ip:port the way /proc/net/udp shows local addresses
-// (little-endian hex IPv4, big-endian hex port).
+// procNetKey renders ip:port the way /proc/net/{udp,tcp} show local
+// addresses (little-endian hex IPv4, big-endian hex port), or for an IPv6
+// address ([::1]:port) the way udp6 and tcp6 do: four 32-bit words, each
+// little-endian.
 func procNetKey(addr string) (string, error) {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return "", err
 	}
-	ip := net.ParseIP(host).To4()
-	if ip == nil {
-		return "", fmt.Errorf("peertest: %q is not an IPv4 address", host)
-	}
 	pn, err := strconv.Atoi(port)
 	if err != nil {
 		return "", err
 	}
-	rev := []byte{ip[3], ip[2], ip[1], ip[0]}
-	return strings.ToUpper(hex.EncodeToString(rev)) + ":" + fmt.Sprintf("%04X", pn), nil
+	ip := net.ParseIP(host)
+	if ip == nil {
+		return "", fmt.Errorf("peertest: %q is not an IP address", host)
+	}
+	var raw []byte
+	if ip4 := ip.To4(); ip4 != nil && !strings.Contains(host, ":") {
+		raw = []byte{ip4[3], ip4[2], ip4[1], ip4[0]}
+	} else {
+		for w := 0; w < 16; w += 4 {
+			raw = append(raw, ip[w+3], ip[w+2], ip[w+1], ip[w])
+		}
+	}
+	return strings.ToUpper(hex.EncodeToString(raw)) + ":" + fmt.Sprintf("%04X", pn), nil
 }
 
 func procNetHas(proto, key string) (bool, error) {

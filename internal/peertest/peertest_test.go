@@ -30,6 +30,10 @@ func TestProcNetKey(t *testing.T) {
 	if err != nil || got != "0302017F:13C4" {
 		t.Fatalf("procNetKey = %q, %v", got, err)
 	}
+	got, err = procNetKey("[::1]:5060")
+	if err != nil || got != "00000000000000000000000001000000:13C4" {
+		t.Fatalf("procNetKey(::1) = %q, %v", got, err)
+	}
 }
 
 // ulLookupOutput is kamcmd's ul.lookup answer from Kamailio 5.6.

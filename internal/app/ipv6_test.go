@@ -1,0 +1,155 @@
+package app_test
+
+import (
+	"hash/fnv"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/config"
+	"github.com/sipwake/sipwake/internal/peertest"
+)
+
+// v6Port is a port on ::1 for the calling test: the loopback has one IPv6
+// address, so tests tell their sockets apart by port, derived as
+// peertest.IP derives addresses (test binary and name), in 20000-39999
+// and in steps of 8 so that base+0..7 are the test's own.
+func v6Port(t *testing.T, n int) int {
+	t.Helper()
+	h := fnv.New32a()
+	h.Write([]byte(filepath.Base(os.Args[0])))
+	h.Write([]byte{0})
+	h.Write([]byte(t.Name()))
+	return 20000 + int(h.Sum32()%2500)*8 + n
+}
+
+// needIPv6Loopback skips a test where ::1 cannot be bound (a container
+// without IPv6), saying so.
+func needIPv6Loopback(t *testing.T) {
+	t.Helper()
+	c, err := net.ListenPacket("udp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	}
+	c.Close()
+}
+
+// newDualStackWorld is the world with sipwake listening on both families
+// at once ([::]:port, UDP and TCP) in front of Kamailio on IPv4, and the
+// phones on ::1: what a mobile network that gives phones only IPv6 looks
+// like to a provider whose core is IPv4. Kamailio reaches sipwake at its
+// IPv4 address, the phones at [::1].
+func newDualStackWorld(t *testing.T, mutate ...func(*config.Config)) *world {
+	t.Helper()
+	needIPv6Loopback(t)
+	port := v6Port(t, 0)
+	w := newWorld(t, append([]func(*config.Config){func(c *config.Config) {
+		listen := net.JoinHostPort("::", strconv.Itoa(port))
+		c.SIP.Listen = config.Listen{UDP: listen, TCP: listen}
+		c.SIP.PublicAddress = peertest.IP(t, 2)
+		c.SIP.PublicAddressIPv6 = "[::1]"
+	}}, mutate...)...)
+	w.swAddr = net.JoinHostPort("::1", strconv.Itoa(port))
+	w.deviceIP = "::1"
+	return w
+}
+
+// A phone on IPv6 registers through a dual-stacked sipwake to a registrar
+// on IPv4, is woken by a push for a call from an IPv4 caller, and answers
+// it over its IPv6 flow; the in-dialog requests reach it both ways.
+func TestIPv6PhoneCalledFromIPv4(t *testing.T) {
+	w := newDualStackWorld(t)
+	phonePort := v6Port(t, 1)
+	tok := w.fakes.APNs.VoIPToken(61)
+	w.sleepingDevice("alice", tok, phonePort)
+
+	bs := w.bindings("alice")
+	if len(bs) != 1 || bs[0].Flow.Source != net.JoinHostPort("::1", strconv.Itoa(phonePort)) {
+		t.Fatalf("binding after an IPv6 REGISTER: %+v", bs)
+	}
+	locs := w.locations("alice")
+	if len(locs) != 1 || !strings.Contains(strings.Join(locs[0].Path, ","), "@"+peertest.IP(t, 2)+":") {
+		t.Fatalf("the IPv4 registrar holds %+v; want a Path at sipwake's IPv4 address", locs)
+	}
+
+	caller := w.call("alice", "caller_dialog", nil)
+	waitPushes(t, w.fakes.APNs, 1)
+	device := w.wake("alice", tok, phonePort, "uas_dialog")
+	res := mustSucceed(t, "caller", caller)
+	dev := mustSucceed(t, "device", device)
+
+	invite := firstReceived(dev, "INVITE ")
+	for _, want := range []string{
+		"Via: SIP/2.0/UDP [::1]:",                                // sipwake's own Via, toward the phone
+		"Record-Route: <sip:[::1]:" + strconv.Itoa(v6Port(t, 0)), // the phone's side of sipwake
+		"Record-Route: <sip:" + peertest.IP(t, 2) + ":",          // the caller's side
+	} {
+		if !strings.Contains(invite, want) {
+			t.Errorf("INVITE at the IPv6 phone lacks %q:\n%s", want, invite)
+		}
+	}
+	for _, m := range []string{"INFO ", "UPDATE ", "BYE "} {
+		if !strings.Contains(dev.Messages(), m) {
+			t.Errorf("%s did not reach the IPv6 phone", m)
+		}
+	}
+	if n := strings.Count(dev.Messages(), "INVITE sip:"); n != 2 {
+		t.Errorf("the phone saw %d INVITEs, want the call and its re-INVITE", n)
+	}
+	if !strings.Contains(res.Messages(), "BYE ") {
+		t.Error("the IPv4 caller's dialog did not end with its BYE")
+	}
+}
+
+// firstReceived is the first message res received that starts with prefix.
+func firstReceived(res *peertest.SippResult, prefix string) string {
+	for _, m := range res.Received() {
+		if strings.HasPrefix(m, prefix) {
+			return m
+		}
+	}
+	return ""
+}
+
+// linphonec on ::1 registers through the dual-stacked sipwake over TCP,
+// is killed, is woken by the push for a call from an IPv4 caller,
+// registers again over IPv6 and auto-answers.
+func TestIPv6LinphoneWokenByPushAnswers(t *testing.T) {
+	w := newDualStackWorld(t)
+	tok := w.fakes.APNs.VoIPToken(62)
+	start := func() *peertest.Linphone {
+		l := peertest.StartLinphone(t, peertest.LinphoneOptions{
+			Addr:          net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 2))),
+			Proxy:         w.swAddr,
+			Transport:     "tcp",
+			User:          "alice",
+			Domain:        domain,
+			Password:      password,
+			ContactParams: "pn-provider=apns;pn-prid=" + tok + ";pn-param=" + w.fakes.APNs.Param(),
+		})
+		waitFor(t, func() bool { return len(w.bindings("alice")) == 1 && len(w.locations("alice")) > 0 }, "linphonec registered over IPv6")
+		return l
+	}
+	phone := start()
+	b := w.bindings("alice")[0]
+	if b.Flow.Transport != "tcp" || !strings.HasPrefix(b.Flow.Source, "[::1]:") {
+		t.Fatalf("linphonec's flow: %+v", b.Flow)
+	}
+	killed := b.Flow.Source
+	phone.Kill()
+
+	caller := w.call("alice", "caller_answered", nil)
+	waitPushes(t, w.fakes.APNs, 1)
+	woken := start()
+	if flow := w.newFlow("alice", killed); !strings.HasPrefix(flow, "[::1]:") {
+		t.Fatalf("woken phone's flow %s", flow)
+	}
+	mustSucceed(t, "IPv4 caller through Kamailio to the woken IPv6 linphonec", caller)
+	if err := woken.WaitOutput("Call", 5*time.Second); err != nil {
+		t.Fatalf("linphonec saw no call: %v\n%s", err, woken.Output())
+	}
+}
