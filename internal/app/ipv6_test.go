@@ -12,6 +12,7 @@ import (
 
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
+	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
 // v6Port is a port on ::1 for the calling test: the loopback has one IPv6
@@ -151,5 +152,58 @@ func TestIPv6LinphoneWokenByPushAnswers(t *testing.T) {
 	mustSucceed(t, "IPv4 caller through Kamailio to the woken IPv6 linphonec", caller)
 	if err := woken.WaitOutput("Call", 5*time.Second); err != nil {
 		t.Fatalf("linphonec saw no call: %v\n%s", err, woken.Output())
+	}
+}
+
+// An IPv6-only provider: Kamailio on [::1] as the registrar, sipwake on
+// [::1] only, phone and caller on ::1. The Path, the Record-Routes and the
+// stateless REGISTER's Via name sipwake at [::1].
+func TestIPv6Registrar(t *testing.T) {
+	needIPv6Loopback(t)
+	w := &world{t: t, logs: &peertest.Buffer{}, deviceIP: "::1"}
+	w.kam = peertest.StartKamailio(t, peertest.KamailioOptions{
+		Addr: net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 3))), Domain: domain,
+		Users: map[string]string{"alice": password},
+	})
+	cfg := config.Default()
+	w.swAddr = net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 0)))
+	cfg.SIP.Listen = config.Listen{UDP: w.swAddr, TCP: w.swAddr}
+	cfg.SIP.Upstream = "sip:" + w.kam.Addr
+	cfg.SIP.UpstreamTimeout = 2 * time.Second
+	cfg.Store.DataDir = t.TempDir()
+	cfg.Log.Level = "debug"
+	w.fakes = pushtest.NewFakes(t)
+	cfg.Push = w.fakes.Config
+	w.cfg = cfg
+	w.start()
+
+	tok := w.fakes.APNs.VoIPToken(63)
+	phonePort := v6Port(t, 1)
+	w.sleepingDevice("alice", tok, phonePort)
+	locs := w.locations("alice")
+	if len(locs) != 1 || !strings.Contains(strings.Join(locs[0].Path, ","), "@[::1]:"+strconv.Itoa(v6Port(t, 0))) {
+		t.Fatalf("the IPv6 registrar holds %+v; want a Path at [::1]", locs)
+	}
+
+	caller := peertest.StartSipp(t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(t, "caller_dialog"),
+		Remote:    w.kam.Addr,
+		LocalIP:   "::1",
+		LocalPort: v6Port(t, 4),
+		Service:   "alice",
+		Timeout:   40 * time.Second,
+	})
+	waitPushes(t, w.fakes.APNs, 1)
+	device := w.wake("alice", tok, phonePort, "uas_dialog")
+	mustSucceed(t, "IPv6 caller", caller)
+	dev := mustSucceed(t, "IPv6 phone", device)
+	invite := firstReceived(dev, "INVITE ")
+	if n := strings.Count(invite, "Record-Route: <sip:[::1]:"+strconv.Itoa(v6Port(t, 0))); n != 1 {
+		t.Errorf("INVITE at the phone has %d Record-Routes of sipwake, want one (same transport, same family):\n%s", n, invite)
+	}
+	for _, m := range []string{"INFO ", "UPDATE ", "BYE "} {
+		if !strings.Contains(dev.Messages(), m) {
+			t.Errorf("%s did not reach the IPv6 phone", m)
+		}
 	}
 }
