@@ -207,3 +207,29 @@ func TestIPv6Registrar(t *testing.T) {
 		}
 	}
 }
+
+// TLS on both families: linphonec on ::1 registers over TLS to the
+// dual-stacked sipwake ([::]:port) and is called over that flow, at once
+// (no push), by an IPv4 caller through Kamailio.
+func TestIPv6LinphoneOverTLS(t *testing.T) {
+	certFile, keyFile := writeCert(t, t.TempDir(), "sipwake.test")
+	tlsListen := net.JoinHostPort("::", strconv.Itoa(v6Port(t, 5)))
+	w := newDualStackWorld(t, func(c *config.Config) {
+		c.SIP.Listen.TLS, c.SIP.Listen.TLSCertFile, c.SIP.Listen.TLSKeyFile = tlsListen, certFile, keyFile
+	})
+	tok := w.fakes.APNs.VoIPToken(64)
+	peertest.StartLinphone(t, peertest.LinphoneOptions{
+		Addr:  net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 2))),
+		Proxy: net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 5))), Transport: "tls",
+		User: "alice", Domain: domain, Password: password,
+		ContactParams: "pn-provider=apns;pn-prid=" + tok + ";pn-param=" + w.fakes.APNs.Param(),
+	})
+	waitFor(t, func() bool {
+		bs := w.bindings("alice")
+		return len(bs) == 1 && bs[0].Flow.Transport == "tls" && strings.HasPrefix(bs[0].Flow.Source, "[::1]:")
+	}, "linphonec registered over TLS on IPv6")
+	mustSucceed(t, "IPv4 caller to linphonec on its IPv6 TLS flow", w.call("alice", "caller_answered", nil))
+	if n := len(w.fakes.APNs.Pushes()); n != 0 {
+		t.Fatalf("%d pushes to a phone with a live flow", n)
+	}
+}
