@@ -233,3 +233,38 @@ func TestIPv6LinphoneOverTLS(t *testing.T) {
 		t.Fatalf("%d pushes to a phone with a live flow", n)
 	}
 }
+
+// A trunk's IPv6 prefix: a carrier on ::1 calls sipwake over IPv6 straight
+// (no registrar in between); one outside the prefix is refused.
+func TestIPv6TrunkPrefix(t *testing.T) {
+	w := newDualStackWorld(t, func(c *config.Config) {
+		c.Trunks = []config.Trunk{{Name: "carrier", Sources: []string{"::1/128"}, Domain: domain}}
+	})
+	tok := w.fakes.APNs.VoIPToken(65)
+	phonePort := v6Port(t, 1)
+	w.sleepingDevice("alice", tok, phonePort)
+	caller := peertest.StartSipp(t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(t, "caller_answered"),
+		Remote:    w.swAddr,
+		LocalIP:   "::1",
+		LocalPort: v6Port(t, 4),
+		Service:   "alice",
+		Timeout:   40 * time.Second,
+	})
+	waitPushes(t, w.fakes.APNs, 1)
+	device := w.wake("alice", tok, phonePort, "uas_answer")
+	mustSucceed(t, "IPv6 trunk caller", caller)
+	mustSucceed(t, "IPv6 phone", device)
+
+	// The same carrier from its IPv4 address is no trunk.
+	if _, err := peertest.RunSipp(t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(t, "caller_expect"),
+		Remote:    net.JoinHostPort(peertest.IP(t, 2), strconv.Itoa(v6Port(t, 0))),
+		LocalIP:   callerIP(t),
+		LocalPort: 5060,
+		Service:   "alice",
+		Keys:      map[string]string{"expect": "403"},
+	}); err != nil {
+		t.Fatalf("IPv4 source outside the IPv6 trunk prefix: %v", err)
+	}
+}
