@@ -155,10 +155,10 @@ func TestIPv6LinphoneWokenByPushAnswers(t *testing.T) {
 	}
 }
 
-// An IPv6-only provider: Kamailio on [::1] as the registrar, sipwake on
-// [::1] only, phone and caller on ::1. The Path, the Record-Routes and the
-// stateless REGISTER's Via name sipwake at [::1].
-func TestIPv6Registrar(t *testing.T) {
+// newIPv6OnlyWorld is an IPv6-only provider: Kamailio on [::1] as the
+// registrar and sipwake on [::1] only.
+func newIPv6OnlyWorld(t *testing.T) *world {
+	t.Helper()
 	needIPv6Loopback(t)
 	w := &world{t: t, logs: &peertest.Buffer{}, deviceIP: "::1"}
 	w.kam = peertest.StartKamailio(t, peertest.KamailioOptions{
@@ -176,7 +176,14 @@ func TestIPv6Registrar(t *testing.T) {
 	cfg.Push = w.fakes.Config
 	w.cfg = cfg
 	w.start()
+	return w
+}
 
+// An IPv6-only provider: Kamailio on [::1] as the registrar, sipwake on
+// [::1] only, phone and caller on ::1. The Path, the Record-Routes and the
+// stateless REGISTER's Via name sipwake at [::1].
+func TestIPv6Registrar(t *testing.T) {
+	w := newIPv6OnlyWorld(t)
 	tok := w.fakes.APNs.VoIPToken(63)
 	phonePort := v6Port(t, 1)
 	w.sleepingDevice("alice", tok, phonePort)
@@ -267,4 +274,41 @@ func TestIPv6TrunkPrefix(t *testing.T) {
 	}); err != nil {
 		t.Fatalf("IPv4 source outside the IPv6 trunk prefix: %v", err)
 	}
+}
+
+// The woken phone hangs up: its BYE leaves over its IPv6 TCP flow and
+// follows the route set to the IPv6 registrar ([::1] in a Route URI) and
+// on to the IPv6 caller.
+func TestIPv6LinphoneHangsUpThroughIPv6Registrar(t *testing.T) {
+	w := newIPv6OnlyWorld(t)
+	tok := w.fakes.APNs.VoIPToken(66)
+	start := func() *peertest.Linphone {
+		l := peertest.StartLinphone(t, peertest.LinphoneOptions{
+			Addr: net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 5))), Proxy: w.swAddr, Transport: "tcp",
+			User: "alice", Domain: domain, Password: password,
+			ContactParams: "pn-provider=apns;pn-prid=" + tok + ";pn-param=" + w.fakes.APNs.Param(),
+		})
+		waitFor(t, func() bool { return len(w.bindings("alice")) == 1 && len(w.locations("alice")) > 0 }, "linphonec registered over IPv6")
+		return l
+	}
+	start().Kill()
+	killed := w.bindings("alice")[0].Flow.Source
+	caller := peertest.StartSipp(t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(t, "caller_hungup"),
+		Remote:    w.kam.Addr,
+		LocalIP:   "::1",
+		LocalPort: v6Port(t, 4),
+		Service:   "alice",
+		Timeout:   40 * time.Second,
+	})
+	waitPushes(t, w.fakes.APNs, 1)
+	woken := start()
+	w.newFlow("alice", killed)
+	if err := woken.WaitOutput("connected", 10*time.Second); err != nil {
+		t.Fatalf("call not connected: %v\n%s", err, woken.Output())
+	}
+	if err := woken.Command("terminate"); err != nil {
+		t.Fatal(err)
+	}
+	mustSucceed(t, "IPv6 caller receives the phone's BYE", caller)
 }
