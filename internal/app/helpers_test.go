@@ -41,12 +41,15 @@ func newWorld(t *testing.T, mutate ...func(*config.Config)) *world {
 	return newWorldWith(t, peertest.KamailioOptions{}, mutate...)
 }
 
-// newWorldWith is newWorld with more Kamailio options (address, domain
-// and users are always the world's).
+// newWorldWith is newWorld with more Kamailio options (domain and users
+// are always the world's; the address is 127.x.y.1 unless given).
 func newWorldWith(t *testing.T, kam peertest.KamailioOptions, mutate ...func(*config.Config)) *world {
 	t.Helper()
 	w := &world{t: t, logs: &peertest.Buffer{}, deviceIP: peertest.IP(t, 3)}
-	kam.Addr, kam.Domain = peertest.Addr(t, 1, 5060), domain
+	if kam.Addr == "" {
+		kam.Addr = peertest.Addr(t, 1, 5060)
+	}
+	kam.Domain = domain
 	kam.Users = map[string]string{"alice": password, "bob": password}
 	if kam.Children == 0 {
 		// One worker: datagrams relayed back to back (a phone's 180 and

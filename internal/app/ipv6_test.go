@@ -12,7 +12,6 @@ import (
 
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
-	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
 // v6Port is a port on ::1 for the calling test: the loopback has one IPv6
@@ -160,23 +159,20 @@ func TestIPv6LinphoneWokenByPushAnswers(t *testing.T) {
 func newIPv6OnlyWorld(t *testing.T) *world {
 	t.Helper()
 	needIPv6Loopback(t)
-	w := &world{t: t, logs: &peertest.Buffer{}, deviceIP: "::1"}
-	w.kam = peertest.StartKamailio(t, peertest.KamailioOptions{
-		Addr: net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 3))), Domain: domain,
-		Users: map[string]string{"alice": password},
-	})
-	cfg := config.Default()
-	w.swAddr = net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 0)))
-	cfg.SIP.Listen = config.Listen{UDP: w.swAddr, TCP: w.swAddr}
-	cfg.SIP.Upstream = "sip:" + w.kam.Addr
-	cfg.SIP.UpstreamTimeout = 2 * time.Second
-	cfg.Store.DataDir = t.TempDir()
-	cfg.Log.Level = "debug"
-	w.fakes = pushtest.NewFakes(t)
-	cfg.Push = w.fakes.Config
-	w.cfg = cfg
-	w.start()
+	sw := net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 0)))
+	w := newWorldWith(t, peertest.KamailioOptions{Addr: net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 3)))},
+		func(c *config.Config) { c.SIP.Listen = config.Listen{UDP: sw, TCP: sw} })
+	w.swAddr, w.deviceIP = sw, "::1"
 	return w
+}
+
+// callFromIPv6 places a call to alice at remote from a sipp caller on ::1.
+func (w *world) callFromIPv6(scenario, remote string) *peertest.Sipp {
+	w.t.Helper()
+	return peertest.StartSipp(w.t, peertest.SippOptions{
+		Scenario: peertest.Scenario(w.t, scenario), Remote: remote,
+		LocalIP: "::1", LocalPort: v6Port(w.t, 4), Service: "alice", Timeout: 40 * time.Second,
+	})
 }
 
 // An IPv6-only provider: Kamailio on [::1] as the registrar, sipwake on
@@ -192,14 +188,7 @@ func TestIPv6Registrar(t *testing.T) {
 		t.Fatalf("the IPv6 registrar holds %+v; want a Path at [::1]", locs)
 	}
 
-	caller := peertest.StartSipp(t, peertest.SippOptions{
-		Scenario:  peertest.Scenario(t, "caller_dialog"),
-		Remote:    w.kam.Addr,
-		LocalIP:   "::1",
-		LocalPort: v6Port(t, 4),
-		Service:   "alice",
-		Timeout:   40 * time.Second,
-	})
+	caller := w.callFromIPv6("caller_dialog", w.kam.Addr)
 	waitPushes(t, w.fakes.APNs, 1)
 	device := w.wake("alice", tok, phonePort, "uas_dialog")
 	mustSucceed(t, "IPv6 caller", caller)
@@ -250,14 +239,7 @@ func TestIPv6TrunkPrefix(t *testing.T) {
 	tok := w.fakes.APNs.VoIPToken(65)
 	phonePort := v6Port(t, 1)
 	w.sleepingDevice("alice", tok, phonePort)
-	caller := peertest.StartSipp(t, peertest.SippOptions{
-		Scenario:  peertest.Scenario(t, "caller_answered"),
-		Remote:    w.swAddr,
-		LocalIP:   "::1",
-		LocalPort: v6Port(t, 4),
-		Service:   "alice",
-		Timeout:   40 * time.Second,
-	})
+	caller := w.callFromIPv6("caller_answered", w.swAddr)
 	waitPushes(t, w.fakes.APNs, 1)
 	device := w.wake("alice", tok, phonePort, "uas_answer")
 	mustSucceed(t, "IPv6 trunk caller", caller)
