@@ -77,7 +77,7 @@ type PushView struct {
 
 // RegistrationView is the upstream registration's state.
 type RegistrationView struct {
-	State        string     `json:"state"` // registering, registered, failed, unknown
+	State        string     `json:"state"` // registering, registered, failed, standby, unknown
 	RegisteredAt *time.Time `json:"registered_at,omitempty"`
 	Granted      int        `json:"granted_expires,omitempty"` // seconds the registrar granted
 	LapsesAt     *time.Time `json:"lapses_at,omitempty"`
