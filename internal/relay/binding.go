@@ -69,7 +69,8 @@ func (d Device) Key() string {
 }
 
 // MaskedToken is the token as logs may show it: the last six characters
-// of each token in pn-prid, with its service ("***93A4B5:voip&***C6D7E8:remote").
+// of each token in pn-prid, with its service where pn-prid names it
+// ("***93A4B5:voip&***C6D7E8:remote").
 func (d Device) MaskedToken() string {
 	parts := strings.Split(d.Token, "&")
 	for i, p := range parts {
@@ -89,6 +90,11 @@ func (d Device) MaskedToken() string {
 	return strings.Join(parts, "&")
 }
 
+// target is where the device's pushes go, its tokens taken apart.
+func (d Device) target() push.Target {
+	return push.Target{Provider: d.Provider, Token: d.Token, Param: d.Param}
+}
+
 // SharesToken tells whether two devices of one push service hold a token
 // in common: an app that handed over its PushKit token registers with
 // liblinphone's "<pushkit>:voip&<remote>:remote".
@@ -96,8 +102,8 @@ func (d Device) SharesToken(o Device) bool {
 	if d.Provider != o.Provider {
 		return false
 	}
-	mine := push.Target{Provider: d.Provider, Token: d.Token, Param: d.Param}.Tokens()
-	for _, t := range (push.Target{Provider: o.Provider, Token: o.Token, Param: o.Param}).Tokens() {
+	mine := d.target().Tokens()
+	for _, t := range o.target().Tokens() {
 		if slices.ContainsFunc(mine, func(m push.Token) bool { return strings.EqualFold(m.Value, t.Value) }) {
 			return true
 		}
@@ -164,19 +170,20 @@ type Binding struct {
 // says of the app's alert strings, and its instance.
 func (b Binding) target() push.Target {
 	p := pushParams(b.Contact)
-	return push.Target{
-		Provider: b.Device.Provider, Token: b.Device.Token, Param: b.Device.Param, Instance: b.Instance,
-		Alerts: push.Alerts{
-			CallStr: p["pn-call-str"], MsgStr: p["pn-msg-str"], MissedCallStr: p["pn-missing-call-str"],
-			AcceptedElsewhereStr: p["pn-call-accepted-elsewhere-str"],
-			CallSound:            p["pn-call-snd"], MsgSound: p["pn-msg-snd"],
-		},
+	t := b.Device.target()
+	t.Instance = b.Instance
+	t.Alerts = push.Alerts{
+		CallStr: p["pn-call-str"], MsgStr: p["pn-msg-str"], MissedCallStr: p["pn-missing-call-str"],
+		AcceptedElsewhereStr: p["pn-call-accepted-elsewhere-str"],
+		CallSound:            p["pn-call-snd"], MsgSound: p["pn-msg-snd"],
 	}
+	return t
 }
 
 // Wakeable tells whether b's device has a token that can carry a push of
-// kind k (a PushKit-only iPhone takes calls only).
-func (b Binding) Wakeable(k push.Kind) bool { return push.Routable(b.target(), k) }
+// kind k (a PushKit-only iPhone takes calls only). Only the tokens decide,
+// so the Contact is not read: every push REGISTER asks.
+func (b Binding) Wakeable(k push.Kind) bool { return push.Routable(b.Device.target(), k) }
 
 // PushDelay is how long a call waits, for a device that may be awake on
 // its flow, before the device is pushed all the same: the Contact's

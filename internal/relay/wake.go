@@ -72,7 +72,6 @@ type Wakeup struct {
 	mu        sync.Mutex
 	delivered []Binding // devices whose call push was accepted
 	rang      []Binding // of those, the ones whose push was a VoIP push
-	woke      map[store.ID]bool
 	until     time.Time // the end of the call's wait
 	done      bool
 }
@@ -83,7 +82,7 @@ type Wakeup struct {
 // delivering.
 func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time.Duration, on WakeEvents) *Wakeup {
 	pctx, cancel := context.WithTimeout(ctx, wait)
-	w := &Wakeup{svc: s, call: c, on: on, cancel: cancel, woke: map[store.ID]bool{}, until: time.Now().Add(wait)}
+	w := &Wakeup{svc: s, call: c, on: on, cancel: cancel, until: time.Now().Add(wait)}
 	s.metrics.Parked(1)
 	s.await(w, devices)
 
@@ -145,7 +144,7 @@ func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Mes
 // the bindings it replaced get it too: the phone came back with new tokens.
 func (s *Service) Refreshed(b Binding) {
 	record := s.RecordID(b)
-	for _, id := range append([]store.ID{s.BindingID(b.AOR, b.Device)}, b.Replaced...) {
+	for _, id := range s.BindingIDs(b) {
 		s.release(id, b)
 		s.publish(Refresh{Waiter: id, Record: record})
 	}
@@ -163,11 +162,14 @@ func (s *Service) release(id store.ID, b Binding) {
 		b.Replaced = append(slices.Clone(b.Replaced), id)
 	}
 	for w := range ws {
-		w.mu.Lock()
-		w.woke[id] = true
-		w.mu.Unlock()
 		w.on.Awake(b) // each device once: its waiters are gone now
 	}
+}
+
+// BindingIDs are the ids b stands for: its own, and those of the bindings
+// it replaced.
+func (s *Service) BindingIDs(b Binding) []store.ID {
+	return append([]store.ID{s.BindingID(b.AOR, b.Device)}, b.Replaced...)
 }
 
 // await files w as waiting for each of devices.
@@ -184,16 +186,22 @@ func (s *Service) await(w *Wakeup, devices []Binding) {
 	}
 }
 
-// unwait takes w off every device it waits for.
-func (s *Service) unwait(w *Wakeup) {
+// unwait takes w off every device it waits for, and returns those it
+// still waited for (the others connected: release took w off them).
+func (s *Service) unwait(w *Wakeup) map[store.ID]bool {
 	s.waitMu.Lock()
 	defer s.waitMu.Unlock()
+	waiting := map[store.ID]bool{}
 	for _, id := range w.ids {
+		if _, ok := s.waiters[id][w]; ok {
+			waiting[id] = true
+		}
 		delete(s.waiters[id], w)
 		if len(s.waiters[id]) == 0 {
 			delete(s.waiters, id)
 		}
 	}
+	return waiting
 }
 
 // Same tells whether a and b are one device's bindings: the same, or one
@@ -217,7 +225,7 @@ func (w *Wakeup) End(reason string, answered ...Binding) {
 	w.svc.metrics.Parked(-1)
 
 	w.cancel()
-	w.svc.unwait(w)
+	waiting := w.svc.unwait(w)
 	w.pushes.Wait()
 	if w.call.Message {
 		return
@@ -234,7 +242,7 @@ func (w *Wakeup) End(reason string, answered ...Binding) {
 	}
 	var ringing []Binding
 	for _, b := range w.rang {
-		if !isAnswered(b) && !w.woke[w.svc.BindingID(b.AOR, b.Device)] {
+		if !isAnswered(b) && waiting[w.svc.BindingID(b.AOR, b.Device)] {
 			ringing = append(ringing, b)
 		}
 	}
@@ -262,7 +270,7 @@ func (s *Service) linger(devices []Binding, until time.Time, fn func(Binding)) {
 	if len(devices) == 0 || fn == nil || left <= 0 {
 		return
 	}
-	w := &Wakeup{svc: s, on: WakeEvents{Awake: fn}, woke: map[store.ID]bool{}}
+	w := &Wakeup{svc: s, on: WakeEvents{Awake: fn}}
 	s.await(w, devices)
 	time.AfterFunc(left, func() { s.unwait(w) })
 }

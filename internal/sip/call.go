@@ -77,12 +77,11 @@ type delivery struct {
 	stopCtx context.CancelFunc
 
 	mu       sync.Mutex
-	pending  int // sleeping devices not yet awake or failed
 	active   int // branches without a final answer
 	wakes    []*relay.Wakeup
 	branches []*branch
 	// pushed are the devices pushed and not yet awake, failed or
-	// answering: what pending counts.
+	// answering: the ones the call still waits for.
 	pushed map[store.ID]bool
 	// reason is why the call ended (once settled): missed, or answered
 	// elsewhere.
@@ -173,7 +172,6 @@ func (d *delivery) push(ctx context.Context, devices []relay.Binding) {
 	for _, b := range devices {
 		d.pushed[d.s.relay.BindingID(b.AOR, b.Device)] = true
 	}
-	d.pending += len(devices)
 	left := d.s.opts.CallWait - time.Since(d.arrived)
 	d.wakes = append(d.wakes, d.s.relay.Wake(ctx, d.call(), devices, left, relay.WakeEvents{
 		Awake:  d.deviceAwake,
@@ -208,10 +206,9 @@ func (d *delivery) heard(b relay.Binding) bool {
 // or answered on its live flow. b may be the binding the device replaced
 // the pushed one with. False when it was not pending.
 func (d *delivery) unpend(b relay.Binding) bool {
-	for _, id := range append([]store.ID{d.s.relay.BindingID(b.AOR, b.Device)}, b.Replaced...) {
+	for _, id := range d.s.relay.BindingIDs(b) {
 		if d.pushed[id] {
 			delete(d.pushed, id)
-			d.pending--
 			return true
 		}
 	}
@@ -314,7 +311,7 @@ func (d *delivery) drained() {
 // settleLocked ends the delivery once no device is left to wait for: with
 // the best final answer a branch gave, or 480.
 func (d *delivery) settleLocked() {
-	if d.settled || d.pending > 0 || d.active > 0 {
+	if d.settled || len(d.pushed) > 0 || d.active > 0 {
 		return
 	}
 	outcome := relay.CallFailed
