@@ -1,22 +1,27 @@
 #!/bin/sh
-# Installs the real peers the tests drive (sipp, Kamailio, linphonec, Redis)
-# and the Go modules. Idempotent: installs only what is missing.
+# Installs the real peers the tests drive (sipp, Kamailio, linphonec, Redis,
+# Prometheus) and the Go modules. Idempotent: installs only what is missing.
 #
 #   sipp         Debian sip-tester
 #   kamailio     Debian kamailio (also provides kamcmd)
 #   linphonec    Debian linphone-cli
 #   redis-server Debian redis-server
 #   openssl      Debian openssl (writes the .p12 of the APNs certificate test)
+#   prometheus   Debian prometheus (also provides promtool): checks and
+#                unit-tests deploy/prometheus, scrapes sipwake for the dashboard
+#   prometheus-node-exporter  Debian prometheus-node-exporter: the host's
+#                filesystems, which the records-near-the-disk alert reads
 #
-# The tests start their own Kamailio and Redis on 127.x.y.z addresses. A
-# package's postinst may start a system daemon (Kamailio on :5060, Redis on
-# 127.0.0.1:6379) where services can start (not in Docker builds, where
+# The tests start their own Kamailio, Redis and Prometheus on 127.x.y.z
+# addresses. A package's postinst may start a system daemon (Kamailio on
+# :5060, Redis on 127.0.0.1:6379, Prometheus on :9090, the node exporter on
+# :9100) where services can start (not in Docker builds, where
 # policy-rc.d forbids it); this script stops and disables them so they never
 # answer in a test's place.
 set -eu
 
 missing=""
-for bin in sipp kamailio kamcmd linphonec redis-server openssl; do
+for bin in sipp kamailio kamcmd linphonec redis-server openssl prometheus promtool prometheus-node-exporter; do
 	command -v "$bin" >/dev/null 2>&1 || missing="$missing $bin"
 done
 
@@ -28,8 +33,8 @@ if [ -n "$missing" ]; then
 	fi
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
 	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y \
-		sip-tester kamailio linphone-cli redis-server openssl
-	for svc in kamailio redis-server; do
+		sip-tester kamailio linphone-cli redis-server openssl prometheus prometheus-node-exporter
+	for svc in kamailio redis-server prometheus prometheus-node-exporter; do
 		if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
 			$SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
 		else
