@@ -3,14 +3,9 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -51,21 +46,11 @@ const (
 	bucketDue  = "due"
 	bucketAcct = "acct"
 
-	metaFormat   = "format"
-	metaIndexKey = "index-key"
-	metaRecords  = "records"
-	formatV1     = "1"
-	formatV2     = "2"
-	formatV3     = "3" // bbolt only; Redis keeps exact time indexes
-	metaAAD      = "sipwake/meta/index-key/1"
-	recAADPrefix = "sipwake/rec/1\x00"
+	metaRecords = "records"
 
 	// lockTimeout bounds the wait for bbolt's file lock, so a second
 	// process on the same file fails with a clear error instead of hanging.
 	lockTimeout = 2 * time.Second
-	// chunk bounds the records one transaction handles in Scan, Rotate and
-	// the like, keeping transactions short while the relay keeps writing.
-	chunk = 256
 	// settleBatch bounds the index entries one transaction settles.
 	settleBatch = 4096
 	// migrateChunk bounds the records one transaction of migrateV1 indexes.
@@ -82,11 +67,9 @@ const (
 // and a TTL index. It is safe for concurrent use, including Compact while
 // other goroutines read and write.
 type Bolt struct {
-	path     string
-	keys     *Keyring
-	log      *slog.Logger
-	indexKey []byte    // immutable after OpenBolt
-	macs     sync.Pool // of HMAC-SHA256 under indexKey
+	path  string
+	log   *slog.Logger
+	codec *codec // made once OpenBolt has read the index key
 
 	mu sync.RWMutex // Compact swaps db under the write lock
 	db *bolt.DB     // nil once closed
@@ -110,7 +93,7 @@ func OpenBolt(path string, keys *Keyring, log *slog.Logger) (*Bolt, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Bolt{path: path, keys: keys, log: log}
+	b := &Bolt{path: path, log: log}
 
 	// An existing store is checked read-only first, so that a wrong key can
 	// never lead to a write (bbolt may write on a read-write open).
@@ -119,7 +102,7 @@ func OpenBolt(path string, keys *Keyring, log *slog.Logger) (*Bolt, error) {
 		if err != nil {
 			return nil, openErr(path, err)
 		}
-		_, _, err = b.readIndexKey(ro)
+		_, _, err = b.readIndexKey(ro, keys)
 		_ = ro.Close()
 		if err != nil {
 			return nil, err
@@ -138,7 +121,7 @@ func OpenBolt(path string, keys *Keyring, log *slog.Logger) (*Bolt, error) {
 	if err != nil {
 		return nil, err
 	}
-	created, err := b.initMeta(db)
+	created, err := b.initMeta(db, keys)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -167,7 +150,7 @@ func openErr(path string, err error) error {
 
 // readIndexKey opens the sealed index key and returns it with the file's
 // format. It returns (nil, "", nil) for a file with no buckets yet.
-func (b *Bolt) readIndexKey(db *bolt.DB) (key []byte, format string, err error) {
+func (b *Bolt) readIndexKey(db *bolt.DB, keys *Keyring) (key []byte, format string, err error) {
 	err = db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket([]byte(bucketMeta))
 		if meta == nil {
@@ -184,30 +167,21 @@ func (b *Bolt) readIndexKey(db *bolt.DB) (key []byte, format string, err error) 
 		if sealed == nil {
 			return fmt.Errorf("store: %s: meta bucket has no index key", b.path)
 		}
-		plain, id, err := b.keys.Open(sealed, []byte(metaAAD))
-		if err != nil {
-			if errors.Is(err, ErrUnknownKey) {
-				return fmt.Errorf("%w: %s was sealed under key id %q; configured: %q", ErrWrongKey, b.path, id, b.keys.IDs())
-			}
-			return fmt.Errorf("%w: %s: the configured key %q is not the one it was sealed with", ErrWrongKey, b.path, id)
-		}
-		if len(plain) != sha256.Size {
-			return fmt.Errorf("store: %s: index key is %d bytes", b.path, len(plain))
-		}
-		key = plain
-		return nil
+		key, err = openIndexKey(keys, sealed, b.path)
+		return err
 	})
 	return key, format, err
 }
 
-// initMeta loads the index key, creating it and the buckets on first open.
-func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
-	key, format, err := b.readIndexKey(db)
+// initMeta loads the index key, creating it and the buckets on first open,
+// and makes the store's codec.
+func (b *Bolt) initMeta(db *bolt.DB, keys *Keyring) (created bool, err error) {
+	key, format, err := b.readIndexKey(db, keys)
 	if err != nil {
 		return false, err
 	}
 	if key != nil {
-		b.indexKey = key
+		b.codec = newCodec(keys, key, b.log)
 		switch format {
 		case formatV1:
 			return false, b.migrateV1(db)
@@ -219,9 +193,7 @@ func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
 		}
 		return false, nil
 	}
-	key = make([]byte, sha256.Size)
-	_, _ = rand.Read(key)
-	sealed, err := b.keys.Seal(key, []byte(metaAAD))
+	key, sealed, err := newIndexKey(keys)
 	if err != nil {
 		return false, err
 	}
@@ -249,7 +221,7 @@ func (b *Bolt) initMeta(db *bolt.DB) (created bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("store: init %s: %w", b.path, err)
 	}
-	b.indexKey = key
+	b.codec = newCodec(keys, key, b.log)
 	return true, nil
 }
 
@@ -311,132 +283,13 @@ func (b *Bolt) migrateV1(db *bolt.DB) error {
 
 // ID derives the binding ID of device under aor. It does not touch the file.
 // aor and device should not contain NUL bytes (SIP URIs cannot).
-func (b *Bolt) ID(aor, device string) ID {
-	var id ID
-	b.hmac(id[:], "b\x00", aor, "\x00", device)
-	return id
-}
+func (b *Bolt) ID(aor, device string) ID { return b.codec.ID(aor, device) }
 
 // DeriveKey returns a 32-byte key for another use of the store's secret
 // (the SIP side's flow tokens), HMAC(indexKey, "k\x00"+label): every node
 // sharing the store derives the same key, and no label yields an ID or an
 // AOR hash (those start "b\x00" and "a\x00"). It does not touch the file.
-func (b *Bolt) DeriveKey(label string) []byte {
-	out := make([]byte, KeySize)
-	b.hmac(out, "k\x00", label)
-	return out
-}
-
-// aorHash is the AOR index key: HMAC(indexKey, "a\x00"+aor), 20 bytes.
-func (b *Bolt) aorHash(aor string) []byte {
-	h := make([]byte, IDSize)
-	b.hmac(h, "a\x00", aor)
-	return h
-}
-
-// hmac writes the first len(out) bytes of HMAC(indexKey, parts...) to out.
-// Every REGISTER and call computes a few; the hashers are reused.
-func (b *Bolt) hmac(out []byte, parts ...string) {
-	m, ok := b.macs.Get().(hash.Hash)
-	if ok {
-		m.Reset()
-	} else {
-		m = hmac.New(sha256.New, b.indexKey)
-	}
-	for _, p := range parts {
-		io.WriteString(m, p)
-	}
-	var sum [sha256.Size]byte
-	copy(out, m.Sum(sum[:0]))
-	b.macs.Put(m)
-}
-
-func encodeExpiry(t time.Time) []byte {
-	var e [8]byte
-	binary.BigEndian.PutUint64(e[:], uint64(t.UnixNano())^(1<<63))
-	return e[:]
-}
-
-func decodeExpiry(e []byte) time.Time {
-	return time.Unix(0, int64(binary.BigEndian.Uint64(e)^(1<<63))).UTC()
-}
-
-func join(parts ...[]byte) []byte {
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	out := make([]byte, 0, n)
-	for _, p := range parts {
-		out = append(out, p...)
-	}
-	return out
-}
-
-func recAAD(id ID, hdr []byte) []byte {
-	return join([]byte(recAADPrefix), id[:], hdr)
-}
-
-// seal builds the rec value for r.
-func (b *Bolt) seal(r Record) ([]byte, error) {
-	if r.ID.IsZero() {
-		return nil, errors.New("store: put: zero ID")
-	}
-	if !validExpiry(r.ExpiresAt) {
-		return nil, fmt.Errorf("store: put %s: expiry %v outside 1970..2262", r.ID, r.ExpiresAt)
-	}
-	if !r.DueAt.IsZero() && !validExpiry(r.DueAt) {
-		return nil, fmt.Errorf("store: put %s: due time %v outside 1970..2262", r.ID, r.DueAt)
-	}
-	if len(r.Data) > MaxDataSize {
-		return nil, fmt.Errorf("store: put %s: data is %d bytes, limit %d", r.ID, len(r.Data), MaxDataSize)
-	}
-	hdr := b.header(r)
-	plain := binary.AppendUvarint(make([]byte, 0, binary.MaxVarintLen64+len(r.AOR)+len(r.Data)), uint64(len(r.AOR)))
-	plain = append(append(plain, r.AOR...), r.Data...)
-	sealed, err := b.keys.Seal(plain, recAAD(r.ID, hdr))
-	clear(plain)
-	if err != nil {
-		return nil, fmt.Errorf("store: seal %s: %w", r.ID, err)
-	}
-	return append(hdr, sealed...), nil
-}
-
-// open decrypts a raw record.
-func (b *Bolt) open(raw rawRecord) (Record, error) {
-	plain, _, err := b.keys.Open(raw.sealed(), recAAD(raw.id, raw.header()))
-	if err != nil {
-		return Record{}, fmt.Errorf("store: open record %s: %w", raw.id, err)
-	}
-	n, k := binary.Uvarint(plain)
-	if k <= 0 || uint64(len(plain)-k) < n {
-		return Record{}, fmt.Errorf("store: open record %s: %w: bad plaintext", raw.id, ErrCorrupt)
-	}
-	aor := string(plain[k : k+int(n)])
-	return Record{
-		ID:        raw.id,
-		AOR:       aor,
-		ExpiresAt: raw.expiry(),
-		DueAt:     raw.dueAt(),
-		Account:   raw.account(),
-		Data:      plain[k+int(n) : len(plain) : len(plain)],
-	}, nil
-}
-
-// openAll decrypts raws, skipping (and logging) records that cannot be
-// opened: one unreadable record must not hide the others.
-func (b *Bolt) openAll(op string, raws []rawRecord) []Record {
-	out := make([]Record, 0, len(raws))
-	for _, raw := range raws {
-		r, err := b.open(raw)
-		if err != nil {
-			b.log.Warn("store: skipping unreadable record", "op", op, "id", raw.id.String(), "err", err)
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
-}
+func (b *Bolt) DeriveKey(label string) []byte { return b.codec.DeriveKey(label) }
 
 // withDB runs fn with the current db under the read lock, so Compact cannot
 // swap it underneath.
@@ -610,7 +463,7 @@ func (bk buckets) settle(idx *bolt.Bucket, at func(rawRecord) []byte, keys [][]b
 // and AOR index entries go with it). Concurrent Puts share one commit and
 // fsync (groupCommit); sealing happens before, outside the writer lock.
 func (b *Bolt) Put(ctx context.Context, r Record) error {
-	val, err := b.seal(r)
+	val, err := b.codec.seal(r)
 	if err != nil {
 		return err
 	}
@@ -661,7 +514,7 @@ func (b *Bolt) Get(ctx context.Context, id ID) (Record, error) {
 	if err != nil {
 		return Record{}, err
 	}
-	return b.open(raw)
+	return b.codec.open(raw)
 }
 
 // Has tells whether a record is stored under id, without opening it.
@@ -683,7 +536,7 @@ func (b *Bolt) Has(ctx context.Context, id ID) (bool, error) {
 // ListAOR returns every record of aor, in ID order. Records that cannot be
 // opened are skipped and logged.
 func (b *Bolt) ListAOR(ctx context.Context, aor string) ([]Record, error) {
-	prefix := b.aorHash(aor)
+	prefix := b.codec.aorHash(aor)
 	var raws []rawRecord
 	err := b.withDB(ctx, func(db *bolt.DB) error {
 		return db.View(func(tx *bolt.Tx) error {
@@ -709,7 +562,7 @@ func (b *Bolt) ListAOR(ctx context.Context, aor string) ([]Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: list aor: %w", err)
 	}
-	return b.openAll("list_aor", raws), nil
+	return b.codec.openAll("list_aor", raws), nil
 }
 
 // erase deletes the records pick names in one durable batch and returns
@@ -775,7 +628,7 @@ func (b *Bolt) Delete(ctx context.Context, id ID) (Record, error) {
 	if hdrLen(raws[0].val) == 0 {
 		return Record{ID: id}, fmt.Errorf("store: deleted %s: %w: bad header", id, ErrCorrupt)
 	}
-	r, err := b.open(raws[0])
+	r, err := b.codec.open(raws[0])
 	if err != nil {
 		return Record{ID: id, ExpiresAt: raws[0].expiry()}, fmt.Errorf("store: deleted unreadable record: %w", err)
 	}
@@ -785,7 +638,7 @@ func (b *Bolt) Delete(ctx context.Context, id ID) (Record, error) {
 // DeleteAOR erases every record of aor and returns the erased ones (those
 // that could be opened; the others are erased too, and logged).
 func (b *Bolt) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
-	prefix := b.aorHash(aor)
+	prefix := b.codec.aorHash(aor)
 	raws, err := b.erase(ctx, func(bk buckets) ([]ID, [][]byte) {
 		var ids []ID
 		c := bk.aor.Cursor()
@@ -799,7 +652,7 @@ func (b *Bolt) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: delete aor: %w", err)
 	}
-	return b.openAll("delete_aor", validRaws(raws)), nil
+	return b.codec.openAll("delete_aor", validRaws(raws)), nil
 }
 
 // TakeExpired erases up to limit records (all, if limit <= 0) whose ExpiresAt is
@@ -839,7 +692,7 @@ func (b *Bolt) TakeExpired(ctx context.Context, now time.Time, limit int) ([]Rec
 			return nil, fmt.Errorf("store: take expired: %w", err)
 		}
 		if len(raws) > 0 || !full {
-			return b.openAll("take_expired", validRaws(raws)), nil
+			return b.codec.openAll("take_expired", validRaws(raws)), nil
 		}
 	}
 }
@@ -905,29 +758,13 @@ func (b *Bolt) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
 	return b.scanIndex(ctx, bucketRec, byID, fn)
 }
 
-// openEach opens the records of a scan and calls fn with each; records that
-// cannot be opened are skipped and logged.
-func openEach(ctx context.Context, codec *Bolt, op string, fn func(Record) error) func([]rawRecord) error {
-	return func(raws []rawRecord) error {
-		for _, r := range codec.openAll(op, validRaws(raws)) {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			if err := fn(r); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-}
-
 // Scan calls fn with every stored record, in ID order, including expired
 // ones the sweeper has not taken yet. It reads in short transactions, so
 // records written during a Scan may or may not be seen. Records that cannot
 // be opened are skipped and logged. An error from fn stops the scan and is
 // returned.
 func (b *Bolt) Scan(ctx context.Context, fn func(Record) error) error {
-	return b.scanRaw(ctx, openEach(ctx, b, "scan", fn))
+	return b.scanRaw(ctx, b.codec.openEach(ctx, "scan", fn))
 }
 
 // ScanDue calls fn with every record whose DueAt is not after until,
@@ -987,7 +824,7 @@ func (b *Bolt) ScanDue(ctx context.Context, until time.Time, fn func(Record) err
 		slices.SortStableFunc(out, func(a, b rawRecord) int { return bytes.Compare(a.dueKey(), b.dueKey()) })
 		return out
 	}
-	open := openEach(ctx, b, "scan_due", fn)
+	open := b.codec.openEach(ctx, "scan_due", fn)
 	err := b.scanIndex(ctx, bucketDue, pick, func(raws []rawRecord) error {
 		if err := open(due(raws)); err != nil {
 			return err
@@ -1023,7 +860,7 @@ func (b *Bolt) settleDue(ctx context.Context, early *[][]byte) error {
 // written by format 1, until they are written again). Records that cannot
 // be opened are skipped and logged; an error from fn stops the scan.
 func (b *Bolt) ScanAccounts(ctx context.Context, fn func(Record) error) error {
-	return b.scanIndex(ctx, bucketAcct, byID, openEach(ctx, b, "scan_accounts", fn))
+	return b.scanIndex(ctx, bucketAcct, byID, b.codec.openEach(ctx, "scan_accounts", fn))
 }
 
 // Count returns the number of stored records (a counter, not a walk).
@@ -1046,31 +883,7 @@ func (b *Bolt) Count(ctx context.Context) (int, error) {
 // key in the keyring appears, with 0 if unused: a key can be retired once its
 // count is 0 (after Rotate). Ids not in the keyring appear too.
 func (b *Bolt) KeyUsage(ctx context.Context) (map[string]int, error) {
-	return keyUsage(ctx, b.keys, b.scanRaw)
-}
-
-// keyUsage counts sealed values per key id over a backend's raw scan.
-func keyUsage(ctx context.Context, keys *Keyring, scan func(context.Context, func([]rawRecord) error) error) (map[string]int, error) {
-	usage := make(map[string]int)
-	for _, id := range keys.IDs() {
-		usage[id] = 0
-	}
-	err := scan(ctx, func(raws []rawRecord) error {
-		for _, r := range raws {
-			id := "?"
-			if hdrLen(r.val) > 0 {
-				if kid, _, err := sealedKeyID(r.sealed()); err == nil {
-					id = kid
-				}
-			}
-			usage[id]++
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("store: key usage: %w", err)
-	}
-	return usage, nil
+	return b.codec.keyUsage(ctx, b.scanRaw)
 }
 
 // Rotate re-seals, under the active key, the index key and every record
@@ -1078,38 +891,32 @@ func keyUsage(ctx context.Context, keys *Keyring, scan func(context.Context, fun
 // records it re-sealed; records it cannot open are left as they are and
 // reported in the error (see KeyUsage).
 func (b *Bolt) Rotate(ctx context.Context) (int, error) {
-	active := b.keys.ActiveID()
+	rot := b.codec.rotation()
 	err := b.withDB(ctx, func(db *bolt.DB) error {
-		var metaKeyID string
-		err := db.View(func(tx *bolt.Tx) error {
-			id, _, err := sealedKeyID(tx.Bucket([]byte(bucketMeta)).Get([]byte(metaIndexKey)))
-			metaKeyID = id
-			return err
-		})
-		if err != nil || metaKeyID == active {
+		var sealed []byte
+		if err := db.View(func(tx *bolt.Tx) error {
+			sealed = bytes.Clone(tx.Bucket([]byte(bucketMeta)).Get([]byte(metaIndexKey)))
+			return nil
+		}); err != nil {
 			return err
 		}
-		return db.Update(func(tx *bolt.Tx) error {
-			meta := tx.Bucket([]byte(bucketMeta))
-			sealed := meta.Get([]byte(metaIndexKey))
-			plain, id, err := b.keys.Open(sealed, []byte(metaAAD))
-			if err != nil {
-				return fmt.Errorf("index key: %w", err)
-			}
-			resealed, err := b.keys.Seal(plain, []byte(metaAAD))
-			if err != nil {
-				return err
-			}
-			b.log.Info("store: index key re-sealed", "from_key_id", id, "to_key_id", active)
-			return meta.Put([]byte(metaIndexKey), resealed)
-		})
+		resealed, from, err := b.codec.resealIndexKey(sealed)
+		if err != nil || resealed == nil {
+			return err
+		}
+		if err := db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaIndexKey), resealed)
+		}); err != nil {
+			return err
+		}
+		b.log.Info("store: index key re-sealed", "from_key_id", from, "to_key_id", rot.active)
+		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store: rotate: %w", err)
 	}
 
-	var resealed, failed int
-	var firstErr error
+	var resealed int
 	var next []byte
 	for done := false; !done; {
 		err := b.withDB(ctx, func(db *bolt.DB) error {
@@ -1126,36 +933,24 @@ func (b *Bolt) Rotate(ctx context.Context) (int, error) {
 					k, v = c.Seek(next)
 				}
 				for ; k != nil && len(todo) < chunk; k, v = c.Next() {
-					if len(k) != IDSize || hdrLen(v) == 0 {
+					if len(k) != IDSize {
 						continue
 					}
-					raw := rawRecord{id: ID(k), val: v}
-					if kid, _, err := sealedKeyID(raw.sealed()); err == nil && kid == active {
-						continue
+					val, err := rot.reseal(rawRecord{id: ID(k), val: v})
+					if err != nil {
+						return err
 					}
-					todo = append(todo, rawRecord{id: ID(k), val: bytes.Clone(v)})
+					if val != nil {
+						todo = append(todo, rawRecord{id: ID(k), val: val})
+					}
 				}
 				if k == nil {
 					done = true
 				} else {
 					next = bytes.Clone(k)
 				}
-				for _, raw := range todo {
-					hdr := raw.header()
-					plain, _, err := b.keys.Open(raw.sealed(), recAAD(raw.id, hdr))
-					if err != nil {
-						failed++
-						if firstErr == nil {
-							firstErr = fmt.Errorf("record %s: %w", raw.id, err)
-						}
-						continue
-					}
-					sealed, err := b.keys.Seal(plain, recAAD(raw.id, hdr))
-					clear(plain)
-					if err != nil {
-						return err
-					}
-					if err := bk.rec.Put(raw.id[:], join(hdr, sealed)); err != nil {
+				for _, r := range todo {
+					if err := bk.rec.Put(r.id[:], r.val); err != nil {
 						return err
 					}
 					resealed++
@@ -1170,11 +965,7 @@ func (b *Bolt) Rotate(ctx context.Context) (int, error) {
 	if resealed > 0 {
 		b.freed.Add(int64(resealed)) // the old ciphertext sits in free pages
 	}
-	b.log.Info("store: rotated", "to_key_id", active, "resealed", resealed, "unreadable", failed)
-	if failed > 0 {
-		return resealed, fmt.Errorf("store: rotate: %d records could not be opened, first: %w", failed, firstErr)
-	}
-	return resealed, nil
+	return rot.done(resealed)
 }
 
 // PendingErasures is the number of records erased, overwritten or re-sealed

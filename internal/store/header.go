@@ -45,7 +45,7 @@ func hdrLen(v []byte) int {
 }
 
 // header builds a format 2 header for r (r already validated).
-func (b *Bolt) header(r Record) []byte {
+func (c *codec) header(r Record) []byte {
 	due := make([]byte, 8)
 	if !r.DueAt.IsZero() {
 		due = encodeExpiry(r.DueAt)
@@ -54,7 +54,7 @@ func (b *Bolt) header(r Record) []byte {
 	if r.Account {
 		flags |= flagAccount
 	}
-	return join([]byte{recFormat}, encodeExpiry(r.ExpiresAt), b.aorHash(r.AOR), due, []byte{flags})
+	return join([]byte{recFormat}, encodeExpiry(r.ExpiresAt), c.aorHash(r.AOR), due, []byte{flags})
 }
 
 // rawRecord is a record value copied out of its transaction (or read from

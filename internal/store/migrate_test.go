@@ -16,7 +16,7 @@ import (
 
 // toV1 rewrites a record value as format 1 wrote it: same seal, the short
 // header, no due time or flags.
-func toV1(t *testing.T, codec *Bolt, id ID, v []byte) []byte {
+func toV1(t *testing.T, codec *codec, id ID, v []byte) []byte {
 	t.Helper()
 	r, err := codec.open(rawRecord{id: id, val: v})
 	if err != nil {
@@ -114,7 +114,7 @@ func TestBoltMigratesFormat1(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	codec := &Bolt{keys: keys, indexKey: b.indexKey}
+	codec := b.codec
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -186,13 +186,13 @@ func TestRedisMigratesFormat1(t *testing.T) {
 	if err := c.Del(ctx, s.dueKey, s.acctKey).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.HSet(ctx, s.metaKey, redisFmtField, formatV1).Err(); err != nil {
+	if err := c.HSet(ctx, s.metaKey, metaFormat, formatV1).Err(); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.Close()
 
 	checkMigrated(t, openRedisAt(t, addr, "v1", keys, 0), want)
-	if f, err := c.HGet(ctx, s.metaKey, redisFmtField).Result(); err != nil || f != formatV2 {
+	if f, err := c.HGet(ctx, s.metaKey, metaFormat).Result(); err != nil || f != formatV2 {
 		t.Fatalf("format after migration = %q, %v; want %q", f, err, formatV2)
 	}
 }

@@ -17,6 +17,11 @@ var (
 	ErrClosed = errors.New("store: closed")
 )
 
+// chunk bounds the records one transaction (bbolt) or round trip (Redis)
+// handles in Scan, Rotate and the like, keeping each short while the relay
+// keeps writing.
+const chunk = 256
+
 // MaxDataSize bounds Record.Data. A binding's payload is a few hundred bytes;
 // the bound keeps a faulty caller from bloating the file.
 const MaxDataSize = 64 << 10

@@ -3,8 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -43,9 +41,6 @@ import (
 // then buys fail-over, not capacity. At ~1 KB per binding, a million
 // bindings is ~1 GB, well within one Redis.
 const (
-	redisMetaField = "index-key"
-	redisFmtField  = "format"
-
 	// DefaultRedisGrace is how long Redis keeps a record past its ExpiresAt
 	// so that a sweeper takes it (and un-registers it upstream) first.
 	DefaultRedisGrace = time.Hour
@@ -138,15 +133,10 @@ func (o *RedisOptions) validate() error {
 // processes on one Redis: TakeExpired hands each record to one caller.
 type Redis struct {
 	rdb   redis.UniversalClient
-	keys  *Keyring
 	log   *slog.Logger
 	grace time.Duration
 	now   func() time.Time // the wall clock Redis' own expiry runs on
-
-	// codec seals, opens and derives IDs exactly as the bbolt backend does:
-	// those Bolt methods use only the keyring and the index key and never
-	// touch a file, so sharing them keeps the two formats identical.
-	codec *Bolt
+	codec *codec           // made once OpenRedis has read the index key
 	sc    redisScripts
 
 	tag, metaKey, ttlKey, dueKey, acctKey string
@@ -174,7 +164,6 @@ func OpenRedis(ctx context.Context, opts RedisOptions, keys *Keyring, log *slog.
 	tag := "{" + opts.Prefix + "}"
 	s := &Redis{
 		rdb:     redis.NewUniversalClient(opts.universal()),
-		keys:    keys,
 		log:     log,
 		grace:   opts.Grace,
 		now:     time.Now,
@@ -185,7 +174,7 @@ func OpenRedis(ctx context.Context, opts RedisOptions, keys *Keyring, log *slog.
 		dueKey:  tag + ":due",
 		acctKey: tag + ":acct",
 	}
-	created, err := s.init(ctx)
+	created, err := s.init(ctx, keys)
 	if err != nil {
 		_ = s.rdb.Close()
 		return nil, fmt.Errorf("store: open redis %s (prefix %q): %w", strings.Join(opts.Addrs, ","), opts.Prefix, err)
@@ -197,18 +186,16 @@ func OpenRedis(ctx context.Context, opts RedisOptions, keys *Keyring, log *slog.
 	return s, nil
 }
 
-// init loads the sealed index key, creating it on first open. A wrong key
-// is found before anything is written.
-func (s *Redis) init(ctx context.Context) (created bool, err error) {
-	vals, err := s.rdb.HMGet(ctx, s.metaKey, redisFmtField, redisMetaField).Result()
+// init loads the sealed index key, creating it on first open, and makes
+// the store's codec. A wrong key is found before anything is written.
+func (s *Redis) init(ctx context.Context, keys *Keyring) (created bool, err error) {
+	vals, err := s.rdb.HMGet(ctx, s.metaKey, metaFormat, metaIndexKey).Result()
 	if err != nil {
 		return false, mapRedisErr(err)
 	}
 	if vals[0] == nil && vals[1] == nil {
-		key := make([]byte, sha256.Size)
-		_, _ = rand.Read(key)
-		sealed, err := s.keys.Seal(key, []byte(metaAAD))
-		clear(key)
+		key, sealed, err := newIndexKey(keys)
+		clear(key) // the one kept is the one read back: another node may win
 		if err != nil {
 			return false, err
 		}
@@ -230,17 +217,11 @@ func (s *Redis) init(ctx context.Context) (created bool, err error) {
 	if sealed == "" {
 		return false, fmt.Errorf("%s: no index key", s.metaKey)
 	}
-	plain, id, err := s.keys.Open([]byte(sealed), []byte(metaAAD))
+	key, err := openIndexKey(keys, []byte(sealed), s.metaKey)
 	if err != nil {
-		if errors.Is(err, ErrUnknownKey) {
-			return false, fmt.Errorf("%w: the store was sealed under key id %q; configured: %q", ErrWrongKey, id, s.keys.IDs())
-		}
-		return false, fmt.Errorf("%w: the configured key %q is not the one it was sealed with", ErrWrongKey, id)
+		return false, err
 	}
-	if len(plain) != sha256.Size {
-		return false, fmt.Errorf("%s: index key is %d bytes", s.metaKey, len(plain))
-	}
-	s.codec = &Bolt{keys: s.keys, log: s.log, indexKey: plain}
+	s.codec = newCodec(keys, key, s.log)
 	if format == formatV1 {
 		return false, s.migrateV1(ctx)
 	}
@@ -273,7 +254,7 @@ func (s *Redis) migrateV1(ctx context.Context) error {
 			return fmt.Errorf("migrate format 1 to 2: %w", mapRedisErr(err))
 		}
 	}
-	if err := s.rdb.HSet(ctx, s.metaKey, redisFmtField, formatV2).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.metaKey, metaFormat, formatV2).Err(); err != nil {
 		return fmt.Errorf("migrate format 1 to 2: %w", mapRedisErr(err))
 	}
 	s.log.Info("store: built the due and accounts indexes (format 1 to 2)", "backend", "redis")
@@ -805,7 +786,7 @@ func (s *Redis) fetch(ctx context.Context, ids []ID, fn func([]rawRecord) error)
 // ones no sweeper has taken yet. Records that cannot be opened are skipped
 // and logged. An error from fn stops the scan and is returned.
 func (s *Redis) Scan(ctx context.Context, fn func(Record) error) error {
-	return s.scanRaw(ctx, openEach(ctx, s.codec, "scan", fn))
+	return s.scanRaw(ctx, s.codec.openEach(ctx, "scan", fn))
 }
 
 // ScanDue calls fn with every record whose DueAt is not after until,
@@ -821,7 +802,7 @@ func (s *Redis) ScanDue(ctx context.Context, until time.Time, fn func(Record) er
 	if err != nil {
 		return fmt.Errorf("store: scan due: %w", mapRedisErr(err))
 	}
-	open := openEach(ctx, s.codec, "scan_due", fn)
+	open := s.codec.openEach(ctx, "scan_due", fn)
 	return s.fetch(ctx, s.parseIDs("scan_due", members), func(raws []rawRecord) error {
 		due := raws[:0]
 		for _, r := range validRaws(raws) {
@@ -845,7 +826,7 @@ func (s *Redis) ScanAccounts(ctx context.Context, fn func(Record) error) error {
 	if err != nil {
 		return fmt.Errorf("store: scan accounts: %w", mapRedisErr(err))
 	}
-	return s.fetch(ctx, sortIDs(s.parseIDs("scan_accounts", members)), openEach(ctx, s.codec, "scan_accounts", fn))
+	return s.fetch(ctx, sortIDs(s.parseIDs("scan_accounts", members)), s.codec.openEach(ctx, "scan_accounts", fn))
 }
 
 // Count returns the number of records in the TTL index: the stored ones,
@@ -865,7 +846,7 @@ func (s *Redis) Count(ctx context.Context) (int, error) {
 // key in the keyring appears, with 0 if unused: a key can be retired once its
 // count is 0 (after Rotate). Ids not in the keyring appear too.
 func (s *Redis) KeyUsage(ctx context.Context) (map[string]int, error) {
-	return keyUsage(ctx, s.keys, s.scanRaw)
+	return s.codec.keyUsage(ctx, s.scanRaw)
 }
 
 // Rotate re-seals, under the active key, the index key and every record
@@ -877,55 +858,33 @@ func (s *Redis) Rotate(ctx context.Context) (int, error) {
 	if err := s.ready(ctx); err != nil {
 		return 0, err
 	}
-	active := s.keys.ActiveID()
-	sealed, err := s.rdb.HGet(ctx, s.metaKey, redisMetaField).Bytes()
+	rot := s.codec.rotation()
+	sealed, err := s.rdb.HGet(ctx, s.metaKey, metaIndexKey).Bytes()
 	if err != nil {
 		return 0, fmt.Errorf("store: rotate: %w", mapRedisErr(err))
 	}
-	if kid, _, err := sealedKeyID(sealed); err != nil {
-		return 0, fmt.Errorf("store: rotate: index key: %w", err)
-	} else if kid != active {
-		plain, _, err := s.keys.Open(sealed, []byte(metaAAD))
-		if err != nil {
-			return 0, fmt.Errorf("store: rotate: index key: %w", err)
-		}
-		resealed, err := s.keys.Seal(plain, []byte(metaAAD))
-		clear(plain)
-		if err != nil {
-			return 0, err
-		}
-		if err := s.sc.swapMeta.Run(ctx, s.rdb, []string{s.metaKey}, sealed, resealed).Err(); err != nil {
+	resealedKey, from, err := s.codec.resealIndexKey(sealed)
+	if err != nil {
+		return 0, fmt.Errorf("store: rotate: %w", err)
+	}
+	if resealedKey != nil {
+		if err := s.sc.swapMeta.Run(ctx, s.rdb, []string{s.metaKey}, sealed, resealedKey).Err(); err != nil {
 			return 0, fmt.Errorf("store: rotate: index key: %w", mapRedisErr(err))
 		}
-		s.log.Info("store: index key re-sealed", "from_key_id", kid, "to_key_id", active)
+		s.log.Info("store: index key re-sealed", "from_key_id", from, "to_key_id", rot.active)
 	}
 
-	var resealed, failed int
-	var firstErr error
+	var resealed int
 	err = s.scanRaw(ctx, func(raws []rawRecord) error {
 		var calls []scriptCall
 		for _, raw := range raws {
-			if hdrLen(raw.val) == 0 {
-				continue
-			}
-			if kid, _, err := sealedKeyID(raw.sealed()); err == nil && kid == active {
-				continue
-			}
-			hdr := raw.header()
-			plain, _, err := s.keys.Open(raw.sealed(), recAAD(raw.id, hdr))
-			if err != nil {
-				failed++
-				if firstErr == nil {
-					firstErr = fmt.Errorf("record %s: %w", raw.id, err)
-				}
-				continue
-			}
-			sealed, err := s.keys.Seal(plain, recAAD(raw.id, hdr))
-			clear(plain)
+			val, err := rot.reseal(raw)
 			if err != nil {
 				return err
 			}
-			calls = append(calls, scriptCall{keys: []string{s.recKey(raw.id)}, args: []any{raw.val, join(hdr, sealed)}})
+			if val != nil {
+				calls = append(calls, scriptCall{keys: []string{s.recKey(raw.id)}, args: []any{raw.val, val}})
+			}
 		}
 		res, err := s.runPipelined(ctx, s.sc.swap, calls)
 		for _, n := range res {
@@ -936,11 +895,7 @@ func (s *Redis) Rotate(ctx context.Context) (int, error) {
 	if err != nil {
 		return resealed, fmt.Errorf("store: rotate: %w", err)
 	}
-	s.log.Info("store: rotated", "backend", "redis", "to_key_id", active, "resealed", resealed, "unreadable", failed)
-	if failed > 0 {
-		return resealed, fmt.Errorf("store: rotate: %d records could not be opened, first: %w", failed, firstErr)
-	}
-	return resealed, nil
+	return rot.done(resealed, "backend", "redis")
 }
 
 // Compact does nothing: an erased key's memory is freed at once. What

@@ -169,7 +169,7 @@ func TestRedisSameFormatAsBolt(t *testing.T) {
 	keys := testKeyring(t, "a")
 	s := openRedisAt(t, addr, "format", keys, 0)
 	b := openAt(t, tempDB(t), keys)
-	b.indexKey = s.codec.indexKey // as if the index key had been migrated
+	b.codec.indexKey = s.codec.indexKey // as if the index key had been migrated
 	r := Record{ID: s.ID("sip:a@x", "d"), AOR: "sip:a@x", ExpiresAt: testBase().Add(day), Data: []byte("payload")}
 	if b.ID("sip:a@x", "d") != r.ID {
 		t.Fatal("IDs differ under one index key")
@@ -181,7 +181,7 @@ func TestRedisSameFormatAsBolt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := b.open(rawRecord{id: r.ID, val: v})
+	got, err := b.codec.open(rawRecord{id: r.ID, val: v})
 	if err != nil || got.AOR != r.AOR || string(got.Data) != "payload" || !got.ExpiresAt.Equal(r.ExpiresAt) {
 		t.Fatalf("bbolt opening a Redis value: %+v, %v", got, err)
 	}
