@@ -1,0 +1,171 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// appendFill is how full bbolt fills a page before splitting it, for
+// indexes whose keys mostly grow (bbolt's default, 0.5, suits random keys).
+const appendFill = 0.95
+
+// buckets are a transaction's buckets of the store (see bolt.go for the
+// layout). Their methods write a record with its index entries and keep
+// the record count, so every operation changes the indexes the same way.
+type buckets struct{ meta, rec, aor, ttl, due, acct *bolt.Bucket }
+
+func txBuckets(tx *bolt.Tx) (buckets, error) {
+	bk := buckets{tx.Bucket([]byte(bucketMeta)), tx.Bucket([]byte(bucketRec)), tx.Bucket([]byte(bucketAOR)), tx.Bucket([]byte(bucketTTL)),
+		tx.Bucket([]byte(bucketDue)), tx.Bucket([]byte(bucketAcct))}
+	if bk.meta == nil || bk.rec == nil || bk.aor == nil || bk.ttl == nil || bk.due == nil || bk.acct == nil {
+		return bk, errors.New("store: bucket missing")
+	}
+	// Keys of ttl and due mostly arrive in time order: full pages then
+	// cost no more splits and halve those indexes' pages.
+	bk.ttl.FillPercent, bk.due.FillPercent = appendFill, appendFill
+	return bk, nil
+}
+
+// records is the stored record count.
+func (bk buckets) records() uint64 {
+	if v := bk.meta.Get([]byte(metaRecords)); len(v) == 8 {
+		return binary.BigEndian.Uint64(v)
+	}
+	return 0
+}
+
+func (bk buckets) setRecords(n uint64) error {
+	return bk.meta.Put([]byte(metaRecords), binary.BigEndian.AppendUint64(nil, n))
+}
+
+// add writes the value v of a record id not stored yet, and its index
+// entries.
+func (bk buckets) add(id ID, v []byte) error {
+	if err := bk.rec.Put(id[:], v); err != nil {
+		return err
+	}
+	if err := bk.setRecords(bk.records() + 1); err != nil {
+		return err
+	}
+	return bk.index(rawRecord{id: id, val: v}, true)
+}
+
+// remove erases a record and its index entries; v is its current value.
+func (bk buckets) remove(id ID, v []byte) error {
+	if err := bk.rec.Delete(id[:]); err != nil {
+		return err
+	}
+	if n := bk.records(); n > 0 {
+		if err := bk.setRecords(n - 1); err != nil {
+			return err
+		}
+	}
+	if hdrLen(v) == 0 {
+		return nil // a mangled header: nothing to find in the indexes
+	}
+	return bk.index(rawRecord{id: id, val: v}, false)
+}
+
+// indexEntry is one index key of a record: its bucket and key.
+type indexEntry struct {
+	b   *bolt.Bucket
+	key []byte
+}
+
+// entries are the index keys the header of r names.
+func (bk buckets) entries(r rawRecord) []indexEntry {
+	out := []indexEntry{{bk.ttl, join(r.expiryKey(), r.id[:])}, {bk.aor, join(r.aorHash(), r.id[:])}}
+	if due := r.dueKey(); due != nil {
+		out = append(out, indexEntry{bk.due, join(due, r.id[:])})
+	}
+	if r.account() {
+		out = append(out, indexEntry{bk.acct, bytes.Clone(r.id[:])})
+	}
+	return out
+}
+
+// index adds (or deletes) the index entries the header of r names.
+func (bk buckets) index(r rawRecord, add bool) error {
+	for _, e := range bk.entries(r) {
+		var err error
+		if add {
+			err = e.b.Put(e.key, nil)
+		} else {
+			err = e.b.Delete(e.key)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// replace overwrites record id (current value old) with v, touching only
+// the index entries that change. The AOR's never does, and the record count
+// stays. The ttl and due indexes hold lower bounds (format 3): a refresh
+// moves a record's expiry and due time later, and its entries stay where
+// they are, so a refresh writes the record's page and no index page. A scan
+// that reaches such an entry early moves it to the header's time (settle);
+// only a time that moves earlier is indexed anew here.
+func (bk buckets) replace(id ID, old, v []byte) error {
+	if hdrLen(old) == 0 {
+		// A mangled header: nothing to find in the indexes.
+		return bk.rec.Put(id[:], v)
+	}
+	was, now := bk.entries(rawRecord{id: id, val: old}), bk.entries(rawRecord{id: id, val: v})
+	// stands says the old header's entry o stands for the new one's n: the
+	// same key, or an earlier one in a time index.
+	stands := func(o, n indexEntry) bool {
+		return o.b == n.b && (bytes.Equal(o.key, n.key) || bk.timeIndex(o.b) && bytes.Compare(o.key, n.key) < 0)
+	}
+	for _, o := range was {
+		if !slices.ContainsFunc(now, func(n indexEntry) bool { return stands(o, n) }) {
+			if err := o.b.Delete(o.key); err != nil {
+				return err
+			}
+		}
+	}
+	for _, e := range now {
+		if !slices.ContainsFunc(was, func(o indexEntry) bool { return stands(o, e) }) {
+			if err := e.b.Put(e.key, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return bk.rec.Put(id[:], v)
+}
+
+// timeIndex says whether idx is ttl or due, whose entries are lower bounds.
+func (bk buckets) timeIndex(idx *bolt.Bucket) bool { return idx == bk.ttl || idx == bk.due }
+
+// settle puts entries of a time index right that a scan reached before
+// their record's time (keys are copies: time | ID). An entry whose record
+// is gone goes, and so does one whose header names an earlier time (that
+// entry exists too); one whose record was refreshed since it was written
+// moves to the header's time. at is the header's key in idx, nil if the
+// record is not in it.
+func (bk buckets) settle(idx *bolt.Bucket, at func(rawRecord) []byte, keys [][]byte) error {
+	for _, k := range keys {
+		id := ID(k[8:])
+		var h []byte
+		if v := bk.rec.Get(id[:]); v != nil && hdrLen(v) > 0 {
+			h = at(rawRecord{id: id, val: v})
+		}
+		if bytes.Equal(h, k[:8]) {
+			continue
+		}
+		if err := idx.Delete(k); err != nil {
+			return err
+		}
+		if h != nil && bytes.Compare(h, k[:8]) > 0 {
+			if err := idx.Put(join(h, id[:]), nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
