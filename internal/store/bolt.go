@@ -289,15 +289,34 @@ func (b *Bolt) DeriveKey(label string) []byte { return b.codec.DeriveKey(label) 
 // withDB runs fn with the current db under the read lock, so Compact cannot
 // swap it underneath.
 func (b *Bolt) withDB(ctx context.Context, fn func(db *bolt.DB) error) error {
+	return b.locked(ctx, b.mu.RLocker(), func() error { return fn(b.db) })
+}
+
+// locked runs fn holding l (b.mu for reading, or for writing to swap db),
+// unless ctx is done or the store closed.
+func (b *Bolt) locked(ctx context.Context, l sync.Locker, fn func() error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	b.mu.RLock()
-	defer b.mu.RUnlock()
+	l.Lock()
+	defer l.Unlock()
 	if b.db == nil {
 		return ErrClosed
 	}
-	return fn(b.db)
+	return fn()
+}
+
+// view runs fn in a read transaction with the store's buckets.
+func (b *Bolt) view(ctx context.Context, fn func(bk buckets) error) error {
+	return b.withDB(ctx, func(db *bolt.DB) error {
+		return db.View(func(tx *bolt.Tx) error {
+			bk, err := txBuckets(tx)
+			if err != nil {
+				return err
+			}
+			return fn(bk)
+		})
+	})
 }
 
 // Path returns the store file's path.

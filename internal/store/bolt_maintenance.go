@@ -114,14 +114,11 @@ func (b *Bolt) PendingErasures() int64 { return b.freed.Load() }
 // so pages freed by erasures no longer hold ciphertext and the file shrinks.
 // Other operations wait while it runs; it is safe to call at any time.
 func (b *Bolt) Compact(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.db == nil {
-		return ErrClosed
-	}
+	return b.locked(ctx, &b.mu, b.compactLocked)
+}
+
+// compactLocked is Compact, with b.mu held for writing.
+func (b *Bolt) compactLocked() error {
 	start := time.Now()
 	before := b.sizeLocked()
 	pending := b.freed.Load()

@@ -52,19 +52,14 @@ func (b *Bolt) Put(ctx context.Context, r Record) error {
 // wrapping ErrCorrupt / ErrUnknownKey if it is there but cannot be opened.
 func (b *Bolt) Get(ctx context.Context, id ID) (Record, error) {
 	var raw rawRecord
-	err := b.withDB(ctx, func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
-			bk, err := txBuckets(tx)
-			if err != nil {
-				return err
-			}
-			v := bk.rec.Get(id[:])
-			if v == nil {
-				return ErrNotFound
-			}
-			raw, err = parseRaw(id, v)
-			return err
-		})
+	err := b.view(ctx, func(bk buckets) error {
+		v := bk.rec.Get(id[:])
+		if v == nil {
+			return ErrNotFound
+		}
+		var err error
+		raw, err = parseRaw(id, v)
+		return err
 	})
 	if err != nil {
 		return Record{}, err
@@ -93,26 +88,20 @@ func (b *Bolt) Has(ctx context.Context, id ID) (bool, error) {
 func (b *Bolt) ListAOR(ctx context.Context, aor string) ([]Record, error) {
 	prefix := b.codec.aorHash(aor)
 	var raws []rawRecord
-	err := b.withDB(ctx, func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
-			bk, err := txBuckets(tx)
-			if err != nil {
-				return err
+	err := b.view(ctx, func(bk buckets) error {
+		c := bk.aor.Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(k) != len(prefix)+IDSize {
+				continue
 			}
-			c := bk.aor.Cursor()
-			for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-				if len(k) != len(prefix)+IDSize {
-					continue
-				}
-				id := ID(k[len(prefix):])
-				if v := bk.rec.Get(id[:]); v != nil {
-					if raw, err := parseRaw(id, v); err == nil {
-						raws = append(raws, raw)
-					}
+			id := ID(k[len(prefix):])
+			if v := bk.rec.Get(id[:]); v != nil {
+				if raw, err := parseRaw(id, v); err == nil {
+					raws = append(raws, raw)
 				}
 			}
-			return nil
-		})
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: list aor: %w", err)
@@ -421,15 +410,9 @@ func (b *Bolt) ScanAccounts(ctx context.Context, fn func(Record) error) error {
 // Count returns the number of stored records (a counter, not a walk).
 func (b *Bolt) Count(ctx context.Context) (int, error) {
 	var n int
-	err := b.withDB(ctx, func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
-			bk, err := txBuckets(tx)
-			if err != nil {
-				return err
-			}
-			n = int(bk.records())
-			return nil
-		})
+	err := b.view(ctx, func(bk buckets) error {
+		n = int(bk.records())
+		return nil
 	})
 	return n, err
 }
