@@ -9,16 +9,15 @@ import (
 )
 
 func TestBoltSuite(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) storetest.Backend {
-		keys, err := store.NewKeyring("k1", map[string][]byte{"k1": store.NewKey()})
-		if err != nil {
-			t.Fatal(err)
+	storetest.Run(t, func(t *testing.T) storetest.Opener {
+		path := filepath.Join(t.TempDir(), "sipwake.db")
+		return func(keys *store.Keyring) storetest.Backend {
+			b, err := store.OpenBolt(path, keys, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = b.Close() })
+			return b
 		}
-		b, err := store.OpenBolt(filepath.Join(t.TempDir(), "sipwake.db"), keys, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
-		return b
 	})
 }

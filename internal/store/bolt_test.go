@@ -15,56 +15,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-func TestBoltRestartKeepsRecords(t *testing.T) {
-	path := tempDB(t)
-	keys := testKeyring(t, "a")
-	b := openAt(t, path, keys)
-	ctx := t.Context()
-	want := map[ID]Record{}
-	for i := range 20 {
-		r := Record{
-			ID:        b.ID("sip:alice@example.com", fmt.Sprint("dev", i)),
-			AOR:       "sip:alice@example.com",
-			ExpiresAt: testBase().Add(3*day + time.Duration(i)*time.Hour + 123456789),
-			Data:      []byte(fmt.Sprintf(`{"n":%d}`, i)),
-		}
-		if err := b.Put(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-		want[r.ID] = r
-	}
-	firstID := b.ID("sip:alice@example.com", "dev0")
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Get(ctx, firstID); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Get after Close: %v, want ErrClosed", err)
-	}
-
-	b = openAt(t, path, keys)
-	if got := b.ID("sip:alice@example.com", "dev0"); got != firstID {
-		t.Fatal("IDs changed across restart")
-	}
-	for id, w := range want {
-		got, err := b.Get(ctx, id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got.AOR != w.AOR || !got.ExpiresAt.Equal(w.ExpiresAt) || !bytes.Equal(got.Data, w.Data) {
-			t.Fatalf("after restart got %+v, want %+v", got, w)
-		}
-	}
-	list, err := b.ListAOR(ctx, "sip:alice@example.com")
-	if err != nil || len(list) != 20 {
-		t.Fatalf("ListAOR after restart: %d, %v", len(list), err)
-	}
-	// The TTL index survived too.
-	exp, err := b.TakeExpired(ctx, testBase().Add(3*day+5*time.Hour+123456789), 0)
-	if err != nil || len(exp) != 6 {
-		t.Fatalf("TakeExpired after restart: %d, %v; want 6", len(exp), err)
-	}
-}
-
 func TestBoltFileMode(t *testing.T) {
 	path := tempDB(t)
 	openAt(t, path, testKeyring(t, "a"))
@@ -130,56 +80,6 @@ func TestBoltSecondProcessLocked(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("second open took %v", d)
-	}
-}
-
-func TestBoltRotate(t *testing.T) {
-	path := tempDB(t)
-	ctx := t.Context()
-	b := openAt(t, path, testKeyring(t, "A"))
-	const n = chunk + 44 // more than one rotation transaction
-	ids := putMany(t, b, n, 0)
-	b.Close()
-
-	// Both keys, B active: old records still read, new ones seal under B.
-	b = openAt(t, path, testKeyring(t, "B", "A"))
-	if got := b.ID("sip:user0@example.com", "dev0-0"); got != ids[0] {
-		t.Fatal("ID changed with a new active key")
-	}
-	extra := Record{ID: b.ID("sip:new@x", "d"), AOR: "sip:new@x", ExpiresAt: testBase().Add(5 * day), Data: []byte("new")}
-	if err := b.Put(ctx, extra); err != nil {
-		t.Fatal(err)
-	}
-	usage, err := b.KeyUsage(ctx)
-	if err != nil || usage["A"] != n || usage["B"] != 1 {
-		t.Fatalf("KeyUsage before Rotate = %v, %v", usage, err)
-	}
-	resealed, err := b.Rotate(ctx)
-	if err != nil || resealed != n {
-		t.Fatalf("Rotate = %d, %v; want %d", resealed, err, n)
-	}
-	usage, err = b.KeyUsage(ctx)
-	if err != nil || usage["A"] != 0 || usage["B"] != n+1 {
-		t.Fatalf("KeyUsage after Rotate = %v, %v", usage, err)
-	}
-	if _, ok := usage["A"]; !ok {
-		t.Fatal("KeyUsage omits a configured key with no records")
-	}
-	if resealed, err := b.Rotate(ctx); err != nil || resealed != 0 {
-		t.Fatalf("second Rotate = %d, %v; want 0", resealed, err)
-	}
-	b.Close()
-
-	// A retired: B alone opens the store (meta was re-sealed too) and every record.
-	b = openAt(t, path, testKeyring(t, "B"))
-	for i, id := range ids {
-		r, err := b.Get(ctx, id)
-		if err != nil || r.AOR != fmt.Sprintf("sip:user%d@example.com", i/2) || string(r.Data) != fmt.Sprint(i) {
-			t.Fatalf("Get %d under B only: %q %q, %v", i, r.AOR, r.Data, err)
-		}
-	}
-	if c, _ := b.Count(ctx); c != n+1 {
-		t.Fatalf("Count = %d", c)
 	}
 }
 

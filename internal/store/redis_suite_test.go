@@ -18,21 +18,25 @@ import (
 // passes. One redis-server serves the suite; each case gets a fresh store
 // under its own key prefix.
 func TestRedisSuite(t *testing.T) {
-	addr := peertest.StartRedis(t, "")
+	storetest.Run(t, redisStores(store.RedisOptions{Addrs: []string{peertest.StartRedis(t, "")}}, "suite"))
+}
+
+// redisStores gives each test of the suite a store of its own under
+// opts, named by a prefix of its own.
+func redisStores(opts store.RedisOptions, prefix string) func(t *testing.T) storetest.Opener {
 	var n atomic.Int64
-	storetest.Run(t, func(t *testing.T) storetest.Backend {
-		keys, err := store.NewKeyring("k1", map[string][]byte{"k1": store.NewKey()})
-		if err != nil {
-			t.Fatal(err)
+	return func(t *testing.T) storetest.Opener {
+		opts := opts
+		opts.Prefix = fmt.Sprintf("%s%d", prefix, n.Add(1))
+		return func(keys *store.Keyring) storetest.Backend {
+			r, err := store.OpenRedis(t.Context(), opts, keys, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = r.Close() })
+			return r
 		}
-		opts := store.RedisOptions{Addrs: []string{addr}, Prefix: fmt.Sprintf("suite%d", n.Add(1))}
-		r, err := store.OpenRedis(t.Context(), opts, keys, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Close() })
-		return r
-	})
+	}
 }
 
 // TestRedisClusterSuite runs the suite through the Cluster client against
@@ -61,18 +65,5 @@ func TestRedisClusterSuite(t *testing.T) {
 	if err := admin.MGet(t.Context(), "a", "b").Err(); err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
 		t.Fatalf("MGET across slots: %v, want CROSSSLOT", err)
 	}
-	var n atomic.Int64
-	storetest.Run(t, func(t *testing.T) storetest.Backend {
-		keys, err := store.NewKeyring("k1", map[string][]byte{"k1": store.NewKey()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		opts := store.RedisOptions{Addrs: []string{addr}, Cluster: true, Prefix: fmt.Sprintf("cluster%d", n.Add(1))}
-		r, err := store.OpenRedis(t.Context(), opts, keys, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Close() })
-		return r
-	})
+	storetest.Run(t, redisStores(store.RedisOptions{Addrs: []string{addr}, Cluster: true}, "cluster"))
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -16,9 +17,11 @@ import (
 	"github.com/sipwake/sipwake/internal/store"
 )
 
-// Backend is what every store backend provides to the relay.
+// Backend is what every store backend provides to the relay, the sweeper
+// and the operator.
 type Backend interface {
 	ID(aor, device string) store.ID
+	DeriveKey(label string) []byte
 	Put(ctx context.Context, r store.Record) error
 	Get(ctx context.Context, id store.ID) (store.Record, error)
 	Has(ctx context.Context, id store.ID) (bool, error)
@@ -30,7 +33,16 @@ type Backend interface {
 	ScanDue(ctx context.Context, until time.Time, fn func(store.Record) error) error
 	ScanAccounts(ctx context.Context, fn func(store.Record) error) error
 	Count(ctx context.Context) (int, error)
+	KeyUsage(ctx context.Context) (map[string]int, error)
+	Rotate(ctx context.Context) (int, error)
+	Close() error
 }
+
+// Opener opens one test's store under keys. The first call creates it,
+// empty; later calls open the same store again, as a restarted node does.
+// It arranges for each Backend it returns to be closed when the test ends
+// (t.Cleanup); the suite may close one earlier.
+type Opener func(keys *store.Keyring) Backend
 
 // base is the fixed "now" the suite's records are made at; expiry is tested
 // by passing later times to TakeExpired, never by waiting.
@@ -38,33 +50,59 @@ func base() time.Time { return time.Date(2031, 3, 14, 15, 9, 26, 535897932, time
 
 const day = 24 * time.Hour
 
-// Run runs the suite. open must return a fresh, empty backend and arrange
-// for it to be closed when the test ends (t.Cleanup).
-func Run(t *testing.T, open func(t *testing.T) Backend) {
+// Run runs the suite. newStore is called once per test, and returns the
+// Opener of a store of the test's own.
+func Run(t *testing.T, newStore func(t *testing.T) Opener) {
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, b Backend)
+		fn   func(t *testing.T, open Opener)
 	}{
-		{"IDs", testIDs},
-		{"PutGet", testPutGet},
-		{"Replace", testReplace},
-		{"ListAOR", testListAOR},
-		{"Delete", testDelete},
-		{"DeleteAOR", testDeleteAOR},
-		{"TakeExpired", testTakeExpired},
-		{"TakeExpiredLimit", testTakeExpiredLimit},
-		{"Scan", testScan},
-		{"ScanDue", testScanDue},
-		{"ScanDueRewrite", testScanDueRewrite},
-		{"ScanAccounts", testScanAccounts},
-		{"InvalidRecords", testInvalid},
-		{"CanceledContext", testCanceled},
-		{"ConcurrentPut", testConcurrentPut},
+		{"IDs", fresh(testIDs)},
+		{"DeriveKey", fresh(testDeriveKey)},
+		{"PutGet", fresh(testPutGet)},
+		{"Replace", fresh(testReplace)},
+		{"ListAOR", fresh(testListAOR)},
+		{"Delete", fresh(testDelete)},
+		{"DeleteAOR", fresh(testDeleteAOR)},
+		{"TakeExpired", fresh(testTakeExpired)},
+		{"TakeExpiredLimit", fresh(testTakeExpiredLimit)},
+		{"Scan", fresh(testScan)},
+		{"ScanDue", fresh(testScanDue)},
+		{"ScanDueRewrite", fresh(testScanDueRewrite)},
+		{"ScanAccounts", fresh(testScanAccounts)},
+		{"InvalidRecords", fresh(testInvalid)},
+		{"CanceledContext", fresh(testCanceled)},
+		{"ConcurrentPut", fresh(testConcurrentPut)},
+		{"Restart", testRestart},
+		{"Rotate", testRotate},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.fn(t, open(t))
+			tc.fn(t, newStore(t))
 		})
+	}
+}
+
+// fresh runs a test that needs one store, open under one key.
+func fresh(fn func(t *testing.T, b Backend)) func(t *testing.T, open Opener) {
+	return func(t *testing.T, open Opener) {
+		fn(t, open(keyring(t, "k1", map[string][]byte{"k1": store.NewKey()})))
+	}
+}
+
+func keyring(t *testing.T, active string, keys map[string][]byte) *store.Keyring {
+	t.Helper()
+	k, err := store.NewKeyring(active, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func closeStore(t *testing.T, b Backend) {
+	t.Helper()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -156,6 +194,21 @@ func testIDs(t *testing.T, b Backend) {
 	got, err := store.ParseID(a.String())
 	if err != nil || got != a {
 		t.Fatalf("ParseID(String()) = %s, %v; want %s", got, err, a)
+	}
+}
+
+// A derived key differs by label and from every ID; testRestart shows it
+// is the store's, not the process's.
+func testDeriveKey(t *testing.T, b Backend) {
+	k := b.DeriveKey("sip flow token v1")
+	if len(k) != store.KeySize {
+		t.Fatalf("derived key is %d bytes", len(k))
+	}
+	if bytes.Equal(k, b.DeriveKey("another use")) {
+		t.Fatal("two labels derive the same key")
+	}
+	if id := b.ID("sip flow token v1", ""); bytes.HasPrefix(k, id[:]) {
+		t.Fatal("a derived key equals a binding ID")
 	}
 }
 
@@ -614,4 +667,105 @@ func testScanAccounts(t *testing.T, b Backend) {
 		t.Fatal(err)
 	}
 	wantIDs(t, "after TakeExpired", accounts(t, b))
+}
+
+// testRestart: what a store held, and the IDs and keys it derives, survive
+// closing it and opening it again.
+func testRestart(t *testing.T, open Opener) {
+	ctx := t.Context()
+	keys := keyring(t, "k1", map[string][]byte{"k1": store.NewKey()})
+	b := open(keys)
+	var want []store.Record
+	for i := range 20 {
+		want = append(want, rec(b, "sip:alice@example.com", fmt.Sprint("dev", i), 3*day+time.Duration(i)*time.Hour+123456789, fmt.Sprintf(`{"n":%d}`, i)))
+	}
+	put(t, b, want...)
+	derived := b.DeriveKey("sip flow token v1")
+	closeStore(t, b)
+	if err := b.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := b.Get(ctx, want[0].ID); !errors.Is(err, store.ErrClosed) {
+		t.Fatalf("Get after Close: %v, want ErrClosed", err)
+	}
+
+	b = open(keys)
+	if b.ID("sip:alice@example.com", "dev0") != want[0].ID {
+		t.Fatal("IDs changed across a restart")
+	}
+	if !bytes.Equal(b.DeriveKey("sip flow token v1"), derived) {
+		t.Fatal("the derived key changed across a restart")
+	}
+	for _, w := range want {
+		got, err := b.Get(ctx, w.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		same(t, got, w)
+	}
+	list, err := b.ListAOR(ctx, "sip:alice@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIDs(t, "ListAOR after restart", list, want...)
+	count(t, b, len(want))
+	// The TTL index survived too.
+	exp, err := b.TakeExpired(ctx, want[5].ExpiresAt, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inOrder(t, "TakeExpired after restart", exp, want[:6]...)
+}
+
+// testRotate: key rotation as the operator does it (docs/STORE.md). A new
+// active key seals what is written next, Rotate re-seals the rest and the
+// index key, KeyUsage shows the old key unused, and the store opens
+// without it. IDs never change.
+func testRotate(t *testing.T, open Opener) {
+	ctx := t.Context()
+	keyA, keyB := store.NewKey(), store.NewKey()
+	b := open(keyring(t, "A", map[string][]byte{"A": keyA}))
+	const n = 300 // more than one chunk (a transaction, a round trip) of Rotate
+	var rs []store.Record
+	for i := range n {
+		rs = append(rs, rec(b, fmt.Sprintf("sip:user%d@example.com", i/2), fmt.Sprint("dev", i), 3*day, fmt.Sprint(i)))
+	}
+	putParallel(t, b, rs)
+	closeStore(t, b)
+
+	// Both keys, B active: old records still read, new ones seal under B.
+	b = open(keyring(t, "B", map[string][]byte{"A": keyA, "B": keyB}))
+	if b.ID("sip:user0@example.com", "dev0") != rs[0].ID {
+		t.Fatal("ID changed with a new active key")
+	}
+	extra := rec(b, "sip:new@example.com", "dev", 5*day, "new")
+	put(t, b, extra)
+	usage := func(when string, want map[string]int) {
+		t.Helper()
+		got, err := b.KeyUsage(ctx)
+		if err != nil || !maps.Equal(got, want) {
+			t.Fatalf("KeyUsage %s = %v, %v; want %v", when, got, err, want)
+		}
+	}
+	usage("before Rotate", map[string]int{"A": n, "B": 1})
+	if resealed, err := b.Rotate(ctx); err != nil || resealed != n {
+		t.Fatalf("Rotate = %d, %v; want %d", resealed, err, n)
+	}
+	usage("after Rotate", map[string]int{"A": 0, "B": n + 1}) // A listed, unused
+	if resealed, err := b.Rotate(ctx); err != nil || resealed != 0 {
+		t.Fatalf("second Rotate = %d, %v; want 0", resealed, err)
+	}
+	closeStore(t, b)
+
+	// A retired: B alone opens the store (the index key was re-sealed too)
+	// and every record.
+	b = open(keyring(t, "B", map[string][]byte{"B": keyB}))
+	for _, r := range append(rs, extra) {
+		got, err := b.Get(ctx, r.ID)
+		if err != nil {
+			t.Fatalf("Get under B only: %v", err)
+		}
+		same(t, got, r)
+	}
+	count(t, b, n+1)
 }
