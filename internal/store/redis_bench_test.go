@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -173,16 +172,9 @@ func putManyRedis(tb testing.TB, st *Redis, n int) []ID {
 
 func usedMemory(tb testing.TB, c *redis.Client) int64 {
 	tb.Helper()
-	info, err := c.Info(tb.Context(), "memory").Result()
+	n, err := strconv.ParseInt(redisInfo(tb, c, "memory", "used_memory"), 10, 64)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	for line := range strings.Lines(info) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
-		}
-	}
-	tb.Fatal("no used_memory in INFO")
-	return 0
+	return n
 }

@@ -87,17 +87,22 @@ func dumpRedis(t testing.TB, c *redis.Client) map[string]string {
 // redisWrites is Redis' count of changes since the last save: with saving
 // off it only grows, by one per write.
 func redisWrites(t testing.TB, c *redis.Client) string {
+	return redisInfo(t, c, "persistence", "rdb_changes_since_last_save")
+}
+
+// redisInfo is field of the INFO section.
+func redisInfo(t testing.TB, c *redis.Client, section, field string) string {
 	t.Helper()
-	info, err := c.Info(context.Background(), "persistence").Result()
+	info, err := c.Info(context.Background(), section).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for line := range strings.Lines(info) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "rdb_changes_since_last_save:"); ok {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
 			return v
 		}
 	}
-	t.Fatal("no rdb_changes_since_last_save in INFO")
+	t.Fatalf("no %s in INFO %s", field, section)
 	return ""
 }
 
