@@ -38,28 +38,17 @@ func TestBoltWrongKeyLeavesFileUntouched(t *testing.T) {
 	before := sha256.Sum256(readFile(t, path))
 	stBefore, _ := os.Stat(path)
 
-	wrong := map[string]*Keyring{
-		"other key id": testKeyring(t, "b"),
-		"same id, other bytes": func() *Keyring {
-			k, _ := NewKeyring("a", map[string][]byte{"a": testKey("not-a")})
-			return k
-		}(),
-	}
-	for name, keys := range wrong {
-		t.Run(name, func(t *testing.T) {
-			_, err := OpenBolt(path, keys, testLog(t))
-			if !errors.Is(err, ErrWrongKey) {
-				t.Fatalf("OpenBolt with wrong key: %v, want ErrWrongKey", err)
-			}
-			t.Log(err)
-			if after := sha256.Sum256(readFile(t, path)); after != before {
-				t.Fatal("file changed by a refused open")
-			}
-			if st, _ := os.Stat(path); !st.ModTime().Equal(stBefore.ModTime()) || st.Size() != stBefore.Size() {
-				t.Fatal("file metadata changed by a refused open")
-			}
-		})
-	}
+	checkWrongKeys(t, func(t *testing.T, keys *Keyring) error {
+		_, err := OpenBolt(path, keys, testLog(t))
+		return err
+	}, func(t *testing.T) {
+		if after := sha256.Sum256(readFile(t, path)); after != before {
+			t.Fatal("file changed by a refused open")
+		}
+		if st, _ := os.Stat(path); !st.ModTime().Equal(stBefore.ModTime()) || st.Size() != stBefore.Size() {
+			t.Fatal("file metadata changed by a refused open")
+		}
+	})
 	// The right key still opens it.
 	b = openAt(t, path, testKeyring(t, "a"))
 	if _, err := b.Get(t.Context(), r.ID); err != nil {
@@ -102,70 +91,19 @@ func TestBoltTamperedRecords(t *testing.T) {
 	keys := testKeyring(t, "a")
 	ctx := t.Context()
 	b := openAt(t, path, keys)
-	mk := func(dev string) Record {
-		return Record{ID: b.ID("sip:alice@x", dev), AOR: "sip:alice@x", ExpiresAt: testBase().Add(5 * day), Data: []byte("payload " + dev)}
-	}
-	cipher, header, swapA, swapB, truncated, fine := mk("cipher"), mk("header"), mk("swapA"), mk("swapB"), mk("trunc"), mk("fine")
-	for _, r := range []Record{cipher, header, swapA, swapB, truncated, fine} {
-		if err := b.Put(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	tp := putTampered(t, b)
 	b.Close()
 
 	rawEdit(t, path, func(rec *bolt.Bucket) error {
-		flip := func(id ID, i int) error {
-			v := bytes.Clone(rec.Get(id[:]))
-			if i < 0 {
-				i += len(v)
-			}
-			v[i] ^= 0x40
-			return rec.Put(id[:], v)
-		}
-		if err := flip(cipher.ID, -1); err != nil { // last byte of the GCM tag
-			return err
-		}
-		if err := flip(header.ID, 8); err != nil { // expiry: try to dodge the sweeper
-			return err
-		}
-		va, vb := bytes.Clone(rec.Get(swapA.ID[:])), bytes.Clone(rec.Get(swapB.ID[:]))
-		if err := rec.Put(swapA.ID[:], vb); err != nil {
-			return err
-		}
-		if err := rec.Put(swapB.ID[:], va); err != nil {
-			return err
-		}
-		return rec.Put(truncated.ID[:], []byte{recFormat, 1, 2})
+		var err error
+		tp.tamper(func(id ID) []byte { return rec.Get(id[:]) }, func(id ID, v []byte) { err = errors.Join(err, rec.Put(id[:], v)) })
+		return err
 	})
 
 	b = openAt(t, path, keys)
-	for _, r := range []Record{cipher, header, swapA, swapB, truncated} {
-		if _, err := b.Get(ctx, r.ID); !errors.Is(err, ErrCorrupt) {
-			t.Errorf("Get(%s) after tampering: %v, want ErrCorrupt", r.Data, err)
-		}
-	}
-	if got, err := b.Get(ctx, fine.ID); err != nil || string(got.Data) != "payload fine" {
-		t.Fatalf("untouched record: %q, %v", got.Data, err)
-	}
-	list, err := b.ListAOR(ctx, "sip:alice@x")
-	if err != nil || len(list) != 1 || list[0].ID != fine.ID {
-		t.Fatalf("ListAOR skips unreadable records: got %d, %v", len(list), err)
-	}
-	n := 0
-	if err := b.Scan(ctx, func(Record) error { n++; return nil }); err != nil || n != 1 {
-		t.Fatalf("Scan: %d records, %v", n, err)
-	}
-	// Unreadable records can still be erased.
-	if _, err := b.Delete(ctx, cipher.ID); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("Delete of tampered record: %v, want ErrCorrupt (erased anyway)", err)
-	}
-	if _, err := b.Get(ctx, cipher.ID); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("tampered record not erased: %v", err)
-	}
-	if _, err := b.Delete(ctx, truncated.ID); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("Delete of truncated record: %v", err)
-	}
-	gone, err := b.DeleteAOR(ctx, "sip:alice@x")
+	tp.check(t, b)
+	tp.erase(t, b)
+	gone, err := b.DeleteAOR(ctx, tamperedAOR)
 	if err != nil || len(gone) != 1 {
 		t.Fatalf("DeleteAOR: %d, %v", len(gone), err)
 	}
@@ -178,34 +116,11 @@ func TestBoltFileHoldsNoPlaintext(t *testing.T) {
 	path := tempDB(t)
 	ctx := t.Context()
 	b := openAt(t, path, testKeyring(t, "a"))
-	const (
-		aor     = "sip:alice.secret@example.org"
-		user    = "alice.secret"
-		token   = "7f3c9a1be2d44c0c8f6e5a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
-		contact = "sip:alice.secret@198.51.100.77:50607;transport=tcp"
-	)
-	var ids []ID
-	for i := range 50 {
-		dev := fmt.Sprintf("%s-%d", token, i)
-		r := Record{
-			ID:        b.ID(aor, dev),
-			AOR:       aor,
-			ExpiresAt: testBase().Add(5 * day),
-			Data:      []byte(fmt.Sprintf(`{"contact":%q,"pn-provider":"apns","pn-prid":"%s-%d","pn-param":"ABCD1234.com.example.voip"}`, contact, token, i)),
-		}
-		if err := b.Put(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, r.ID)
-	}
-	needles := []string{aor, user, token, token[:16], contact, "198.51.100.77", "com.example.voip", "pn-prid"}
+	ids := putSecrets(t, b)
 	check := func(when string) {
 		t.Helper()
-		raw := readFile(t, path)
-		for _, s := range needles {
-			if bytes.Contains(raw, []byte(s)) {
-				t.Errorf("%s: the file holds %q", when, s)
-			}
+		if l := leaks(string(readFile(t, path))); len(l) > 0 {
+			t.Errorf("%s: the file holds %q", when, l)
 		}
 	}
 	check("after Put")
@@ -234,7 +149,7 @@ func TestBoltFileHoldsNoPlaintext(t *testing.T) {
 	if b.PendingErasures() != 0 {
 		t.Fatalf("PendingErasures after Compact = %d", b.PendingErasures())
 	}
-	if _, err := b.DeleteAOR(ctx, aor); err != nil {
+	if _, err := b.DeleteAOR(ctx, secretAOR); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Compact(ctx); err != nil {

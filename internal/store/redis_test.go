@@ -162,28 +162,17 @@ func TestRedisWrongKeyWritesNothing(t *testing.T) {
 	s.Close()
 	before, writes := dumpRedis(t, raw), redisWrites(t, raw)
 
-	wrong := map[string]*Keyring{
-		"other key id": testKeyring(t, "b"),
-		"same id, other bytes": func() *Keyring {
-			k, _ := NewKeyring("a", map[string][]byte{"a": testKey("not-a")})
-			return k
-		}(),
-	}
-	for name, keys := range wrong {
-		t.Run(name, func(t *testing.T) {
-			_, err := OpenRedis(t.Context(), RedisOptions{Addrs: []string{addr}, Prefix: "wrongkey"}, keys, testLog(t))
-			if !errors.Is(err, ErrWrongKey) {
-				t.Fatalf("OpenRedis with wrong key: %v, want ErrWrongKey", err)
-			}
-			t.Log(err)
-			if after := dumpRedis(t, raw); !maps.Equal(after, before) {
-				t.Fatal("Redis changed by a refused open")
-			}
-			if w := redisWrites(t, raw); w != writes {
-				t.Fatalf("a refused open wrote to Redis: changes %s -> %s", writes, w)
-			}
-		})
-	}
+	checkWrongKeys(t, func(t *testing.T, keys *Keyring) error {
+		_, err := OpenRedis(t.Context(), RedisOptions{Addrs: []string{addr}, Prefix: "wrongkey"}, keys, testLog(t))
+		return err
+	}, func(t *testing.T) {
+		if after := dumpRedis(t, raw); !maps.Equal(after, before) {
+			t.Fatal("Redis changed by a refused open")
+		}
+		if w := redisWrites(t, raw); w != writes {
+			t.Fatalf("a refused open wrote to Redis: changes %s -> %s", writes, w)
+		}
+	})
 	// The right key still opens it.
 	s = openRedisAt(t, addr, "wrongkey", testKeyring(t, "a"), 0)
 	if _, err := s.Get(t.Context(), r.ID); err != nil {
@@ -408,32 +397,12 @@ func TestRedisHoldsNoPlaintext(t *testing.T) {
 	raw := rawRedis(t, addr)
 	ctx := t.Context()
 	s := openRedisAt(t, addr, "plain", testKeyring(t, "a"), 0)
-	const (
-		aor     = "sip:alice.secret@example.org"
-		user    = "alice.secret"
-		token   = "7f3c9a1be2d44c0c8f6e5a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d"
-		contact = "sip:alice.secret@198.51.100.77:50607;transport=tcp"
-	)
-	for i := range 50 {
-		dev := fmt.Sprintf("%s-%d", token, i)
-		r := Record{
-			ID:        s.ID(aor, dev),
-			AOR:       aor,
-			ExpiresAt: testBase().Add(5 * day),
-			Data:      fmt.Appendf(nil, `{"contact":%q,"pn-provider":"apns","pn-prid":"%s-%d","pn-param":"ABCD1234.com.example.voip"}`, contact, token, i),
-		}
-		if err := s.Put(ctx, r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	needles := []string{aor, user, "alice", token, token[:16], contact, "198.51.100.77", "com.example.voip", "pn-prid", "example.org"}
+	putSecrets(t, s)
 	check := func(when string, dump map[string]string) {
 		t.Helper()
 		for k, v := range dump {
-			for _, n := range needles {
-				if strings.Contains(k, n) || strings.Contains(v, n) {
-					t.Errorf("%s: key %q or its value holds %q", when, k, n)
-				}
+			if l := leaks(k + "\x00" + v); len(l) > 0 {
+				t.Errorf("%s: key %q or its value holds %q", when, k, l)
 			}
 		}
 	}
@@ -442,7 +411,7 @@ func TestRedisHoldsNoPlaintext(t *testing.T) {
 		t.Fatalf("%d keys, want 53", len(dump))
 	}
 	check("after Put", dump)
-	if _, err := s.DeleteAOR(ctx, aor); err != nil {
+	if _, err := s.DeleteAOR(ctx, secretAOR); err != nil {
 		t.Fatal(err)
 	}
 	dump = dumpRedis(t, raw)
@@ -458,15 +427,10 @@ func TestRedisTamperedRecords(t *testing.T) {
 	keys := testKeyring(t, "a")
 	ctx := t.Context()
 	s := openRedisAt(t, addr, "tamper", keys, 0)
-	mk := func(dev string) Record {
-		return Record{ID: s.ID("sip:alice@x", dev), AOR: "sip:alice@x", ExpiresAt: testBase().Add(5 * day), Data: []byte("payload " + dev)}
-	}
-	cipher, header, swapA, swapB, truncated, garbage, fine := mk("cipher"), mk("header"), mk("swapA"), mk("swapB"), mk("trunc"), mk("garbage"), mk("fine")
-	all := []Record{cipher, header, swapA, swapB, truncated, garbage, fine}
-	for _, r := range all {
-		if err := s.Put(ctx, r); err != nil {
-			t.Fatal(err)
-		}
+	tp := putTampered(t, s)
+	garbage := Record{ID: s.ID(tamperedAOR, "garbage"), AOR: tamperedAOR, ExpiresAt: testBase().Add(5 * day), Data: []byte("payload garbage")}
+	if err := s.Put(ctx, garbage); err != nil {
+		t.Fatal(err)
 	}
 	get := func(id ID) []byte {
 		v, err := raw.Get(ctx, s.recKey(id)).Bytes()
@@ -480,57 +444,23 @@ func TestRedisTamperedRecords(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	flip := func(id ID, i int) {
-		v := get(id)
-		if i < 0 {
-			i += len(v)
-		}
-		v[i] ^= 0x40
-		set(id, v)
-	}
-	flip(cipher.ID, -1) // last byte of the GCM tag
-	flip(header.ID, 8)  // expiry: try to dodge the sweeper
-	va, vb := get(swapA.ID), get(swapB.ID)
-	set(swapA.ID, vb)
-	set(swapB.ID, va)
-	set(truncated.ID, []byte{recFormat, 1, 2})
+	tp.tamper(get, set)
 	set(garbage.ID, []byte("not a record at all, but long enough for a header"))
 	// And a TTL index member that is no ID.
 	raw.ZAdd(ctx, s.ttlKey, redis.Z{Score: 1, Member: "nonsense"})
 
 	s = openRedisAt(t, addr, "tamper", keys, 0)
-	for _, r := range all[:6] {
-		if _, err := s.Get(ctx, r.ID); !errors.Is(err, ErrCorrupt) {
-			t.Errorf("Get(%s) after tampering: %v, want ErrCorrupt", r.Data, err)
-		}
+	tp.check(t, s)
+	if _, err := s.Get(ctx, garbage.ID); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Get(garbage): %v, want ErrCorrupt", err)
 	}
-	if got, err := s.Get(ctx, fine.ID); err != nil || string(got.Data) != "payload fine" {
-		t.Fatalf("untouched record: %q, %v", got.Data, err)
+	if u, err := s.KeyUsage(ctx); err != nil || u["?"] != 2 {
+		t.Fatalf("KeyUsage: %v, %v; want ?: 2", u, err)
 	}
-	list, err := s.ListAOR(ctx, "sip:alice@x")
-	if err != nil || len(list) != 1 || list[0].ID != fine.ID {
-		t.Fatalf("ListAOR skips unreadable records: got %d, %v", len(list), err)
-	}
-	n := 0
-	if err := s.Scan(ctx, func(Record) error { n++; return nil }); err != nil || n != 1 {
-		t.Fatalf("Scan: %d records, %v", n, err)
-	}
-	if u, err := s.KeyUsage(ctx); err != nil || u["a"] != 5 || u["?"] != 2 {
-		t.Fatalf("KeyUsage: %v, %v", u, err)
-	}
-	// Unreadable records can still be erased.
-	if _, err := s.Delete(ctx, cipher.ID); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("Delete of tampered record: %v, want ErrCorrupt (erased anyway)", err)
-	}
-	if _, err := s.Get(ctx, cipher.ID); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("tampered record not erased: %v", err)
-	}
-	if _, err := s.Delete(ctx, truncated.ID); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("Delete of truncated record: %v", err)
-	}
+	tp.erase(t, s)
 	// The sweeper erases (and logs) what it cannot open, and hands over the rest.
 	got, err := s.TakeExpired(ctx, testBase().Add(100*day), 0)
-	if err != nil || len(got) != 1 || got[0].ID != fine.ID {
+	if err != nil || len(got) != 1 || got[0].ID != tp.fine.ID {
 		t.Fatalf("TakeExpired: %d, %v; want the one readable record", len(got), err)
 	}
 	if c, _ := s.Count(ctx); c != 0 {
@@ -539,7 +469,7 @@ func TestRedisTamperedRecords(t *testing.T) {
 	// Records whose header was mangled could not name their AOR set; as in
 	// bbolt, their entries there go lazily (ListAOR prunes them; the set
 	// also expires with its last record).
-	if l, err := s.ListAOR(ctx, "sip:alice@x"); err != nil || len(l) != 0 {
+	if l, err := s.ListAOR(ctx, tamperedAOR); err != nil || len(l) != 0 {
 		t.Fatalf("ListAOR after erasing all: %d, %v", len(l), err)
 	}
 	if dump := dumpRedis(t, raw); len(dump) != 1 {
