@@ -2,6 +2,7 @@ package store
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -9,8 +10,6 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -53,38 +52,32 @@ func BenchmarkOpen(b *testing.B) {
 func BenchmarkBoltPutDurable(b *testing.B) {
 	for _, writers := range []int{1, 16, 128} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			st := openAt(b, tempDB(b), testKeyring(b, "a"))
-			ctx := b.Context()
-			exp := time.Now().Add(5 * day)
-			var next atomic.Int64
-			b.ReportAllocs()
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			for range writers {
-				wg.Go(func() {
-					for {
-						i := int(next.Add(1)) - 1
-						if i >= b.N {
-							return
-						}
-						aor := fmt.Sprintf("sip:user%d@example.com", i)
-						r := Record{ID: st.ID(aor, "dev"), AOR: aor, ExpiresAt: exp, Data: bindingJSON(i)}
-						if err := st.Put(ctx, r); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+			benchPuts(b, openAt(b, tempDB(b), testKeyring(b, "a")), writers)
 		})
 	}
 }
 
+// benchPuts puts b.N records, one per AOR, from writers goroutines.
+func benchPuts(b *testing.B, st putter, writers int) {
+	exp := time.Now().Add(5 * day)
+	b.ReportAllocs()
+	b.ResetTimer()
+	putAll(b, st, b.N, writers, func(i int) Record {
+		aor := fmt.Sprintf("sip:user%d@example.com", i)
+		return Record{ID: st.ID(aor, "dev"), AOR: aor, ExpiresAt: exp, Data: bindingJSON(i)}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
 func BenchmarkBoltGet(b *testing.B) {
 	st := openAt(b, tempDB(b), testKeyring(b, "a"))
-	ids := putMany(b, st, 10000, 0)
+	benchGets(b, st, putMany(b, st, 10000, 0))
+}
+
+// benchGets gets random records of ids from parallel readers.
+func benchGets(b *testing.B, st interface {
+	Get(ctx context.Context, id ID) (Record, error)
+}, ids []ID) {
 	ctx := b.Context()
 	b.ReportAllocs()
 	b.ResetTimer()
@@ -99,6 +92,18 @@ func BenchmarkBoltGet(b *testing.B) {
 	})
 }
 
+// n100k is how many bindings the 100k benchmarks write.
+const n100k = 100_000
+
+// put100k puts n100k bindings, two devices per AOR, from 256 writers, and
+// returns how long that took.
+func put100k(b *testing.B, st putter, exp time.Time) time.Duration {
+	return putAll(b, st, n100k, 256, func(i int) Record {
+		aor := fmt.Sprintf("sip:user%d@example.com", i/2)
+		return Record{ID: st.ID(aor, fmt.Sprint("dev", i%2)), AOR: aor, ExpiresAt: exp.Add(time.Duration(i) * time.Millisecond), Data: bindingJSON(i)}
+	})
+}
+
 // BenchmarkBolt100k measures the footprint of 100,000 bindings: file bytes
 // per record (as written, and after Compact), Go heap and process RSS with
 // the store open. Run it with -benchtime=1x; -short skips it.
@@ -106,32 +111,11 @@ func BenchmarkBolt100k(b *testing.B) {
 	if testing.Short() {
 		b.Skip("writes 100k records")
 	}
-	const n, writers = 100_000, 256
+	const n = n100k
 	for range b.N {
 		st := openAt(b, tempDB(b), testKeyring(b, "a"))
 		ctx := b.Context()
-		exp := time.Now().Add(5 * day)
-		start := time.Now()
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range writers {
-			wg.Go(func() {
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= n {
-						return
-					}
-					aor := fmt.Sprintf("sip:user%d@example.com", i/2) // two devices per AOR
-					r := Record{ID: st.ID(aor, fmt.Sprint("dev", i%2)), AOR: aor, ExpiresAt: exp.Add(time.Duration(i) * time.Millisecond), Data: bindingJSON(i)}
-					if err := st.Put(ctx, r); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		took := time.Since(start)
+		took := put100k(b, st, time.Now().Add(5*day))
 		if c, err := st.Count(ctx); err != nil || c != n {
 			b.Fatalf("Count = %d, %v", c, err)
 		}

@@ -197,37 +197,6 @@ func TestBoltCompactShrinks(t *testing.T) {
 	putMany(t, b, 10, 100)
 }
 
-// putMany writes n records of dataLen bytes from 16 goroutines and returns
-// their IDs.
-func putMany(t testing.TB, b *Bolt, n, dataLen int) []ID {
-	t.Helper()
-	ids := make([]ID, n)
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for w := range 16 {
-		wg.Go(func() {
-			for i := w; i < n; i += 16 {
-				aor := fmt.Sprintf("sip:user%d@example.com", i/2)
-				r := Record{ID: b.ID(aor, fmt.Sprint("dev", i%2, "-", i)), AOR: aor, ExpiresAt: testBase().Add(3*day + time.Duration(i)*time.Second), Data: bytes.Repeat([]byte{'d'}, dataLen)}
-				if dataLen == 0 {
-					r.Data = []byte(fmt.Sprint(i))
-				}
-				ids[i] = r.ID
-				if err := b.Put(t.Context(), r); err != nil {
-					errs <- err
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	return ids
-}
-
 func TestBoltCompactWhileBusy(t *testing.T) {
 	path := tempDB(t)
 	ctx := t.Context()

@@ -1,10 +1,15 @@
 package store
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -70,4 +75,55 @@ func readFile(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// putter is what putAll writes to: either backend.
+type putter interface {
+	ID(aor, device string) ID
+	Put(ctx context.Context, r Record) error
+}
+
+// putAll puts record(i) for every i below n from writers goroutines, each
+// taking the next i, and returns how long that took. An error fails tb.
+func putAll(tb testing.TB, st putter, n, writers int, record func(i int) Record) time.Duration {
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range writers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := st.Put(tb.Context(), record(i)); err != nil {
+					tb.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start)
+}
+
+// putMany writes n records of dataLen bytes (their number in text, if
+// dataLen is 0) from 16 goroutines and returns their IDs. Record i expires
+// i seconds after testBase plus 3 days.
+func putMany(tb testing.TB, st putter, n, dataLen int) []ID {
+	tb.Helper()
+	ids := make([]ID, n)
+	putAll(tb, st, n, 16, func(i int) Record {
+		aor := fmt.Sprintf("sip:user%d@example.com", i/2)
+		r := Record{ID: st.ID(aor, fmt.Sprint("dev", i%2, "-", i)), AOR: aor, ExpiresAt: testBase().Add(3*day + time.Duration(i)*time.Second), Data: bytes.Repeat([]byte{'d'}, dataLen)}
+		if dataLen == 0 {
+			r.Data = []byte(fmt.Sprint(i))
+		}
+		ids[i] = r.ID
+		return r
+	})
+	if tb.Failed() {
+		tb.FailNow()
+	}
+	return ids
 }

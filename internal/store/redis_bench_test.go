@@ -2,10 +2,7 @@ package store
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"strconv"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,31 +24,7 @@ func BenchmarkRedisPut(b *testing.B) {
 	addr := benchRedis(b)
 	for _, writers := range []int{1, 16, 128} {
 		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			st := openRedisAt(b, addr, fmt.Sprintf("bput%d", writers), testKeyring(b, "a"), 0)
-			ctx := b.Context()
-			exp := time.Now().Add(5 * day)
-			var next atomic.Int64
-			b.ReportAllocs()
-			b.ResetTimer()
-			var wg sync.WaitGroup
-			for range writers {
-				wg.Go(func() {
-					for {
-						i := int(next.Add(1)) - 1
-						if i >= b.N {
-							return
-						}
-						aor := fmt.Sprintf("sip:user%d@example.com", i)
-						r := Record{ID: st.ID(aor, "dev"), AOR: aor, ExpiresAt: exp, Data: bindingJSON(i)}
-						if err := st.Put(ctx, r); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+			benchPuts(b, openRedisAt(b, addr, fmt.Sprintf("bput%d", writers), testKeyring(b, "a"), 0), writers)
 		})
 	}
 }
@@ -62,20 +35,15 @@ func BenchmarkRedisGet(b *testing.B) {
 	addr := benchRedis(b)
 	b.Run("readers=8xGOMAXPROCS", func(b *testing.B) {
 		st := openRedisAt(b, addr, "bget", testKeyring(b, "a"), 0)
-		ids := putManyRedis(b, st, 10000)
-		ctx := b.Context()
-		b.SetParallelism(8) // a node serves many SIP transactions at once
-		b.ReportAllocs()
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			rng := rand.New(rand.NewPCG(rand.Uint64(), 1))
-			for pb.Next() {
-				if _, err := st.Get(ctx, ids[rng.IntN(len(ids))]); err != nil {
-					b.Error(err)
-					return
-				}
-			}
+		ids := make([]ID, 10000)
+		putAll(b, st, len(ids), 16, func(i int) Record {
+			aor := fmt.Sprintf("sip:user%d@example.com", i/2)
+			r := Record{ID: st.ID(aor, fmt.Sprint("dev", i%2)), AOR: aor, ExpiresAt: testBase().Add(3 * day), Data: bindingJSON(i)}
+			ids[i] = r.ID
+			return r
 		})
+		b.SetParallelism(8) // a node serves many SIP transactions at once
+		benchGets(b, st, ids)
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "gets/s")
 	})
 }
@@ -87,7 +55,7 @@ func BenchmarkRedis100k(b *testing.B) {
 	if testing.Short() {
 		b.Skip("writes 100k records")
 	}
-	const n, writers = 100_000, 256
+	const n = n100k
 	addr := benchRedis(b)
 	raw := rawRedis(b, addr)
 	for i := range b.N {
@@ -95,27 +63,7 @@ func BenchmarkRedis100k(b *testing.B) {
 		ctx := b.Context()
 		before := usedMemory(b, raw)
 		exp := time.Now().Add(5 * day)
-		start := time.Now()
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range writers {
-			wg.Go(func() {
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= n {
-						return
-					}
-					aor := fmt.Sprintf("sip:user%d@example.com", i/2)
-					r := Record{ID: st.ID(aor, fmt.Sprint("dev", i%2)), AOR: aor, ExpiresAt: exp.Add(time.Duration(i) * time.Millisecond), Data: bindingJSON(i)}
-					if err := st.Put(ctx, r); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		took := time.Since(start)
+		took := put100k(b, st, exp)
 		if c, err := st.Count(ctx); err != nil || c != n {
 			b.Fatalf("Count = %d, %v", c, err)
 		}
@@ -147,27 +95,6 @@ func BenchmarkRedis100k(b *testing.B) {
 		b.ReportMetric(float64(used)/n, "redis-B/record")
 		b.ReportMetric(float64(len(bindingJSON(n/2))), "payload-B")
 	}
-}
-
-func putManyRedis(tb testing.TB, st *Redis, n int) []ID {
-	tb.Helper()
-	ids := make([]ID, n)
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Go(func() {
-			for i := w; i < n; i += 16 {
-				aor := fmt.Sprintf("sip:user%d@example.com", i/2)
-				r := Record{ID: st.ID(aor, fmt.Sprint("dev", i%2)), AOR: aor, ExpiresAt: testBase().Add(3 * day), Data: bindingJSON(i)}
-				ids[i] = r.ID
-				if err := st.Put(tb.Context(), r); err != nil {
-					tb.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return ids
 }
 
 func usedMemory(tb testing.TB, c *redis.Client) int64 {
