@@ -10,6 +10,8 @@
 //
 // It does not know what a binding means: Record.Data is the relay's opaque
 // payload, and un-registering an expired binding upstream is the relay's job
-// (the Sweeper hands it the erased records). Bolt is the embedded backend;
-// package storetest holds the behaviour suite every backend must pass.
+// (the Sweeper hands it the erased records). Bolt is the embedded backend
+// and Redis the shared one; both hold one codec (codec.go, header.go), so a
+// value reads the same in either. Package storetest holds the behaviour
+// suite every backend must pass.
 package store
