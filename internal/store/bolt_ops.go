@@ -243,8 +243,9 @@ func (b *Bolt) TakeExpired(ctx context.Context, now time.Time, limit int) ([]Rec
 
 // scanIndex calls fn with chunks of the records an index names, in index
 // order, each chunk read in its own short transaction, so fn never runs
-// inside one (and a chunk whose records are all gone is an empty one). pick turns an index key into the record's ID: ok false skips
-// the key, stop ends the walk.
+// inside one (and a chunk whose records are all gone is an empty one).
+// pick turns an index key into the record's ID: ok false skips the key,
+// stop ends the walk.
 func (b *Bolt) scanIndex(ctx context.Context, index string, pick func(k []byte) (id ID, ok, stop bool), fn func([]rawRecord) error) error {
 	var after []byte
 	for {

@@ -32,14 +32,15 @@ import (
 // <id> is ID.String() and <aorhash> the AOR's HMAC in the same base32 form,
 // so no AOR, device, token or contact appears in a key, and values are the
 // sealed bbolt records (the codec both backends hold: same seal, same aad
-// binding a value to its ID and header). Redis' own expiry is the hard TTL; the ttl zset lets a sweeper
-// take records (and un-register them upstream) before Redis drops them.
+// binding a value to its ID and header). Redis' own expiry is the hard
+// TTL; the ttl zset lets a sweeper take records (and un-register them
+// upstream) before Redis drops them.
 //
 // One hash tag puts the whole store in one Cluster slot, so every script
 // (redis_scripts.go) may touch the ttl zset, a record and its AOR set
 // atomically. The price is that a Cluster holds the store on one master
-// (and its replicas): Cluster then buys fail-over, not capacity. At ~1 KB per binding, a million
-// bindings is ~1 GB, well within one Redis.
+// (and its replicas): Cluster then buys fail-over, not capacity. At ~1 KB
+// per binding, a million bindings is ~1 GB, well within one Redis.
 const (
 	// DefaultRedisGrace is how long Redis keeps a record past its ExpiresAt
 	// so that a sweeper takes it (and un-registers it upstream) first.
