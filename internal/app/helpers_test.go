@@ -45,7 +45,6 @@ func newWorld(t *testing.T, mutate ...func(*config.Config)) *world {
 // are always the world's; the address is 127.x.y.1 unless given).
 func newWorldWith(t *testing.T, kam peertest.KamailioOptions, mutate ...func(*config.Config)) *world {
 	t.Helper()
-	w := &world{t: t, logs: &peertest.Buffer{}, deviceIP: peertest.IP(t, 3)}
 	if kam.Addr == "" {
 		kam.Addr = peertest.Addr(t, 1, 5060)
 	}
@@ -59,7 +58,14 @@ func newWorldWith(t *testing.T, kam peertest.KamailioOptions, mutate ...func(*co
 		// the 200, do not.
 		kam.Children = 1
 	}
-	w.kam = peertest.StartKamailio(t, kam)
+	return newWorldOn(t, peertest.StartKamailio(t, kam), mutate...)
+}
+
+// newWorldOn starts sipwake on 127.x.y.2 in front of k, a registrar that
+// already runs and serves alice and bob with password at domain.
+func newWorldOn(t *testing.T, k *peertest.Kamailio, mutate ...func(*config.Config)) *world {
+	t.Helper()
+	w := &world{t: t, kam: k, logs: &peertest.Buffer{}, deviceIP: peertest.IP(t, 3)}
 	cfg := config.Default()
 	w.swAddr = peertest.Addr(t, 2, 5060)
 	cfg.SIP.Listen = config.Listen{UDP: w.swAddr, TCP: w.swAddr}

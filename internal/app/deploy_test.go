@@ -1,0 +1,194 @@
+package app_test
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sipwake/sipwake/internal/peertest"
+)
+
+// The Kamailio configs under deploy/ run here as they are shipped: the
+// settings a deployment changes are defines (-A NAME=value), set as
+// docker-compose.yaml and the Kubernetes manifests set theirs.
+
+// repoPath is a file of the repository, from this package's directory.
+func repoPath(rel string) string { return filepath.Join("..", "..", filepath.FromSlash(rel)) }
+
+// startShippedKamailio runs Kamailio on cfg (a path in the repository)
+// with the given defines, working in dir: a file the config includes is
+// looked up there first, then beside cfg. It returns once Kamailio answers
+// an OPTIONS on addr (UDP), having bound every socket before. A missing
+// kamailio skips the test, or fails it in CI.
+func startShippedKamailio(t *testing.T, cfg, dir, addr string, defines ...string) *peertest.Kamailio {
+	t.Helper()
+	bin, err := exec.LookPath("kamailio")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("kamailio not found (%v): scripts/deps.sh installs Debian package kamailio", err)
+		}
+		t.Skipf("kamailio not found (%v); install Debian package kamailio (scripts/deps.sh)", err)
+	}
+	path, err := filepath.Abs(repoPath(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run, err := os.MkdirTemp("", "kam") // the ctl socket: short path
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(run) })
+	args := []string{"-f", path, "-DD", "-E", "-Y", run, "-w", dir}
+	for _, d := range defines {
+		args = append(args, "-A", d)
+	}
+	logs := &peertest.Buffer{}
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = logs, logs
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start kamailio: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(3 * time.Second):
+		}
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // workers share the group
+		<-done
+		if t.Failed() {
+			t.Logf("kamailio %s log:\n%s", cfg, logs.String())
+		}
+	})
+
+	host, _, _ := strings.Cut(addr, ":")
+	options := "OPTIONS sip:" + addr + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + host + ";rport;branch=z9hG4bK-ready\r\n" +
+		"From: <sip:probe@" + host + ">;tag=ready\r\nTo: <sip:" + addr + ">\r\n" +
+		"Call-ID: ready@" + host + "\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.HasPrefix(sendRaw(t, host, addr, options, 200*time.Millisecond), "SIP/2.0 200") {
+		select {
+		case <-done:
+			t.Fatalf("kamailio %s exited:\n%s", cfg, logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kamailio %s does not answer on %s:\n%s", cfg, addr, logs.String())
+		}
+	}
+	return &peertest.Kamailio{Addr: addr, Domain: domain, Dir: dir}
+}
+
+// usersFile writes the users.cfg deploy/kamailio/kamailio.cfg includes,
+// with the accounts the world's phones and callers use.
+func usersFile(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	users := `$sht(users=>alice) = "` + password + `";` + "\n" + `$sht(users=>bob) = "` + password + `";` + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "users.cfg"), []byte(users), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// The registrar docker-compose.yaml runs: a phone registers through
+// sipwake with push parameters and sleeps; a stranger's call is refused
+// before it can ring anything; bob calls, the phone is woken by push,
+// registers again and answers, and bob hangs up through sipwake.
+func TestShippedKamailioWakesPhone(t *testing.T) {
+	addr := peertest.Addr(t, 1, 5060)
+	// One worker, so back-to-back answers (180, 200) reach the caller in
+	// order (newWorldWith).
+	k := startShippedKamailio(t, "deploy/kamailio/kamailio.cfg", usersFile(t), addr,
+		"SIP_LISTEN="+addr, "WORKERS=1")
+	w := newWorldOn(t, k)
+	tok := w.fakes.APNs.VoIPToken(71)
+	w.sleepingDevice("alice", tok, 5070)
+
+	stranger := w.call("alice", "caller_expect", map[string]string{"expect": "407"})
+	mustSucceed(t, "stranger", stranger)
+	if n := len(w.fakes.APNs.Pushes()); n != 0 {
+		t.Fatalf("a call Kamailio challenged pushed %d times", n)
+	}
+
+	caller := peertest.StartSipp(t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(t, "caller_auth"),
+		Remote:    k.Addr,
+		LocalIP:   callerIP(t),
+		LocalPort: 5062,
+		Service:   "alice",
+		Injection: peertest.RegisterInjection(peertest.SippUser{User: "bob", Domain: domain, Password: password}),
+		Timeout:   40 * time.Second,
+	})
+	ps := waitPushes(t, w.fakes.APNs, 1)
+	if ps[0].Token != tok || ps[0].Header.Get("apns-push-type") != "voip" {
+		t.Fatalf("call push: token %s, headers %v", ps[0].Token, ps[0].Header)
+	}
+	device := w.wake("alice", tok, 5070, "uas_answer")
+	mustSucceed(t, "caller", caller)
+	dev := mustSucceed(t, "device", device)
+
+	invite, bye := "", false
+	for _, m := range dev.Received() {
+		switch {
+		case strings.HasPrefix(m, "INVITE "):
+			invite = m
+		case strings.HasPrefix(m, "BYE "):
+			bye = true
+		}
+	}
+	if !strings.Contains(invite, "sip:bob@"+domain) {
+		t.Fatalf("the phone was not called by bob:\n%s", invite)
+	}
+	if !bye {
+		t.Fatal("bob's BYE did not reach the phone")
+	}
+}
+
+// users.cfg as shipped loads, and its accounts register: a newcomer who
+// only changes the passwords has a working registrar.
+func TestShippedKamailioUsers(t *testing.T) {
+	raw, err := os.ReadFile(repoPath("deploy/kamailio/users.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\$sht\(users=>([A-Za-z0-9._+-]+)\) = "([^"\\]*)";$`).FindSubmatch(raw)
+	if m == nil {
+		t.Fatal("deploy/kamailio/users.cfg has no account line")
+	}
+	addr := peertest.Addr(t, 1, 5060)
+	// An empty working directory: the include falls back to the file
+	// beside kamailio.cfg.
+	k := startShippedKamailio(t, "deploy/kamailio/kamailio.cfg", t.TempDir(), addr, "SIP_LISTEN="+addr)
+	register := func(pw string) error {
+		res, err := peertest.RunSipp(t, peertest.SippOptions{
+			Scenario:  peertest.Scenario(t, "register_auth_params"),
+			Remote:    k.Addr,
+			LocalIP:   peertest.IP(t, 3),
+			LocalPort: 5070,
+			Injection: peertest.RegisterInjection(peertest.SippUser{User: string(m[1]), Domain: domain, Password: pw}),
+			Keys:      map[string]string{"expires": "60", "contact_params": ""},
+		})
+		if err != nil {
+			return errors.Join(err, errors.New(res.Messages()))
+		}
+		return nil
+	}
+	if err := register(string(m[2])); err != nil {
+		t.Fatalf("%s with the shipped password: %v", m[1], err)
+	}
+	if err := register(string(m[2]) + "x"); err == nil {
+		t.Fatalf("%s registered with a wrong password", m[1])
+	}
+}
