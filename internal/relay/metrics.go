@@ -6,19 +6,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Call outcomes, as counted in sipwake_calls_total.
-const (
-	CallDelivered = "delivered" // a device answered (2xx)
-	CallRejected  = "rejected"  // devices answered, none with 2xx
-	CallTimedOut  = "timed_out" // no device within the wait
-	CallCancelled = "cancelled" // the caller gave up
-	CallFailed    = "failed"    // no device could be woken or reached
-)
-
 // Metrics are the relay's aggregate counters: no AOR, number or token is
 // ever a label.
 type Metrics struct {
-	calls      *prometheus.CounterVec
 	parked     prometheus.Gauge
 	dispatch   prometheus.Histogram
 	erased     *prometheus.CounterVec
@@ -31,9 +21,6 @@ type Metrics struct {
 // kept but not exported).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sipwake_calls_total", Help: "Calls and MESSAGEs for bindings, by outcome.",
-		}, []string{"outcome"}),
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sipwake_calls_parked", Help: "Calls held right now while their devices are woken.",
 		}),
@@ -56,13 +43,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Name: "sipwake_call_pushes_capped_total", Help: "Call pushes not sent because one device got too many calls per minute.",
 	})
 	if reg != nil {
-		reg.MustRegister(m.calls, m.parked, m.dispatch, m.erased, m.stored, m.wakeups, m.pushCapped)
+		reg.MustRegister(m.parked, m.dispatch, m.erased, m.stored, m.wakeups, m.pushCapped)
 	}
 	return m
 }
-
-// CallEnded counts a call's outcome.
-func (m *Metrics) CallEnded(outcome string) { m.calls.WithLabelValues(outcome).Inc() }
 
 // Parked moves the parked-calls gauge by delta (+1 on park, -1 on end).
 func (m *Metrics) Parked(delta float64) { m.parked.Add(delta) }

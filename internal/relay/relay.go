@@ -62,7 +62,7 @@ type Service struct {
 
 	// waiters are the calls parked on each binding, woken by Refreshed.
 	waitMu  sync.Mutex
-	waiters map[store.ID]map[*Wakeup]struct{}
+	waiters map[store.ID]map[*wakeup]struct{}
 	// pushes tracks background follow-up pushes.
 	pushes sync.WaitGroup
 	traces *Traces
@@ -84,7 +84,7 @@ func New(st Store, p Pusher, opts Options, log *slog.Logger, now func() time.Tim
 		opts.Metrics = NewMetrics(nil)
 	}
 	return &Service{store: st, pusher: p, opts: opts, metrics: opts.Metrics, log: log, now: now,
-		waiters: map[store.ID]map[*Wakeup]struct{}{}, traces: newTraces(now),
+		waiters: map[store.ID]map[*wakeup]struct{}{}, traces: NewTraces(now),
 		pushCaps: limit.New[store.ID](float64(opts.CallPushesPerMinute)/60, opts.CallPushesPerMinute, now)}
 }
 

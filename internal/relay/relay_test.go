@@ -231,7 +231,7 @@ func TestWakeDeliversEachDeviceOnce(t *testing.T) {
 	f := newFixture(t)
 	b := f.register(t, 5, nil)
 	ev := newWakeChans()
-	w := f.svc.Wake(context.Background(), relay.Call{ID: "c1", CallerNumber: "+15550100"}, []relay.Binding{b}, 5*time.Second, ev.events())
+	end := f.svc.Wake(context.Background(), relay.Call{ID: "c1", CallerNumber: "+15550100"}, []relay.Binding{b}, 5*time.Second, ev.events())
 	f.svc.Refreshed(b)
 	f.svc.Refreshed(b) // a second REGISTER must not fork twice
 	select {
@@ -247,7 +247,7 @@ func TestWakeDeliversEachDeviceOnce(t *testing.T) {
 		t.Fatal("device delivered twice")
 	case <-time.After(100 * time.Millisecond):
 	}
-	w.End(relay.ReasonAnsweredElsewhere, b)
+	end(relay.ReasonAnsweredElsewhere, b)
 	f.svc.Drain()
 	for _, p := range f.fakes.APNs.Pushes() {
 		if strings.Contains(string(p.Payload), `"kind":"cancel"`) {
@@ -318,7 +318,7 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 	failed := 0
 	for i := range 5 {
 		ev := newWakeChans()
-		w := capped.Wake(context.Background(), relay.Call{ID: "flood-" + string(rune('a'+i))}, []relay.Binding{b}, 5*time.Second, ev.events())
+		end := capped.Wake(context.Background(), relay.Call{ID: "flood-" + string(rune('a'+i))}, []relay.Binding{b}, 5*time.Second, ev.events())
 		select {
 		case <-ev.pushed:
 		case <-ev.failed:
@@ -326,7 +326,7 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("no push outcome")
 		}
-		w.End(relay.ReasonMissed, b)
+		end(relay.ReasonMissed, b)
 	}
 	if failed != 2 {
 		t.Fatalf("%d of 5 flood calls were capped, want 2", failed)
@@ -336,13 +336,13 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 	}
 	f.clock.advance(time.Minute)
 	ev := newWakeChans()
-	w := capped.Wake(context.Background(), relay.Call{ID: "later"}, []relay.Binding{b}, 5*time.Second, ev.events())
+	end := capped.Wake(context.Background(), relay.Call{ID: "later"}, []relay.Binding{b}, 5*time.Second, ev.events())
 	select {
 	case <-ev.pushed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the cap did not refill after a minute")
 	}
-	w.End(relay.ReasonMissed, b)
+	end(relay.ReasonMissed, b)
 }
 
 // The keeper reads only due records, so every write must file the binding
@@ -448,7 +448,7 @@ func TestRangDevicesAreHandedOverAfterTheCall(t *testing.T) {
 	rang := make(chan relay.Binding, 4)
 	events := ev.events()
 	events.Rang = func(b relay.Binding) { rang <- b }
-	w := f.svc.Wake(context.Background(), relay.Call{ID: "c-rang"}, []relay.Binding{iphone, remoteOnly}, 5*time.Second, events)
+	end := f.svc.Wake(context.Background(), relay.Call{ID: "c-rang"}, []relay.Binding{iphone, remoteOnly}, 5*time.Second, events)
 	for range 2 {
 		select {
 		case <-ev.pushed:
@@ -456,7 +456,7 @@ func TestRangDevicesAreHandedOverAfterTheCall(t *testing.T) {
 			t.Fatal("pushes not delivered")
 		}
 	}
-	w.End(relay.ReasonMissed)
+	end(relay.ReasonMissed)
 	f.svc.Refreshed(remoteOnly)
 	f.svc.Refreshed(iphone)
 	select {

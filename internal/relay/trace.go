@@ -20,7 +20,8 @@ type Traces struct {
 	until map[AOR]time.Time
 }
 
-func newTraces(now func() time.Time) *Traces {
+// NewTraces starts with no trace on; now is the clock.
+func NewTraces(now func() time.Time) *Traces {
 	return &Traces{now: now, until: map[AOR]time.Time{}}
 }
 

@@ -60,9 +60,16 @@ type WakeEvents struct {
 	Rang func(Binding)
 }
 
-// Wakeup is one call's wait for its sleeping devices; its events go to
+// EndWait stops a call's wait for its devices: pending pushes are
+// dropped, and devices that were pushed but never answered get a cancel
+// push with reason (missed, or answered elsewhere), so their phones stop
+// ringing. answered are the devices that took the call. Calling it again
+// does nothing.
+type EndWait func(reason string, answered ...Binding)
+
+// wakeup is one call's wait for its sleeping devices; its events go to
 // the WakeEvents given to Wake.
-type Wakeup struct {
+type wakeup struct {
 	svc       *Service
 	call      Call
 	ids       []store.ID
@@ -78,11 +85,11 @@ type Wakeup struct {
 
 // Wake pushes every sleeping device of a call and starts waiting for them;
 // what becomes of them goes to on. The pushes run within ctx (the caller's
-// wait); End stops them and the wait. wait is how long a call push is worth
-// delivering.
-func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time.Duration, on WakeEvents) *Wakeup {
+// wait); the EndWait it returns stops them and the wait. wait is how long
+// a call push is worth delivering.
+func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time.Duration, on WakeEvents) EndWait {
 	pctx, cancel := context.WithTimeout(ctx, wait)
-	w := &Wakeup{svc: s, call: c, on: on, cancel: cancel, until: time.Now().Add(wait)}
+	w := &wakeup{svc: s, call: c, on: on, cancel: cancel, until: time.Now().Add(wait)}
 	s.metrics.Parked(1)
 	s.await(w, devices)
 
@@ -99,10 +106,10 @@ func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time
 			s.pushTo(pctx, w, b, msg)
 		}()
 	}
-	return w
+	return w.end
 }
 
-func (s *Service) pushTo(ctx context.Context, w *Wakeup, b Binding, msg push.Message) {
+func (s *Service) pushTo(ctx context.Context, w *wakeup, b Binding, msg push.Message) {
 	if s.pusher == nil {
 		w.on.Failed(b)
 		return
@@ -173,14 +180,14 @@ func (s *Service) BindingIDs(b Binding) []store.ID {
 }
 
 // await files w as waiting for each of devices.
-func (s *Service) await(w *Wakeup, devices []Binding) {
+func (s *Service) await(w *wakeup, devices []Binding) {
 	s.waitMu.Lock()
 	defer s.waitMu.Unlock()
 	for _, b := range devices {
 		id := s.BindingID(b.AOR, b.Device)
 		w.ids = append(w.ids, id)
 		if s.waiters[id] == nil {
-			s.waiters[id] = map[*Wakeup]struct{}{}
+			s.waiters[id] = map[*wakeup]struct{}{}
 		}
 		s.waiters[id][w] = struct{}{}
 	}
@@ -188,7 +195,7 @@ func (s *Service) await(w *Wakeup, devices []Binding) {
 
 // unwait takes w off every device it waits for, and returns those it
 // still waited for (the others connected: release took w off them).
-func (s *Service) unwait(w *Wakeup) map[store.ID]bool {
+func (s *Service) unwait(w *wakeup) map[store.ID]bool {
 	s.waitMu.Lock()
 	defer s.waitMu.Unlock()
 	waiting := map[store.ID]bool{}
@@ -211,10 +218,8 @@ func (s *Service) Same(a, b Binding) bool {
 	return ida == idb || slices.Contains(a.Replaced, idb) || slices.Contains(b.Replaced, ida)
 }
 
-// End stops waiting: pending pushes are dropped, and devices that were
-// pushed but never answered get a cancel push with reason (missed, or
-// answered elsewhere), so their phones stop ringing.
-func (w *Wakeup) End(reason string, answered ...Binding) {
+// end is the wait's EndWait.
+func (w *wakeup) end(reason string, answered ...Binding) {
 	w.mu.Lock()
 	if w.done {
 		w.mu.Unlock()
@@ -252,7 +257,7 @@ func (w *Wakeup) End(reason string, answered ...Binding) {
 // cancelMessage is the follow-up push for a call that ended: who called
 // (a missed-call alert shows it), and how long it is worth delivering — a
 // missed call for an hour, "stop ringing" only while a phone could ring.
-func (w *Wakeup) cancelMessage(reason string) push.Message {
+func (w *wakeup) cancelMessage(reason string) push.Message {
 	exp := time.Hour
 	if reason == ReasonAnsweredElsewhere {
 		exp = time.Minute
@@ -270,7 +275,7 @@ func (s *Service) linger(devices []Binding, until time.Time, fn func(Binding)) {
 	if len(devices) == 0 || fn == nil || left <= 0 {
 		return
 	}
-	w := &Wakeup{svc: s, on: WakeEvents{Awake: fn}}
+	w := &wakeup{svc: s, on: WakeEvents{Awake: fn}}
 	s.await(w, devices)
 	time.AfterFunc(left, func() { s.unwait(w) })
 }

@@ -76,9 +76,10 @@ type delivery struct {
 	toTag   string // for sipwake's own 180s
 	stopCtx context.CancelFunc
 
-	mu       sync.Mutex
-	active   int // branches without a final answer
-	wakes    []*relay.Wakeup
+	mu     sync.Mutex
+	active int // branches without a final answer
+	// ends stop the waits for the devices pushed (relay.Wake).
+	ends     []relay.EndWait
 	branches []*branch
 	// pushed are the devices pushed and not yet awake, failed or
 	// answering: the ones the call still waits for.
@@ -139,7 +140,7 @@ func (d *delivery) start(ctx context.Context, bindings []relay.Binding) {
 	d.timer = time.AfterFunc(s.opts.CallWait, d.waitOver)
 	d.unwatch = []func() bool{
 		// The caller's side went away (transaction terminated).
-		context.AfterFunc(ctx, func() { d.end(relay.CallCancelled, relay.ReasonMissed, nil, nil) }),
+		context.AfterFunc(ctx, func() { d.end(callCancelled, relay.ReasonMissed, nil, nil) }),
 		context.AfterFunc(s.drainCtx, d.drained),
 	}
 	d.tx.OnCancel(func(c *sip.Request) {
@@ -149,7 +150,7 @@ func (d *delivery) start(ctx context.Context, bindings []relay.Binding) {
 		if answeredElsewhere(c) {
 			reason = relay.ReasonAnsweredElsewhere
 		}
-		d.end(relay.CallCancelled, reason, nil, nil)
+		d.end(callCancelled, reason, nil, nil)
 	})
 	d.settleLocked()
 }
@@ -173,7 +174,7 @@ func (d *delivery) push(ctx context.Context, devices []relay.Binding) {
 		d.pushed[d.s.relay.BindingID(b.AOR, b.Device)] = true
 	}
 	left := d.s.opts.CallWait - time.Since(d.arrived)
-	d.wakes = append(d.wakes, d.s.relay.Wake(ctx, d.call(), devices, left, relay.WakeEvents{
+	d.ends = append(d.ends, d.s.relay.Wake(ctx, d.call(), devices, left, relay.WakeEvents{
 		Awake:  d.deviceAwake,
 		Pushed: d.pushDelivered,
 		Failed: d.pushFailed,
@@ -272,7 +273,7 @@ func (d *delivery) provisional(br *branch, res *sip.Response) {
 // (transport error or timeout). The first 2xx wins the call.
 func (d *delivery) final(br *branch, res *sip.Response) {
 	if res != nil && res.IsSuccess() {
-		d.end(relay.CallDelivered, relay.ReasonAnsweredElsewhere, br, res)
+		d.end(callDelivered, relay.ReasonAnsweredElsewhere, br, res)
 		return
 	}
 	d.mu.Lock()
@@ -301,11 +302,11 @@ func (d *delivery) hear(br *branch) {
 }
 
 func (d *delivery) waitOver() {
-	d.end(relay.CallTimedOut, relay.ReasonMissed, nil, nil)
+	d.end(callTimedOut, relay.ReasonMissed, nil, nil)
 }
 
 func (d *delivery) drained() {
-	d.end(relay.CallFailed, relay.ReasonMissed, nil, nil)
+	d.end(callFailed, relay.ReasonMissed, nil, nil)
 }
 
 // settleLocked ends the delivery once no device is left to wait for: with
@@ -314,9 +315,9 @@ func (d *delivery) settleLocked() {
 	if d.settled || len(d.pushed) > 0 || d.active > 0 {
 		return
 	}
-	outcome := relay.CallFailed
+	outcome := callFailed
 	if d.best != nil {
-		outcome = relay.CallRejected
+		outcome = callRejected
 	}
 	d.finishLocked(outcome, relay.ReasonMissed, nil, nil)
 }
@@ -342,16 +343,16 @@ func (d *delivery) finishLocked(outcome string, reason string, winner *branch, r
 	for _, stop := range d.unwatch {
 		stop()
 	}
-	s.relay.Metrics().CallEnded(outcome)
+	s.metrics.callEnded(outcome)
 	switch outcome {
-	case relay.CallDelivered:
+	case callDelivered:
 		s.respond(d.tx, responseFor(d.req, res.Clone()))
-	case relay.CallTimedOut:
+	case callTimedOut:
 		s.replyReason(d.req, d.tx, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable",
 			fmt.Sprintf("no device answered within %s", s.opts.CallWait))
-	case relay.CallRejected:
+	case callRejected:
 		s.respond(d.tx, responseFor(d.req, d.best.Clone()))
-	case relay.CallFailed:
+	case callFailed:
 		if d.draining() {
 			s.reply(d.req, d.tx, sip.StatusServiceUnavailable, "Service Unavailable: sipwake is restarting", sip.NewHeader("Retry-After", "5"))
 		} else {
@@ -364,12 +365,12 @@ func (d *delivery) finishLocked(outcome string, reason string, winner *branch, r
 	if winner != nil {
 		answered = append(answered, winner.binding)
 	}
-	wakes := d.wakes
+	ends := d.ends
 	go func() {
-		// End waits for pushes still in flight, which may be what called
-		// us: never under mu, never on their goroutine.
-		for _, w := range wakes {
-			w.End(reason, answered...)
+		// Ending a wait waits for pushes still in flight, which may be
+		// what called us: never under mu, never on their goroutine.
+		for _, end := range ends {
+			end(reason, answered...)
 		}
 		d.stopCtx()
 		d.tx.TerminateGracefully()

@@ -24,7 +24,6 @@ import (
 
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/limit"
-	"github.com/sipwake/sipwake/internal/relay"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -136,7 +135,7 @@ func prefixes(cidrs []string) ([]netip.Prefix, error) {
 // Server is sipwake's SIP endpoint.
 type Server struct {
 	opts    Options
-	relay   *relay.Service
+	relay   Relay
 	log     *slog.Logger
 	metrics *Metrics
 	limits  *limit.Keyed[netip.Addr]
@@ -169,7 +168,7 @@ type Server struct {
 }
 
 // New builds the SIP side. Nothing listens until Start.
-func New(opts Options, rl *relay.Service, log *slog.Logger) (*Server, error) {
+func New(opts Options, rl Relay, log *slog.Logger) (*Server, error) {
 	host := opts.PublicHost
 	if host == "" {
 		host = firstHost(opts.Listen)
