@@ -232,7 +232,7 @@ func newWakeSetup(b *testing.B, users int, wait time.Duration, wake bool) *wakeS
 	w.fake = fake
 	cfg := config.Default()
 	addr := peertest.Addr(b, ipSipwake, 5060)
-	cfg.SIP.Listen = config.Listen{UDP: addr, TCP: addr}
+	cfg.SIP.Listen = sipwire.Listen{UDP: addr, TCP: addr}
 	cfg.SIP.Upstream = "sip:" + w.reg.Addr
 	cfg.Store.DataDir = b.TempDir()
 	cfg.Log.Level = "warn"

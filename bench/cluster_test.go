@@ -9,6 +9,7 @@ import (
 
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
+	"github.com/sipwake/sipwake/internal/sip"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -30,7 +31,7 @@ func BenchmarkClusterRegisterRate(b *testing.B) {
 			for i := range n {
 				cfg, fake := sipwakeConfig(b, reg.Addr)
 				addr := peertest.Addr(b, 20+i, 5060)
-				cfg.SIP.Listen = config.Listen{UDP: addr, TCP: addr}
+				cfg.SIP.Listen = sip.Listen{UDP: addr, TCP: addr}
 				cfg.SIP.PublicAddress = lb
 				cfg.Cluster.NodeAddress = addr
 				cfg.Calls.TrustedSources = []string{peertest.IP(b, 30) + "/32"}
@@ -81,7 +82,7 @@ func BenchmarkClusterWakeCalls(b *testing.B) {
 			for i := range n {
 				cfg := w.cfg
 				addr := peertest.Addr(b, 20+i, 5060)
-				cfg.SIP.Listen = config.Listen{UDP: addr, TCP: addr}
+				cfg.SIP.Listen = sip.Listen{UDP: addr, TCP: addr}
 				cfg.SIP.PublicAddress = lb
 				cfg.Cluster.NodeAddress = addr
 				cfg.Calls.TrustedSources = trusted

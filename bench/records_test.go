@@ -121,10 +121,11 @@ func BenchmarkRecords(b *testing.B) {
 	res := recordsResult{N: n, Writers: writers}
 
 	// Write, as sipwake stores a device's refresh: relay.Service.Register
-	// (expiry = now + TTL, due = the keeper's next wake-up for it).
+	// (expiry = now + TTL, due = the next wake-up for it).
 	const ttl = 120 * time.Hour
-	svc := relay.New(st, nil, relay.Options{RecordTTL: ttl, Providers: []string{"apns"}}, quiet, time.Now)
-	svc.NewKeeper(st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: time.Minute, ExpiryWarnings: []time.Duration{24 * time.Hour, time.Hour}})
+	svc := relay.New(st, nil, relay.Options{RecordTTL: ttl, Providers: []string{"apns"},
+		Wakeups: relay.WakeupOptions{Interval: time.Minute, RefreshLead: time.Minute, ExpiryWarnings: []time.Duration{24 * time.Hour, time.Hour}}},
+		quiet, time.Now)
 	now := time.Now()
 	ctx := context.Background()
 	var next atomic.Int64

@@ -202,7 +202,7 @@ func sipwakeConfig(b *testing.B, upstream string) (config.Config, *pushtest.APNs
 	fake := pushtest.NewAPNs(b)
 	cfg := config.Default()
 	addr := peertest.Addr(b, ipSipwake, 5060)
-	cfg.SIP.Listen = config.Listen{UDP: addr, TCP: addr}
+	cfg.SIP.Listen = sipwire.Listen{UDP: addr, TCP: addr}
 	cfg.SIP.Upstream = "sip:" + upstream
 	cfg.Store.DataDir = b.TempDir()
 	cfg.Log.Level = "warn"

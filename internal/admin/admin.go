@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -29,7 +28,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sipwake/sipwake/internal/config"
+	"github.com/sipwake/sipwake/internal/httpserve"
 	"github.com/sipwake/sipwake/internal/relay"
 )
 
@@ -123,10 +122,8 @@ type Server struct {
 	log     *slog.Logger
 	handler http.Handler
 
-	mu   sync.Mutex
-	srv  *http.Server
-	addr net.Addr
-	done chan struct{}
+	mu sync.Mutex
+	ln *httpserve.Listener // nil before Start
 }
 
 // New checks opts and builds the handler; nothing listens until Start.
@@ -134,7 +131,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Backend == nil || opts.Traces == nil || opts.Gatherer == nil {
 		return nil, errors.New("admin: Backend, Traces and Gatherer are required")
 	}
-	if opts.TLS == nil && !config.IsLoopback(opts.Listen) {
+	if opts.TLS == nil && !httpserve.Loopback(opts.Listen) {
 		return nil, fmt.Errorf("admin: refusing plain HTTP on non-loopback address %q: configure admin.tls_cert_file and admin.tls_key_file", opts.Listen)
 	}
 	if opts.MaxTrace <= 0 {
@@ -163,35 +160,18 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.srv != nil {
+	if s.ln != nil {
 		return nil
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.opts.Listen)
+	ln, err := httpserve.Start(ctx, httpserve.Options{
+		Name: "admin", Addr: s.opts.Listen, Handler: s.handler, TLS: s.opts.TLS,
+		ReadTimeout: 10 * time.Second, IdleTimeout: time.Minute, Log: s.log,
+	})
 	if err != nil {
-		return fmt.Errorf("admin: listen %s: %w", s.opts.Listen, err)
+		return err
 	}
-	if s.opts.TLS != nil {
-		ln = tls.NewListener(ln, s.opts.TLS)
-	}
-	s.srv = &http.Server{
-		Handler:           s.handler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		IdleTimeout:       time.Minute,
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
-	s.addr = ln.Addr()
-	s.done = make(chan struct{})
-	srv, done := s.srv, s.done
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("admin listener stopped", "error", err)
-		}
-	}()
-	s.log.Info("admin listener started", "addr", s.addr.String(), "tls", s.opts.TLS != nil, "admin_api", s.token != nil)
+	s.ln = ln
+	s.log.Info("admin listener started", "addr", ln.Addr(), "tls", s.opts.TLS != nil, "admin_api", s.token != nil)
 	return nil
 }
 
@@ -199,36 +179,32 @@ func (s *Server) Start(ctx context.Context) error {
 // It is idempotent.
 func (s *Server) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	srv, done := s.srv, s.done
+	ln := s.ln
 	s.mu.Unlock()
-	if srv == nil {
+	if ln == nil {
 		return nil
 	}
-	err := srv.Shutdown(ctx)
-	if err != nil {
-		_ = srv.Close()
-	}
-	<-done
-	return err
+	return ln.Stop(ctx)
 }
 
 // Addr is the bound address, or "" before Start.
 func (s *Server) Addr() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.addr == nil {
+	if s.ln == nil {
 		return ""
 	}
-	return s.addr.String()
+	return s.ln.Addr()
 }
 
-// URL is the listener's base URL.
+// URL is the listener's base URL, or "" before Start.
 func (s *Server) URL() string {
-	scheme := "http"
-	if s.opts.TLS != nil {
-		scheme = "https"
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
 	}
-	return scheme + "://" + s.Addr()
+	return s.ln.URL()
 }
 
 // HashToken is the hex SHA-256 of token, the form admin.token_sha256 takes.

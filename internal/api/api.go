@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/sipwake/sipwake/internal/httpjson"
+	"github.com/sipwake/sipwake/internal/httpserve"
 	"log/slog"
 	"net"
 	"net/http"
@@ -56,10 +57,7 @@ type Server struct {
 	handler  http.Handler
 
 	mu      sync.Mutex
-	srv     *http.Server
-	ln      net.Listener
-	served  chan struct{}
-	started bool
+	ln      *httpserve.Listener // nil before Start
 	stopped bool
 }
 
@@ -103,47 +101,25 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.started {
+	if s.ln != nil {
 		return nil
 	}
 	if s.stopped {
 		return errors.New("api: server stopped")
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("api: listen %s: %w", s.cfg.Listen, err)
-	}
-	s.srv = &http.Server{
-		Handler:           s.handler,
-		TLSConfig:         s.tls,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
+	ln, err := httpserve.Start(ctx, httpserve.Options{
+		Name: "api", Addr: s.cfg.Listen, Handler: s.handler, TLS: s.tls,
+		ReadTimeout: 15 * time.Second,
 		// A PUT waits for the registrar (its own timeout, twice when an
 		// account moves registrar).
-		WriteTimeout:   60 * time.Second,
-		IdleTimeout:    90 * time.Second,
-		MaxHeaderBytes: 16 << 10,
-		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:    func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		WriteTimeout: 60 * time.Second, IdleTimeout: 90 * time.Second,
+		MaxHeaderBytes: 16 << 10, Log: s.log,
+	})
+	if err != nil {
+		return err
 	}
 	s.ln = ln
-	s.served = make(chan struct{})
-	s.started = true
-	srv, served := s.srv, s.served
-	go func() {
-		defer close(served)
-		var err error
-		if s.tls != nil {
-			err = srv.ServeTLS(ln, "", "")
-		} else {
-			err = srv.Serve(ln)
-		}
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			s.log.Error("api server stopped", "error", err)
-		}
-	}()
-	s.log.Info("api listening", "addr", ln.Addr().String(), "tls", s.tls != nil, "apps", len(s.keys))
+	s.log.Info("api listening", "addr", ln.Addr(), "tls", s.tls != nil, "apps", len(s.keys))
 	return nil
 }
 
@@ -152,19 +128,11 @@ func (s *Server) Start(ctx context.Context) error {
 func (s *Server) Stop(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopped {
-		return nil
-	}
 	s.stopped = true
-	if s.srv == nil {
+	if s.ln == nil {
 		return nil
 	}
-	err := s.srv.Shutdown(ctx)
-	if err != nil {
-		_ = s.srv.Close()
-	}
-	<-s.served
-	return err
+	return s.ln.Stop(ctx)
 }
 
 // Addr is the bound address ("" before Start).
@@ -174,19 +142,17 @@ func (s *Server) Addr() string {
 	if s.ln == nil {
 		return ""
 	}
-	return s.ln.Addr().String()
+	return s.ln.Addr()
 }
 
 // URL is the API's base URL ("https://127.0.0.1:8443"), "" before Start.
 func (s *Server) URL() string {
-	addr := s.Addr()
-	if addr == "" {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
 		return ""
 	}
-	if s.tls != nil {
-		return "https://" + addr
-	}
-	return "http://" + addr
+	return s.ln.URL()
 }
 
 func (s *Server) routes() http.Handler {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"net"
 	"strings"
+
+	"github.com/sipwake/sipwake/internal/httpserve"
 )
 
 // Config is the api: section of sipwake's config.
@@ -82,7 +84,7 @@ func (c Config) Validate() []error {
 	switch {
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
 		bad("tls_cert_file", "tls_cert_file and tls_key_file go together")
-	case c.TLSCertFile == "" && err == nil && !Loopback(host):
+	case c.TLSCertFile == "" && err == nil && !httpserve.Loopback(host):
 		bad("listen", "%q is not a loopback address: plain HTTP is only allowed on loopback; set api.tls_cert_file and api.tls_key_file", c.Listen)
 	}
 	if len(c.Keys) == 0 {
@@ -120,16 +122,6 @@ func (c Config) Validate() []error {
 		bad("rate_limit.per_source", "must not be negative")
 	}
 	return errs
-}
-
-// Loopback reports whether host (an IP or "localhost") only reaches this
-// machine. An empty host listens everywhere.
-func Loopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func validApp(s string) bool {

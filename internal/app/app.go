@@ -73,13 +73,24 @@ type Option func(*App)
 // WithClock replaces time.Now, so tests of a 5-day expiry take milliseconds.
 func WithClock(now func() time.Time) Option { return func(a *App) { a.now = now } }
 
-// New opens the store and builds every part; nothing listens until Start.
-func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
+// New opens the store and builds every part, each whole when built;
+// nothing listens until Start. When a part fails, the ones built before it
+// are closed again, last first.
+func New(cfg config.Config, log *slog.Logger, opts ...Option) (a *App, err error) {
+	var undo []func()
+	defer func() {
+		if err != nil {
+			slices.Reverse(undo)
+			for _, f := range undo {
+				f()
+			}
+		}
+	}()
 	keys, err := keyring(cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	st, err := openRecords(cfg, keys, log)
+	st, shared, err := openRecords(cfg, keys, log)
 	if errors.Is(err, store.ErrWrongKey) {
 		return nil, fmt.Errorf("refusing to start, the store was not changed: %w "+
 			"(check seal.key/seal.key_file; after a rotation the old key must stay in seal.previous until /admin/keys lists it as retirable)", err)
@@ -87,7 +98,8 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &App{cfg: cfg, log: log, now: time.Now, store: st, registry: prometheus.NewRegistry()}
+	undo = append(undo, func() { _ = st.Close() })
+	a = &App{cfg: cfg, log: log, now: time.Now, store: st, registry: prometheus.NewRegistry()}
 	for _, o := range opts {
 		o(a)
 	}
@@ -95,56 +107,59 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (*App, error) {
 	a.counted = newCountedStore(st, a.registry)
 	d, err := push.New(cfg.Push, log, a.registry)
 	if err != nil {
-		_ = st.Close()
 		return nil, err
 	}
+	undo = append(undo, d.Close)
 	a.pusher = newPushSwitch(d)
-	a.relay = relay.New(st, a.pusher, relay.Options{
+	relayOpts := relay.Options{
 		RecordTTL: cfg.Store.RecordTTL,
 		Providers: providers(cfg.Push),
 		Metrics:   relay.NewMetrics(a.registry),
 
 		CallPushesPerMinute: cfg.Calls.PushesPerDevicePerMinute,
-	}, log, a.now)
-	sipOpts, err := sip.OptionsFrom(cfg)
-	if err == nil {
-		sipOpts.Metrics = sip.NewMetrics(a.registry)
-		sipOpts.FlowKey = st.DeriveKey(sip.FlowKeyLabel)
-		if l := cfg.SIP.Listen; l.TLS != "" {
-			a.sipCert, err = loadCertFile("sip.listen.tls_cert_file/tls_key_file", l.TLSCertFile, l.TLSKeyFile)
-			if err == nil {
-				sipOpts.TLSConfig = a.sipCert.config()
-			}
-		}
+		Wakeups: relay.WakeupOptions{
+			Interval:       cfg.Store.SweepInterval,
+			RefreshLead:    cfg.Calls.RefreshLead,
+			ExpiryWarnings: cfg.Calls.ExpiryWarnings,
+		},
 	}
-	if err == nil {
-		a.sip, err = sip.New(sipOpts, a.relay, log)
+	hopts := handover.Options{UserAgent: cfg.SIP.UserAgent, Now: a.now, Rescan: cfg.Cluster.RescanInterval}
+	if shared != nil {
+		a.bus = cluster.New(shared, redisPrefix(cfg), log)
+		hopts.Leases = cluster.NewLeases(shared, redisPrefix(cfg), nodeAddress(cfg))
+		relayOpts.Bus, relayOpts.Node = a.bus, nodeAddress(cfg)
 	}
-	if err == nil {
-		hopts := handover.Options{ContactFor: a.sip.BindingURIFor, UserAgent: cfg.SIP.UserAgent, Now: a.now}
-		if rs, ok := st.(*store.Redis); ok {
-			hopts.Leases = cluster.NewLeases(rs.Client(), redisPrefix(cfg), nodeAddress(cfg))
-			hopts.Rescan = cfg.Cluster.RescanInterval
-		}
-		a.handover, err = handover.New(a.relay, st, hopts, log)
-	}
-	if err == nil && cfg.API.Listen != "" {
-		a.api, err = api.New(cfg.API, a.relay, a.handover, log, a.now)
-	}
-	if err == nil {
-		err = a.newAdmin()
-	}
+	a.relay = relay.New(st, a.pusher, relayOpts, log, a.now)
+	sipOpts, err := sipOptions(cfg)
 	if err != nil {
-		d.Close()
-		_ = st.Close()
 		return nil, err
 	}
-	a.relay.SetUpstream(upstreams{sip: a.sip, handover: a.handover})
-	a.registerHandoverMetrics()
-	if rs, ok := st.(*store.Redis); ok {
-		a.bus = cluster.New(rs.Client(), redisPrefix(cfg), log)
-		a.relay.JoinCluster(a.bus, nodeAddress(cfg))
+	sipOpts.Metrics = sip.NewMetrics(a.registry)
+	sipOpts.FlowKey = st.DeriveKey(sip.FlowKeyLabel)
+	if l := cfg.SIP.Listen; l.TLS != "" {
+		if a.sipCert, err = loadCertFile("sip.listen.tls_cert_file/tls_key_file", l.TLSCertFile, l.TLSKeyFile); err != nil {
+			return nil, err
+		}
+		sipOpts.TLSConfig = a.sipCert.config()
 	}
+	if a.sip, err = sip.New(sipOpts, a.relay, log); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = a.sip.Stop(context.Background()) })
+	hopts.ContactFor = a.sip.BindingURIFor
+	if a.handover, err = handover.New(a.relay, st, hopts, log); err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = a.handover.Stop(context.Background()) })
+	if cfg.API.Listen != "" {
+		if a.api, err = api.New(cfg.API, a.relay, a.handover, log, a.now); err != nil {
+			return nil, err
+		}
+	}
+	if err = a.newAdmin(); err != nil {
+		return nil, err
+	}
+	a.registerHandoverMetrics()
 	return a, nil
 }
 
@@ -230,12 +245,9 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.cancel = cancel
 	a.started = true
-	sweeper := store.NewSweeper(a.counted, a.cfg.Store.SweepInterval, a.cfg.Store.CompactInterval, a.now, a.relay.Expired, a.log)
-	keeper := a.relay.NewKeeper(a.store, relay.KeeperOptions{
-		Interval:       a.cfg.Store.SweepInterval,
-		RefreshLead:    a.cfg.Calls.RefreshLead,
-		ExpiryWarnings: a.cfg.Calls.ExpiryWarnings,
-	})
+	up := upstreams{sip: a.sip, handover: a.handover}
+	expired := func(ctx context.Context, recs []store.Record) { a.relay.Expired(ctx, recs, up) }
+	sweeper := store.NewSweeper(a.counted, a.cfg.Store.SweepInterval, a.cfg.Store.CompactInterval, a.now, expired, a.log)
 	a.sweeping.Add(2)
 	go func() {
 		defer a.sweeping.Done()
@@ -245,7 +257,7 @@ func (a *App) Start(ctx context.Context) error {
 	}()
 	go func() {
 		defer a.sweeping.Done()
-		keeper.Run(ctx)
+		a.relay.Wakeups().Run(ctx)
 	}()
 	if len(a.cfg.Seal.Previous) > 0 {
 		a.sweeping.Add(1)

@@ -13,6 +13,7 @@ import (
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
+	"github.com/sipwake/sipwake/internal/sip"
 )
 
 // node starts another sipwake sharing w's Redis, key and push apps, on
@@ -21,7 +22,7 @@ func (w *world) node(n int) (*app.App, string) {
 	w.t.Helper()
 	cfg := w.cfg
 	addr := peertest.Addr(w.t, n, 5060)
-	cfg.SIP.Listen = config.Listen{UDP: addr, TCP: addr}
+	cfg.SIP.Listen = sip.Listen{UDP: addr, TCP: addr}
 	if cfg.Cluster.NodeAddress != "" {
 		cfg.Cluster.NodeAddress = addr
 	}

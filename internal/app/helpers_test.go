@@ -15,6 +15,7 @@ import (
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/sip"
 )
 
 const (
@@ -68,7 +69,7 @@ func newWorldOn(t *testing.T, k *peertest.Kamailio, mutate ...func(*config.Confi
 	w := &world{t: t, kam: k, logs: &peertest.Buffer{}, deviceIP: peertest.IP(t, 3)}
 	cfg := config.Default()
 	w.swAddr = peertest.Addr(t, 2, 5060)
-	cfg.SIP.Listen = config.Listen{UDP: w.swAddr, TCP: w.swAddr}
+	cfg.SIP.Listen = sip.Listen{UDP: w.swAddr, TCP: w.swAddr}
 	cfg.SIP.Upstream = "sip:" + w.kam.Addr
 	cfg.SIP.UpstreamTimeout = 2 * time.Second
 	cfg.Store.DataDir = t.TempDir()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
+	"github.com/sipwake/sipwake/internal/sip"
 )
 
 // v6Port is a port on ::1 for the calling test: the loopback has one IPv6
@@ -49,7 +50,7 @@ func newDualStackWorld(t *testing.T, mutate ...func(*config.Config)) *world {
 	port := v6Port(t, 0)
 	w := newWorld(t, append([]func(*config.Config){func(c *config.Config) {
 		listen := net.JoinHostPort("::", strconv.Itoa(port))
-		c.SIP.Listen = config.Listen{UDP: listen, TCP: listen}
+		c.SIP.Listen = sip.Listen{UDP: listen, TCP: listen}
 		c.SIP.PublicAddress = peertest.IP(t, 2)
 		c.SIP.PublicAddressIPv6 = "[::1]"
 	}}, mutate...)...)
@@ -161,7 +162,7 @@ func newIPv6OnlyWorld(t *testing.T) *world {
 	needIPv6Loopback(t)
 	sw := net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 0)))
 	w := newWorldWith(t, peertest.KamailioOptions{Addr: net.JoinHostPort("::1", strconv.Itoa(v6Port(t, 3)))},
-		func(c *config.Config) { c.SIP.Listen = config.Listen{UDP: sw, TCP: sw} })
+		func(c *config.Config) { c.SIP.Listen = sip.Listen{UDP: sw, TCP: sw} })
 	w.swAddr, w.deviceIP = sw, "::1"
 	return w
 }

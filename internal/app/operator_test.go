@@ -24,6 +24,7 @@ import (
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/sip"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -291,7 +292,7 @@ func operatorConfig(t *testing.T) config.Config {
 	t.Helper()
 	cfg := config.Default()
 	addr := peertest.Addr(t, 2, 5060)
-	cfg.SIP.Listen = config.Listen{UDP: addr}
+	cfg.SIP.Listen = sip.Listen{UDP: addr}
 	cfg.SIP.Upstream = "sip:" + peertest.Addr(t, 1, 5060)
 	cfg.Store.DataDir = t.TempDir()
 	cfg.Seal.Key = config.Secret(base64.StdEncoding.EncodeToString(store.NewKey()))

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/relay"
 	"github.com/sipwake/sipwake/internal/store"
@@ -32,25 +34,31 @@ type Records interface {
 	Close() error
 }
 
-// openRecords opens the configured backend.
-func openRecords(cfg config.Config, keys *store.Keyring, log *slog.Logger) (Records, error) {
+// openRecords opens the configured backend. shared is the Redis the
+// nodes share (the cluster bus and leases run on it); nil for one node.
+func openRecords(cfg config.Config, keys *store.Keyring, log *slog.Logger) (rec Records, shared redis.UniversalClient, err error) {
 	if cfg.Store.Backend == "redis" {
 		r := cfg.Store.Redis
 		pw, err := r.Secret()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		return store.OpenRedis(ctx, store.RedisOptions{
+		rs, err := store.OpenRedis(ctx, store.RedisOptions{
 			Addrs: r.Addrs, Cluster: r.Cluster, MasterName: r.MasterName,
 			Username: r.Username, Password: pw, DB: r.DB, Prefix: r.Prefix, Grace: r.Grace,
 		}, keys, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		return rs, rs.Client(), nil
 	}
 	if err := os.MkdirAll(cfg.Store.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
+		return nil, nil, fmt.Errorf("data dir: %w", err)
 	}
-	return store.OpenBolt(filepath.Join(cfg.Store.DataDir, "sipwake.db"), keys, log)
+	b, err := store.OpenBolt(filepath.Join(cfg.Store.DataDir, "sipwake.db"), keys, log)
+	return b, nil, err
 }
 
 // sizeOf is the store's file size; 0 for a backend without a file.

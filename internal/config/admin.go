@@ -4,10 +4,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
-	"strings"
 	"time"
+
+	"github.com/sipwake/sipwake/internal/httpserve"
 )
 
 // Bounds of an operator's troubleshooting trace.
@@ -57,7 +56,7 @@ func (a Admin) validate() []error {
 			errs = append(errs, fmt.Errorf("admin.listen: %q is not allowed (host:port, e.g. 127.0.0.1:9060)", a.Listen))
 		} else if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
 			errs = append(errs, errors.New("admin.tls_cert_file/admin.tls_key_file: set both or neither"))
-		} else if a.TLSCertFile == "" && !IsLoopback(a.Listen) {
+		} else if a.TLSCertFile == "" && !httpserve.Loopback(a.Listen) {
 			errs = append(errs, fmt.Errorf("admin.listen: %q is not a loopback address; plain HTTP is refused there (set admin.tls_cert_file and admin.tls_key_file, or listen on 127.0.0.1)", a.Listen))
 		}
 	}
@@ -77,18 +76,4 @@ func (s Shutdown) validate() []error {
 		return []error{fmt.Errorf("shutdown.drain_timeout: %q is not allowed (between 1s and 10m)", d)}
 	}
 	return nil
-}
-
-// IsLoopback tells whether a host:port listens on loopback only
-// ("localhost", 127.0.0.0/8 or ::1). An empty host (all interfaces) is not.
-func IsLoopback(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sipwake/sipwake/internal/api"
 	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/sip"
 )
 
 // Record TTL bounds: long enough to survive a weekend without the app being
@@ -53,7 +54,7 @@ type Config struct {
 
 // SIP is the wire side: where sipwake listens and where it forwards.
 type SIP struct {
-	Listen Listen `yaml:"listen"`
+	Listen sip.Listen `yaml:"listen"`
 	// PublicAddress is host[:port] put in Path, Contact and Record-Route so
 	// that the registrar and callers reach sipwake; empty means the UDP
 	// (or TCP) listen address.
@@ -118,15 +119,6 @@ type Trunk struct {
 	Domain  string   `yaml:"domain"`
 }
 
-// Listen holds the SIP listen addresses; an empty one is not opened.
-type Listen struct {
-	UDP         string `yaml:"udp"`
-	TCP         string `yaml:"tcp"`
-	TLS         string `yaml:"tls"`
-	TLSCertFile string `yaml:"tls_cert_file"`
-	TLSKeyFile  string `yaml:"tls_key_file"`
-}
-
 // Store says where records live and for how long.
 type Store struct {
 	// Backend is "bolt" (one file in data_dir, the default) or "redis"
@@ -187,7 +179,7 @@ func (s Secret) MarshalYAML() (any, error) { return redacted, nil }
 func Default() Config {
 	return Config{
 		SIP: SIP{
-			Listen:               Listen{UDP: "127.0.0.1:5060", TCP: "127.0.0.1:5060"},
+			Listen:               sip.Listen{UDP: "127.0.0.1:5060", TCP: "127.0.0.1:5060"},
 			Upstream:             "sip:127.0.0.1:5070",
 			UpstreamMode:         "path",
 			UpstreamTimeout:      5 * time.Second,

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sipwake/sipwake/internal/sip"
 )
 
 func writeFile(t *testing.T, body string) string {
@@ -164,17 +166,17 @@ func TestSecretNeverPrints(t *testing.T) {
 func TestParseUpstream(t *testing.T) {
 	cases := []struct {
 		in   string
-		want Upstream
+		want sip.Upstream
 		ok   bool
 	}{
-		{"sip:reg.example.com", Upstream{"reg.example.com", 5060, "udp"}, true},
-		{"sip:127.0.0.2:5070;transport=TCP", Upstream{"127.0.0.2", 5070, "tcp"}, true},
-		{"sips:reg.example.com", Upstream{"reg.example.com", 5061, "tls"}, true},
-		{"sip:[::1]:5080", Upstream{"::1", 5080, "udp"}, true},
-		{"sip:host;transport=sctp", Upstream{}, false},
-		{"sip:host:99999", Upstream{}, false},
-		{"tel:+123", Upstream{}, false},
-		{"sip:", Upstream{}, false},
+		{"sip:reg.example.com", sip.Upstream{Host: "reg.example.com", Port: 5060, Transport: "udp"}, true},
+		{"sip:127.0.0.2:5070;transport=TCP", sip.Upstream{Host: "127.0.0.2", Port: 5070, Transport: "tcp"}, true},
+		{"sips:reg.example.com", sip.Upstream{Host: "reg.example.com", Port: 5061, Transport: "tls"}, true},
+		{"sip:[::1]:5080", sip.Upstream{Host: "::1", Port: 5080, Transport: "udp"}, true},
+		{"sip:host;transport=sctp", sip.Upstream{}, false},
+		{"sip:host:99999", sip.Upstream{}, false},
+		{"tel:+123", sip.Upstream{}, false},
+		{"sip:", sip.Upstream{}, false},
 	}
 	for _, tc := range cases {
 		got, err := ParseUpstream(tc.in)

@@ -6,28 +6,18 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/sipwake/sipwake/internal/sip"
 )
 
-// Upstream is the provider's registrar/proxy, parsed from sip.upstream.
-type Upstream struct {
-	Host      string
-	Port      int
-	Transport string // udp, tcp or tls
-}
-
-// HostPort is the address requests are sent to.
-func (u Upstream) HostPort() string {
-	return net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
-}
-
 // ParseUpstream reads sip:host[:port][;transport=udp|tcp|tls] or sips:...
-func ParseUpstream(s string) (Upstream, error) {
+func ParseUpstream(s string) (sip.Upstream, error) {
 	scheme, rest, ok := strings.Cut(s, ":")
 	if !ok || (scheme != "sip" && scheme != "sips") {
-		return Upstream{}, fmt.Errorf("upstream %q: want a sip: or sips: URI", s)
+		return sip.Upstream{}, fmt.Errorf("upstream %q: want a sip: or sips: URI", s)
 	}
 	hostport, params, _ := strings.Cut(rest, ";")
-	u := Upstream{Transport: "udp", Port: 5060}
+	u := sip.Upstream{Transport: "udp", Port: 5060}
 	if scheme == "sips" {
 		u.Transport, u.Port = "tls", 5061
 	}
@@ -39,7 +29,7 @@ func ParseUpstream(s string) (Upstream, error) {
 	switch u.Transport {
 	case "udp", "tcp", "tls":
 	default:
-		return Upstream{}, fmt.Errorf("upstream %q: transport %q (udp, tcp or tls)", s, u.Transport)
+		return sip.Upstream{}, fmt.Errorf("upstream %q: transport %q (udp, tcp or tls)", s, u.Transport)
 	}
 	host, port, err := net.SplitHostPort(hostport)
 	if err != nil {
@@ -47,12 +37,12 @@ func ParseUpstream(s string) (Upstream, error) {
 	} else {
 		n, err := strconv.Atoi(port)
 		if err != nil || n <= 0 || n > 65535 {
-			return Upstream{}, fmt.Errorf("upstream %q: bad port", s)
+			return sip.Upstream{}, fmt.Errorf("upstream %q: bad port", s)
 		}
 		u.Port = n
 	}
 	if host == "" || strings.ContainsAny(host, "@ <>") {
-		return Upstream{}, fmt.Errorf("upstream %q: bad host", s)
+		return sip.Upstream{}, fmt.Errorf("upstream %q: bad host", s)
 	}
 	u.Host = host
 	return u, nil

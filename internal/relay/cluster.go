@@ -26,13 +26,6 @@ type Refresh struct {
 // publishTimeout bounds telling the other nodes.
 const publishTimeout = 2 * time.Second
 
-// JoinCluster makes this node publish its refreshes on bus; node is the
-// address other nodes reach this one at (host:port), stored with every
-// binding this node refreshes so a call parked elsewhere is sent here.
-func (s *Service) JoinCluster(bus Bus, node string) {
-	s.bus, s.node = bus, node
-}
-
 // Node is this node's cluster address ("" when alone).
 func (s *Service) Node() string { return s.node }
 

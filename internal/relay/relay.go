@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sipwake/sipwake/internal/limit"
@@ -26,10 +25,12 @@ type Store interface {
 	Has(ctx context.Context, id store.ID) (bool, error)
 	ListAOR(ctx context.Context, aor string) ([]store.Record, error)
 	Delete(ctx context.Context, id store.ID) (store.Record, error)
+	// ScanDue lists the records whose DueAt has come (Wakeups walk them).
+	ScanDue(ctx context.Context, until time.Time, fn func(store.Record) error) error
 }
 
-// Upstream un-registers a binding at the provider's registrar. The sip
-// package implements it.
+// Upstream un-registers a binding at the provider's registrar (Expired);
+// the sip and handover packages implement it.
 type Upstream interface {
 	Unregister(ctx context.Context, b Binding) error
 }
@@ -48,17 +49,24 @@ type Options struct {
 	// CallPushesPerMinute caps call pushes to one device, so an INVITE
 	// flood for one AOR does not spam the phone; 0 disables the cap.
 	CallPushesPerMinute int
+	// Wakeups say when devices are woken without a call.
+	Wakeups WakeupOptions
+	// Bus and Node: set when several nodes share the store. This node
+	// publishes its refreshes on Bus; Node is the address other nodes
+	// reach it at (host:port), stored with every binding it refreshes so a
+	// call parked elsewhere is sent here.
+	Bus  Bus
+	Node string
 }
 
 // Service owns the binding lifecycle.
 type Service struct {
-	store    Store
-	pusher   Pusher
-	opts     Options
-	metrics  *Metrics
-	log      *slog.Logger
-	now      func() time.Time
-	upstream Upstream
+	store   Store
+	pusher  Pusher
+	opts    Options
+	metrics *Metrics
+	log     *slog.Logger
+	now     func() time.Time
 
 	// waiters are the calls parked on each binding, woken by Refreshed.
 	waitMu  sync.Mutex
@@ -71,8 +79,8 @@ type Service struct {
 	node string
 	// pushCaps holds each device's call-push budget.
 	pushCaps *limit.Keyed[store.ID]
-	// keeper says when each stored binding is next due (nil: none yet).
-	keeper atomic.Pointer[Keeper]
+	// wakeups say when each stored binding is next due.
+	wakeups *Wakeups
 }
 
 // New builds the relay. now is the clock (time.Now in production).
@@ -83,20 +91,22 @@ func New(st Store, p Pusher, opts Options, log *slog.Logger, now func() time.Tim
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
-	return &Service{store: st, pusher: p, opts: opts, metrics: opts.Metrics, log: log, now: now,
-		waiters: map[store.ID]map[*wakeup]struct{}{}, traces: NewTraces(now),
+	s := &Service{store: st, pusher: p, opts: opts, metrics: opts.Metrics, log: log, now: now,
+		waiters: map[store.ID]map[*wakeup]struct{}{}, traces: NewTraces(now), bus: opts.Bus, node: opts.Node,
 		pushCaps: limit.New[store.ID](float64(opts.CallPushesPerMinute)/60, opts.CallPushesPerMinute, now)}
+	s.wakeups = newWakeups(s, opts.Wakeups)
+	return s
 }
+
+// Wakeups are the pushes sent without a call (refresh, expiry warnings);
+// the app runs them.
+func (s *Service) Wakeups() *Wakeups { return s.wakeups }
 
 // Traces are the per-AOR troubleshooting traces (admin switches them).
 func (s *Service) Traces() *Traces { return s.traces }
 
 // Metrics are the relay's counters, for the SIP side to report calls.
 func (s *Service) Metrics() *Metrics { return s.metrics }
-
-// SetUpstream wires the registrar side once the SIP layer exists; the two
-// depend on each other, so one is handed to the other after both are built.
-func (s *Service) SetUpstream(u Upstream) { s.upstream = u }
 
 // PushRequest is what a REGISTER's pn-* parameters ask for.
 type PushRequest int
@@ -199,27 +209,18 @@ func (s *Service) replaceOlder(ctx context.Context, id store.ID, b Binding) []st
 }
 
 // put stores b under its record ID, in the accounts index if it is a
-// handed-over account, due when the keeper next has work for it.
+// handed-over account, due when the wake-ups next have work for it.
 func (s *Service) put(ctx context.Context, b Binding) error {
 	data, err := encode(b)
 	if err != nil {
 		return fmt.Errorf("encode binding: %w", err)
 	}
 	rec := store.Record{ID: s.RecordID(b), AOR: string(b.AOR), ExpiresAt: b.ExpiresAt, Data: data,
-		DueAt: s.dueAt(b), Account: b.Account != nil}
+		DueAt: s.wakeups.dueAt(b), Account: b.Account != nil}
 	if err := s.store.Put(ctx, rec); err != nil {
 		return fmt.Errorf("store binding of %s: %w", b.AOR, err)
 	}
 	return nil
-}
-
-// dueAt is when the keeper next has work for b; with no keeper yet, now,
-// so that the keeper's first pass files it.
-func (s *Service) dueAt(b Binding) time.Time {
-	if k := s.keeper.Load(); k != nil {
-		return k.dueAt(b)
-	}
-	return s.now()
 }
 
 // Binding returns the binding stored under id.
@@ -321,8 +322,9 @@ func (b Binding) matches(c ContactMatch) bool {
 }
 
 // Expired handles records the sweeper has already erased: their upstream
-// registrations are removed too, so a forgotten device stops being called.
-func (s *Service) Expired(ctx context.Context, recs []store.Record) {
+// registrations are removed through up too, so a forgotten device stops
+// being called.
+func (s *Service) Expired(ctx context.Context, recs []store.Record, up Upstream) {
 	for _, r := range recs {
 		s.metrics.erasedFor(ErasedExpired)
 		b, err := decode(r)
@@ -331,10 +333,7 @@ func (s *Service) Expired(ctx context.Context, recs []store.Record) {
 			continue
 		}
 		s.log.Info("binding expired and erased", "aor", b.AOR, "device", b.Device)
-		if s.upstream == nil {
-			continue
-		}
-		if err := s.upstream.Unregister(ctx, b); err != nil {
+		if err := up.Unregister(ctx, b); err != nil {
 			s.log.Warn("upstream un-register of expired binding failed; the registrar drops it at its own expiry",
 				"aor", b.AOR, "lapses_at", b.Upstream.LapsesAt(), "error", err)
 		}

@@ -44,7 +44,9 @@ type fixture struct {
 
 const ttl = 120 * time.Hour
 
-func newFixture(t *testing.T) *fixture {
+// newFixture is a relay over a real bbolt file and the push fakes; wo are
+// its wake-up options.
+func newFixture(t *testing.T, wo ...relay.WakeupOptions) *fixture {
 	t.Helper()
 	keys, err := store.NewKeyring("k1", map[string][]byte{"k1": store.NewKey()})
 	if err != nil {
@@ -64,7 +66,11 @@ func newFixture(t *testing.T) *fixture {
 	}
 	t.Cleanup(d.Close)
 	c := &clock{t: time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)}
-	svc := relay.New(st, d, relay.Options{RecordTTL: ttl, Providers: []string{"apns", "fcm"}}, log, c.now)
+	opts := relay.Options{RecordTTL: ttl, Providers: []string{"apns", "fcm"}}
+	if len(wo) > 0 {
+		opts.Wakeups = wo[0]
+	}
+	svc := relay.New(st, d, opts, log, c.now)
 	return &fixture{svc: svc, st: st, fakes: fakes, clock: c, logs: logs}
 }
 
@@ -130,13 +136,13 @@ func kinds(ps []pushtest.Push) []string {
 // PushKit-only iPhone cannot be (APNs takes only VoIP pushes on that token,
 // and iOS only for calls), and one that said +sip.pnsreg refreshes by
 // itself, so neither gets one.
-func TestKeeperWakesBeforeUpstreamLapses(t *testing.T) {
-	f := newFixture(t)
+func TestWakeupsBeforeUpstreamLapses(t *testing.T) {
+	f := newFixture(t, relay.WakeupOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
 	ctx := context.Background()
 	f.register(t, 1, nil)
 	f.pushKitOnly(t, 2)
 	f.register(t, 3, func(b *relay.Binding) { b.PNSReg = true }) // refreshes by itself (+sip.pnsreg)
-	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
+	k := f.svc.Wakeups()
 
 	f.clock.advance(7 * time.Minute) // 3 minutes before the 600 s lapse
 	if n, err := k.Pass(ctx); err != nil || n != 0 {
@@ -164,12 +170,12 @@ func TestKeeperWakesBeforeUpstreamLapses(t *testing.T) {
 	}
 }
 
-func TestKeeperWarnsBeforeTTLRunsOut(t *testing.T) {
-	f := newFixture(t)
+func TestWakeupsWarnBeforeTTLRunsOut(t *testing.T) {
+	f := newFixture(t, relay.WakeupOptions{Interval: time.Minute, RefreshLead: time.Minute, ExpiryWarnings: []time.Duration{time.Hour, 24 * time.Hour}})
 	ctx := context.Background()
 	f.register(t, 3, func(b *relay.Binding) { b.Upstream.Expires = 0 }) // no refresh owed
 	f.pushKitOnly(t, 4)                                                 // no token for an alert: never warned
-	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: time.Minute, ExpiryWarnings: []time.Duration{time.Hour, 24 * time.Hour}})
+	k := f.svc.Wakeups()
 
 	f.clock.advance(ttl - 25*time.Hour)
 	if n, _ := k.Pass(ctx); n != 0 {
@@ -195,11 +201,11 @@ func TestKeeperWarnsBeforeTTLRunsOut(t *testing.T) {
 	}
 }
 
-func TestKeeperErasesDeadToken(t *testing.T) {
-	f := newFixture(t)
+func TestWakeupsEraseDeadToken(t *testing.T) {
+	f := newFixture(t, relay.WakeupOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
 	f.fakes.APNs.Program(f.fakes.APNs.RemoteToken(4), pushtest.Behavior{Status: 410, Reason: "Unregistered"})
 	f.register(t, 4, nil)
-	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
+	k := f.svc.Wakeups()
 	f.clock.advance(9 * time.Minute)
 	if _, err := k.Pass(context.Background()); err != nil {
 		t.Fatal(err)
@@ -345,13 +351,13 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 	end(relay.ReasonMissed, b)
 }
 
-// The keeper reads only due records, so every write must file the binding
-// under the time the keeper next has work for it.
-func TestKeeperFilesDueTimes(t *testing.T) {
-	f := newFixture(t)
+// The wake-ups read only due records, so every write must file the
+// binding under the time they next have work for it.
+func TestWakeupsFileDueTimes(t *testing.T) {
+	f := newFixture(t, relay.WakeupOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute, ExpiryWarnings: []time.Duration{time.Hour}})
 	ctx := context.Background()
-	early := f.register(t, 5, nil) // before the keeper: due at once
-	k := f.svc.NewKeeper(f.st, relay.KeeperOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute, ExpiryWarnings: []time.Duration{time.Hour}})
+	early := f.register(t, 5, nil)
+	k := f.svc.Wakeups()
 	dueOf := func(b relay.Binding) time.Time {
 		t.Helper()
 		r, err := f.st.Get(ctx, f.svc.BindingID(b.AOR, b.Device))
@@ -361,15 +367,15 @@ func TestKeeperFilesDueTimes(t *testing.T) {
 		return r.DueAt
 	}
 	registered := f.clock.now()
-	if got := dueOf(early); !got.Equal(registered) {
-		t.Fatalf("binding stored before the keeper: DueAt %v, want now (%v)", got, registered)
-	}
 	refresh := registered.Add(600*time.Second - 2*time.Minute)
+	if got := dueOf(early); !got.Equal(refresh) {
+		t.Fatalf("stored: DueAt %v, want the refresh push at %v", got, refresh)
+	}
 	if n, err := k.Pass(ctx); err != nil || n != 0 {
 		t.Fatalf("first pass sent %d, %v", n, err)
 	}
 	if got := dueOf(early); !got.Equal(refresh) {
-		t.Fatalf("after the first pass: DueAt %v, want the refresh push at %v", got, refresh)
+		t.Fatalf("after a pass with nothing due: DueAt %v, want the refresh push at %v", got, refresh)
 	}
 
 	plain := f.register(t, 6, func(b *relay.Binding) { b.Upstream.Expires = 0 })

@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/relay"
 	"github.com/sipwake/sipwake/internal/store"
 )
@@ -196,13 +195,9 @@ func newHarness(t *testing.T, devices int, wait time.Duration) *harness {
 		})
 	}
 	h.metrics = NewMetrics(prometheus.NewRegistry())
-	up, err := config.ParseUpstream("sip:127.0.0.1:9")
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv, err := New(Options{
-		Listen:          config.Listen{UDP: "127.0.0.1:0"},
-		Upstream:        up,
+		Listen:          Listen{UDP: "127.0.0.1:0"},
+		Upstream:        Upstream{Host: "127.0.0.1", Port: 9, Transport: "udp"},
 		UpstreamTimeout: time.Second,
 		UserAgent:       "harness",
 		CallWait:        wait,

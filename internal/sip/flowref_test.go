@@ -7,8 +7,6 @@ import (
 	"net"
 	"testing"
 	"time"
-
-	"github.com/sipwake/sipwake/internal/config"
 )
 
 // Asking whether a device's flow is open (liveFlow on every call, flowOpen
@@ -18,7 +16,7 @@ import (
 // stays where it was however often it is asked; once the phone hangs up,
 // the flow is gone.
 func TestFlowOpenKeepsReferencesBalanced(t *testing.T) {
-	s, err := New(Options{Listen: config.Listen{TCP: "127.0.0.1:0"}}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(Options{Listen: Listen{TCP: "127.0.0.1:0"}}, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

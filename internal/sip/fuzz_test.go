@@ -11,7 +11,6 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/relay"
 	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
@@ -32,10 +31,9 @@ func fuzzServer(t testing.TB) *Server {
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	rl := relay.New(st, nil, relay.Options{RecordTTL: 120 * time.Hour, Providers: []string{"apns", "fcm"}}, log, time.Now)
-	up, _ := config.ParseUpstream("sip:127.0.0.1:5070")
 	s, err := New(Options{
-		Listen:          config.Listen{UDP: "127.0.0.1:5060"},
-		Upstream:        up,
+		Listen:          Listen{UDP: "127.0.0.1:5060"},
+		Upstream:        Upstream{Host: "127.0.0.1", Port: 5070, Transport: "udp"},
 		UpstreamTimeout: time.Second,
 		UserAgent:       "fuzz",
 		CallWait:        time.Second,

@@ -22,14 +22,35 @@ import (
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/limit"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
+// Listen holds the SIP listen addresses (config sip.listen); an empty one
+// is not opened.
+type Listen struct {
+	UDP         string `yaml:"udp"`
+	TCP         string `yaml:"tcp"`
+	TLS         string `yaml:"tls"`
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+}
+
+// Upstream is the provider's registrar/proxy (config sip.upstream).
+type Upstream struct {
+	Host      string
+	Port      int
+	Transport string // udp, tcp or tls
+}
+
+// HostPort is the address requests are sent to.
+func (u Upstream) HostPort() string {
+	return net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
+}
+
 // Options configure the SIP side.
 type Options struct {
-	Listen config.Listen
+	Listen Listen
 	// PublicHost and PublicPort are what sipwake puts in Path, Contact and
 	// Via; empty/zero take the listen address.
 	PublicHost string
@@ -38,7 +59,7 @@ type Options struct {
 	// IPv6 hosts are held without brackets, as in a sip.Uri built here.
 	PublicHost6 string
 	PublicPort  int
-	Upstream    config.Upstream
+	Upstream    Upstream
 	// ContactMode rewrites the device's Contact to sipwake instead of adding
 	// a Path header (for registrars without RFC 3327 support).
 	ContactMode     bool
@@ -73,63 +94,6 @@ type Options struct {
 	// nodes that share it open each other's. Empty: a random key of this
 	// process, so tokens die with it.
 	FlowKey []byte
-}
-
-// OptionsFrom maps the config file's SIP, calls and trunks sections onto
-// Options.
-func OptionsFrom(cfg config.Config) (Options, error) {
-	c := cfg.SIP
-	up, err := config.ParseUpstream(c.Upstream)
-	if err != nil {
-		return Options{}, err
-	}
-	o := Options{
-		Listen:          c.Listen,
-		Upstream:        up,
-		ContactMode:     c.UpstreamMode == "contact",
-		UpstreamTimeout: c.UpstreamTimeout,
-		UserAgent:       c.UserAgent,
-		CallWait:        cfg.Calls.Wait,
-		Ringing:         cfg.Calls.Ringing,
-		RefreshLead:     cfg.Calls.RefreshLead,
-		AwakePushDelay:  cfg.Calls.AwakePushDelay,
-		RegisterRate:    c.RegisterRate, RegisterBurst: c.RegisterBurst,
-		MaxRegistersInFlight: c.MaxRegistersInFlight,
-	}
-	if o.TrustedSources, err = prefixes(cfg.Calls.TrustedSources); err != nil {
-		return Options{}, err
-	}
-	for _, t := range cfg.Trunks {
-		nets, err := prefixes(t.Sources)
-		if err != nil {
-			return Options{}, err
-		}
-		o.Trunks = append(o.Trunks, Trunk{Name: t.Name, Sources: nets, Domain: t.Domain})
-	}
-	if c.PublicAddress != "" {
-		if o.PublicHost, o.PublicPort, err = config.ParsePublicAddress(c.PublicAddress); err != nil {
-			return Options{}, err
-		}
-	}
-	if c.PublicAddressIPv6 != "" {
-		// Its port, if any, is the one public_address gives both.
-		if o.PublicHost6, _, err = config.ParsePublicAddress(c.PublicAddressIPv6); err != nil {
-			return Options{}, err
-		}
-	}
-	return o, nil
-}
-
-func prefixes(cidrs []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(cidrs))
-	for _, c := range cidrs {
-		p, err := netip.ParsePrefix(c)
-		if err != nil {
-			return nil, fmt.Errorf("CIDR %q: %w", c, err)
-		}
-		out = append(out, p.Masked())
-	}
-	return out, nil
 }
 
 // Server is sipwake's SIP endpoint.
@@ -291,7 +255,7 @@ func (s *Server) methodNotAllowed(req *sip.Request, tx sip.ServerTransaction) {
 	s.reply(req, tx, sip.StatusMethodNotAllowed, "Method Not Allowed", allowHeader())
 }
 
-func firstHost(l config.Listen) string {
+func firstHost(l Listen) string {
 	for _, a := range []string{l.UDP, l.TCP, l.TLS} {
 		if host, _, err := net.SplitHostPort(a); err == nil && host != "" && host != "0.0.0.0" && host != "::" {
 			return host

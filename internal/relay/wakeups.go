@@ -10,15 +10,8 @@ import (
 	"github.com/sipwake/sipwake/internal/store"
 )
 
-// DueScanner lists the records whose DueAt has come; the keeper walks
-// them. Every binding is stored with the time the keeper next has work for
-// it (Binding.dueAt), so a pass reads only those, not the whole store.
-type DueScanner interface {
-	ScanDue(ctx context.Context, until time.Time, fn func(store.Record) error) error
-}
-
-// KeeperOptions say when devices are woken without a call.
-type KeeperOptions struct {
+// WakeupOptions say when devices are woken without a call.
+type WakeupOptions struct {
 	// Interval between passes over the records.
 	Interval time.Duration
 	// RefreshLead: a device is woken this long before its upstream
@@ -29,34 +22,32 @@ type KeeperOptions struct {
 	ExpiryWarnings []time.Duration
 }
 
-// Keeper wakes sleeping devices when no call does: to refresh their
+// Wakeups wake sleeping devices when no call does: to refresh their
 // upstream registration (+sip.pnsreg) and to warn the user before the
-// record expires, so push never stops without a word.
-type Keeper struct {
+// record expires, so push never stops without a word. Every binding is
+// stored with the time they next have work for it (Record.DueAt), so a
+// pass reads only those (Store.ScanDue), not the whole store.
+type Wakeups struct {
 	svc  *Service
-	scan DueScanner
-	opts KeeperOptions
+	opts WakeupOptions
 }
 
-// NewKeeper builds the keeper over the relay's store. From then on the
-// relay stores every binding with the time this keeper next has work for
-// it; bindings stored before are due at once, and the first pass files
-// them.
-func (s *Service) NewKeeper(scan DueScanner, opts KeeperOptions) *Keeper {
+func newWakeups(s *Service, opts WakeupOptions) *Wakeups {
+	if opts.Interval <= 0 {
+		opts.Interval = time.Minute
+	}
 	opts.ExpiryWarnings = slices.Clone(opts.ExpiryWarnings)
 	slices.SortFunc(opts.ExpiryWarnings, func(a, b time.Duration) int { return int(b - a) })
-	k := &Keeper{svc: s, scan: scan, opts: opts}
-	s.keeper.Store(k)
-	return k
+	return &Wakeups{svc: s, opts: opts}
 }
 
 // Run passes over the records every interval until ctx ends.
-func (k *Keeper) Run(ctx context.Context) {
+func (k *Wakeups) Run(ctx context.Context) {
 	t := time.NewTicker(k.opts.Interval)
 	defer t.Stop()
 	for {
 		if _, err := k.Pass(ctx); err != nil && ctx.Err() == nil {
-			k.svc.log.Warn("keeper pass failed", "error", err)
+			k.svc.log.Warn("wake-up pass failed", "error", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -69,27 +60,27 @@ func (k *Keeper) Run(ctx context.Context) {
 // Pass looks at the bindings whose due time has come, sends the wake-ups
 // they need and stores each with its next due time; it returns how many
 // pushes it sent.
-func (k *Keeper) Pass(ctx context.Context) (int, error) {
+func (k *Wakeups) Pass(ctx context.Context) (int, error) {
 	now := k.svc.now()
 	sent := 0
-	err := k.scan.ScanDue(ctx, now, func(r store.Record) error {
+	err := k.svc.store.ScanDue(ctx, now, func(r store.Record) error {
 		b, err := decode(r)
 		if err != nil {
-			k.svc.log.Warn("keeper: due record unreadable; the sweeper erases it at its expiry", "error", err)
+			k.svc.log.Warn("wake-ups: due record unreadable; the sweeper erases it at its expiry", "error", err)
 			return nil
 		}
 		sent += k.wake(ctx, b, now)
 		return nil
 	})
 	if err != nil {
-		return sent, fmt.Errorf("keeper scan: %w", err)
+		return sent, fmt.Errorf("wake-ups scan: %w", err)
 	}
 	return sent, nil
 }
 
-// dueAt is when the keeper next has work for b: its refresh push or its
+// dueAt is when the wake-ups next have work for b: its refresh push or its
 // next expiry warning, whichever comes first; zero if neither will.
-func (k *Keeper) dueAt(b Binding) time.Time {
+func (k *Wakeups) dueAt(b Binding) time.Time {
 	due, _ := k.refreshAt(b)
 	// Warnings are sorted largest first, so the next one is the earliest.
 	if b.Warned >= 0 && b.Warned < len(k.opts.ExpiryWarnings) && b.Wakeable(push.KindExpiryWarning) {
@@ -106,7 +97,7 @@ func (k *Keeper) dueAt(b Binding) time.Time {
 // +sip.pnsreg refreshes by itself that long before, as Feature-Caps told
 // it): it has a token for such a push and has not been woken for this
 // registration yet. ok is false when no such push is owed.
-func (k *Keeper) refreshAt(b Binding) (at time.Time, ok bool) {
+func (k *Wakeups) refreshAt(b Binding) (at time.Time, ok bool) {
 	if b.PNSReg || b.Account != nil || b.Upstream.Expires == 0 || b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) ||
 		!b.Wakeable(push.KindRegister) {
 		return time.Time{}, false
@@ -115,14 +106,14 @@ func (k *Keeper) refreshAt(b Binding) (at time.Time, ok bool) {
 }
 
 // refreshDue: the refresh push for b is owed and its time has come.
-func (k *Keeper) refreshDue(b Binding, now time.Time) bool {
+func (k *Wakeups) refreshDue(b Binding, now time.Time) bool {
 	at, ok := k.refreshAt(b)
 	return ok && !now.Before(at)
 }
 
 // warningDue is the index of the expiry warning due now, or -1 (also
 // for a device no visible push can reach).
-func (k *Keeper) warningDue(b Binding, now time.Time) int {
+func (k *Wakeups) warningDue(b Binding, now time.Time) int {
 	due := -1
 	if !b.Wakeable(push.KindExpiryWarning) {
 		return due
@@ -137,7 +128,7 @@ func (k *Keeper) warningDue(b Binding, now time.Time) int {
 
 // wake sends what is due for b and stores it again with its next due
 // time. An expired binding is left to the sweeper.
-func (k *Keeper) wake(ctx context.Context, b Binding, now time.Time) int {
+func (k *Wakeups) wake(ctx context.Context, b Binding, now time.Time) int {
 	s := k.svc
 	if !now.Before(b.ExpiresAt) {
 		return 0
@@ -164,7 +155,7 @@ func (k *Keeper) wake(ctx context.Context, b Binding, now time.Time) int {
 		sent++
 	}
 	if err := s.rewrite(ctx, b); err != nil {
-		s.log.Warn("keeper could not record its push or next due time", "aor", b.AOR, "error", err)
+		s.log.Warn("wake-ups could not record its push or next due time", "aor", b.AOR, "error", err)
 	}
 	return sent
 }
