@@ -26,6 +26,7 @@ import (
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
+	"github.com/sipwake/sipwake/internal/sip"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -207,7 +208,7 @@ func TestMonitoringQueriesReturnData(t *testing.T) {
 	redisAddr := peertest.StartRedis(t, peertest.Addr(t, 8, 6379))
 	cfg2 := w.cfg
 	sip2 := peertest.Addr(t, 8, 5060)
-	cfg2.SIP.Listen = config.Listen{UDP: sip2}
+	cfg2.SIP.Listen = sip.Listen{UDP: sip2}
 	cfg2.Admin.Listen = peertest.Addr(t, 8, 9060)
 	cfg2.API.Listen = ""
 	cfg2.Store.Backend = "redis"
