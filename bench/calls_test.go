@@ -26,6 +26,7 @@ import (
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 	sipwire "github.com/sipwake/sipwake/internal/sip"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -64,7 +65,7 @@ type callRow struct {
 func quietSipgo() {
 	// What cmd/sipwake's main does once: sipgo's package logger through
 	// the same redaction, and quiet.
-	sipgo.SetDefaultLogger(sipwire.RedactedLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	sipgo.SetDefaultLogger(sipmsg.RedactedLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 }
 
 // BenchmarkWakeCalls measures calls answered end to end, per second, for

@@ -31,6 +31,7 @@ import (
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 	sipwire "github.com/sipwake/sipwake/internal/sip"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -92,7 +93,7 @@ type setupResult struct {
 func BenchmarkRegisterRate(b *testing.B) {
 	// What cmd/sipwake's main does once: sipgo's package logger through the
 	// same redaction, and quiet below warn.
-	sipgo.SetDefaultLogger(sipwire.RedactedLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	sipgo.SetDefaultLogger(sipmsg.RedactedLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 
 	var (
 		mu   sync.Mutex

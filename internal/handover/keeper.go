@@ -26,6 +26,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -197,7 +198,9 @@ func New(accounts Accounts, records Records, opts Options, log *slog.Logger) (*K
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	sipLog := log.With("part", "handover-sip")
+	// sipgo logs whole messages (credentials' AORs, numbers): redacted
+	// as on the proxy side.
+	sipLog := sipmsg.RedactedLogger(log.With("part", "handover-sip"))
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(opts.UserAgent),
 		sipgo.WithUserAgentTransportLayerOptions(sip.WithTransportLayerLogger(sipLog)),

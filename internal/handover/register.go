@@ -90,10 +90,6 @@ func errText(err error) string {
 // answer, a 423 retry with Min-Expires, a stale-nonce answer, one spare.
 const maxExchanges = 5
 
-// ContactUser is the user part prefix of the contact sipwake registers for
-// an account: sw-<binding id>, which the SIP side routes calls by.
-const ContactUser = "sw-"
-
 // register runs one REGISTER exchange for b's account, asking for expires
 // seconds (0 un-registers), answering digest challenges and 423. On success
 // b.Upstream holds the new CSeq and the granted expiry.

@@ -13,6 +13,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -536,7 +537,7 @@ func (s *Server) viaNode(fwd *sip.Request, b relay.Binding) {
 		return
 	}
 	p, _ := strconv.Atoi(port)
-	u := sip.Uri{Scheme: "sip", User: bindingUserPrefix + s.relay.RecordID(b).String(), Host: host, Port: p, UriParams: sip.NewParams()}
+	u := sip.Uri{Scheme: "sip", User: sipmsg.BindingUserPrefix + s.relay.RecordID(b).String(), Host: host, Port: p, UriParams: sip.NewParams()}
 	u.UriParams.Add("transport", "udp")
 	u.UriParams.Add("lr", "")
 	fwd.PrependHeader(&sip.RouteHeader{Address: u})

@@ -7,12 +7,9 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
-
-// bindingUserPrefix marks the user part of a URI that names a binding
-// (sw-<id>@sipwake), in a Path or a rewritten Contact.
-const bindingUserPrefix = "sw-"
 
 // param reads a pn-* parameter from the Contact URI, where RFC 8599 puts
 // it, falling back to the header parameters some clients use.
@@ -49,7 +46,7 @@ func aorOf(u sip.Uri) (relay.AOR, error) {
 
 // bindingIDFrom reads the binding id from a sw-<id> user part.
 func bindingIDFrom(u sip.Uri) (store.ID, bool) {
-	rest, ok := strings.CutPrefix(u.User, bindingUserPrefix)
+	rest, ok := strings.CutPrefix(u.User, sipmsg.BindingUserPrefix)
 	if !ok {
 		return store.ID{}, false
 	}

@@ -229,7 +229,7 @@ func (s *Server) bindingURI(id store.ID) sip.Uri {
 func (s *Server) bindingURIOver(id store.ID, transport string) sip.Uri {
 	u := sip.Uri{
 		Scheme:    "sip",
-		User:      bindingUserPrefix + id.String(),
+		User:      sipmsg.BindingUserPrefix + id.String(),
 		Host:      s.publicHostFor(s.opts.Upstream.Host),
 		Port:      s.publicPort(strings.ToLower(transport)),
 		UriParams: sip.NewParams(),

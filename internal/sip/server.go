@@ -23,6 +23,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwake/sipwake/internal/limit"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -137,7 +138,7 @@ func New(opts Options, rl Relay, log *slog.Logger) (*Server, error) {
 	if host == "" {
 		host = firstHost(opts.Listen)
 	}
-	wireLog := RedactedLogger(log)
+	wireLog := sipmsg.RedactedLogger(log)
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}

@@ -12,6 +12,12 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
+// BindingUserPrefix starts the user part of a URI that names a binding
+// at sipwake (sip:sw-<binding id>@sipwake): what the proxy side puts in a
+// Path or rewritten Contact, and the contact the handover registrations
+// register for an account. Calls come back to sipwake addressed so.
+const BindingUserPrefix = "sw-"
+
 // Contacts parses every Contact of a message, including comma-separated
 // lists in one header field; "*" is a wildcard Contact. Contacts sipgo
 // already parsed (it splits lists itself) are the message's own headers,

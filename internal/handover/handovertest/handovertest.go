@@ -19,6 +19,7 @@ import (
 	"github.com/sipwake/sipwake/internal/handover"
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/relay"
+	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -90,7 +91,7 @@ func (e *Env) Close(t testing.TB) {
 
 // ContactFor is the contact the keeper registers: sw-<id>@ContactHost.
 func (e *Env) ContactFor(id store.ID, transport string) string {
-	return "sip:" + handover.ContactUser + id.String() + "@" + e.ContactHost + ";transport=" + transport
+	return "sip:" + sipmsg.BindingUserPrefix + id.String() + "@" + e.ContactHost + ";transport=" + transport
 }
 
 // Keeper builds and starts a Keeper over the env with test-speed timings

@@ -1,52 +1,13 @@
 package sip
 
 import (
-	"context"
 	"log/slog"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/internal/sipmsg"
 )
-
-// sipgo logs whole messages under these keys (a parse error logs the raw
-// datagram); they carry AORs, numbers and push tokens, so they never reach
-// sipwake's log.
-var messageKeys = map[string]bool{"data": true, "req": true, "res": true, "request": true, "response": true, "msg": true}
-
-// redactHandler drops sipgo's message-carrying attributes.
-type redactHandler struct{ next slog.Handler }
-
-// RedactedLogger is the logger handed to sipgo's internals.
-func RedactedLogger(log *slog.Logger) *slog.Logger {
-	return slog.New(redactHandler{next: log.Handler()}).With("component", "sipgo")
-}
-
-func (h redactHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
-
-func (h redactHandler) Handle(ctx context.Context, r slog.Record) error {
-	clean := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
-	r.Attrs(func(a slog.Attr) bool {
-		if !messageKeys[a.Key] {
-			clean.AddAttrs(a)
-		}
-		return true
-	})
-	return h.next.Handle(ctx, clean)
-}
-
-func (h redactHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	kept := make([]slog.Attr, 0, len(as))
-	for _, a := range as {
-		if !messageKeys[a.Key] {
-			kept = append(kept, a)
-		}
-	}
-	return redactHandler{next: h.next.WithAttrs(kept)}
-}
-
-func (h redactHandler) WithGroup(name string) slog.Handler {
-	return redactHandler{next: h.next.WithGroup(name)}
-}
 
 // maxUDPMessage is the largest SIP message sipwake sends over UDP. sipgo
 // refuses anything over 1300 bytes by default, but a registrar's 200 lists
@@ -74,5 +35,5 @@ func ConfigureLibrary(log *slog.Logger) {
 	sip.UDPMTUSize = maxUDPMessage
 	sip.Timer_J = completedLinger
 	sip.Timer_D = completedLinger
-	sip.SetDefaultLogger(RedactedLogger(log))
+	sip.SetDefaultLogger(sipmsg.RedactedLogger(log))
 }
