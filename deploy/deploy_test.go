@@ -1,9 +1,9 @@
-// Package deploy holds docker-compose.yaml to the repository it deploys:
-// what it mounts exists (or deploy/README.md says how to make it), sipwake
-// reads every variable it sets and its own config loader accepts the
-// config it gives it, and the names, ports and timings that must agree do.
-// It has tests only; the Kamailio config is run for real by internal/app's
-// tests.
+// Package deploy holds docker-compose.yaml and the Kubernetes manifests of
+// deploy/kubernetes to the repository they deploy: what they mount exists
+// (or deploy/README.md says how to make it), sipwake reads every variable
+// they set and its own config loader accepts the config they give it, and
+// the names, ports and timings that must agree do. It has tests only; the
+// Kamailio configs are run for real by internal/app's tests.
 package deploy
 
 import (

@@ -164,6 +164,16 @@ func records(t *testing.T, a *app.App) int {
 // through it again (to whichever node), and the call is answered with one
 // push.
 func TestThreeNodesBehindDispatcher(t *testing.T) {
+	wakeBehindDispatcher(t, func(lbAddr string, nodes []string) {
+		peertest.StartKamailio(t, peertest.KamailioOptions{Addr: lbAddr, Domain: domain, Dispatch: nodes})
+	})
+}
+
+// wakeBehindDispatcher tells TestThreeNodesBehindDispatcher's story with
+// the dispatcher startLB starts on lbAddr in front of nodes (ip:port),
+// once they run: the registrar is on 127.x.y.1, the nodes on .2, .7, .8.
+func wakeBehindDispatcher(t *testing.T, startLB func(lbAddr string, nodes []string)) {
+	t.Helper()
 	lbAddr := peertest.Addr(t, 9, 5060)
 	nodes := []string{peertest.Addr(t, 2, 5060), peertest.Addr(t, 7, 5060), peertest.Addr(t, 8, 5060)}
 	trusted := []string{peertest.IP(t, 9) + "/32"}
@@ -177,7 +187,7 @@ func TestThreeNodesBehindDispatcher(t *testing.T) {
 	})
 	b, _ := w.node(7)
 	c, _ := w.node(8)
-	peertest.StartKamailio(t, peertest.KamailioOptions{Addr: lbAddr, Domain: domain, Dispatch: nodes})
+	startLB(lbAddr, nodes)
 	tok := w.fakes.APNs.VoIPToken(62)
 
 	w.registerVia(lbAddr, tok, 5070)

@@ -1,15 +1,19 @@
 package app_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/sipwake/sipwake/internal/peertest"
 )
@@ -21,21 +25,29 @@ import (
 // repoPath is a file of the repository, from this package's directory.
 func repoPath(rel string) string { return filepath.Join("..", "..", filepath.FromSlash(rel)) }
 
-// startShippedKamailio runs Kamailio on cfg (a path in the repository)
-// with the given defines, working in dir: a file the config includes is
-// looked up there first, then beside cfg. It returns once Kamailio answers
-// an OPTIONS on addr (UDP), having bound every socket before. A missing
-// kamailio skips the test, or fails it in CI.
-func startShippedKamailio(t *testing.T, cfg, dir, addr string, defines ...string) *peertest.Kamailio {
+// needKamailio is the path of a program of Debian's kamailio package
+// (kamailio, kamcmd). A missing one skips the test, or fails it in CI.
+func needKamailio(t *testing.T, program string) string {
 	t.Helper()
-	bin, err := exec.LookPath("kamailio")
+	bin, err := exec.LookPath(program)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("kamailio not found (%v): scripts/deps.sh installs Debian package kamailio", err)
+			t.Fatalf("%s not found (%v): scripts/deps.sh installs Debian package kamailio", program, err)
 		}
-		t.Skipf("kamailio not found (%v); install Debian package kamailio (scripts/deps.sh)", err)
+		t.Skipf("%s not found (%v); install Debian package kamailio (scripts/deps.sh)", program, err)
 	}
-	path, err := filepath.Abs(repoPath(cfg))
+	return bin
+}
+
+// startShippedKamailio runs Kamailio on the config file cfg with the given
+// defines, working in dir: a file the config includes is looked up there
+// first, then beside cfg. It returns once Kamailio answers an OPTIONS on
+// addr (UDP), having bound every socket before; its control socket is
+// CtlSocket.
+func startShippedKamailio(t *testing.T, cfg, dir, addr string, defines ...string) *peertest.Kamailio {
+	t.Helper()
+	bin := needKamailio(t, "kamailio")
+	path, err := filepath.Abs(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +99,7 @@ func startShippedKamailio(t *testing.T, cfg, dir, addr string, defines ...string
 			t.Fatalf("kamailio %s does not answer on %s:\n%s", cfg, addr, logs.String())
 		}
 	}
-	return &peertest.Kamailio{Addr: addr, Domain: domain, Dir: dir}
+	return &peertest.Kamailio{Addr: addr, Domain: domain, Dir: dir, CtlSocket: "unix:" + filepath.Join(run, "kamailio_ctl")}
 }
 
 // usersFile writes the users.cfg deploy/kamailio/kamailio.cfg includes,
@@ -110,7 +122,7 @@ func TestShippedKamailioWakesPhone(t *testing.T) {
 	addr := peertest.Addr(t, 1, 5060)
 	// One worker, so back-to-back answers (180, 200) reach the caller in
 	// order (newWorldWith).
-	k := startShippedKamailio(t, "deploy/kamailio/kamailio.cfg", usersFile(t), addr,
+	k := startShippedKamailio(t, repoPath("deploy/kamailio/kamailio.cfg"), usersFile(t), addr,
 		"SIP_LISTEN="+addr, "WORKERS=1")
 	w := newWorldOn(t, k)
 	tok := w.fakes.APNs.VoIPToken(71)
@@ -170,7 +182,7 @@ func TestShippedKamailioUsers(t *testing.T) {
 	addr := peertest.Addr(t, 1, 5060)
 	// An empty working directory: the include falls back to the file
 	// beside kamailio.cfg.
-	k := startShippedKamailio(t, "deploy/kamailio/kamailio.cfg", t.TempDir(), addr, "SIP_LISTEN="+addr)
+	k := startShippedKamailio(t, repoPath("deploy/kamailio/kamailio.cfg"), t.TempDir(), addr, "SIP_LISTEN="+addr)
 	register := func(pw string) error {
 		res, err := peertest.RunSipp(t, peertest.SippOptions{
 			Scenario:  peertest.Scenario(t, "register_auth_params"),
@@ -191,4 +203,83 @@ func TestShippedKamailioUsers(t *testing.T) {
 	if err := register(string(m[2]) + "x"); err == nil {
 		t.Fatalf("%s registered with a wrong password", m[1])
 	}
+}
+
+// configMapFile writes the value of key of the ConfigMap that has it in a
+// manifest of the repository to dir/key, as the pod finds it.
+func configMapFile(t *testing.T, manifest, key, dir string) string {
+	t.Helper()
+	raw, err := os.ReadFile(repoPath(manifest))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	for {
+		var doc struct {
+			Kind string            `yaml:"kind"`
+			Data map[string]string `yaml:"data"`
+		}
+		if err := dec.Decode(&doc); err != nil {
+			t.Fatalf("%s: no ConfigMap with %s (%v)", manifest, key, err)
+		}
+		if v, ok := doc.Data[key]; ok && doc.Kind == "ConfigMap" {
+			p := filepath.Join(dir, key)
+			if err := os.WriteFile(p, []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+	}
+}
+
+// The dispatcher of deploy/kubernetes/kamailio.yaml, its config and node
+// list as the ConfigMap holds them, in front of three nodes. The list names
+// the nodes' headless Service; Kubernetes' DNS would answer its SRV
+// records (_sip._udp.<service>) with one target per ready pod, and here
+// Kamailio's own DNS cache is given those records. With the registrar's
+// address as REGISTRAR_NETS, a stranger's call for a binding is refused at
+// the dispatcher, and TestThreeNodesBehindDispatcher's story goes through.
+func TestShippedDispatcher(t *testing.T) {
+	kamcmd := needKamailio(t, "kamcmd")
+	wakeBehindDispatcher(t, func(lbAddr string, nodes []string) {
+		dir := t.TempDir()
+		cfg := configMapFile(t, "deploy/kubernetes/kamailio.yaml", "kamailio.cfg", dir)
+		list := configMapFile(t, "deploy/kubernetes/kamailio.yaml", "dispatcher.list", dir)
+		k := startShippedKamailio(t, cfg, dir, lbAddr, "SIP_LISTEN="+lbAddr, "PUBLIC_ADDR="+lbAddr, "WORKERS=1",
+			`DISPATCHER_LIST="`+list+`"`, `REGISTRAR_NETS="`+peertest.IP(t, 1)+`/32"`)
+
+		raw, err := os.ReadFile(list)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?m)^1\s+sip:([\w.-]+)\s`).FindSubmatch(raw)
+		if m == nil {
+			t.Fatalf("dispatcher.list names no node service in set 1:\n%s", raw)
+		}
+		service := string(m[1])
+		dns := func(args ...string) {
+			// Flags 2: a permanent entry, which no TTL takes away.
+			out, err := exec.Command(kamcmd, append([]string{"-s", k.CtlSocket}, append(args, "2")...)...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("kamcmd %v: %v: %s", args, err, out)
+			}
+		}
+		for i, n := range nodes {
+			ip, port, _ := strings.Cut(n, ":")
+			pod := "pod-" + strconv.Itoa(i) + "." + service
+			dns("dns.add_a", pod, "60", ip)
+			dns("dns.add_srv", "_sip._udp."+service, "60", "0", "10", port, pod)
+		}
+
+		caller := callerIP(t)
+		invite := "INVITE sip:alice@" + domain + " SIP/2.0\r\n" +
+			"Via: SIP/2.0/UDP " + caller + ";rport;branch=z9hG4bK-stranger\r\n" +
+			"Route: <sip:sw-0123456789abcdef@" + lbAddr + ";lr>\r\n" +
+			"From: <sip:mallory@" + caller + ">;tag=stranger\r\nTo: <sip:alice@" + domain + ">\r\n" +
+			"Call-ID: stranger@" + caller + "\r\nCSeq: 1 INVITE\r\nContact: <sip:mallory@" + caller + ">\r\n" +
+			"Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+		if got := sendRaw(t, caller, lbAddr, invite, 5*time.Second); !strings.HasPrefix(got, "SIP/2.0 403") {
+			t.Fatalf("a stranger's call for a binding through %s: %q, want 403", lbAddr, got)
+		}
+	})
 }
