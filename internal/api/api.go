@@ -65,8 +65,8 @@ type Server struct {
 // listens until Start. now is the clock (time.Now in production).
 func New(cfg Config, bindings Bindings, keeper Keeper, log *slog.Logger, now func() time.Time) (*Server, error) {
 	cfg.Defaults()
-	if errs := cfg.Validate(); len(errs) > 0 {
-		return nil, fmt.Errorf("api config: %w", errors.Join(errs...))
+	if err := cfg.Validate().Err(); err != nil {
+		return nil, fmt.Errorf("api config: %w", err)
 	}
 	if cfg.Listen == "" {
 		return nil, errors.New("api config: api.listen is empty (the API is off)")

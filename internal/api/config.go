@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/sipwake/sipwake/internal/configerr"
 	"github.com/sipwake/sipwake/internal/httpserve"
 )
 
@@ -69,59 +70,57 @@ func (c *Config) Defaults() {
 
 // Validate reports every problem at once, each naming its key path
 // (api.keys[0].sha256: …). Unset fields that have defaults are fine.
-func (c Config) Validate() []error {
-	var errs []error
-	bad := func(path, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("api."+path+": "+format, args...))
-	}
+func (c Config) Validate() configerr.List {
+	var problems configerr.List
 	if c.Listen == "" {
 		return nil // API off: nothing else matters
 	}
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
-		bad("listen", "%q is not host:port", c.Listen)
+		problems.Add("api.listen", "%q is not host:port", c.Listen)
 	}
 	switch {
 	case (c.TLSCertFile == "") != (c.TLSKeyFile == ""):
-		bad("tls_cert_file", "tls_cert_file and tls_key_file go together")
+		problems.Add("api.tls_cert_file", "tls_cert_file and tls_key_file go together")
 	case c.TLSCertFile == "" && err == nil && !httpserve.Loopback(host):
-		bad("listen", "%q is not a loopback address: plain HTTP is only allowed on loopback; set api.tls_cert_file and api.tls_key_file", c.Listen)
+		problems.Add("api.listen", "%q is not a loopback address: plain HTTP is only allowed on loopback; set api.tls_cert_file and api.tls_key_file", c.Listen)
 	}
 	if len(c.Keys) == 0 {
-		bad("keys", "at least one app key is needed, or no app can call the API")
+		problems.Add("api.keys", "at least one app key is needed, or no app can call the API")
 	}
 	apps, hashes := map[string]int{}, map[string]int{}
 	for i, k := range c.Keys {
+		key := fmt.Sprintf("api.keys[%d]", i)
 		if !validApp(k.App) {
-			bad(fmt.Sprintf("keys[%d].app", i), "%q: want 1–64 of A-Z a-z 0-9 . _ -", k.App)
+			problems.Add(key+".app", "%q: want 1–64 of A-Z a-z 0-9 . _ -", k.App)
 		} else if j, dup := apps[k.App]; dup {
-			bad(fmt.Sprintf("keys[%d].app", i), "%q repeats keys[%d].app", k.App, j)
+			problems.Add(key+".app", "%q repeats keys[%d].app", k.App, j)
 		} else {
 			apps[k.App] = i
 		}
 		h := strings.ToLower(k.SHA256)
 		if b, err := hex.DecodeString(h); err != nil || len(b) != sha256.Size {
-			bad(fmt.Sprintf("keys[%d].sha256", i), "want 64 hex digits (the SHA-256 of the key, e.g. from `printf %%s \"$KEY\" | sha256sum`), not the key itself")
+			problems.Add(key+".sha256", "want 64 hex digits (the SHA-256 of the key, e.g. from `printf %%s \"$KEY\" | sha256sum`), not the key itself")
 		} else if j, dup := hashes[h]; dup {
-			bad(fmt.Sprintf("keys[%d].sha256", i), "same key as keys[%d]", j)
+			problems.Add(key+".sha256", "same key as keys[%d]", j)
 		} else {
 			hashes[h] = i
 		}
 	}
 	if c.DefaultTTLDays != 0 && (c.DefaultTTLDays < minTTLDays || c.DefaultTTLDays > maxTTLDays) {
-		bad("default_ttl_days", "%d: want %d–%d", c.DefaultTTLDays, minTTLDays, maxTTLDays)
+		problems.Add("api.default_ttl_days", "%d: want %d–%d", c.DefaultTTLDays, minTTLDays, maxTTLDays)
 	}
 	if c.MaxBodyBytes < 0 || c.MaxBodyBytes > 1<<20 {
-		bad("max_body_bytes", "%d: want 1–1048576", c.MaxBodyBytes)
+		problems.Add("api.max_body_bytes", "%d: want 1–1048576", c.MaxBodyBytes)
 	}
 	r := c.RateLimit
 	if r.PerKey < 0 || r.PerKeyBurst < 0 {
-		bad("rate_limit.per_key", "must not be negative")
+		problems.Add("api.rate_limit.per_key", "must not be negative")
 	}
 	if r.PerSource < 0 || r.PerSourceBurst < 0 {
-		bad("rate_limit.per_source", "must not be negative")
+		problems.Add("api.rate_limit.per_source", "must not be negative")
 	}
-	return errs
+	return problems
 }
 
 func validApp(s string) bool {

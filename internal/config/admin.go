@@ -2,10 +2,9 @@ package config
 
 import (
 	"encoding/hex"
-	"errors"
-	"fmt"
 	"time"
 
+	"github.com/sipwake/sipwake/internal/configerr"
 	"github.com/sipwake/sipwake/internal/httpserve"
 )
 
@@ -49,31 +48,28 @@ func defaultAdmin() Admin {
 	return Admin{MaxTrace: DefaultMaxTrace}
 }
 
-func (a Admin) validate() []error {
-	var errs []error
+func (a Admin) validate(problems *configerr.List) {
 	if a.Listen != "" {
 		if !isHostPort(a.Listen) {
-			errs = append(errs, fmt.Errorf("admin.listen: %q is not allowed (host:port, e.g. 127.0.0.1:9060)", a.Listen))
+			problems.Bad("admin.listen", a.Listen, "host:port, e.g. 127.0.0.1:9060")
 		} else if (a.TLSCertFile == "") != (a.TLSKeyFile == "") {
-			errs = append(errs, errors.New("admin.tls_cert_file/admin.tls_key_file: set both or neither"))
+			problems.Add("admin.tls_cert_file", "admin.tls_cert_file and admin.tls_key_file: set both or neither")
 		} else if a.TLSCertFile == "" && !httpserve.Loopback(a.Listen) {
-			errs = append(errs, fmt.Errorf("admin.listen: %q is not a loopback address; plain HTTP is refused there (set admin.tls_cert_file and admin.tls_key_file, or listen on 127.0.0.1)", a.Listen))
+			problems.Add("admin.listen", "%q is not a loopback address; plain HTTP is refused there (set admin.tls_cert_file and admin.tls_key_file, or listen on 127.0.0.1)", a.Listen)
 		}
 	}
 	if h := a.TokenSHA256; h != "" {
 		if b, err := hex.DecodeString(h); err != nil || len(b) != 32 {
-			errs = append(errs, fmt.Errorf("admin.token_sha256: %q is not allowed (64 hex digits: the SHA-256 of the token; `sipwake admin token` prints one)", h))
+			problems.Bad("admin.token_sha256", h, "64 hex digits: the SHA-256 of the token; `sipwake admin token` prints one")
 		}
 	}
 	if d := a.MaxTrace; d < time.Minute || d > 7*24*time.Hour {
-		errs = append(errs, fmt.Errorf("admin.max_trace: %q is not allowed (between 1m and 168h)", d))
+		problems.Bad("admin.max_trace", d, "between 1m and 168h")
 	}
-	return errs
 }
 
-func (s Shutdown) validate() []error {
+func (s Shutdown) validate(problems *configerr.List) {
 	if d := s.DrainTimeout; d < time.Second || d > 10*time.Minute {
-		return []error{fmt.Errorf("shutdown.drain_timeout: %q is not allowed (between 1s and 10m)", d)}
+		problems.Bad("shutdown.drain_timeout", d, "between 1s and 10m")
 	}
-	return nil
 }

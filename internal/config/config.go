@@ -19,6 +19,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/sipwake/sipwake/internal/api"
+	"github.com/sipwake/sipwake/internal/configerr"
 	"github.com/sipwake/sipwake/internal/push"
 	"github.com/sipwake/sipwake/internal/sip"
 )
@@ -266,179 +267,174 @@ func decodeStrict(raw []byte, into any) error {
 	return nil
 }
 
-// Validate reports every problem at once, one line each.
+// Validate reports every problem at once, one line each, each naming its
+// key's path.
 func (c Config) Validate() error {
-	var errs []error
-	bad := func(key string, value any, allowed string) {
-		errs = append(errs, fmt.Errorf("%s: %q is not allowed (%s)", key, fmt.Sprint(value), allowed))
-	}
-
-	l := c.SIP.Listen
-	if l.UDP == "" && l.TCP == "" && l.TLS == "" {
-		errs = append(errs, errors.New("sip.listen: no listener configured (set at least one of udp, tcp, tls)"))
-	}
-	for key, addr := range map[string]string{"sip.listen.udp": l.UDP, "sip.listen.tcp": l.TCP, "sip.listen.tls": l.TLS} {
-		if addr != "" && !isHostPort(addr) {
-			bad(key, addr, "host:port, e.g. 0.0.0.0:5060, [::]:5060 for both IPv6 and IPv4, [2001:db8::1]:5060")
-		}
-	}
-	if l.TLS != "" && (l.TLSCertFile == "" || l.TLSKeyFile == "") {
-		errs = append(errs, errors.New("sip.listen.tls: needs sip.listen.tls_cert_file and sip.listen.tls_key_file"))
-	}
-	if a := c.SIP.PublicAddress; a != "" {
-		if _, _, err := ParsePublicAddress(a); err != nil {
-			bad("sip.public_address", a, "host or host:port, an IPv6 address in brackets: [2001:db8::1]:5060")
-		}
-	}
-	if a := c.SIP.PublicAddressIPv6; a != "" {
-		if host, _, err := ParsePublicAddress(a); err != nil || !isIPv6Literal(host) {
-			bad("sip.public_address_ipv6", a, "an IPv6 address in brackets, with or without a port: [2001:db8::1]:5060")
-		}
-	}
-	if _, err := ParseUpstream(c.SIP.Upstream); err != nil {
-		bad("sip.upstream", c.SIP.Upstream, "a SIP URI such as sip:registrar.example.com:5060;transport=udp")
-	}
-	switch c.SIP.UpstreamMode {
-	case "path", "contact":
-	default:
-		bad("sip.upstream_mode", c.SIP.UpstreamMode, "path or contact")
-	}
-	if d := c.SIP.UpstreamTimeout; d < 100*time.Millisecond || d > time.Minute {
-		bad("sip.upstream_timeout", d, "between 100ms and 1m")
-	}
-	if r := c.SIP.RegisterRate; r < 0 || r > 1e6 || r != r {
-		bad("sip.register_rate", r, "REGISTERs per second per source, 0 (off) to 1000000")
-	}
-	if n := c.SIP.MaxRegistersInFlight; n < 1 || n > 1e6 {
-		bad("sip.max_registers_in_flight", n, "1 to 1000000")
-	}
-	if b := c.SIP.RegisterBurst; b < 0 || b > 1e6 || (c.SIP.RegisterRate > 0 && b < 1) {
-		bad("sip.register_burst", b, "1 to 1000000 when sip.register_rate is set")
-	}
-
-	errs = append(errs, c.Calls.validate()...)
-	errs = append(errs, validateTrunks(c.Trunks)...)
-
-	switch c.Store.Backend {
-	case "bolt":
-	case "redis":
-		errs = append(errs, c.Store.Redis.validate(c.Seal)...)
-	default:
-		bad("store.backend", c.Store.Backend, "bolt or redis")
-	}
-	if c.Store.DataDir == "" {
-		bad("store.data_dir", "", "a directory path")
-	}
-	if d := c.Store.RecordTTL; d < MinRecordTTL || d > MaxRecordTTL {
-		bad("store.record_ttl", d, "between 72h (3 days) and 144h (6 days)")
-	}
-	if d := c.Store.SweepInterval; d < time.Second || d > time.Hour {
-		bad("store.sweep_interval", d, "between 1s and 1h")
-	}
-	if d := c.Store.CompactInterval; d < time.Minute || d > 7*24*time.Hour {
-		bad("store.compact_interval", d, "between 1m and 168h")
-	}
-
-	errs = append(errs, c.Seal.validate()...)
-
+	var problems configerr.List
+	c.SIP.validate(&problems)
+	c.Calls.validate(&problems)
+	validateTrunks(&problems, c.Trunks)
+	c.Store.validate(&problems, c.Seal)
+	c.Seal.validate(&problems)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
-		bad("log.level", c.Log.Level, "debug, info, warn or error")
+		problems.Bad("log.level", c.Log.Level, "debug, info, warn or error")
 	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:
-		bad("log.format", c.Log.Format, "text or json")
+		problems.Bad("log.format", c.Log.Format, "text or json")
 	}
-	errs = append(errs, c.Push.Validate()...)
-	errs = append(errs, c.Cluster.validate()...)
-	errs = append(errs, c.API.Validate()...)
-	errs = append(errs, c.Admin.validate()...)
-	errs = append(errs, c.Shutdown.validate()...)
-	errs = append(errs, c.Runtime.validate()...)
-	if len(errs) == 0 {
+	problems.Take(c.Push.Validate())
+	c.Cluster.validate(&problems)
+	problems.Take(c.API.Validate())
+	c.Admin.validate(&problems)
+	c.Shutdown.validate(&problems)
+	c.Runtime.validate(&problems)
+	if len(problems) == 0 {
 		return nil
 	}
-	return &Error{Problems: errs}
+	return &Error{Problems: problems}
 }
 
-func (c Calls) validate() []error {
-	var errs []error
+func (s SIP) validate(problems *configerr.List) {
+	l := s.Listen
+	if l.UDP == "" && l.TCP == "" && l.TLS == "" {
+		problems.Add("sip.listen", "no listener configured (set at least one of udp, tcp, tls)")
+	}
+	for _, kv := range []struct{ key, addr string }{{"sip.listen.udp", l.UDP}, {"sip.listen.tcp", l.TCP}, {"sip.listen.tls", l.TLS}} {
+		if kv.addr != "" && !isHostPort(kv.addr) {
+			problems.Bad(kv.key, kv.addr, "host:port, e.g. 0.0.0.0:5060, [::]:5060 for both IPv6 and IPv4, [2001:db8::1]:5060")
+		}
+	}
+	if l.TLS != "" && (l.TLSCertFile == "" || l.TLSKeyFile == "") {
+		problems.Add("sip.listen.tls", "needs sip.listen.tls_cert_file and sip.listen.tls_key_file")
+	}
+	if a := s.PublicAddress; a != "" {
+		if _, _, err := ParsePublicAddress(a); err != nil {
+			problems.Bad("sip.public_address", a, "host or host:port, an IPv6 address in brackets: [2001:db8::1]:5060")
+		}
+	}
+	if a := s.PublicAddressIPv6; a != "" {
+		if host, _, err := ParsePublicAddress(a); err != nil || !isIPv6Literal(host) {
+			problems.Bad("sip.public_address_ipv6", a, "an IPv6 address in brackets, with or without a port: [2001:db8::1]:5060")
+		}
+	}
+	if _, err := ParseUpstream(s.Upstream); err != nil {
+		problems.Bad("sip.upstream", s.Upstream, "a SIP URI such as sip:registrar.example.com:5060;transport=udp")
+	}
+	switch s.UpstreamMode {
+	case "path", "contact":
+	default:
+		problems.Bad("sip.upstream_mode", s.UpstreamMode, "path or contact")
+	}
+	if d := s.UpstreamTimeout; d < 100*time.Millisecond || d > time.Minute {
+		problems.Bad("sip.upstream_timeout", d, "between 100ms and 1m")
+	}
+	if r := s.RegisterRate; r < 0 || r > 1e6 || r != r {
+		problems.Bad("sip.register_rate", r, "REGISTERs per second per source, 0 (off) to 1000000")
+	}
+	if n := s.MaxRegistersInFlight; n < 1 || n > 1e6 {
+		problems.Bad("sip.max_registers_in_flight", n, "1 to 1000000")
+	}
+	if b := s.RegisterBurst; b < 0 || b > 1e6 || (s.RegisterRate > 0 && b < 1) {
+		problems.Bad("sip.register_burst", b, "1 to 1000000 when sip.register_rate is set")
+	}
+}
+
+func (c Calls) validate(problems *configerr.List) {
 	if c.Wait < time.Second || c.Wait > 120*time.Second {
-		errs = append(errs, fmt.Errorf("calls.wait: %q is not allowed (between 1s and 120s)", c.Wait))
+		problems.Bad("calls.wait", c.Wait, "between 1s and 120s")
 	}
 	for i, cidr := range c.TrustedSources {
 		if _, err := netip.ParsePrefix(cidr); err != nil {
-			errs = append(errs, fmt.Errorf("calls.trusted_sources[%d]: %q is not allowed (a CIDR such as 192.0.2.0/24 or 2001:db8::/32)", i, cidr))
+			problems.Bad(fmt.Sprintf("calls.trusted_sources[%d]", i), cidr, "a CIDR such as 192.0.2.0/24 or 2001:db8::/32")
 		}
 	}
 	if c.RefreshLead < 10*time.Second || c.RefreshLead > time.Hour {
-		errs = append(errs, fmt.Errorf("calls.refresh_lead: %q is not allowed (between 10s and 1h)", c.RefreshLead))
+		problems.Bad("calls.refresh_lead", c.RefreshLead, "between 10s and 1h")
 	}
 	if c.AwakePushDelay < 0 || c.AwakePushDelay >= c.Wait {
-		errs = append(errs, fmt.Errorf("calls.awake_push_delay: %q is not allowed (0 to less than calls.wait)", c.AwakePushDelay))
+		problems.Bad("calls.awake_push_delay", c.AwakePushDelay, "0 to less than calls.wait")
 	}
 	if n := c.PushesPerDevicePerMinute; n < 0 || n > 1000 {
-		errs = append(errs, fmt.Errorf("calls.pushes_per_device_per_minute: %q is not allowed (0 (off) to 1000)", fmt.Sprint(n)))
+		problems.Bad("calls.pushes_per_device_per_minute", n, "0 (off) to 1000")
 	}
 	for i, d := range c.ExpiryWarnings {
 		if d <= 0 || d >= MinRecordTTL {
-			errs = append(errs, fmt.Errorf("calls.expiry_warnings[%d]: %q is not allowed (between 0 and 72h)", i, d))
+			problems.Bad(fmt.Sprintf("calls.expiry_warnings[%d]", i), d, "between 0 and 72h")
 		}
 	}
-	return errs
 }
 
-func validateTrunks(trunks []Trunk) []error {
-	var errs []error
+func validateTrunks(problems *configerr.List, trunks []Trunk) {
 	for i, t := range trunks {
 		key := fmt.Sprintf("trunks[%d]", i)
 		if t.Name == "" {
-			errs = append(errs, fmt.Errorf("%s.name: must be set", key))
+			problems.Add(key+".name", "must be set")
 		}
 		if t.Domain == "" || strings.ContainsAny(t.Domain, "@: ") {
-			errs = append(errs, fmt.Errorf("%s.domain: %q is not allowed (the SIP domain of the AORs it calls, e.g. example.com)", key, t.Domain))
+			problems.Bad(key+".domain", t.Domain, "the SIP domain of the AORs it calls, e.g. example.com")
 		}
 		if len(t.Sources) == 0 {
-			errs = append(errs, fmt.Errorf("%s.sources: must list at least one CIDR", key))
+			problems.Add(key+".sources", "must list at least one CIDR")
 		}
 		for j, cidr := range t.Sources {
 			if _, err := netip.ParsePrefix(cidr); err != nil {
-				errs = append(errs, fmt.Errorf("%s.sources[%d]: %q is not allowed (a CIDR such as 203.0.113.0/24 or 2001:db8::/32)", key, j, cidr))
+				problems.Bad(fmt.Sprintf("%s.sources[%d]", key, j), cidr, "a CIDR such as 203.0.113.0/24 or 2001:db8::/32")
 			}
 		}
 	}
-	return errs
 }
 
-func (s Seal) validate() []error {
-	var errs []error
+func (s Store) validate(problems *configerr.List, seal Seal) {
+	switch s.Backend {
+	case "bolt":
+	case "redis":
+		s.Redis.validate(problems, seal)
+	default:
+		problems.Bad("store.backend", s.Backend, "bolt or redis")
+	}
+	if s.DataDir == "" {
+		problems.Bad("store.data_dir", "", "a directory path")
+	}
+	if d := s.RecordTTL; d < MinRecordTTL || d > MaxRecordTTL {
+		problems.Bad("store.record_ttl", d, "between 72h (3 days) and 144h (6 days)")
+	}
+	if d := s.SweepInterval; d < time.Second || d > time.Hour {
+		problems.Bad("store.sweep_interval", d, "between 1s and 1h")
+	}
+	if d := s.CompactInterval; d < time.Minute || d > 7*24*time.Hour {
+		problems.Bad("store.compact_interval", d, "between 1m and 168h")
+	}
+}
+
+func (s Seal) validate(problems *configerr.List) {
 	if s.KeyID == "" || strings.ContainsAny(s.KeyID, " \t") {
-		errs = append(errs, fmt.Errorf("seal.key_id: %q is not allowed (a short name without spaces, e.g. k1)", s.KeyID))
+		problems.Bad("seal.key_id", s.KeyID, "a short name without spaces, e.g. k1")
 	}
 	if s.Key != "" && s.KeyFile != "" {
-		errs = append(errs, errors.New("seal.key: set seal.key or seal.key_file, not both"))
+		problems.Add("seal.key", "set seal.key or seal.key_file, not both")
 	}
 	seen := map[string]bool{s.KeyID: true}
 	for i, p := range s.Previous {
 		key := fmt.Sprintf("seal.previous[%d]", i)
 		switch {
 		case p.ID == "":
-			errs = append(errs, fmt.Errorf("%s.id: must be set", key))
+			problems.Add(key+".id", "must be set")
 		case seen[p.ID]:
-			errs = append(errs, fmt.Errorf("%s.id: %q is used twice", key, p.ID))
+			problems.Add(key+".id", "%q is used twice", p.ID)
 		}
 		seen[p.ID] = true
 		if (p.Key == "") == (p.KeyFile == "") {
-			errs = append(errs, fmt.Errorf("%s: set exactly one of key or key_file", key))
+			problems.Add(key, "set exactly one of key or key_file")
 		}
 	}
-	return errs
 }
 
 // Error lists every configuration problem, one per line.
-type Error struct{ Problems []error }
+type Error struct{ Problems configerr.List }
 
 func (e *Error) Error() string {
 	lines := make([]string, len(e.Problems))
@@ -447,6 +443,9 @@ func (e *Error) Error() string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Unwrap lets errors.As find each Problem.
+func (e *Error) Unwrap() []error { return e.Problems.Errors() }
 
 // isHostPort accepts host:port with a port in 0..65535 and an IPv6 host
 // in brackets ([::1]:5060); a bare IPv6 address with a port appended

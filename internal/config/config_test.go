@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/sipwake/sipwake/internal/configerr"
 	"github.com/sipwake/sipwake/internal/sip"
 )
 
@@ -307,6 +309,69 @@ func TestParsePublicAddress(t *testing.T) {
 		host, port, err := ParsePublicAddress(tc.in)
 		if err != nil || host != tc.host || port != tc.port {
 			t.Errorf("ParsePublicAddress(%q) = %q, %d, %v; want %q, %d", tc.in, host, port, err, tc.host, tc.port)
+		}
+	}
+}
+
+// Every problem of a config, whichever section found it, is a Problem that
+// names its key by a dotted path, so that an operator (or a tool) can find
+// the line to fix.
+func TestEveryProblemNamesItsKeyPath(t *testing.T) {
+	raw := `sip:
+  listen: {udp: nonsense, tls: 127.0.0.1:5061}
+  upstream_mode: sideways
+calls:
+  wait: 500h
+  trusted_sources: [nope]
+trunks:
+  - sources: []
+store:
+  backend: redis
+  redis: {addrs: ["x"], db: -1}
+seal:
+  key_id: "a b"
+  previous: [{id: ""}]
+log: {level: loud}
+push:
+  max_in_flight: -1
+  apps: [{provider: webpush}, {name: a, provider: apns}]
+cluster: {node_address: nowhere}
+api:
+  listen: 0.0.0.0:8443
+  keys: [{app: "a b", sha256: plain}]
+admin: {listen: 0.0.0.0:9060, token_sha256: nothex}
+shutdown: {drain_timeout: 1h}
+runtime: {memory_limit: lots, gc_percent: -5}
+`
+	_, err := Parse([]byte(raw), []string{"SIPWAKE_STORE_SWEEP_INTERVAL=soon"})
+	var cfgErr *Error
+	if !errors.As(err, &cfgErr) {
+		t.Fatalf("want a *config.Error, got %v", err)
+	}
+	// Env overrides are applied before validation and fail on their own.
+	if len(cfgErr.Problems) != 1 || cfgErr.Problems[0].Path != "store.sweep_interval" {
+		t.Fatalf("env problems: %v", err)
+	}
+	_, err = Parse([]byte(raw), nil)
+	if !errors.As(err, &cfgErr) {
+		t.Fatalf("want a *config.Error, got %v", err)
+	}
+	sections := map[string]bool{}
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var p *configerr.Problem
+		if !errors.As(e, &p) {
+			t.Errorf("%q is not a *configerr.Problem", e)
+			continue
+		}
+		section, _, dotted := strings.Cut(p.Path, ".")
+		if !dotted || section == "" || p.Msg == "" {
+			t.Errorf("problem %q: want a dotted path and a message", p)
+		}
+		sections[section] = true
+	}
+	for _, s := range []string{"sip", "calls", "trunks[0]", "store", "seal", "log", "push", "cluster", "api", "admin", "shutdown", "runtime"} {
+		if !sections[s] {
+			t.Errorf("no problem found in %s: %v", s, err)
 		}
 	}
 }

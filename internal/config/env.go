@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/sipwake/sipwake/internal/configerr"
 )
 
 // EnvPrefix starts every environment override: SIPWAKE_ + the key's path
@@ -29,7 +31,7 @@ func applyEnv(cfg *Config, environ []string) error {
 		return nil
 	}
 	known := map[string]bool{}
-	var errs []error
+	var problems configerr.List
 	walkEnv(reflect.ValueOf(cfg).Elem(), "", func(path string, field reflect.Value) {
 		name := EnvName(path)
 		known[name] = true
@@ -38,16 +40,17 @@ func applyEnv(cfg *Config, environ []string) error {
 			return
 		}
 		if err := setFromString(field, raw); err != nil {
-			errs = append(errs, fmt.Errorf("%s (%s): %q: %w", path, name, shown(field, raw), err))
+			problems.Add(path, "%s=%q: %v", name, shown(field, raw), err)
 		}
 	})
 	for name := range env {
 		if !known[name] {
-			errs = append(errs, fmt.Errorf("%s: no such configuration key", name))
+			// No key to name: the variable is the path of the mistake.
+			problems.Add(name, "no such configuration key")
 		}
 	}
-	if len(errs) > 0 {
-		return &Error{Problems: errs}
+	if len(problems) > 0 {
+		return &Error{Problems: problems}
 	}
 	return nil
 }

@@ -1,11 +1,12 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/sipwake/sipwake/internal/configerr"
 )
 
 // Redis is the shared store of a multi-node deployment (store.backend:
@@ -25,29 +26,27 @@ type Redis struct {
 	Grace time.Duration `yaml:"grace"`
 }
 
-func (r Redis) validate(seal Seal) []error {
-	var errs []error
+func (r Redis) validate(problems *configerr.List, seal Seal) {
 	if len(r.Addrs) == 0 {
-		errs = append(errs, errors.New("store.redis.addrs: needs at least one host:port (or a unix socket path)"))
+		problems.Add("store.redis.addrs", "needs at least one host:port (or a unix socket path)")
 	}
 	for i, a := range r.Addrs {
 		if !strings.HasPrefix(a, "/") && !isHostPort(a) {
-			errs = append(errs, fmt.Errorf("store.redis.addrs[%d]: %q is not allowed (host:port or /path/to/redis.sock)", i, a))
+			problems.Bad(fmt.Sprintf("store.redis.addrs[%d]", i), a, "host:port or /path/to/redis.sock")
 		}
 	}
 	if r.Password != "" && r.PasswordFile != "" {
-		errs = append(errs, errors.New("store.redis.password: set password or password_file, not both"))
+		problems.Add("store.redis.password", "set password or password_file, not both")
 	}
 	if r.DB < 0 || (r.DB != 0 && (r.Cluster || len(r.Addrs) > 1 && r.MasterName == "")) {
-		errs = append(errs, fmt.Errorf("store.redis.db: %d is not allowed (0 on a Cluster; 0..15 otherwise)", r.DB))
+		problems.Add("store.redis.db", "%d is not allowed (0 on a Cluster; 0..15 otherwise)", r.DB)
 	}
 	if r.Grace < 0 {
-		errs = append(errs, fmt.Errorf("store.redis.grace: %q is not allowed (0 or more)", r.Grace))
+		problems.Bad("store.redis.grace", r.Grace, "0 or more")
 	}
 	if seal.Key == "" && seal.KeyFile == "" {
-		errs = append(errs, errors.New("seal.key: required with store.backend redis (every node must seal with the same key; a generated dev key is per node)"))
+		problems.Add("seal.key", "required with store.backend redis (every node must seal with the same key; a generated dev key is per node)")
 	}
-	return errs
 }
 
 // Secret returns the Redis password, read from password_file if set.
@@ -73,13 +72,11 @@ type Cluster struct {
 	RescanInterval time.Duration `yaml:"rescan_interval"`
 }
 
-func (c Cluster) validate() []error {
-	var errs []error
+func (c Cluster) validate(problems *configerr.List) {
 	if c.NodeAddress != "" && !isHostPort(c.NodeAddress) {
-		errs = append(errs, fmt.Errorf("cluster.node_address: %q is not allowed (host:port of this node's SIP UDP listener, an IPv6 host in brackets: [2001:db8::1]:5060)", c.NodeAddress))
+		problems.Bad("cluster.node_address", c.NodeAddress, "host:port of this node's SIP UDP listener, an IPv6 host in brackets: [2001:db8::1]:5060")
 	}
 	if c.RescanInterval < 100*time.Millisecond || c.RescanInterval > time.Hour {
-		errs = append(errs, fmt.Errorf("cluster.rescan_interval: %q is not allowed (between 100ms and 1h)", c.RescanInterval))
+		problems.Bad("cluster.rescan_interval", c.RescanInterval, "between 100ms and 1h")
 	}
-	return errs
 }

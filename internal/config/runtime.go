@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/sipwake/sipwake/internal/configerr"
 )
 
 // Runtime tunes the Go runtime sipwake runs on: how much memory it may
@@ -76,16 +78,14 @@ func ParseBytes(s string) (int64, error) {
 	return n * mult, nil
 }
 
-func (r Runtime) validate() []error {
-	var errs []error
+func (r Runtime) validate(problems *configerr.List) {
 	if n, err := r.MemoryLimitBytes(); err != nil || (n != 0 && n < minMemoryLimit) {
-		errs = append(errs, fmt.Errorf("runtime.memory_limit: %q is not allowed (a size from 64MiB to 1TiB such as 256MiB or 2GiB, or empty)", r.MemoryLimit))
+		problems.Bad("runtime.memory_limit", r.MemoryLimit, "a size from 64MiB to 1TiB such as 256MiB or 2GiB, or empty")
 	}
 	if _, err := r.HeapFloorBytes(); err != nil {
-		errs = append(errs, fmt.Errorf("runtime.heap_floor: %q is not allowed (a size such as 128MiB, 0 for off, or empty for 64MiB)", r.HeapFloor))
+		problems.Bad("runtime.heap_floor", r.HeapFloor, "a size such as 128MiB, 0 for off, or empty for 64MiB")
 	}
 	if p := r.GCPercent; p < 0 || p > 10000 {
-		errs = append(errs, fmt.Errorf("runtime.gc_percent: %q is not allowed (0 for the default, or 1 to 10000)", fmt.Sprint(p)))
+		problems.Bad("runtime.gc_percent", p, "0 for the default, or 1 to 10000")
 	}
-	return errs
 }

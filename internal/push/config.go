@@ -15,6 +15,8 @@ import (
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/certificate"
 	"github.com/sideshow/apns2/token"
+
+	"github.com/sipwake/sipwake/internal/configerr"
 )
 
 // Config is the `push` section of sipwake's config file.
@@ -77,119 +79,105 @@ type FCMConfig struct {
 	CAFile string `yaml:"ca_file"`
 }
 
-// FieldError is a config problem tied to its key path.
-type FieldError struct {
-	Path string // e.g. push.apps[0].apns.key_file
-	Msg  string
-}
-
-func (e *FieldError) Error() string { return e.Path + ": " + e.Msg }
-
-type errs []error
-
-func (es *errs) add(path, format string, a ...any) {
-	*es = append(*es, &FieldError{Path: path, Msg: fmt.Sprintf(format, a...)})
-}
-
 // Validate reports every problem at once, each naming its key path. It reads
 // (but does not keep) the key, certificate and credentials files.
-func (c Config) Validate() []error {
-	var es errs
+func (c Config) Validate() configerr.List {
+	var es configerr.List
 	if c.MaxInFlight < 0 {
-		es.add("push.max_in_flight", "must not be negative, got %d", c.MaxInFlight)
+		es.Add("push.max_in_flight", "must not be negative, got %d", c.MaxInFlight)
 	}
 	names := map[string]int{}
 	for i, a := range c.Apps {
 		p := fmt.Sprintf("push.apps[%d]", i)
 		if a.Name == "" {
-			es.add(p+".name", "required")
+			es.Add(p+".name", "required")
 		} else if j, dup := names[a.Name]; dup {
-			es.add(p+".name", "%q already used by push.apps[%d]", a.Name, j)
+			es.Add(p+".name", "%q already used by push.apps[%d]", a.Name, j)
 		} else {
 			names[a.Name] = i
 		}
 		switch a.Provider {
 		case ProviderAPNs:
 			if a.FCM != (FCMConfig{}) {
-				es.add(p+".fcm", "set on an apns app")
+				es.Add(p+".fcm", "set on an apns app")
 			}
 			validateAPNs(&es, p+".apns", a.APNs)
 		case ProviderFCM:
 			if a.APNs != (APNsConfig{}) {
-				es.add(p+".apns", "set on an fcm app")
+				es.Add(p+".apns", "set on an fcm app")
 			}
 			validateFCM(&es, p+".fcm", a.FCM)
 		case "":
-			es.add(p+".provider", "required (apns or fcm)")
+			es.Add(p+".provider", "required (apns or fcm)")
 		default:
-			es.add(p+".provider", "%q is not apns or fcm", a.Provider)
+			es.Add(p+".provider", "%q is not apns or fcm", a.Provider)
 		}
 	}
 	return es
 }
 
-func validateAPNs(es *errs, p string, c APNsConfig) {
+func validateAPNs(es *configerr.List, p string, c APNsConfig) {
 	if c.BundleID == "" {
-		es.add(p+".bundle_id", "required")
+		es.Add(p+".bundle_id", "required")
 	} else if strings.HasSuffix(c.BundleID, ".voip") {
-		es.add(p+".bundle_id", "%q: give the bundle id without .voip", c.BundleID)
+		es.Add(p+".bundle_id", "%q: give the bundle id without .voip", c.BundleID)
 	}
 	if _, err := apnsHost(c.Endpoint, false); err != nil {
-		es.add(p+".endpoint", "%v", err)
+		es.Add(p+".endpoint", "%v", err)
 	}
 	if _, err := apnsHost(c.SandboxEndpoint, true); err != nil {
-		es.add(p+".sandbox_endpoint", "%v", err)
+		es.Add(p+".sandbox_endpoint", "%v", err)
 	}
 	switch {
 	case c.KeyFile != "" && c.CertFile != "":
-		es.add(p, "key_file and cert_file both set: choose token or certificate auth")
+		es.Add(p, "key_file and cert_file both set: choose token or certificate auth")
 	case c.KeyFile != "":
 		if _, err := loadAuthKey(c.KeyFile); err != nil {
-			es.add(p+".key_file", "%v", err)
+			es.Add(p+".key_file", "%v", err)
 		}
 		if c.KeyID == "" {
-			es.add(p+".key_id", "required with key_file")
+			es.Add(p+".key_id", "required with key_file")
 		}
 		if c.TeamID == "" {
-			es.add(p+".team_id", "required with key_file")
+			es.Add(p+".team_id", "required with key_file")
 		}
 	case c.CertFile != "":
 		if c.PasswordFile != "" {
 			if _, err := readFile(c.PasswordFile); err != nil {
-				es.add(p+".password_file", "%v", err)
+				es.Add(p+".password_file", "%v", err)
 				break
 			}
 		}
 		if _, err := loadCertificate(c.CertFile, c.PasswordFile); err != nil {
-			es.add(p+".cert_file", "%v", err)
+			es.Add(p+".cert_file", "%v", err)
 		}
 	default:
-		es.add(p+".key_file", "required (or cert_file)")
+		es.Add(p+".key_file", "required (or cert_file)")
 	}
 	if c.CAFile != "" {
 		if _, err := loadCAs(c.CAFile); err != nil {
-			es.add(p+".ca_file", "%v", err)
+			es.Add(p+".ca_file", "%v", err)
 		}
 	}
 }
 
-func validateFCM(es *errs, p string, c FCMConfig) {
+func validateFCM(es *configerr.List, p string, c FCMConfig) {
 	if c.ProjectID == "" {
-		es.add(p+".project_id", "required")
+		es.Add(p+".project_id", "required")
 	}
 	if c.CredentialsFile == "" {
-		es.add(p+".credentials_file", "required")
+		es.Add(p+".credentials_file", "required")
 	} else if _, err := loadServiceAccount(c.CredentialsFile); err != nil {
-		es.add(p+".credentials_file", "%v", err)
+		es.Add(p+".credentials_file", "%v", err)
 	}
 	if c.Endpoint != "" {
 		if _, err := httpsURL(c.Endpoint); err != nil {
-			es.add(p+".endpoint", "%v", err)
+			es.Add(p+".endpoint", "%v", err)
 		}
 	}
 	if c.CAFile != "" {
 		if _, err := loadCAs(c.CAFile); err != nil {
-			es.add(p+".ca_file", "%v", err)
+			es.Add(p+".ca_file", "%v", err)
 		}
 	}
 }

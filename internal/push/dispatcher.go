@@ -122,8 +122,8 @@ func WithBackoff(base, limit time.Duration) Option {
 
 // New validates cfg and builds one long-lived client per app. reg may be nil.
 func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Dispatcher, error) {
-	if errs := cfg.Validate(); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := cfg.Validate().Err(); err != nil {
+		return nil, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -1,7 +1,6 @@
 package push
 
 import (
-	"errors"
 	"fmt"
 )
 
@@ -12,8 +11,8 @@ import (
 // only once the pushes in flight on d have returned. On error d is
 // unaffected.
 func (d *Dispatcher) Renew(cfg Config) (*Dispatcher, error) {
-	if errs := cfg.Validate(); len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := cfg.Validate().Err(); err != nil {
+		return nil, err
 	}
 	n := cfg.MaxInFlight
 	if n == 0 {
