@@ -277,6 +277,13 @@ func (h *harness) ended() endedWait {
 
 func (h *harness) binding(i int) relay.Binding { return h.relay.bindings[i] }
 
+// wakeDevice reports device i awake and returns the INVITE it then gets.
+func (h *harness) wakeDevice(i int) *sip.Request {
+	h.t.Helper()
+	h.wake.on.Awake(h.binding(i))
+	return h.devices[i].next(request(sip.INVITE)).(*sip.Request)
+}
+
 // TestDeliveryEvents walks the call state machine through each event that
 // drives it: what the caller hears last, how the wait for the devices ends
 // (why, and who took the call), and the outcome counted.
@@ -298,8 +305,7 @@ func TestDeliveryEvents(t *testing.T) {
 			name: "woken device answers", devices: 1, wait: long,
 			steps: func(h *harness) {
 				h.wake.on.Pushed()
-				h.wake.on.Awake(h.binding(0))
-				inv := h.devices[0].next(request(sip.INVITE)).(*sip.Request)
+				inv := h.wakeDevice(0)
 				h.devices[0].answer(inv, sip.StatusRinging, "Ringing")
 				h.devices[0].answer(inv, sip.StatusOK, "OK")
 			},
@@ -323,8 +329,7 @@ func TestDeliveryEvents(t *testing.T) {
 		{
 			name: "caller cancels, answered elsewhere, while the device rings", devices: 1, wait: long,
 			steps: func(h *harness) {
-				h.wake.on.Awake(h.binding(0))
-				inv := h.devices[0].next(request(sip.INVITE)).(*sip.Request)
+				inv := h.wakeDevice(0)
 				h.devices[0].answer(inv, sip.StatusRinging, "Ringing")
 				h.caller.next(func(m sip.Message) bool {
 					return ringing(m) && m.(*sip.Response).GetHeader(ProgressHeader) == nil // the device's own 180
@@ -342,8 +347,7 @@ func TestDeliveryEvents(t *testing.T) {
 		{
 			name: "woken device declines", devices: 1, wait: long,
 			steps: func(h *harness) {
-				h.wake.on.Awake(h.binding(0))
-				inv := h.devices[0].next(request(sip.INVITE)).(*sip.Request)
+				inv := h.wakeDevice(0)
 				h.devices[0].answer(inv, sip.StatusBusyHere, "Busy Here")
 			},
 			wantCode: sip.StatusBusyHere, wantReason: relay.ReasonMissed, wantOutcome: callRejected,
@@ -351,11 +355,9 @@ func TestDeliveryEvents(t *testing.T) {
 		{
 			name: "one device busy, the other answers", devices: 2, wait: long,
 			steps: func(h *harness) {
-				h.wake.on.Awake(h.binding(0))
-				h.wake.on.Awake(h.binding(1))
-				busy := h.devices[0].next(request(sip.INVITE)).(*sip.Request)
+				busy := h.wakeDevice(0)
 				h.devices[0].answer(busy, sip.StatusBusyHere, "Busy Here")
-				inv := h.devices[1].next(request(sip.INVITE)).(*sip.Request)
+				inv := h.wakeDevice(1)
 				h.devices[1].answer(inv, sip.StatusOK, "OK")
 			},
 			wantCode: sip.StatusOK, wantReason: relay.ReasonAnsweredElsewhere, wantAnswered: []int{1}, wantOutcome: callDelivered,
@@ -363,8 +365,7 @@ func TestDeliveryEvents(t *testing.T) {
 		{
 			name: "a busy device's answer waits for the one still pushed", devices: 2, wait: long,
 			steps: func(h *harness) {
-				h.wake.on.Awake(h.binding(0))
-				busy := h.devices[0].next(request(sip.INVITE)).(*sip.Request)
+				busy := h.wakeDevice(0)
 				h.devices[0].answer(busy, sip.StatusBusyHere, "Busy Here")
 				// Still waiting for device 1: no final answer yet.
 				h.caller.expectNone(final)
@@ -375,11 +376,9 @@ func TestDeliveryEvents(t *testing.T) {
 		{
 			name: "the second answer wins over a ringing branch, which is cancelled", devices: 2, wait: long,
 			steps: func(h *harness) {
-				h.wake.on.Awake(h.binding(0))
-				h.wake.on.Awake(h.binding(1))
-				slow := h.devices[0].next(request(sip.INVITE)).(*sip.Request)
+				slow := h.wakeDevice(0)
 				h.devices[0].answer(slow, sip.StatusRinging, "Ringing")
-				inv := h.devices[1].next(request(sip.INVITE)).(*sip.Request)
+				inv := h.wakeDevice(1)
 				h.devices[1].answer(inv, sip.StatusOK, "OK")
 				c := h.devices[0].next(request(sip.CANCEL)).(*sip.Request)
 				if r := c.GetHeader("Reason"); r == nil || !strings.Contains(r.Value(), "cause=200") {
@@ -392,8 +391,7 @@ func TestDeliveryEvents(t *testing.T) {
 			name: "a device woken twice gets one INVITE", devices: 1, wait: long,
 			steps: func(h *harness) {
 				h.wake.on.Awake(h.binding(0))
-				h.wake.on.Awake(h.binding(0))
-				inv := h.devices[0].next(request(sip.INVITE)).(*sip.Request)
+				inv := h.wakeDevice(0)
 				h.devices[0].answer(inv, sip.StatusOK, "OK")
 				h.devices[0].expectNone(func(m sip.Message) bool {
 					r, ok := m.(*sip.Request)
