@@ -255,7 +255,9 @@ func (k *Keeper) Start(ctx context.Context) error {
 		// accounts do not hold up readiness.
 		k.resumeAll(ctx)
 		if k.opts.Leases != nil && k.records != nil {
-			go k.rescan(ctx)
+			// Counted like the scheduler, so Stop does not return (and the
+			// store close) while a rescan still reads accounts.
+			k.done.Go(func() { k.rescan(ctx) })
 		}
 		k.run(ctx)
 	}()
