@@ -1,6 +1,8 @@
 module github.com/sipwake/sipwake
 
-go 1.26.8
+go 1.26.0
+
+toolchain go1.26.8
 
 require (
 	firebase.google.com/go/v4 v4.19.0
