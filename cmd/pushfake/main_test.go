@@ -17,7 +17,6 @@ import (
 
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
-	"golang.org/x/net/http2"
 	"gopkg.in/yaml.v3"
 
 	"github.com/sipwake/sipwake/internal/peertest"
@@ -140,7 +139,8 @@ func apnsClient(t *testing.T, cfg push.APNsConfig) *apns2.Client {
 		t.Fatal(err)
 	}
 	c := apns2.NewTokenClient(&token.Token{AuthKey: key, KeyID: cfg.KeyID, TeamID: cfg.TeamID})
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: roots(t, cfg.CAFile), MinVersion: tls.VersionTLS12}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots(t, cfg.CAFile), MinVersion: tls.VersionTLS12}, Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true) // as APNs: HTTP/2 only
 	t.Cleanup(tr.CloseIdleConnections)
 	c.HTTPClient = &http.Client{Transport: tr}
 	c.Host = cfg.Endpoint

@@ -22,7 +22,6 @@ import (
 
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
-	"golang.org/x/net/http2"
 
 	"github.com/sipwake/sipwake/internal/push/pn"
 )
@@ -54,7 +53,7 @@ type Options struct {
 // one connection per host and multiplexes pushes over it.
 type Client struct {
 	c      *apns2.Client
-	tr     *http2.Transport
+	tr     *http.Transport
 	bundle string
 	now    func() time.Time
 }
@@ -81,12 +80,15 @@ func New(o Options) (*Client, error) {
 	default:
 		return nil, errors.New("apns: neither auth key nor certificate given")
 	}
-	tr := &http2.Transport{
+	// HTTP/2 only, as APNs speaks nothing else.
+	var h2 http.Protocols
+	h2.SetHTTP2(true)
+	tr := &http.Transport{
 		TLSClientConfig: tlsConf,
+		Protocols:       &h2,
 		// Detect a dead connection (NAT timeout, gateway restart) by ping
 		// rather than by a push that never gets an answer.
-		ReadIdleTimeout: 15 * time.Second,
-		PingTimeout:     5 * time.Second,
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second},
 	}
 	// No http.Client timeout: every push carries its deadline in its context.
 	c.HTTPClient = &http.Client{Transport: tr}

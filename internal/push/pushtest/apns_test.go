@@ -12,7 +12,6 @@ import (
 
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
-	"golang.org/x/net/http2"
 
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
@@ -54,7 +53,8 @@ func withFake(t *testing.T, c *apns2.Client, f *pushtest.APNs, url string, cert 
 	if cert != nil {
 		conf.Certificates = []tls.Certificate{*cert}
 	}
-	tr := &http2.Transport{TLSClientConfig: conf}
+	tr := &http.Transport{TLSClientConfig: conf, Protocols: new(http.Protocols)}
+	tr.Protocols.SetHTTP2(true) // as APNs: HTTP/2 only
 	t.Cleanup(tr.CloseIdleConnections)
 	c.HTTPClient = &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	c.Host = url
