@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -52,8 +53,7 @@ func writeHeap(b *testing.B, name string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+	if err := errors.Join(pprof.Lookup("heap").WriteTo(f, 0), f.Close()); err != nil {
 		b.Fatal(err)
 	}
 	var ms runtime.MemStats

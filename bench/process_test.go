@@ -57,12 +57,12 @@ func (p *sipwakeProcess) spawn(b *testing.B) {
 	p.cmd.Stdout, p.cmd.Stderr = logf, logf
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := p.cmd.Start(); err != nil {
-		logf.Close()
+		_ = logf.Close()
 		b.Fatalf("start sipwake: %v", err)
 	}
 	go func() {
 		_ = p.cmd.Wait()
-		logf.Close()
+		_ = logf.Close()
 		close(p.done)
 	}()
 	b.Cleanup(func() {
@@ -114,7 +114,7 @@ func (p *sipwakeProcess) waitListening(timeout time.Duration) error {
 				found = true
 			}
 		}
-		f.Close()
+		_ = f.Close()
 		switch {
 		case found:
 			return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -101,7 +102,9 @@ func (c cli) help(ctx context.Context, args []string) error {
 		if !ok {
 			return unknown(strings.Join(args, " "))
 		}
-		fmt.Fprintf(c.stdout, "usage: %s\n\n%s\n\n", usageLine(cmd), cmd.summary)
+		if _, err := fmt.Fprintf(c.stdout, "usage: %s\n\n%s\n\n", usageLine(cmd), cmd.summary); err != nil {
+			return err
+		}
 		if cmd.name == "help" {
 			return nil
 		}
@@ -111,13 +114,14 @@ func (c cli) help(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	fmt.Fprintln(c.stdout, "sipwake: a push-notification relay for SIP softphones (RFC 8599).")
-	fmt.Fprintln(c.stdout, "\nusage:")
+	var b strings.Builder
+	b.WriteString("sipwake: a push-notification relay for SIP softphones (RFC 8599).\n\nusage:\n")
 	for _, cmd := range commands() {
-		fmt.Fprintf(c.stdout, "  %-70s %s\n", usageLine(cmd), cmd.summary)
+		fmt.Fprintf(&b, "  %-70s %s\n", usageLine(cmd), cmd.summary)
 	}
-	fmt.Fprintln(c.stdout, "\n`sipwake help COMMAND` or `sipwake COMMAND -h` shows a command's flags.")
-	return nil
+	b.WriteString("\n`sipwake help COMMAND` or `sipwake COMMAND -h` shows a command's flags.\n")
+	_, err := io.WriteString(c.stdout, b.String())
+	return err
 }
 
 func usageLine(cmd command) string {

@@ -82,7 +82,7 @@ func TestShippedBinary(t *testing.T) {
 			t.Fatalf("binary has program header %v; want static", p.Type)
 		}
 	}
-	f.Close()
+	_ = f.Close()
 
 	// What the Dockerfile sets at build time is what `version` says.
 	if out, err := exec.Command(bin, "version").CombinedOutput(); err != nil ||

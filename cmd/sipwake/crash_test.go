@@ -117,7 +117,9 @@ func TestKill9MidBurstLosesNoAcknowledgedRecord(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	<-exited
+	if err := <-exited; err == nil {
+		t.Fatal("sipwake exited cleanly after SIGKILL")
+	}
 	res := burst.Stop()
 	acked := acknowledged(res.Messages())
 	t.Logf("SIGKILL after %d of %d REGISTERs were acknowledged", len(acked), len(lines))

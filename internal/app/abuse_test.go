@@ -118,7 +118,7 @@ func TestRegisterFloodFromOneSourceIsLimited(t *testing.T) {
 	took := time.Since(start)
 	waitFor(t, func() bool { return limited.Load()+passed.Load() >= int64(sent)*9/10 }, "answers to the flood")
 	time.Sleep(300 * time.Millisecond)
-	conn.Close()
+	_ = conn.Close()
 	<-readDone
 
 	allowed := int64(burst + rate*took.Seconds() + 5)
@@ -208,7 +208,7 @@ func TestOversizedAndSlowMessagesDoNotBlockOthers(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { c.Close() })
+		t.Cleanup(func() { _ = c.Close() })
 		return c
 	}
 	// TCP: a header announcing 100 MB, then a trickle of body. sipwake

@@ -66,15 +66,15 @@ func (o *outage) up() {
 func (o *outage) pipe(c net.Conn) {
 	up, err := net.Dial("tcp", o.target)
 	if err != nil {
-		c.Close()
+		_ = c.Close()
 		return
 	}
 	if !o.track(c, up) {
 		return
 	}
-	go func() { _, _ = io.Copy(up, c); up.Close() }()
+	go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
 	_, _ = io.Copy(c, up)
-	c.Close()
+	_ = c.Close()
 }
 
 func (o *outage) track(cs ...net.Conn) bool {
@@ -82,7 +82,7 @@ func (o *outage) track(cs ...net.Conn) bool {
 	defer o.mu.Unlock()
 	if o.ln == nil {
 		for _, c := range cs {
-			c.Close()
+			_ = c.Close()
 		}
 		return false
 	}
@@ -96,11 +96,11 @@ func (o *outage) down() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.ln != nil {
-		o.ln.Close()
+		_ = o.ln.Close()
 		o.ln = nil
 	}
 	for c := range o.conns {
-		c.Close()
+		_ = c.Close()
 		delete(o.conns, c)
 	}
 }

@@ -36,7 +36,7 @@ func needIPv6Loopback(t *testing.T) {
 	if err != nil {
 		t.Skipf("no IPv6 loopback here: %v", err)
 	}
-	c.Close()
+	_ = c.Close()
 }
 
 // newDualStackWorld is the world with sipwake listening on both families

@@ -47,6 +47,6 @@ func KeyUsage(ctx context.Context, cfg config.Config, log *slog.Logger) (map[str
 		}
 		return nil, err
 	}
-	defer st.Close()
-	return st.KeyUsage(ctx)
+	usage, err := st.KeyUsage(ctx)
+	return usage, errors.Join(err, st.Close())
 }

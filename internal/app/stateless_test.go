@@ -29,7 +29,7 @@ func listenUDP(t *testing.T, addr string) *udpPeer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() })
 	return &udpPeer{t: t, conn: c}
 }
 

@@ -61,7 +61,7 @@ func (b *Bus) Run(ctx context.Context, refreshed func(context.Context, relay.Ref
 		return fmt.Errorf("cluster: subscribe: %w", err)
 	}
 	go func() {
-		defer sub.Close()
+		defer func() { _ = sub.Close() }()
 		ch := sub.Channel()
 		for {
 			select {

@@ -168,12 +168,12 @@ func StartLinphone(t testing.TB, opts LinphoneOptions) *Linphone {
 	l.cmdf = f
 	t.Cleanup(func() {
 		// quit unregisters; give it a moment, then the process cleanup kills.
-		l.Command("quit")
+		_ = l.Command("quit")
 		select {
 		case <-l.proc.done:
 		case <-time.After(2 * time.Second):
 		}
-		l.cmdf.Close()
+		_ = l.cmdf.Close()
 		if t.Failed() {
 			dumpFile(t, "linphonec rc", rcPath)
 			dumpFile(t, "linphonec debug log", l.LogPath)

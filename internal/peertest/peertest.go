@@ -89,7 +89,7 @@ func shortDir(t testing.TB, prefix string) string {
 	if err != nil {
 		t.Fatalf("peertest: %v", err)
 	}
-	t.Cleanup(func() { os.RemoveAll(d) })
+	t.Cleanup(func() { _ = os.RemoveAll(d) })
 	return d
 }
 
@@ -123,13 +123,13 @@ func startProcess(t testing.TB, name, dir, logPath string, env []string, argv ..
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		logf.Close()
+		_ = logf.Close()
 		t.Fatalf("peertest: start %s: %v", name, err)
 	}
 	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {
 		err := cmd.Wait()
-		logf.Close()
+		_ = logf.Close()
 		p.mu.Lock()
 		p.err = err
 		p.mu.Unlock()

@@ -206,7 +206,7 @@ func readFile(name string) ([]byte, error) {
 	if err != nil {
 		return fail(err)
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // read only: closing loses nothing
 	b, err := io.ReadAll(io.LimitReader(f, maxCredentialFile+1))
 	if err != nil {
 		return fail(err)

@@ -56,7 +56,7 @@ func TestBoundedListenerClosesIdleAndCapsPerSource(t *testing.T) {
 	if closedWithin(c, 100*time.Millisecond) {
 		t.Fatal("a new connection was refused after the others closed")
 	}
-	c.Close()
+	_ = c.Close()
 }
 
 func TestGrowBuffers(t *testing.T) {
