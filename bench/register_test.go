@@ -222,7 +222,7 @@ func startSipwakeInProcess(b *testing.B, cfg config.Config) *app.App {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { logf.Close() })
+	b.Cleanup(func() { _ = logf.Close() })
 	a, err := app.New(cfg, slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		b.Fatalf("sipwake: %v", err)
@@ -301,8 +301,7 @@ func measureWith(b *testing.B, name, path, remote, param string, restart func(we
 	localIP := peertest.IP(b, ipSipp)
 
 	port := 6000
-	var sipp func(rate int, d time.Duration) probe
-	sipp = func(rate int, d time.Duration) probe {
+	sipp := func(rate int, d time.Duration) probe {
 		port++ // a fresh port per run: late answers to the last run are not this run's
 		calls := max(rate*int(d/time.Second), rate*int(d/time.Millisecond)/1000)
 		cpu := startCPU()

@@ -90,7 +90,7 @@ func (c cli) serve(ctx context.Context, args []string) error {
 		return err
 	}
 	if err := a.Start(ctx); err != nil {
-		_ = a.Stop(context.Background())
+		_ = a.Stop(context.WithoutCancel(ctx))
 		return err
 	}
 	for running := true; running; {
@@ -105,7 +105,8 @@ func (c cli) serve(ctx context.Context, args []string) error {
 		c.stopSignals()
 	}
 	log.Info("shutting down: draining parked calls", "bound", cfg.Shutdown.DrainTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.DrainTimeout)
+	// ctx is done by now; the drain gets its own bound, keeping ctx's values.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Shutdown.DrainTimeout)
 	defer cancel()
 	return a.Stop(sctx)
 }

@@ -450,7 +450,8 @@ func TestTLS(t *testing.T) {
 
 	// TLS 1.1 is refused.
 	old := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS11}}}
-	if _, err := old.Get(f.url + "/v1/accounts/x"); err == nil {
+	if res, err := old.Get(f.url + "/v1/accounts/x"); err == nil {
+		res.Body.Close()
 		t.Fatal("TLS 1.1 accepted")
 	}
 	// Plain HTTP to the TLS port: a clear 400, nothing served.

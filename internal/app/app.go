@@ -240,7 +240,7 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	if err := a.startServices(ctx); err != nil {
 		cancel()
-		_ = a.sip.Stop(context.Background())
+		_ = a.sip.Stop(context.WithoutCancel(ctx))
 		return err
 	}
 	a.cancel = cancel

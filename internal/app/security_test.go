@@ -46,7 +46,7 @@ func TestTLSListenersRefuseOldVersions(t *testing.T) {
 			})
 			if err == nil {
 				got := conn.ConnectionState().Version
-				conn.Close()
+				_ = conn.Close()
 				if !tc.ok {
 					t.Errorf("%s accepted a %s handshake", addr, tc.name)
 				} else if got != tc.version {
@@ -95,6 +95,8 @@ func TestHandoverLeavesNothingPersonalOnDiskOrInLogs(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != http.StatusNoContent {
 		t.Fatalf("DELETE: %v %v", res, err)
+	} else {
+		res.Body.Close()
 	}
 	w.stop()
 

@@ -326,7 +326,7 @@ func (d *Dispatcher) app(name string) *app {
 func (d *Dispatcher) Send(ctx context.Context, t Target, m Message) Result {
 	a := d.pick(t)
 	if a == nil {
-		d.unknownApp(t)
+		d.unknownApp(ctx, t)
 		label := "unknown"
 		if f := pn.Family(t.Provider); f == ProviderAPNs || f == ProviderFCM {
 			label = f
@@ -337,14 +337,14 @@ func (d *Dispatcher) Send(ctx context.Context, t Target, m Message) Result {
 	return d.sendTo(ctx, a, t, m)
 }
 
-func (d *Dispatcher) unknownApp(t Target) {
+func (d *Dispatcher) unknownApp(ctx context.Context, t Target) {
 	first := false
 	d.once(t.Provider+"/"+t.Param, func() { first = true })
 	lvl := slog.LevelDebug
 	if first {
 		lvl = slog.LevelError
 	}
-	d.log.Log(context.Background(), lvl, "push: no app configured for this pn-provider/pn-param; check push.apps",
+	d.log.Log(ctx, lvl, "push: no app configured for this pn-provider/pn-param; check push.apps",
 		"provider", t.Provider, "pn_param", t.Param, "token", MaskToken(t.Token))
 }
 

@@ -79,11 +79,11 @@ func TestSweeperErasesOnTimeAndCompacts(t *testing.T) {
 	}
 	last := s.lastCompact
 	clock.Advance(30 * time.Minute)
-	if _, err := s.SweepOnce(ctx); err != nil || s.lastCompact != last {
+	if _, err := s.SweepOnce(ctx); err != nil || !s.lastCompact.Equal(last) {
 		t.Fatalf("compacted again within compactEvery (err %v)", err)
 	}
 	clock.Advance(31 * time.Minute)
-	if _, err := s.SweepOnce(ctx); err != nil || s.lastCompact == last || b.PendingErasures() != 0 {
+	if _, err := s.SweepOnce(ctx); err != nil || s.lastCompact.Equal(last) || b.PendingErasures() != 0 {
 		t.Fatalf("did not compact after compactEvery (err %v)", err)
 	}
 }
