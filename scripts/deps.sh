@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the real peers the tests drive (sipp, Kamailio, linphonec, Redis,
-# Prometheus) and the Go modules. Idempotent: installs only what is missing.
+# Prometheus), the Go modules and golangci-lint. Idempotent: installs only
+# what is missing.
 #
 #   sipp         Debian sip-tester
 #   kamailio     Debian kamailio (also provides kamcmd)
@@ -45,3 +46,12 @@ fi
 
 cd "$(dirname "$0")/.."
 go mod download
+
+# golangci-lint at the version .golangci.yml is written for, in GOPATH/bin
+# (scripts/test.sh calls it by that path).
+lint_version=2.15.0
+lint="$(go env GOPATH | cut -d: -f1)/bin/golangci-lint"
+if ! "$lint" version 2>/dev/null | grep -q "version $lint_version "; then
+	echo "deps: installing golangci-lint $lint_version" >&2
+	GOBIN="$(dirname "$lint")" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v$lint_version"
+fi

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need when it is missing (real
-# Kamailio, sipp, linphonec, redis-server from Debian; Go modules), then runs
-# vet and every test with the race detector. Fails, never skips, in CI.
+# Kamailio, sipp, linphonec, redis-server from Debian; Go modules;
+# golangci-lint), then runs vet, golangci-lint (.golangci.yml) and every test
+# with the race detector. Fails, never skips, in CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
@@ -11,6 +12,7 @@ if [ -n "$unformatted" ]; then
 	exit 1
 fi
 go vet ./...
+"$(go env GOPATH | cut -d: -f1)/bin/golangci-lint" run ./...
 go test -race -count=1 -timeout 12m ./...
 # A short run of every fuzz target past its seed corpus (the seeds already
 # ran above as plain tests).
