@@ -4,6 +4,8 @@
 // address, is killed in t.Cleanup, and has its logs written to the test log
 // when the test fails. A missing binary skips the test and names the Debian
 // package to install (scripts/deps.sh installs them all; CI never skips).
+// With -short every peer skips its test, so go test -short ./... is the
+// fast lane that needs none installed.
 //
 // A typical test:
 //
@@ -70,9 +72,13 @@ func Addr(t testing.TB, n, port int) string {
 }
 
 // need skips t unless binary is on PATH (or at an absolute path), naming the
-// Debian package that provides it.
+// Debian package that provides it. With -short it skips t in any case: the
+// fast lane (go test -short ./...) runs without real peers.
 func need(t testing.TB, binary, debPkg string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skipf("peertest: needs %s, a real peer; skipped with -short", binary)
+	}
 	p, err := exec.LookPath(binary)
 	if err != nil {
 		t.Skipf("peertest: %s not found (%v); install Debian package %q (scripts/deps.sh)", binary, err, debPkg)

@@ -16,14 +16,11 @@ import (
 // (e.g. peertest.Addr(tb, 1, 6379)), that TCP address as well and as the
 // answer. Nothing is persisted (--save "" --appendonly no). The server is
 // killed in tb.Cleanup and its log printed if the test failed. A missing
-// redis-server skips tb, naming the Debian package. extra are more
+// redis-server (or -short) skips tb, naming the Debian package. extra are more
 // redis-server arguments (relative paths are in the server's directory).
 func StartRedis(tb testing.TB, tcpAddr string, extra ...string) string {
 	tb.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		tb.Skipf("redis-server not found (%v); install Debian package %q", err, "redis-server")
-	}
+	bin := need(tb, "redis-server", "redis-server")
 	dir, err := os.MkdirTemp("", "swr")
 	if err != nil {
 		tb.Fatal(err)
