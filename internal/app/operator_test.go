@@ -239,6 +239,9 @@ func TestWrongKeyRefusesAndLeavesStoreUntouched(t *testing.T) {
 // the background re-seal brings k1 to 0, /admin/keys says it is retirable,
 // and without k1 every record still opens.
 func TestRotateThenRetireKeepsEveryRecord(t *testing.T) {
+	if testing.Short() {
+		t.Skip("three sipwake runs and a background re-seal (5 s); skipped with -short")
+	}
 	k1 := base64.StdEncoding.EncodeToString(store.NewKey())
 	k2 := base64.StdEncoding.EncodeToString(store.NewKey())
 	cfg := operatorConfig(t)

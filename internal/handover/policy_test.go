@@ -130,6 +130,9 @@ func (m *memAccounts) EraseAccount(_ context.Context, id store.ID, _ string) (re
 }
 
 func TestIntervalTooBriefAndBackoff(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out real SIP back-offs and a 3 s registration (3 s); skipped with -short")
+	}
 	t.Parallel()
 	addr := peertest.Addr(t, 1, 5060)
 	reg := &scriptedRegistrar{script: []int{423, 200, 503, 503, 200}, minExp: 3, granted: 3}
