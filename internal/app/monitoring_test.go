@@ -43,9 +43,13 @@ const (
 
 // debianTool returns the path of bin, from the Debian package pkg that
 // scripts/deps.sh installs. When it is missing the test fails in CI
-// (CI=true), which must never skip it, and is skipped elsewhere.
+// (CI=true), which must never skip it, and is skipped elsewhere. With
+// -short it is skipped in any case, as peertest skips its peers.
 func debianTool(t *testing.T, bin, pkg string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skipf("needs %s, a real peer; skipped with -short", bin)
+	}
 	p, err := exec.LookPath(bin)
 	if err == nil {
 		return p
