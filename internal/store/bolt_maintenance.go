@@ -183,8 +183,7 @@ func syncDir(dir string) error {
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	return d.Sync()
+	return errors.Join(d.Sync(), d.Close())
 }
 
 // Size returns the size of the store file in bytes (0 if it cannot be read).

@@ -34,7 +34,9 @@ func TestBoltWrongKeyLeavesFileUntouched(t *testing.T) {
 	if err := b.Put(t.Context(), r); err != nil {
 		t.Fatal(err)
 	}
-	b.Close()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
 	before := sha256.Sum256(readFile(t, path))
 	stBefore, _ := os.Stat(path)
 
@@ -92,7 +94,9 @@ func TestBoltTamperedRecords(t *testing.T) {
 	ctx := t.Context()
 	b := openAt(t, path, keys)
 	tp := putTampered(t, b)
-	b.Close()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	rawEdit(t, path, func(rec *bolt.Bucket) error {
 		var err error

@@ -159,7 +159,9 @@ func TestRedisWrongKeyWritesNothing(t *testing.T) {
 	if err := s.Put(t.Context(), r); err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 	before, writes := dumpRedis(t, raw), redisWrites(t, raw)
 
 	checkWrongKeys(t, func(t *testing.T, keys *Keyring) error {
@@ -487,7 +489,9 @@ func TestRedisRotateKeepsExpiry(t *testing.T) {
 	if err := s.Put(ctx, r); err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 
 	s = openRedisAt(t, addr, "rotate", testKeyring(t, "B", "A"), 0)
 	if resealed, err := s.Rotate(ctx); err != nil || resealed != 1 {
