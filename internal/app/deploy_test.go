@@ -26,9 +26,13 @@ import (
 func repoPath(rel string) string { return filepath.Join("..", "..", filepath.FromSlash(rel)) }
 
 // needKamailio is the path of a program of Debian's kamailio package
-// (kamailio, kamcmd). A missing one skips the test, or fails it in CI.
+// (kamailio, kamcmd). A missing one skips the test, or fails it in CI;
+// -short skips it, as peertest skips its peers.
 func needKamailio(t *testing.T, program string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skipf("needs %s, a real peer; skipped with -short", program)
+	}
 	bin, err := exec.LookPath(program)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
