@@ -186,7 +186,7 @@ func BenchmarkRecords(b *testing.B) {
 	}
 	res.Ready = time.Since(start)
 	res.ReadyRSS, _ = p.Memory(b)
-	time.Sleep(15 * time.Second) // the keeper's first pass reads every record
+	time.Sleep(15 * time.Second) // the wake-ups' first pass reads every record
 	res.SettledRSS, res.PeakKB = p.Memory(b)
 	p.stop()
 
@@ -259,7 +259,7 @@ func renderRecords(r recordsResult) string {
 	row("process start → SIP UDP listening", r.Listen.Round(10*time.Millisecond).String(), "-")
 	row("process start → /readyz 200", r.Ready.Round(10*time.Millisecond).String(), "≤ 10 s: "+goal(r.Ready <= 10*time.Second))
 	row("RSS at ready", mib(r.ReadyRSS<<10), "-")
-	row("RSS 15 s later (keeper pass done)", fmt.Sprintf("%s (peak %s)", mib(r.SettledRSS<<10), mib(r.PeakKB<<10)),
+	row("RSS 15 s later (wake-up pass done)", fmt.Sprintf("%s (peak %s)", mib(r.SettledRSS<<10), mib(r.PeakKB<<10)),
 		"≤ 512 MiB: "+goal(max(r.SettledRSS, r.PeakKB) <= 512<<10))
 	row("OpenBolt (in the harness)", r.OpenTook.Round(time.Millisecond).String(), "-")
 	row(fmt.Sprintf("sweep: TakeExpired × %d-record batches", store.SweepBatch),

@@ -96,7 +96,7 @@ func (s *Server) putAccount(w http.ResponseWriter, r *http.Request, app, id stri
 		httpjson.Error(w, status, msg)
 		return
 	}
-	saved, created, err := s.keeper.Hand(r.Context(), b, ttl)
+	saved, created, err := s.handover.Hand(r.Context(), b, ttl)
 	if err != nil {
 		status, msg := handoverFailure(err)
 		if status >= 500 && status != http.StatusBadGateway && status != http.StatusGatewayTimeout {
@@ -128,7 +128,7 @@ func (s *Server) getAccount(w http.ResponseWriter, r *http.Request, app, id stri
 }
 
 func (s *Server) deleteAccount(w http.ResponseWriter, r *http.Request, app, id string) {
-	err := s.keeper.Release(r.Context(), app, id)
+	err := s.handover.Release(r.Context(), app, id)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		httpjson.Error(w, http.StatusNotFound, "no such account")
@@ -329,7 +329,7 @@ func (s *Server) view(b relay.Binding, sid store.ID) AccountView {
 	if a.Password == "" {
 		v.Credential = "ha1"
 	}
-	st, ok := s.keeper.Status(sid)
+	st, ok := s.handover.Status(sid)
 	if !ok {
 		return v
 	}

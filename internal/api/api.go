@@ -36,9 +36,9 @@ type Bindings interface {
 	Providers() []string
 }
 
-// Keeper is what the API asks of the registration keeper.
-// *handover.Keeper satisfies it.
-type Keeper interface {
+// Registrations is what the API asks of the handover registrations;
+// *handover.Registrations satisfies it.
+type Registrations interface {
 	Hand(ctx context.Context, b relay.Binding, ttl time.Duration) (relay.Binding, bool, error)
 	Release(ctx context.Context, app, id string) error
 	Status(id store.ID) (handover.Status, bool)
@@ -48,7 +48,7 @@ type Keeper interface {
 type Server struct {
 	cfg      Config
 	bindings Bindings
-	keeper   Keeper
+	handover Registrations
 	log      *slog.Logger
 	now      func() time.Time
 	tls      *tls.Config
@@ -63,7 +63,7 @@ type Server struct {
 
 // New checks cfg, loads the TLS certificate and builds the server; nothing
 // listens until Start. now is the clock (time.Now in production).
-func New(cfg Config, bindings Bindings, keeper Keeper, log *slog.Logger, now func() time.Time) (*Server, error) {
+func New(cfg Config, bindings Bindings, handover Registrations, log *slog.Logger, now func() time.Time) (*Server, error) {
 	cfg.Defaults()
 	if err := cfg.Validate().Err(); err != nil {
 		return nil, fmt.Errorf("api config: %w", err)
@@ -72,7 +72,7 @@ func New(cfg Config, bindings Bindings, keeper Keeper, log *slog.Logger, now fun
 		return nil, errors.New("api config: api.listen is empty (the API is off)")
 	}
 	s := &Server{
-		cfg: cfg, bindings: bindings, keeper: keeper, log: log.With("part", "api"), now: now,
+		cfg: cfg, bindings: bindings, handover: handover, log: log.With("part", "api"), now: now,
 		keys: map[[sha256.Size]byte]string{},
 	}
 	for _, k := range cfg.Keys {

@@ -43,7 +43,7 @@ type fixture struct {
 func start(t *testing.T, mutate func(*api.Config)) *fixture {
 	t.Helper()
 	env := handovertest.Start(t)
-	k := env.Keeper(t, handover.Options{})
+	k := env.Registrations(t, handover.Options{})
 	cfg := api.Config{
 		Listen:    "127.0.0.1:0",
 		Keys:      []api.Key{{App: "app1", SHA256: api.HashKey(key1)}, {App: "app2", SHA256: api.HashKey(key2)}},

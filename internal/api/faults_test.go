@@ -11,13 +11,13 @@ import (
 	"github.com/sipwake/sipwake/internal/handover/handovertest"
 )
 
-// The registrar goes away under a handed-over account: the keeper's
+// The registrar goes away under a handed-over account: the registrations'
 // refreshes fail, the API shows state "failed" with the error and a next
 // attempt that backs off, the record is kept; a new PUT answers quickly
 // with 502/504 and stores nothing.
 func TestRegistrarDownShowsFailedWithBackoff(t *testing.T) {
 	env := handovertest.Start(t)
-	k := env.Keeper(t, handover.Options{RefreshAt: 0.05, Jitter: 0.01, Timeout: 500 * time.Millisecond,
+	k := env.Registrations(t, handover.Options{RefreshAt: 0.05, Jitter: 0.01, Timeout: 500 * time.Millisecond,
 		RetryMin: 300 * time.Millisecond, RetryMax: 5 * time.Second})
 	srv, err := api.New(api.Config{
 		Listen:    "127.0.0.1:0",

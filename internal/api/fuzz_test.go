@@ -30,15 +30,15 @@ func (fuzzBindings) Binding(context.Context, store.ID) (relay.Binding, error) {
 func (fuzzBindings) Supports(p string) bool { return p == "apns" || p == "fcm" }
 func (fuzzBindings) Providers() []string    { return []string{"apns", "fcm"} }
 
-// handKeeper records what the API asked to hand over: the only way a PUT
+// handRecorder records what the API asked to hand over: the only way a PUT
 // reaches the store.
-type handKeeper struct {
+type handRecorder struct {
 	mu    sync.Mutex
 	hands []relay.Binding
 	ttls  []time.Duration
 }
 
-func (k *handKeeper) Hand(_ context.Context, b relay.Binding, ttl time.Duration) (relay.Binding, bool, error) {
+func (k *handRecorder) Hand(_ context.Context, b relay.Binding, ttl time.Duration) (relay.Binding, bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.hands = append(k.hands, b)
@@ -46,10 +46,10 @@ func (k *handKeeper) Hand(_ context.Context, b relay.Binding, ttl time.Duration)
 	b.ExpiresAt = time.Now().Add(ttl)
 	return b, true, nil
 }
-func (k *handKeeper) Release(context.Context, string, string) error { return store.ErrNotFound }
-func (k *handKeeper) Status(store.ID) (handover.Status, bool)       { return handover.Status{}, false }
+func (k *handRecorder) Release(context.Context, string, string) error { return store.ErrNotFound }
+func (k *handRecorder) Status(store.ID) (handover.Status, bool)       { return handover.Status{}, false }
 
-func (k *handKeeper) take() ([]relay.Binding, []time.Duration) {
+func (k *handRecorder) take() ([]relay.Binding, []time.Duration) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	h, t := k.hands, k.ttls
@@ -58,12 +58,12 @@ func (k *handKeeper) take() ([]relay.Binding, []time.Duration) {
 }
 
 // FuzzAccountBody (seeds in testdata/fuzz/FuzzAccountBody) feeds arbitrary PUT bodies through the whole handler
-// (decoding, validation, the keeper call, the answer). No body may panic;
-// a rejected body never reaches the keeper (nothing is stored); an
+// (decoding, validation, the registrations call, the answer). No body may panic;
+// a rejected body never reaches the registrations (nothing is stored); an
 // accepted one reaches it exactly once and holds only validated values;
 // no answer echoes the password.
 func FuzzAccountBody(f *testing.F) {
-	k := &handKeeper{}
+	k := &handRecorder{}
 	cfg := Config{Listen: "127.0.0.1:0", Keys: []Key{{App: "app1", SHA256: HashKey(fuzzKey)}},
 		RateLimit: RateLimit{PerKey: 1e9, PerKeyBurst: 1 << 30, PerSource: 1e9, PerSourceBurst: 1 << 30}}
 	srv, err := New(cfg, fuzzBindings{}, k, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
@@ -87,7 +87,7 @@ func FuzzAccountBody(f *testing.F) {
 			checkHanded(t, hands[0], ttls[0])
 		case res.StatusCode >= 400 && res.StatusCode < 500:
 			if len(hands) != 0 {
-				t.Fatalf("answered %d yet handed %d account(s) to the keeper", res.StatusCode, len(hands))
+				t.Fatalf("answered %d yet handed %d account(s) to the registrations", res.StatusCode, len(hands))
 			}
 		default:
 			t.Fatalf("answered %d to a body that never reached a registrar", res.StatusCode)

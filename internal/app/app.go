@@ -52,7 +52,7 @@ type App struct {
 	relay    *relay.Service
 	sip      *sip.Server
 	admin    *admin.Server // nil when admin.listen is empty
-	handover *handover.Keeper
+	handover *handover.Registrations
 	bus      *cluster.Bus // nil on a single node
 	api      *api.Server  // nil when api.listen is empty
 
@@ -313,7 +313,7 @@ func (a *App) Stop(ctx context.Context) error {
 }
 
 // startServices starts what runs beside the SIP side: the handover
-// keeper (resuming every stored account), the API and the admin listener.
+// registrations (resuming every stored account), the API and the admin listener.
 func (a *App) startServices(ctx context.Context) error {
 	if a.bus != nil {
 		if err := a.bus.Run(ctx, a.relay.RemoteRefreshed); err != nil {

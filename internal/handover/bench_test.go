@@ -19,7 +19,7 @@ import (
 // outgrows a UDP datagram), e.g. -benchtime 200x.
 func BenchmarkHand(b *testing.B) {
 	env := handovertest.Start(b)
-	k := env.Keeper(b, handover.Options{})
+	k := env.Registrations(b, handover.Options{})
 	pass := handovertest.Users()["alice"]
 	var n atomic.Int64
 	ctx := context.Background()

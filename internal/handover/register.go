@@ -93,7 +93,7 @@ const maxExchanges = 5
 // register runs one REGISTER exchange for b's account, asking for expires
 // seconds (0 un-registers), answering digest challenges and 423. On success
 // b.Upstream holds the new CSeq and the granted expiry.
-func (k *Keeper) register(ctx context.Context, id store.ID, b *relay.Binding, expires int) error {
+func (k *Registrations) register(ctx context.Context, id store.ID, b *relay.Binding, expires int) error {
 	acct := b.Account
 	dest, transport, err := Target(acct.Registrar, acct.Transport)
 	if err != nil {

@@ -1,6 +1,7 @@
 // Package sipmsg reads what sipwake needs from SIP messages that sipgo
 // leaves as text: Contact lists and the expiry a Contact asks for or was
-// granted. Both the proxy side (internal/sip) and the registration keeper
+// granted, the sw- prefix of binding URIs, and the redaction of sipgo's
+// logs. Both the proxy side (internal/sip) and the handover registrations
 // (internal/handover) use it; it holds no state and sends nothing.
 package sipmsg
 

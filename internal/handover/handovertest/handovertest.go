@@ -1,6 +1,6 @@
 // Package handovertest builds what tests of handed-over accounts need: a
 // real Kamailio registrar with digest auth, a sealed store, the relay over
-// it, and a Keeper, all on addresses private to the calling test.
+// it, and Registrations, all on addresses private to the calling test.
 package handovertest
 
 import (
@@ -89,14 +89,14 @@ func (e *Env) Close(t testing.TB) {
 	}
 }
 
-// ContactFor is the contact the keeper registers: sw-<id>@ContactHost.
+// ContactFor is the contact the registrations register: sw-<id>@ContactHost.
 func (e *Env) ContactFor(id store.ID, transport string) string {
 	return "sip:" + sipmsg.BindingUserPrefix + id.String() + "@" + e.ContactHost + ";transport=" + transport
 }
 
-// Keeper builds and starts a Keeper over the env with test-speed timings
+// Registrations builds and starts Registrations over the env with test-speed timings
 // (opts fields left zero get them); it is stopped in t.Cleanup.
-func (e *Env) Keeper(t testing.TB, opts handover.Options) *handover.Keeper {
+func (e *Env) Registrations(t testing.TB, opts handover.Options) *handover.Registrations {
 	t.Helper()
 	if opts.ContactFor == nil {
 		opts.ContactFor = e.ContactFor

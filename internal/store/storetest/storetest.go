@@ -598,7 +598,7 @@ func testScanDue(t *testing.T, b Backend) {
 	}
 }
 
-// testScanDueRewrite: the keeper re-Puts each due record with a later due
+// testScanDueRewrite: the relay's wake-ups re-Put each due record with a later due
 // time while the scan runs; the scan hands out every due record once.
 func testScanDueRewrite(t *testing.T, b Backend) {
 	ctx := t.Context()

@@ -29,7 +29,7 @@ func ourContact(t *testing.T, bs []peertest.Binding, id store.ID) (peertest.Bind
 func TestHandRegistersRefreshesAndReleases(t *testing.T) {
 	t.Parallel()
 	env := handovertest.Start(t)
-	k := env.Keeper(t, handover.Options{})
+	k := env.Registrations(t, handover.Options{})
 	ctx := context.Background()
 	users := handovertest.Users()
 
@@ -54,8 +54,8 @@ func TestHandRegistersRefreshesAndReleases(t *testing.T) {
 		b, ok := ourContact(t, env.Locations(t, "alice"), id)
 		return ok && b.CallID == first.CallID && b.CSeq > first.CSeq
 	})
-	// The registrar holds the refresh as soon as it answers; the keeper
-	// writes it back after reading that answer.
+	// The registrar holds the refresh as soon as it answers; the registrations
+	// write it back after reading that answer.
 	var stored relay.Binding
 	handovertest.Eventually(t, 2*time.Second, "refresh written back", func() bool {
 		stored, err = env.Relay.Binding(ctx, id)
@@ -97,7 +97,7 @@ func TestHandRegistersRefreshesAndReleases(t *testing.T) {
 func TestHandRefusedStoresNothing(t *testing.T) {
 	t.Parallel()
 	env := handovertest.Start(t)
-	k := env.Keeper(t, handover.Options{})
+	k := env.Registrations(t, handover.Options{})
 	ctx := context.Background()
 	users := handovertest.Users()
 
@@ -156,7 +156,7 @@ func TestHandRefusedStoresNothing(t *testing.T) {
 func TestHandWithHA1(t *testing.T) {
 	t.Parallel()
 	env := handovertest.Start(t)
-	k := env.Keeper(t, handover.Options{})
+	k := env.Registrations(t, handover.Options{})
 	ctx := context.Background()
 	b := env.Account("app1", "ha1", "carol", "", 60)
 	b.Account.HA1 = handovertest.HA1("carol", handovertest.Users()["carol"])
@@ -206,14 +206,14 @@ func TestRestartResumes(t *testing.T) {
 
 	env.Close(t)
 	env.Open(t)
-	k2 := env.Keeper(t, handover.Options{})
+	k2 := env.Registrations(t, handover.Options{})
 	for _, u := range []string{"alice", "bob"} {
 		id := env.Relay.AccountID("app1", "acc-"+u)
 		handovertest.Eventually(t, 5*time.Second, u+" resumed", func() bool {
 			_, ok := k2.Status(id)
 			return ok
 		})
-		handovertest.Eventually(t, 5*time.Second, u+" re-registered by the new keeper", func() bool {
+		handovertest.Eventually(t, 5*time.Second, u+" re-registered by the new registrations", func() bool {
 			b, ok := ourContact(t, env.Locations(t, u), id)
 			return ok && b.CallID == before[u].CallID && b.CSeq > before[u].CSeq
 		})
@@ -223,7 +223,7 @@ func TestRestartResumes(t *testing.T) {
 func TestExpiredAccountUnregisters(t *testing.T) {
 	t.Parallel()
 	env := handovertest.Start(t)
-	k := env.Keeper(t, handover.Options{})
+	k := env.Registrations(t, handover.Options{})
 	ctx := context.Background()
 	if _, _, err := k.Hand(ctx, env.Account("app1", "acc", "alice", handovertest.Users()["alice"], 60), ttl); err != nil {
 		t.Fatal(err)

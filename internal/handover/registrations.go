@@ -30,7 +30,7 @@ import (
 	"github.com/sipwake/sipwake/internal/store"
 )
 
-// Accounts is what the keeper needs from the relay: the records of
+// Accounts is what the registrations need from the relay: the records of
 // handed-over accounts. *relay.Service satisfies it.
 type Accounts interface {
 	AccountID(app, id string) store.ID
@@ -48,7 +48,7 @@ type Records interface {
 	ScanAccounts(ctx context.Context, fn func(store.Record) error) error
 }
 
-// Options configure a Keeper.
+// Options configure Registrations.
 type Options struct {
 	// ContactFor is the contact URI sipwake registers for a binding, e.g.
 	// "sip:sw-<id>@sipwake.example.com:5060;transport=udp": calls the
@@ -136,7 +136,7 @@ type Phase string
 
 const (
 	// PhaseRegistering: a registration is due or under way and none has
-	// succeeded since the keeper (re)started.
+	// succeeded since the registrations (re)started.
 	PhaseRegistering Phase = "registering"
 	// PhaseRegistered: the registrar accepted the last REGISTER.
 	PhaseRegistered Phase = "registered"
@@ -162,8 +162,8 @@ type Status struct {
 // calls, refreshes, expiry) without a lock per account.
 const stripes = 256
 
-// Keeper keeps handed-over accounts registered upstream.
-type Keeper struct {
+// Registrations keep handed-over accounts registered upstream.
+type Registrations struct {
 	accounts Accounts
 	records  Records
 	opts     Options
@@ -192,9 +192,9 @@ type state struct {
 	cseq uint32 // highest CSeq sent, so failed attempts are not reused
 }
 
-// New builds a Keeper with its own SIP user agent (client only: nothing
+// New builds the Registrations with its own SIP user agent (client only: nothing
 // listens; responses come back on the socket the REGISTER left from).
-func New(accounts Accounts, records Records, opts Options, log *slog.Logger) (*Keeper, error) {
+func New(accounts Accounts, records Records, opts Options, log *slog.Logger) (*Registrations, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
@@ -220,7 +220,7 @@ func New(accounts Accounts, records Records, opts Options, log *slog.Logger) (*K
 		_ = ua.Close()
 		return nil, fmt.Errorf("handover: client: %w", err)
 	}
-	return &Keeper{
+	return &Registrations{
 		accounts: accounts,
 		records:  records,
 		opts:     opts,
@@ -236,14 +236,14 @@ func New(accounts Accounts, records Records, opts Options, log *slog.Logger) (*K
 // Start resumes every stored account and runs the scheduler until Stop.
 // Registrations not yet due keep their schedule; those already due are
 // spread over ResumeSpread. It is idempotent.
-func (k *Keeper) Start(ctx context.Context) error {
+func (k *Registrations) Start(ctx context.Context) error {
 	k.runMu.Lock()
 	defer k.runMu.Unlock()
 	if k.started {
 		return nil
 	}
 	if k.stopped {
-		return errors.New("handover: keeper stopped")
+		return errors.New("handover: registrations stopped")
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	k.cancel = cancel
@@ -266,7 +266,7 @@ func (k *Keeper) Start(ctx context.Context) error {
 
 // rescan looks for accounts other nodes took in, so this node can take
 // them over if their node dies.
-func (k *Keeper) rescan(ctx context.Context) {
+func (k *Registrations) rescan(ctx context.Context) {
 	t := time.NewTicker(k.opts.Rescan)
 	defer t.Stop()
 	for {
@@ -280,7 +280,7 @@ func (k *Keeper) rescan(ctx context.Context) {
 }
 
 // resumeAll schedules every stored account again after a restart.
-func (k *Keeper) resumeAll(ctx context.Context) {
+func (k *Registrations) resumeAll(ctx context.Context) {
 	resumed := 0
 	if k.records != nil {
 		var err error
@@ -289,13 +289,13 @@ func (k *Keeper) resumeAll(ctx context.Context) {
 			k.log.Error("handover: resuming accounts failed; they are re-registered when re-posted", "error", err)
 		}
 	}
-	k.log.Info("handover keeper started", "resumed", resumed, "workers", k.opts.Workers)
+	k.log.Info("handover registrations started", "resumed", resumed, "workers", k.opts.Workers)
 }
 
-// resumeUnknown schedules the stored accounts this keeper has no state for
+// resumeUnknown schedules the stored accounts these registrations have no state for
 // yet (after a restart: all; later: those other nodes took in) and says
 // how many.
-func (k *Keeper) resumeUnknown(ctx context.Context) (int, error) {
+func (k *Registrations) resumeUnknown(ctx context.Context) (int, error) {
 	n := 0
 	err := k.records.ScanAccounts(ctx, func(r store.Record) error {
 		k.mu.Lock()
@@ -316,7 +316,7 @@ func (k *Keeper) resumeUnknown(ctx context.Context) (int, error) {
 }
 
 // heldIDs are the accounts this node keeps registered.
-func (k *Keeper) heldIDs() []store.ID {
+func (k *Registrations) heldIDs() []store.ID {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	var out []store.ID
@@ -330,7 +330,7 @@ func (k *Keeper) heldIDs() []store.ID {
 
 // Phases counts the accounts in each registration phase (aggregate, for
 // metrics).
-func (k *Keeper) Phases() map[Phase]int {
+func (k *Registrations) Phases() map[Phase]int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	out := map[Phase]int{PhaseRegistering: 0, PhaseRegistered: 0, PhaseStandby: 0, PhaseFailed: 0}
@@ -342,7 +342,7 @@ func (k *Keeper) Phases() map[Phase]int {
 
 // Stop ends the scheduler and waits for refreshes in flight (bounded by
 // ctx). Registrations stay at their registrars: a restart resumes them.
-func (k *Keeper) Stop(ctx context.Context) error {
+func (k *Registrations) Stop(ctx context.Context) error {
 	k.runMu.Lock()
 	defer k.runMu.Unlock()
 	if k.stopped {
@@ -368,7 +368,7 @@ func (k *Keeper) Stop(ctx context.Context) error {
 	return errors.Join(err, k.ua.Close())
 }
 
-func (k *Keeper) lock(id store.ID) func() {
+func (k *Registrations) lock(id store.ID) func() {
 	m := &k.locks[id[0]]
 	m.Lock()
 	return m.Unlock
@@ -379,7 +379,7 @@ func (k *Keeper) lock(id store.ID) func() {
 // account is new (false: an existing one was refreshed and its TTL
 // restarted). On failure nothing is stored or changed and the error is an
 // *Error naming the cause.
-func (k *Keeper) Hand(ctx context.Context, b relay.Binding, ttl time.Duration) (saved relay.Binding, created bool, err error) {
+func (k *Registrations) Hand(ctx context.Context, b relay.Binding, ttl time.Duration) (saved relay.Binding, created bool, err error) {
 	if b.Account == nil {
 		return relay.Binding{}, false, errors.New("handover: binding has no account")
 	}
@@ -432,7 +432,7 @@ func (k *Keeper) Hand(ctx context.Context, b relay.Binding, ttl time.Duration) (
 // Release erases an app's account at once and un-registers it upstream
 // (DELETE). An unknown account is store.ErrNotFound. A registrar that cannot
 // be reached does not stop the erasure; its binding then lapses on its own.
-func (k *Keeper) Release(ctx context.Context, app, accountID string) error {
+func (k *Registrations) Release(ctx context.Context, app, accountID string) error {
 	id := k.accounts.AccountID(app, accountID)
 	defer k.lock(id)()
 	b, err := k.accounts.EraseAccount(ctx, id, "deleted by app")
@@ -445,7 +445,7 @@ func (k *Keeper) Release(ctx context.Context, app, accountID string) error {
 	return nil
 }
 
-func (k *Keeper) release(ctx context.Context, id store.ID) {
+func (k *Registrations) release(ctx context.Context, id store.ID) {
 	if k.opts.Leases == nil {
 		return
 	}
@@ -457,7 +457,7 @@ func (k *Keeper) release(ctx context.Context, id store.ID) {
 // Unregister removes a handed-over account's upstream registration after
 // its record has expired (the sweeper has already erased it), and stops
 // keeping it. It satisfies relay.Upstream for bindings with an Account.
-func (k *Keeper) Unregister(ctx context.Context, b relay.Binding) error {
+func (k *Registrations) Unregister(ctx context.Context, b relay.Binding) error {
 	if b.Account == nil {
 		return errors.New("handover: not a handed-over account")
 	}
@@ -472,7 +472,7 @@ func (k *Keeper) Unregister(ctx context.Context, b relay.Binding) error {
 	return nil
 }
 
-func (k *Keeper) unregisterQuietly(ctx context.Context, id store.ID, b relay.Binding, why string) {
+func (k *Registrations) unregisterQuietly(ctx context.Context, id store.ID, b relay.Binding, why string) {
 	if b.Account == nil || b.Upstream.CallID == "" {
 		return
 	}
@@ -485,7 +485,7 @@ func (k *Keeper) unregisterQuietly(ctx context.Context, id store.ID, b relay.Bin
 }
 
 // Status is the registration state of the account stored under id.
-func (k *Keeper) Status(id store.ID) (Status, bool) {
+func (k *Registrations) Status(id store.ID) (Status, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	st, ok := k.states[id]
@@ -496,7 +496,7 @@ func (k *Keeper) Status(id store.ID) (Status, bool) {
 }
 
 // refresh re-registers one account when its time has come.
-func (k *Keeper) refresh(ctx context.Context, id store.ID) {
+func (k *Registrations) refresh(ctx context.Context, id store.ID) {
 	defer k.lock(id)()
 	b, err := k.accounts.Binding(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
@@ -544,7 +544,7 @@ func (k *Keeper) refresh(ctx context.Context, id store.ID) {
 // hold takes or extends this node's lease on an account; without Leases
 // every account is this node's. A lease store that fails is taken as held
 // (keeping a registration alive twice beats letting it lapse).
-func (k *Keeper) hold(ctx context.Context, id store.ID, ttl time.Duration) (bool, time.Duration) {
+func (k *Registrations) hold(ctx context.Context, id store.ID, ttl time.Duration) (bool, time.Duration) {
 	if k.opts.Leases == nil {
 		return true, 0
 	}
@@ -559,13 +559,13 @@ func (k *Keeper) hold(ctx context.Context, id store.ID, ttl time.Duration) (bool
 // leaseFor outlasts the next refresh (at RefreshAt±Jitter of the granted
 // expiry) but not the registration: if this node dies, another takes the
 // account over before the registrar drops it.
-func (k *Keeper) leaseFor(b relay.Binding) time.Duration {
+func (k *Registrations) leaseFor(b relay.Binding) time.Duration {
 	granted := time.Duration(b.Upstream.Expires) * time.Second
 	return max(time.Duration(float64(granted)*min(k.opts.RefreshAt+k.opts.Jitter+0.1, 0.98)), 2*time.Second)
 }
 
 // standby waits for another node's lease to lapse.
-func (k *Keeper) standby(id store.ID, left time.Duration) {
+func (k *Registrations) standby(id store.ID, left time.Duration) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	st := k.stateLocked(id)
@@ -573,7 +573,7 @@ func (k *Keeper) standby(id store.ID, left time.Duration) {
 	k.scheduleLocked(id, st, k.now().Add(max(left, 100*time.Millisecond)))
 }
 
-func (k *Keeper) sentCSeq(id store.ID) uint32 {
+func (k *Registrations) sentCSeq(id store.ID) uint32 {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if st, ok := k.states[id]; ok {
@@ -582,7 +582,7 @@ func (k *Keeper) sentCSeq(id store.ID) uint32 {
 	return 0
 }
 
-func (k *Keeper) noteCSeq(id store.ID, cseq uint32) {
+func (k *Registrations) noteCSeq(id store.ID, cseq uint32) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if st, ok := k.states[id]; ok && cseq > st.cseq {
@@ -591,7 +591,7 @@ func (k *Keeper) noteCSeq(id store.ID, cseq uint32) {
 }
 
 // registered records a successful registration and schedules its refresh.
-func (k *Keeper) registered(id store.ID, b relay.Binding) {
+func (k *Registrations) registered(id store.ID, b relay.Binding) {
 	granted := time.Duration(b.Upstream.Expires) * time.Second
 	next := b.Upstream.RegisteredAt.Add(k.refreshDelay(granted))
 	k.mu.Lock()
@@ -607,7 +607,7 @@ func (k *Keeper) registered(id store.ID, b relay.Binding) {
 }
 
 // failed records a failed attempt and schedules a retry with back-off.
-func (k *Keeper) failed(id store.ID, err error) {
+func (k *Registrations) failed(id store.ID, err error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	st := k.stateLocked(id)
@@ -618,7 +618,7 @@ func (k *Keeper) failed(id store.ID, err error) {
 }
 
 // resume schedules a stored account found on start.
-func (k *Keeper) resume(id store.ID, b relay.Binding) {
+func (k *Registrations) resume(id store.ID, b relay.Binding) {
 	now := k.now()
 	granted := time.Duration(b.Upstream.Expires) * time.Second
 	next := b.Upstream.RegisteredAt.Add(k.refreshDelay(granted))
@@ -642,13 +642,13 @@ func (k *Keeper) resume(id store.ID, b relay.Binding) {
 	k.scheduleLocked(id, st, next)
 }
 
-func (k *Keeper) forget(id store.ID) {
+func (k *Registrations) forget(id store.ID) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	delete(k.states, id) // its queue entry is skipped when it comes up
 }
 
-func (k *Keeper) stateLocked(id store.ID) *state {
+func (k *Registrations) stateLocked(id store.ID) *state {
 	st, ok := k.states[id]
 	if !ok {
 		st = &state{Status: Status{Phase: PhaseRegistering}}
@@ -657,7 +657,7 @@ func (k *Keeper) stateLocked(id store.ID) *state {
 	return st
 }
 
-func (k *Keeper) scheduleLocked(id store.ID, st *state, at time.Time) {
+func (k *Registrations) scheduleLocked(id store.ID, st *state, at time.Time) {
 	st.gen++
 	st.NextAttempt = at
 	k.queue.push(entry{id: id, due: at, gen: st.gen})
@@ -669,7 +669,7 @@ func (k *Keeper) scheduleLocked(id store.ID, st *state, at time.Time) {
 
 // refreshDelay is when, after a registration, to refresh it: RefreshAt of
 // the granted expiry, jittered, and at least a second.
-func (k *Keeper) refreshDelay(granted time.Duration) time.Duration {
+func (k *Registrations) refreshDelay(granted time.Duration) time.Duration {
 	if granted <= 0 {
 		return k.opts.RetryMin
 	}
@@ -679,7 +679,7 @@ func (k *Keeper) refreshDelay(granted time.Duration) time.Duration {
 
 // backoff is the wait before retry n (1, 2, …): doubling from RetryMin up
 // to RetryMax, with ±20% jitter.
-func (k *Keeper) backoff(n int) time.Duration {
+func (k *Registrations) backoff(n int) time.Duration {
 	d := k.opts.RetryMin
 	for i := 1; i < n && d < k.opts.RetryMax; i++ {
 		d *= 2
@@ -690,7 +690,7 @@ func (k *Keeper) backoff(n int) time.Duration {
 
 // run is the scheduler: it hands due accounts to at most Workers
 // concurrent refreshes.
-func (k *Keeper) run(ctx context.Context) {
+func (k *Registrations) run(ctx context.Context) {
 	sem := make(chan struct{}, k.opts.Workers)
 	var workers sync.WaitGroup
 	defer workers.Wait()
@@ -727,7 +727,7 @@ func (k *Keeper) run(ctx context.Context) {
 // due pops the accounts whose time has come (at most Workers at a time, so
 // a backlog is worked through without queuing goroutines) and says how long
 // to sleep when there are none.
-func (k *Keeper) due() ([]store.ID, time.Duration) {
+func (k *Registrations) due() ([]store.ID, time.Duration) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	now := k.now()
