@@ -25,24 +25,6 @@ import (
 // repoPath is a file of the repository, from this package's directory.
 func repoPath(rel string) string { return filepath.Join("..", "..", filepath.FromSlash(rel)) }
 
-// needKamailio is the path of a program of Debian's kamailio package
-// (kamailio, kamcmd). A missing one skips the test, or fails it in CI;
-// -short skips it, as peertest skips its peers.
-func needKamailio(t *testing.T, program string) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skipf("needs %s, a real peer; skipped with -short", program)
-	}
-	bin, err := exec.LookPath(program)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found (%v): scripts/deps.sh installs Debian package kamailio", program, err)
-		}
-		t.Skipf("%s not found (%v); install Debian package kamailio (scripts/deps.sh)", program, err)
-	}
-	return bin
-}
-
 // startShippedKamailio runs Kamailio on the config file cfg with the given
 // defines, working in dir: a file the config includes is looked up there
 // first, then beside cfg. It returns once Kamailio answers an OPTIONS on
@@ -50,7 +32,7 @@ func needKamailio(t *testing.T, program string) string {
 // CtlSocket.
 func startShippedKamailio(t *testing.T, cfg, dir, addr string, defines ...string) *peertest.Kamailio {
 	t.Helper()
-	bin := needKamailio(t, "kamailio")
+	bin := peertest.Need(t, "kamailio", "kamailio")
 	path, err := filepath.Abs(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +226,7 @@ func configMapFile(t *testing.T, manifest, key, dir string) string {
 // address as REGISTRAR_NETS, a stranger's call for a binding is refused at
 // the dispatcher, and TestThreeNodesBehindDispatcher's story goes through.
 func TestShippedDispatcher(t *testing.T) {
-	kamcmd := needKamailio(t, "kamcmd")
+	kamcmd := peertest.Need(t, "kamcmd", "kamailio")
 	wakeBehindDispatcher(t, func(lbAddr string, nodes []string) {
 		dir := t.TempDir()
 		cfg := configMapFile(t, "deploy/kubernetes/kamailio.yaml", "kamailio.cfg", dir)

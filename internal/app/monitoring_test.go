@@ -41,26 +41,6 @@ const (
 	runbookURL    = "https://github.com/sipwake/sipwake/blob/main/docs/OPERATIONS.md#"
 )
 
-// debianTool returns the path of bin, from the Debian package pkg that
-// scripts/deps.sh installs. When it is missing the test fails in CI
-// (CI=true), which must never skip it, and is skipped elsewhere. With
-// -short it is skipped in any case, as peertest skips its peers.
-func debianTool(t *testing.T, bin, pkg string) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skipf("needs %s, a real peer; skipped with -short", bin)
-	}
-	p, err := exec.LookPath(bin)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found (%v): CI must install Debian package %q (scripts/deps.sh)", bin, err, pkg)
-	}
-	t.Skipf("%s not found (%v); install Debian package %q (scripts/deps.sh)", bin, err, pkg)
-	return ""
-}
-
 type promRule struct {
 	Record      string            `yaml:"record"`
 	Alert       string            `yaml:"alert"`
@@ -103,7 +83,7 @@ func readYAML(t *testing.T, path string, v any) {
 // the files load, and each alert fires on the series meant to fire it and
 // stays quiet on the others.
 func TestPrometheusRules(t *testing.T) {
-	promtool := debianTool(t, "promtool", "prometheus")
+	promtool := peertest.Need(t, "promtool", "prometheus")
 	for _, args := range [][]string{
 		{"check", "rules", rulesFile},
 		{"check", "config", scrapeFile},
@@ -197,8 +177,8 @@ func TestAlertsHaveRunbooksAndTests(t *testing.T) {
 // rule returns a number, every series any query or rule selects exists,
 // and every rule evaluates without error.
 func TestMonitoringQueriesReturnData(t *testing.T) {
-	promBin := debianTool(t, "prometheus", "prometheus")
-	exporterBin := debianTool(t, "prometheus-node-exporter", "prometheus-node-exporter")
+	promBin := peertest.Need(t, "prometheus", "prometheus")
+	exporterBin := peertest.Need(t, "prometheus-node-exporter", "prometheus-node-exporter")
 
 	apiAddr := peertest.Addr(t, 6, 8443)
 	w := newWorld(t, withAdmin(t), func(c *config.Config) {

@@ -94,8 +94,8 @@ var safeUser = regexp.MustCompile(`^[A-Za-z0-9._+-]+$`)
 // kamcmd is missing.
 func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 	t.Helper()
-	bin := need(t, "kamailio", "kamailio")
-	kamcmd := need(t, "kamcmd", "kamailio")
+	bin := Need(t, "kamailio", "kamailio")
+	kamcmd := Need(t, "kamcmd", "kamailio")
 	if _, _, err := net.SplitHostPort(opts.Addr); err != nil {
 		t.Fatalf("peertest: KamailioOptions.Addr %q: %v", opts.Addr, err)
 	}

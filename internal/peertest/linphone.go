@@ -92,8 +92,8 @@ domain={{.Domain}}
 // Skips the test when linphonec (Debian linphone-cli) is missing.
 func StartLinphone(t testing.TB, opts LinphoneOptions) *Linphone {
 	t.Helper()
-	bin := need(t, "linphonec", "linphone-cli")
-	sleep := need(t, "sleep", "coreutils")
+	bin := Need(t, "linphonec", "linphone-cli")
+	sleep := Need(t, "sleep", "coreutils")
 	ip, port, err := net.SplitHostPort(opts.Addr)
 	if err != nil {
 		t.Fatalf("peertest: LinphoneOptions.Addr %q: %v", opts.Addr, err)

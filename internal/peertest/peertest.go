@@ -71,19 +71,30 @@ func Addr(t testing.TB, n, port int) string {
 	return net.JoinHostPort(IP(t, n), strconv.Itoa(port))
 }
 
-// need skips t unless binary is on PATH (or at an absolute path), naming the
-// Debian package that provides it. With -short it skips t in any case: the
-// fast lane (go test -short ./...) runs without real peers.
-func need(t testing.TB, binary, debPkg string) string {
+// RequiredEnv, set by scripts/test.sh (which installs every peer first) and
+// by CI=true, turns a missing peer from a skip into a failure: the test
+// command never counts a skipped peer test as passed.
+const RequiredEnv = "SIPWAKE_TEST_PEERS_REQUIRED"
+
+// Need returns the path of binary, a real peer, naming the Debian package
+// that provides it when it is missing: t fails where peers are required
+// (RequiredEnv, CI=true) and is skipped elsewhere. With -short it skips t in
+// any case: the fast lane (go test -short ./...) runs without real peers.
+func Need(t testing.TB, binary, debPkg string) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skipf("peertest: needs %s, a real peer; skipped with -short", binary)
 	}
 	p, err := exec.LookPath(binary)
-	if err != nil {
-		t.Skipf("peertest: %s not found (%v); install Debian package %q (scripts/deps.sh)", binary, err, debPkg)
+	if err == nil {
+		return p
 	}
-	return p
+	msg := fmt.Sprintf("peertest: %s not found (%v); install Debian package %q (scripts/deps.sh)", binary, err, debPkg)
+	if os.Getenv(RequiredEnv) != "" || os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
 }
 
 // shortDir returns a fresh directory with a short path for unix sockets and

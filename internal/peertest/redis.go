@@ -20,7 +20,7 @@ import (
 // redis-server arguments (relative paths are in the server's directory).
 func StartRedis(tb testing.TB, tcpAddr string, extra ...string) string {
 	tb.Helper()
-	bin := need(tb, "redis-server", "redis-server")
+	bin := Need(tb, "redis-server", "redis-server")
 	dir, err := os.MkdirTemp("", "swr")
 	if err != nil {
 		tb.Fatal(err)

@@ -122,7 +122,7 @@ func RunSipp(t testing.TB, opts SippOptions) (*SippResult, error) {
 // t.Cleanup stops it otherwise.
 func StartSipp(t testing.TB, opts SippOptions) *Sipp {
 	t.Helper()
-	bin := need(t, "sipp", "sip-tester")
+	bin := Need(t, "sipp", "sip-tester")
 	if opts.LocalIP == "" || opts.LocalPort == 0 {
 		t.Fatal("peertest: SippOptions.LocalIP and LocalPort are required")
 	}
