@@ -74,7 +74,9 @@ func Addr(t testing.TB, n, port int) string {
 // RequiredEnv, set by scripts/test.sh (which installs every peer first) and
 // by CI=true, turns a missing peer from a skip into a failure: the test
 // command never counts a skipped peer test as passed.
-const RequiredEnv = "SIPWAKE_TEST_PEERS_REQUIRED"
+// Not SIPWAKE_*: sipwake reads those as config, and tests start it with
+// their environment.
+const RequiredEnv = "PEERTEST_REQUIRED"
 
 // Need returns the path of binary, a real peer, naming the Debian package
 // that provides it when it is missing: t fails where peers are required
