@@ -22,6 +22,7 @@ import (
 
 	"github.com/sideshow/apns2"
 	"github.com/sideshow/apns2/token"
+	"golang.org/x/net/http2"
 
 	"github.com/sipwake/sipwake/internal/push/pn"
 )
@@ -53,7 +54,7 @@ type Options struct {
 // one connection per host and multiplexes pushes over it.
 type Client struct {
 	c      *apns2.Client
-	tr     *http.Transport
+	tr     *http2.Transport
 	bundle string
 	now    func() time.Time
 }
@@ -80,15 +81,12 @@ func New(o Options) (*Client, error) {
 	default:
 		return nil, errors.New("apns: neither auth key nor certificate given")
 	}
-	// HTTP/2 only, as APNs speaks nothing else.
-	var h2 http.Protocols
-	h2.SetHTTP2(true)
-	tr := &http.Transport{
+	tr := &http2.Transport{
 		TLSClientConfig: tlsConf,
-		Protocols:       &h2,
 		// Detect a dead connection (NAT timeout, gateway restart) by ping
 		// rather than by a push that never gets an answer.
-		HTTP2: &http.HTTP2Config{SendPingTimeout: 15 * time.Second, PingTimeout: 5 * time.Second},
+		ReadIdleTimeout: 15 * time.Second,
+		PingTimeout:     5 * time.Second,
 	}
 	// No http.Client timeout: every push carries its deadline in its context.
 	c.HTTPClient = &http.Client{Transport: tr}
