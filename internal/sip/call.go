@@ -112,6 +112,25 @@ func (d *delivery) start(ctx context.Context, bindings []relay.Binding) {
 	s := d.s
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// What ends the call is watched before anything is sent: a CANCEL that
+	// comes as soon as the devices are pushed must find its handler (else
+	// sipgo answers 487 and the call stays parked until the transaction
+	// winds down). The handlers wait for mu, so they act once start is done.
+	d.timer = time.AfterFunc(s.opts.CallWait, d.waitOver)
+	d.unwatch = []func() bool{
+		// The caller's side went away (transaction terminated).
+		context.AfterFunc(ctx, func() { d.end(callCancelled, relay.ReasonMissed, nil, nil) }),
+		context.AfterFunc(s.drainCtx, d.drained),
+	}
+	d.tx.OnCancel(func(c *sip.Request) {
+		// sipgo has answered 487; stop at once, not when the
+		// transaction winds down.
+		reason := relay.ReasonMissed
+		if answeredElsewhere(c) {
+			reason = relay.ReasonAnsweredElsewhere
+		}
+		d.end(callCancelled, reason, nil, nil)
+	})
 	for _, b := range bindings {
 		s.relay.Traces().Log(s.log, b.AOR, "request for binding", "device_token", b.Device.Token, "sip", d.req)
 	}
@@ -138,21 +157,6 @@ func (d *delivery) start(ctx context.Context, bindings []relay.Binding) {
 		}
 	}
 	d.push(ctx, asleep)
-	d.timer = time.AfterFunc(s.opts.CallWait, d.waitOver)
-	d.unwatch = []func() bool{
-		// The caller's side went away (transaction terminated).
-		context.AfterFunc(ctx, func() { d.end(callCancelled, relay.ReasonMissed, nil, nil) }),
-		context.AfterFunc(s.drainCtx, d.drained),
-	}
-	d.tx.OnCancel(func(c *sip.Request) {
-		// sipgo has answered 487; stop at once, not when the
-		// transaction winds down.
-		reason := relay.ReasonMissed
-		if answeredElsewhere(c) {
-			reason = relay.ReasonAnsweredElsewhere
-		}
-		d.end(callCancelled, reason, nil, nil)
-	})
 	d.settleLocked()
 }
 
