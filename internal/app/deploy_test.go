@@ -2,14 +2,13 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -25,67 +24,12 @@ import (
 // repoPath is a file of the repository, from this package's directory.
 func repoPath(rel string) string { return filepath.Join("..", "..", filepath.FromSlash(rel)) }
 
-// startShippedKamailio runs Kamailio on the config file cfg with the given
-// defines, working in dir: a file the config includes is looked up there
-// first, then beside cfg. It returns once Kamailio answers an OPTIONS on
-// addr (UDP), having bound every socket before; its control socket is
-// CtlSocket.
+// startShippedKamailio runs Kamailio on the shipped config file cfg, as it
+// stands, with the given defines, working in dir: a file the config
+// includes is looked up there first, then beside cfg.
 func startShippedKamailio(t *testing.T, cfg, dir, addr string, defines ...string) *peertest.Kamailio {
 	t.Helper()
-	bin := peertest.Need(t, "kamailio", "kamailio")
-	path, err := filepath.Abs(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	run, err := os.MkdirTemp("", "kam") // the ctl socket: short path
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = os.RemoveAll(run) })
-	args := []string{"-f", path, "-DD", "-E", "-Y", run, "-w", dir}
-	for _, d := range defines {
-		args = append(args, "-A", d)
-	}
-	logs := &peertest.Buffer{}
-	cmd := exec.Command(bin, args...)
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = logs, logs
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start kamailio: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(3 * time.Second):
-		}
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // workers share the group
-		<-done
-		if t.Failed() {
-			t.Logf("kamailio %s log:\n%s", cfg, logs.String())
-		}
-	})
-
-	host, _, _ := strings.Cut(addr, ":")
-	options := "OPTIONS sip:" + addr + " SIP/2.0\r\n" +
-		"Via: SIP/2.0/UDP " + host + ";rport;branch=z9hG4bK-ready\r\n" +
-		"From: <sip:probe@" + host + ">;tag=ready\r\nTo: <sip:" + addr + ">\r\n" +
-		"Call-ID: ready@" + host + "\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.HasPrefix(sendRaw(t, host, addr, options, 200*time.Millisecond), "SIP/2.0 200") {
-		select {
-		case <-done:
-			t.Fatalf("kamailio %s exited:\n%s", cfg, logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("kamailio %s does not answer on %s:\n%s", cfg, addr, logs.String())
-		}
-	}
-	return &peertest.Kamailio{Addr: addr, Domain: domain, Dir: dir, CtlSocket: "unix:" + filepath.Join(run, "kamailio_ctl")}
+	return peertest.StartKamailioFile(t, peertest.KamailioFile{Path: cfg, Dir: dir, Addr: addr, Domain: domain, Defines: defines})
 }
 
 // usersFile writes the users.cfg deploy/kamailio/kamailio.cfg includes,
@@ -226,7 +170,6 @@ func configMapFile(t *testing.T, manifest, key, dir string) string {
 // address as REGISTRAR_NETS, a stranger's call for a binding is refused at
 // the dispatcher, and TestThreeNodesBehindDispatcher's story goes through.
 func TestShippedDispatcher(t *testing.T) {
-	kamcmd := peertest.Need(t, "kamcmd", "kamailio")
 	wakeBehindDispatcher(t, func(lbAddr string, nodes []string) {
 		dir := t.TempDir()
 		cfg := configMapFile(t, "deploy/kubernetes/kamailio.yaml", "kamailio.cfg", dir)
@@ -245,8 +188,7 @@ func TestShippedDispatcher(t *testing.T) {
 		service := string(m[1])
 		dns := func(args ...string) {
 			// Flags 2: a permanent entry, which no TTL takes away.
-			out, err := exec.Command(kamcmd, append([]string{"-s", k.CtlSocket}, append(args, "2")...)...).CombinedOutput()
-			if err != nil {
+			if out, err := k.RPC(context.Background(), append(args, "2")...); err != nil {
 				t.Fatalf("kamcmd %v: %v: %s", args, err, out)
 			}
 		}

@@ -176,19 +176,71 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 		t.Fatalf("peertest: %v", err)
 	}
 
-	k.proc = startProcess(t, "kamailio "+opts.Addr, dir, k.LogPath, nil,
-		bin, "-f", cfgPath, "-DD", "-E", "-Y", run, "-w", dir,
+	k.run(t, bin, cfgPath, run, opts.StartTimeout,
 		"-m", strconv.Itoa(opts.SharedMemMB), "-M", strconv.Itoa(opts.PkgMemMB))
+	return k
+}
 
-	ctx, cancel := context.WithTimeout(context.Background(), opts.StartTimeout)
+// KamailioFile is a Kamailio config file run as it stands (a shipped one),
+// for StartKamailioFile.
+type KamailioFile struct {
+	// Path is the config file.
+	Path string
+	// Dir is Kamailio's working dir: a file the config includes is looked
+	// up there first, then beside Path. Its log goes there too.
+	Dir string
+	// Addr is the ip:port the config listens on, UDP and TCP, as Defines
+	// set it.
+	Addr string
+	// Domain is the SIP domain the tests address (the config serves any).
+	Domain string
+	// Defines are the config's -A NAME=value defines (#!trydef in it).
+	Defines []string
+}
+
+// StartKamailioFile starts Kamailio on a config file as it stands; the file
+// must load the ctl module on its default socket. It returns, as
+// StartKamailio does, once Kamailio listens on f.Addr over UDP and TCP and
+// answers RPCs, and fails the test otherwise.
+func StartKamailioFile(t testing.TB, f KamailioFile) *Kamailio {
+	t.Helper()
+	bin := Need(t, "kamailio", "kamailio")
+	kamcmd := Need(t, "kamcmd", "kamailio")
+	path, err := filepath.Abs(f.Path)
+	if err != nil {
+		t.Fatalf("peertest: %v", err)
+	}
+	run := shortDir(t, "kam")
+	k := &Kamailio{
+		Addr:      f.Addr,
+		Domain:    f.Domain,
+		Dir:       f.Dir,
+		CtlSocket: "unix:" + filepath.Join(run, "kamailio_ctl"), // ctl's default in the -Y dir
+		LogPath:   filepath.Join(f.Dir, "kamailio.log"),
+		kamcmd:    kamcmd,
+	}
+	var defines []string
+	for _, d := range f.Defines {
+		defines = append(defines, "-A", d)
+	}
+	k.run(t, bin, path, run, 10*time.Second, defines...)
+	return k
+}
+
+// run starts Kamailio on cfgPath in the foreground, in k.Dir with its
+// runtime files in run, and waits until it is ready.
+func (k *Kamailio) run(t testing.TB, bin, cfgPath, run string, timeout time.Duration, extra ...string) {
+	t.Helper()
+	argv := append([]string{bin, "-f", cfgPath, "-DD", "-E", "-Y", run, "-w", k.Dir}, extra...)
+	k.proc = startProcess(t, "kamailio "+k.Addr, k.Dir, k.LogPath, nil, argv...)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := k.waitReady(ctx); err != nil {
 		k.proc.stop(time.Second)
 		dumpFile(t, "kamailio.cfg", cfgPath)
 		dumpFile(t, "kamailio log", k.LogPath)
-		t.Fatalf("peertest: kamailio on %s did not start: %v", opts.Addr, err)
+		t.Fatalf("peertest: kamailio on %s did not start: %v", k.Addr, err)
 	}
-	return k
 }
 
 func (k *Kamailio) waitReady(ctx context.Context) error {
