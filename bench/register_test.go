@@ -51,6 +51,8 @@ const (
 	// Every Kamailio gets issue 7's memory: with the default 64 MB its
 	// transaction table fills near 2,000 REGISTER/s and it becomes the limit.
 	sharedMemMB, pkgMemMB = 512, 16
+	// kamailioChildren is every benchmarked Kamailio's UDP and TCP workers.
+	kamailioChildren = 4
 )
 
 // sippBuffers gives every load-generating sipp a 4 MiB socket buffer. One
@@ -150,7 +152,7 @@ func BenchmarkRegisterRate(b *testing.B) {
 		reg := startRegistrar(b)
 		edge := peertest.StartKamailio(b, peertest.KamailioOptions{
 			Addr: peertest.Addr(b, ipEdge, 5060), Domain: domain, EdgeUpstream: reg.Addr,
-			SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB,
+			SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB, Children: kamailioChildren,
 		})
 		add(measure(b, "c) Kamailio edge", "sipp → Kamailio (add_path, t_relay) → Kamailio", edge.Addr))
 	})
@@ -175,7 +177,7 @@ func startRegistrar(b *testing.B) *peertest.Kamailio {
 		Addr: peertest.Addr(b, ipRegistrar, 5060), Domain: domain,
 		// One user in the config: the template's event_route must not be empty.
 		Users:       map[string]string{userName(0): password},
-		SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB,
+		SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB, Children: kamailioChildren,
 	})
 	var cmds strings.Builder
 	for i := range *flagUsers {

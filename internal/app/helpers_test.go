@@ -51,14 +51,6 @@ func newWorldWith(t *testing.T, kam peertest.KamailioOptions, mutate ...func(*co
 	}
 	kam.Domain = domain
 	kam.Users = map[string]string{"alice": password, "bob": password}
-	if kam.Children == 0 {
-		// One worker: datagrams relayed back to back (a phone's 180 and
-		// 200, sipwake's progress 180 and the answer) leave in the order
-		// they came. With several, Kamailio may swap them, which RFC 3261
-		// allows over UDP but the sipp callers, aborting on a 180 after
-		// the 200, do not.
-		kam.Children = 1
-	}
 	return newWorldOn(t, peertest.StartKamailio(t, kam), mutate...)
 }
 
