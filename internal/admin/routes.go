@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sipwake/sipwake/internal/httpjson"
-	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/pn"
 	"github.com/sipwake/sipwake/internal/relay"
 )
 
@@ -139,7 +139,7 @@ func Export(bs []relay.Binding) []ExportedRecord {
 		e := ExportedRecord{
 			Kind: "sip", Provider: b.Device.Provider, PushParam: b.Device.Param, Token: b.Device.MaskedToken(),
 			Contact: relay.StripPushParams(b.Contact), Transport: b.Flow.Transport, Source: b.Flow.Source,
-			Instance: b.Instance != "", WakeBeforeLapse: b.Account == nil && b.Wakeable(push.KindRegister), RefreshesItself: b.PNSReg,
+			Instance: b.Instance != "", WakeBeforeLapse: b.Account == nil && b.Wakeable(pn.KindRegister), RefreshesItself: b.PNSReg,
 			UpdatedAt: b.UpdatedAt, ExpiresAt: b.ExpiresAt,
 		}
 		e.Upstream.Mode = "contact"

@@ -41,23 +41,6 @@ type provider interface {
 	Close()
 }
 
-// router picks the token of a device that a push of kind k goes to: the
-// one its service accepts for that kind (apns.Route, fcm.Route); false when
-// none of the device's tokens may carry it.
-type router func(k pn.Kind, toks []pn.Token) (pn.Token, bool)
-
-// routerFor is the router of a push service; nil for one sipwake does not
-// serve.
-func routerFor(provider string) router {
-	switch provider {
-	case ProviderAPNs:
-		return apns.Route
-	case ProviderFCM:
-		return fcm.Route
-	}
-	return nil
-}
-
 // Dispatcher is the Sender for every configured app. It is safe for
 // concurrent use; build it with New and Close it when done.
 type Dispatcher struct {
@@ -83,7 +66,6 @@ type app struct {
 	bundle            string
 	project, senderID string
 
-	route router
 	// production serves pn-provider apns and fcm; sandbox apns.dev.
 	production, sandbox *endpoint
 	// configLogged holds the reasons of config errors already logged loudly.
@@ -172,7 +154,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, opts ...Option
 }
 
 func (d *Dispatcher) buildApp(ac AppConfig) (*app, error) {
-	a := &app{name: ac.Name, provider: ac.Provider, route: routerFor(ac.Provider)}
+	a := &app{name: ac.Name, provider: ac.Provider}
 	switch ac.Provider {
 	case ProviderAPNs:
 		c := ac.APNs
@@ -363,7 +345,7 @@ func (d *Dispatcher) once(key string, fn func()) {
 }
 
 func (d *Dispatcher) sendTo(ctx context.Context, a *app, t Target, m Message) Result {
-	tok, ok := a.route(m.Kind, t.Tokens())
+	tok, ok := pn.Route(a.provider, m.Kind, t.Tokens())
 	if !ok {
 		// Nothing the service would take: no push, no error, no erasure.
 		d.sent.WithLabelValues(a.provider, NotSent.String()).Inc()

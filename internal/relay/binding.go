@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/pn"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -75,7 +75,7 @@ func (d Device) MaskedToken() string {
 	parts := strings.Split(d.Token, "&")
 	for i, p := range parts {
 		tok, service, tagged := strings.Cut(p, ":")
-		if !tagged || (service != push.ServiceVoIP && service != push.ServiceRemote) {
+		if !tagged || (service != pn.ServiceVoIP && service != pn.ServiceRemote) {
 			tok, service = p, "" // an FCM token may hold colons of its own
 		}
 		masked := "***"
@@ -91,8 +91,8 @@ func (d Device) MaskedToken() string {
 }
 
 // target is where the device's pushes go, its tokens taken apart.
-func (d Device) target() push.Target {
-	return push.Target{Provider: d.Provider, Token: d.Token, Param: d.Param}
+func (d Device) target() pn.Target {
+	return pn.Target{Provider: d.Provider, Token: d.Token, Param: d.Param}
 }
 
 // SharesToken tells whether two devices of one push service hold a token
@@ -104,7 +104,7 @@ func (d Device) SharesToken(o Device) bool {
 	}
 	mine := d.target().Tokens()
 	for _, t := range o.target().Tokens() {
-		if slices.ContainsFunc(mine, func(m push.Token) bool { return strings.EqualFold(m.Value, t.Value) }) {
+		if slices.ContainsFunc(mine, func(m pn.Token) bool { return strings.EqualFold(m.Value, t.Value) }) {
 			return true
 		}
 	}
@@ -168,11 +168,11 @@ type Binding struct {
 
 // target is where pushes for b go: its device, with what its Contact
 // says of the app's alert strings, and its instance.
-func (b Binding) target() push.Target {
+func (b Binding) target() pn.Target {
 	p := pushParams(b.Contact)
 	t := b.Device.target()
 	t.Instance = b.Instance
-	t.Alerts = push.Alerts{
+	t.Alerts = pn.Alerts{
 		CallStr: p["pn-call-str"], MsgStr: p["pn-msg-str"], MissedCallStr: p["pn-missing-call-str"],
 		AcceptedElsewhereStr: p["pn-call-accepted-elsewhere-str"],
 		CallSound:            p["pn-call-snd"], MsgSound: p["pn-msg-snd"],
@@ -183,7 +183,7 @@ func (b Binding) target() push.Target {
 // Wakeable tells whether b's device has a token that can carry a push of
 // kind k (a PushKit-only iPhone takes calls only). Only the tokens decide,
 // so the Contact is not read: every push REGISTER asks.
-func (b Binding) Wakeable(k push.Kind) bool { return push.Routable(b.Device.target(), k) }
+func (b Binding) Wakeable(k pn.Kind) bool { return pn.Routable(b.Device.target(), k) }
 
 // PushDelay is how long a call waits, for a device that may be awake on
 // its flow, before the device is pushed all the same: the Contact's
@@ -208,7 +208,7 @@ func sameDevice(a, b Binding) bool {
 		return a.Instance == b.Instance
 	}
 	return contactUser(a.Contact) == contactUser(b.Contact) &&
-		push.AppKey(a.Device.Provider, a.Device.Param) == push.AppKey(b.Device.Provider, b.Device.Param)
+		pn.AppKey(a.Device.Provider, a.Device.Param) == pn.AppKey(b.Device.Provider, b.Device.Param)
 }
 
 // contactUser is the user part of a sip: or sips: URI.

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/sipwake/sipwake/internal/limit"
-	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/pn"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -150,7 +150,7 @@ func (s *Service) Classify(p ContactParams) PushRequest {
 // Supports says whether sipwake delivers to the given pn-provider
 // ("apns.dev", a development build's, wherever "apns" is served).
 func (s *Service) Supports(provider string) bool {
-	return slices.Contains(s.opts.Providers, push.Family(strings.ToLower(provider)))
+	return slices.Contains(s.opts.Providers, pn.Family(strings.ToLower(provider)))
 }
 
 // Providers lists the push services sipwake delivers to.

@@ -6,13 +6,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/pn"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
 // Pusher sends one push; push.Dispatcher satisfies it.
 type Pusher interface {
-	Send(ctx context.Context, t push.Target, m push.Message) push.Result
+	Send(ctx context.Context, t pn.Target, m pn.Message) pn.Result
 }
 
 // Call is what the relay knows of an incoming request that needs a
@@ -93,11 +93,11 @@ func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time
 	s.metrics.Parked(1)
 	s.await(w, devices)
 
-	kind := push.KindCall
+	kind := pn.KindCall
 	if c.Message {
-		kind = push.KindMessage
+		kind = pn.KindMessage
 	}
-	msg := push.Message{Kind: kind, CallID: c.ID, CallerName: c.CallerName, CallerNumber: c.CallerNumber,
+	msg := pn.Message{Kind: kind, CallID: c.ID, CallerName: c.CallerName, CallerNumber: c.CallerNumber,
 		CallerURI: c.CallerURI, Expiration: wait}
 	for _, b := range devices {
 		w.pushes.Add(1)
@@ -109,7 +109,7 @@ func (s *Service) Wake(ctx context.Context, c Call, devices []Binding, wait time
 	return w.end
 }
 
-func (s *Service) pushTo(ctx context.Context, w *wakeup, b Binding, msg push.Message) {
+func (s *Service) pushTo(ctx context.Context, w *wakeup, b Binding, msg pn.Message) {
 	if s.pusher == nil {
 		w.on.Failed(b)
 		return
@@ -129,13 +129,13 @@ func (s *Service) pushTo(ctx context.Context, w *wakeup, b Binding, msg push.Mes
 			s.log.Error("erase after dead token failed", "aor", b.AOR, "error", err)
 		}
 	}
-	if res.Outcome == push.Delivered {
-		if msg.Kind == push.KindCall && !w.call.Arrived.IsZero() {
+	if res.Outcome == pn.Delivered {
+		if msg.Kind == pn.KindCall && !w.call.Arrived.IsZero() {
 			s.metrics.PushLatency(s.now().Sub(w.call.Arrived))
 		}
 		w.mu.Lock()
 		w.delivered = append(w.delivered, b)
-		if res.Service == push.ServiceVoIP {
+		if res.Service == pn.ServiceVoIP {
 			w.rang = append(w.rang, b)
 		}
 		w.mu.Unlock()
@@ -257,13 +257,13 @@ func (w *wakeup) end(reason string, answered ...Binding) {
 // cancelMessage is the follow-up push for a call that ended: who called
 // (a missed-call alert shows it), and how long it is worth delivering — a
 // missed call for an hour, "stop ringing" only while a phone could ring.
-func (w *wakeup) cancelMessage(reason string) push.Message {
+func (w *wakeup) cancelMessage(reason string) pn.Message {
 	exp := time.Hour
 	if reason == ReasonAnsweredElsewhere {
 		exp = time.Minute
 	}
 	c := w.call
-	return push.Message{Kind: push.KindCancel, CallID: c.ID, CallerName: c.CallerName, CallerNumber: c.CallerNumber,
+	return pn.Message{Kind: pn.KindCancel, CallID: c.ID, CallerName: c.CallerName, CallerNumber: c.CallerNumber,
 		CallerURI: c.CallerURI, Reason: reason, Expiration: exp}
 }
 
@@ -282,7 +282,7 @@ func (s *Service) linger(devices []Binding, until time.Time, fn func(Binding)) {
 
 // followUp sends a cancel push in the background: the call is over, and
 // nobody waits for it.
-func (s *Service) followUp(b Binding, m push.Message) {
+func (s *Service) followUp(b Binding, m pn.Message) {
 	s.pushes.Add(1)
 	go func() {
 		defer s.pushes.Done()

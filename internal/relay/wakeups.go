@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/pn"
 	"github.com/sipwake/sipwake/internal/store"
 )
 
@@ -83,7 +83,7 @@ func (k *Wakeups) Pass(ctx context.Context) (int, error) {
 func (k *Wakeups) dueAt(b Binding) time.Time {
 	due, _ := k.refreshAt(b)
 	// Warnings are sorted largest first, so the next one is the earliest.
-	if b.Warned >= 0 && b.Warned < len(k.opts.ExpiryWarnings) && b.Wakeable(push.KindExpiryWarning) {
+	if b.Warned >= 0 && b.Warned < len(k.opts.ExpiryWarnings) && b.Wakeable(pn.KindExpiryWarning) {
 		if w := b.ExpiresAt.Add(-k.opts.ExpiryWarnings[b.Warned]); due.IsZero() || w.Before(due) {
 			due = w
 		}
@@ -99,7 +99,7 @@ func (k *Wakeups) dueAt(b Binding) time.Time {
 // registration yet. ok is false when no such push is owed.
 func (k *Wakeups) refreshAt(b Binding) (at time.Time, ok bool) {
 	if b.PNSReg || b.Account != nil || b.Upstream.Expires == 0 || b.RefreshPushedFor.Equal(b.Upstream.RegisteredAt) ||
-		!b.Wakeable(push.KindRegister) {
+		!b.Wakeable(pn.KindRegister) {
 		return time.Time{}, false
 	}
 	return b.Upstream.LapsesAt().Add(-k.opts.RefreshLead), true
@@ -115,7 +115,7 @@ func (k *Wakeups) refreshDue(b Binding, now time.Time) bool {
 // for a device no visible push can reach).
 func (k *Wakeups) warningDue(b Binding, now time.Time) int {
 	due := -1
-	if !b.Wakeable(push.KindExpiryWarning) {
+	if !b.Wakeable(pn.KindExpiryWarning) {
 		return due
 	}
 	for i, w := range k.opts.ExpiryWarnings {
@@ -135,7 +135,7 @@ func (k *Wakeups) wake(ctx context.Context, b Binding, now time.Time) int {
 	}
 	sent := 0
 	if k.refreshDue(b, now) {
-		res := s.pusher.Send(ctx, b.target(), push.Message{Kind: push.KindRegister, Expiration: k.opts.RefreshLead})
+		res := s.pusher.Send(ctx, b.target(), pn.Message{Kind: pn.KindRegister, Expiration: k.opts.RefreshLead})
 		s.metrics.wakeups.WithLabelValues("refresh").Inc()
 		s.log.Info("refresh push", "aor", b.AOR, "device", b.Device, "outcome", res.Outcome)
 		if s.handled(ctx, b, res) {
@@ -145,7 +145,7 @@ func (k *Wakeups) wake(ctx context.Context, b Binding, now time.Time) int {
 		sent++
 	}
 	if i := k.warningDue(b, now); i >= 0 {
-		res := s.pusher.Send(ctx, b.target(), push.Message{Kind: push.KindExpiryWarning, Expiration: time.Hour})
+		res := s.pusher.Send(ctx, b.target(), pn.Message{Kind: pn.KindExpiryWarning, Expiration: time.Hour})
 		s.metrics.wakeups.WithLabelValues("expiry_warning").Inc()
 		s.log.Info("expiry warning push", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt, "outcome", res.Outcome)
 		if s.handled(ctx, b, res) {
@@ -162,7 +162,7 @@ func (k *Wakeups) wake(ctx context.Context, b Binding, now time.Time) int {
 
 // handled erases the record when the push service said the token is dead;
 // true means the binding is gone.
-func (s *Service) handled(ctx context.Context, b Binding, res push.Result) bool {
+func (s *Service) handled(ctx context.Context, b Binding, res pn.Result) bool {
 	if !res.EraseRecord {
 		return false
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
-	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/pn"
 	"github.com/sipwake/sipwake/internal/relay"
 	"github.com/sipwake/sipwake/internal/sipmsg"
 	"github.com/sipwake/sipwake/internal/store"
@@ -359,7 +359,7 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 // when; a PushKit-only iPhone cannot be woken for that).
 func (s *Server) pushCaps(b relay.Binding) string {
 	caps := fmt.Sprintf(`*;+sip.pns="%s"`, b.Device.Provider)
-	if b.PNSReg || b.Wakeable(push.KindRegister) {
+	if b.PNSReg || b.Wakeable(pn.KindRegister) {
 		caps += fmt.Sprintf(`;+sip.pnsreg="%d"`, int(s.opts.RefreshLead/time.Second))
 	}
 	return caps

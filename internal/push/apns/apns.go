@@ -116,22 +116,6 @@ func (c *Client) Send(ctx context.Context, pushID string, tok pn.Token, t pn.Tar
 	return &Error{Status: res.StatusCode, reason: res.Reason}
 }
 
-// Route picks the token a push of kind k goes to (the matrix in
-// docs/PUSH.md). APNs binds each token to one topic: a PushKit token takes
-// VoIP pushes under "<bundle>.voip" and nothing else, and iOS 13+ demands a
-// CallKit report for each of those, so it carries calls only; everything
-// else needs the remote-notification token, under "<bundle>". A call goes
-// to the PushKit token, or as an alert to the remote one when the device
-// gave no PushKit token.
-func Route(k pn.Kind, toks []pn.Token) (pn.Token, bool) {
-	if k == pn.KindCall {
-		if voip, ok := pn.TokenFor(toks, pn.ServiceVoIP); ok {
-			return voip, true
-		}
-	}
-	return pn.TokenFor(toks, pn.ServiceRemote)
-}
-
 // APNs payload limits: 5 KB for VoIP pushes, 4 KB for the others.
 const (
 	MaxPayload     = 4096
@@ -147,7 +131,7 @@ func (c *Client) notification(pushID string, tok pn.Token, t pn.Target, m pn.Mes
 	}
 	limit := MaxPayload
 	switch {
-	case tok.Service == pn.ServiceVoIP: // Route sends only calls here
+	case tok.Service == pn.ServiceVoIP: // pn.Route sends only calls here
 		n.Topic = c.bundle + ".voip"
 		n.PushType = apns2.PushTypeVOIP
 		n.CollapseID = CollapseID(m.CallID)

@@ -117,14 +117,6 @@ func (c *Client) Send(ctx context.Context, pushID string, tok pn.Token, t pn.Tar
 	return classify(err, at, tok.Value)
 }
 
-// Route: an FCM device has one token, and it takes every kind of push.
-func Route(_ pn.Kind, toks []pn.Token) (pn.Token, bool) {
-	if len(toks) == 0 {
-		return pn.Token{}, false
-	}
-	return toks[0], true
-}
-
 // MaxData is FCM's limit on a message's data payload.
 const MaxData = 4096
 

@@ -1,10 +1,13 @@
 // Package pn holds the provider-neutral description of one push: where it
-// goes (a Target built from the RFC 8599 pn-* Contact parameters) and what it
-// says (a Message). It exists so that package push and the provider packages
-// below it (apns, fcm) share these types without an import cycle; callers
-// outside internal/push use the aliases in package push instead.
+// goes (a Target built from the RFC 8599 pn-* Contact parameters, and which
+// of a device's tokens carries which kind: Route), what it says (a Message)
+// and what came of it (an Outcome). Package push, the provider packages
+// below it (apns, fcm) and the domain (relay, sip) share these types
+// through it: the domain imports pn, not push, so it links no provider
+// client library (its tests build without firebase). Package push aliases
+// them for its own callers.
 //
-// It owns no I/O, no policy and no state.
+// It owns no I/O and no state.
 package pn
 
 import "time"
