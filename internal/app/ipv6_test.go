@@ -17,15 +17,18 @@ import (
 
 // v6Port is a port on ::1 for the calling test: the loopback has one IPv6
 // address, so tests tell their sockets apart by port, derived as
-// peertest.IP derives addresses (test binary and name), in 20000-39999
-// and in steps of 8 so that base+0..7 are the test's own.
+// peertest.IP derives addresses (test binary and name), in 20000-31999
+// and in steps of 8 so that base+0..7 are the test's own. The range stays
+// below Linux's ephemeral ports (32768-60999): a listener on [::]:port
+// also takes the port on every IPv4 address, so any outgoing socket the
+// kernel had given that port made it "address already in use".
 func v6Port(t *testing.T, n int) int {
 	t.Helper()
 	h := fnv.New32a()
 	h.Write([]byte(filepath.Base(os.Args[0])))
 	h.Write([]byte{0})
 	h.Write([]byte(t.Name()))
-	return 20000 + int(h.Sum32()%2500)*8 + n
+	return 20000 + int(h.Sum32()%1500)*8 + n
 }
 
 // needIPv6Loopback skips a test where ::1 cannot be bound (a container
