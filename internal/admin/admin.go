@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -222,10 +221,6 @@ func NewToken() string {
 
 // authorized checks the bearer token in constant time.
 func (s *Server) authorized(r *http.Request) bool {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
-		return false
-	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-	return subtle.ConstantTimeCompare(sum[:], s.token) == 1
+	sum, ok := httpserve.BearerSum(r)
+	return ok && subtle.ConstantTimeCompare(sum[:], s.token) == 1
 }

@@ -219,11 +219,10 @@ func (s *Server) authed(h appHandler) http.HandlerFunc {
 // app finds the caller's app from its bearer key. Keys are compared by
 // their SHA-256 in constant time.
 func (s *Server) app(r *http.Request) (string, bool) {
-	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || key == "" {
+	sum, ok := httpserve.BearerSum(r)
+	if !ok {
 		return "", false
 	}
-	sum := sha256.Sum256([]byte(strings.TrimSpace(key)))
 	var found string
 	for h, app := range s.keys {
 		if subtle.ConstantTimeCompare(h[:], sum[:]) == 1 {

@@ -3,11 +3,13 @@
 // bound before anything is served, so a bind error reaches the caller;
 // requests are served in the background; Stop lets those in flight finish
 // within its context. It also says which addresses count as loopback, the
-// only ones either listener may serve plain HTTP on.
+// only ones either listener may serve plain HTTP on, and reads the bearer
+// credential both take.
 package httpserve
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -119,4 +121,18 @@ func Loopback(addr string) bool {
 	}
 	ip, err := netip.ParseAddr(host)
 	return err == nil && ip.IsLoopback()
+}
+
+// BearerSum returns the SHA-256 of a request's bearer credential, which
+// both listeners compare in constant time with the sums they hold (neither
+// keeps a key itself); false when the request carries none. The scheme is
+// case-insensitive (RFC 6750 section 2.1, RFC 9110 section 11.1) and white
+// space around the credential is ignored.
+func BearerSum(r *http.Request) ([sha256.Size]byte, bool) {
+	scheme, cred, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	cred = strings.TrimSpace(cred)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || cred == "" {
+		return [sha256.Size]byte{}, false
+	}
+	return sha256.Sum256([]byte(cred)), true
 }
