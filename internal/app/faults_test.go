@@ -160,6 +160,19 @@ var registerAny = strings.Replace(takeoverScenario, `<recv response="[expect]"/>
   <recv response="200"/>
   <label id="done"/>`, 1)
 
+// registerCode registers alice's device with push token prid from port
+// through sipwake and returns the final status: 200, or 500 when sipwake
+// could not store the binding.
+func (w *world) registerCode(prid string, port int) int {
+	w.t.Helper()
+	inj := "SEQUENTIAL\nalice;" + domain + ";[authentication username=alice password=" + password + "];apns;" + prid + ";" + w.fakes.APNs.Param() + "\n"
+	res, _ := peertest.RunSipp(w.t, peertest.SippOptions{
+		ScenarioXML: registerAny, Name: "register-any", Remote: w.swAddr,
+		LocalIP: w.deviceIP, LocalPort: port, Injection: inj, Keys: map[string]string{"expires": "600"},
+	})
+	return finalCode(res)
+}
+
 // finalCode is the last final status sipp received.
 func finalCode(res *peertest.SippResult) int {
 	code := 0
@@ -215,15 +228,6 @@ func fill(t *testing.T, dir string) string {
 func TestDiskFullRegistrationsFailCleanly(t *testing.T) {
 	dir := mountTmpfs(t, "4m")
 	w := newWorld(t, func(c *config.Config) { c.Store.DataDir = dir })
-	run := func(prid string, port int) int {
-		t.Helper()
-		inj := "SEQUENTIAL\nalice;" + domain + ";[authentication username=alice password=" + password + "];apns;" + prid + ";" + w.fakes.APNs.Param() + "\n"
-		res, _ := peertest.RunSipp(t, peertest.SippOptions{
-			ScenarioXML: registerAny, Name: "register-any", Remote: w.swAddr,
-			LocalIP: w.deviceIP, LocalPort: port, Injection: inj, Keys: map[string]string{"expires": "600"},
-		})
-		return finalCode(res)
-	}
 	has := func(prid string) bool {
 		for _, b := range w.bindings("alice") {
 			if b.Device.Token == prid {
@@ -233,7 +237,7 @@ func TestDiskFullRegistrationsFailCleanly(t *testing.T) {
 		return false
 	}
 	acked := []string{pushtest.APNsToken(70)}
-	if code := run(acked[0], 5070); code != 200 {
+	if code := w.registerCode(acked[0], 5070); code != 200 {
 		t.Fatalf("first registration: %d", code)
 	}
 
@@ -241,7 +245,7 @@ func TestDiskFullRegistrationsFailCleanly(t *testing.T) {
 	refused := 0
 	for i := range 40 {
 		prid := pushtest.APNsToken(100 + i)
-		switch code := run(prid, 5071+i%20); code {
+		switch code := w.registerCode(prid, 5071+i%20); code {
 		case 200:
 			if !has(prid) {
 				t.Fatalf("disk full: 200 for %s without its record", prid)
@@ -271,7 +275,7 @@ func TestDiskFullRegistrationsFailCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := pushtest.APNsToken(200)
-	if code := run(after, 5095); code != 200 {
+	if code := w.registerCode(after, 5095); code != 200 {
 		t.Fatalf("after freeing space: %d, want 200", code)
 	}
 	acked = append(acked, after)

@@ -45,6 +45,10 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 }
 
+// redisYAML starts a valid Redis store section; cases append keys of
+// store.redis to it.
+const redisYAML = "seal:\n  key: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\nstore:\n  backend: redis\n  redis:\n    addrs: [127.0.0.1:6379]\n"
+
 func TestBadValuesNameKeyValueAndAllowed(t *testing.T) {
 	cases := []struct {
 		name, yaml string
@@ -63,6 +67,14 @@ func TestBadValuesNameKeyValueAndAllowed(t *testing.T) {
 		{"memory limit too small", "runtime:\n  memory_limit: 10MiB\n", []string{"runtime.memory_limit", "64MiB to 1TiB"}},
 		{"heap floor not a size", "runtime:\n  heap_floor: big\n", []string{"runtime.heap_floor", `"big"`, "0 for off"}},
 		{"gc percent", "runtime:\n  gc_percent: -5\n", []string{"runtime.gc_percent", `"-5"`, "1 to 10000"}},
+		{"min replicas", redisYAML + "    min_replicas: -1\n", []string{"store.redis.min_replicas", `"-1"`, "0 (do not wait) to 16"}},
+		{"min replicas on a cluster", redisYAML + "    cluster: true\n    min_replicas: 1\n", []string{"store.redis.min_replicas", "not supported with a Redis Cluster"}},
+		{"replica timeout", redisYAML + "    replica_timeout: 1m\n", []string{"store.redis.replica_timeout", "1m0s", "between 10ms and 5s"}},
+		{"tls file without tls", redisYAML + "    tls_ca_file: /etc/ca.pem\n", []string{"store.redis.tls_ca_file", "tls is off"}},
+		{"tls cert without key", redisYAML + "    tls: true\n    tls_cert_file: /etc/c.pem\n", []string{"store.redis.tls_cert_file", "set both or neither"}},
+		{"tls ca unreadable", redisYAML + "    tls: true\n    tls_ca_file: /nonexistent/ca.pem\n", []string{"store.redis.tls_ca_file", "/nonexistent/ca.pem"}},
+		{"sentinel password twice", redisYAML + "    master_name: m\n    sentinel_password: a\n    sentinel_password_file: /x\n", []string{"store.redis.sentinel_password", "not both"}},
+		{"sentinel user without sentinels", redisYAML + "    sentinel_username: u\n", []string{"store.redis.sentinel_username", "need master_name"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

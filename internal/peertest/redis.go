@@ -2,10 +2,7 @@ package peertest
 
 import (
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -20,21 +17,30 @@ import (
 // redis-server arguments (relative paths are in the server's directory).
 func StartRedis(tb testing.TB, tcpAddr string, extra ...string) string {
 	tb.Helper()
-	bin := Need(tb, "redis-server", "redis-server")
-	dir, err := os.MkdirTemp("", "swr")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = os.RemoveAll(dir) })
-	sock := filepath.Join(dir, "redis.sock")
-	port, bind := "0", "127.0.0.1"
+	bind, port := "127.0.0.1", "0"
 	if tcpAddr != "" {
 		host, p, err := net.SplitHostPort(tcpAddr)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		port, bind = p, host
+		bind, port = host, p
 	}
+	dir := shortDir(tb, "swr")
+	p, sock := startRedisServer(tb, dir, bind, port, extra...)
+	if tcpAddr != "" {
+		waitRedis(tb, p, "tcp", tcpAddr)
+		return tcpAddr
+	}
+	waitRedis(tb, p, "unix", sock)
+	return sock
+}
+
+// startRedisServer starts redis-server in dir listening on bind:port (0: no
+// TCP) and on dir/redis.sock, without persistence or eviction, and returns
+// the process and the socket's path.
+func startRedisServer(tb testing.TB, dir, bind, port string, extra ...string) (*process, string) {
+	tb.Helper()
+	sock := filepath.Join(dir, "redis.sock")
 	args := []string{
 		"--port", port, "--bind", bind,
 		"--unixsocket", sock, "--unixsocketperm", "700",
@@ -42,42 +48,32 @@ func StartRedis(tb testing.TB, tcpAddr string, extra ...string) string {
 		"--dir", dir, "--logfile", "", "--daemonize", "no",
 		"--maxmemory-policy", "noeviction",
 	}
-	cmd := exec.Command(bin, append(args, extra...)...)
-	cmd.Dir = dir
-	var out Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		tb.Fatalf("start redis-server: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	tb.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-		if tb.Failed() {
-			tb.Logf("redis-server log:\n%s", out.String())
-		}
-	})
+	return startRedisProcess(tb, "redis-server", dir, append(args, extra...)...), sock
+}
 
-	addr := sock
-	network := "unix"
-	if tcpAddr != "" {
-		addr, network = tcpAddr, "tcp"
-	}
+// startRedisProcess runs redis-server (a Sentinel when args say so) in
+// dir, its log in dir/name.log.
+func startRedisProcess(tb testing.TB, name, dir string, args ...string) *process {
+	tb.Helper()
+	bin := Need(tb, "redis-server", "redis-server")
+	return startProcess(tb, name, dir, filepath.Join(dir, name+".log"), nil, append([]string{bin}, args...)...)
+}
+
+// waitRedis waits until p accepts connections on addr (network "tcp" or
+// "unix"), failing tb if it exits or takes more than 10 s.
+func waitRedis(tb testing.TB, p *process, network, addr string) {
+	tb.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		select {
-		case <-done:
-			tb.Fatalf("redis-server exited at start:\n%s", out.String())
-		default:
+		if p.exited() {
+			tb.Fatalf("peertest: %s exited at start", p.name)
 		}
 		if c, err := net.DialTimeout(network, addr, time.Second); err == nil {
 			_ = c.Close()
-			return addr
+			return
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("redis-server did not listen on %s within 10s:\n%s", addr, out.String())
+			tb.Fatalf("peertest: %s did not listen on %s within 10s", p.name, addr)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

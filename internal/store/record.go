@@ -15,6 +15,11 @@ var (
 	ErrWrongKey = errors.New("store: none of the configured keys opens this store")
 	// ErrClosed is returned by every operation on a closed store.
 	ErrClosed = errors.New("store: closed")
+	// ErrNotReplicated is returned (wrapped) by a Redis store that waits for
+	// replicas (RedisOptions.MinReplicas) when fewer confirmed a write in
+	// time. The write was made on the primary and may or may not survive a
+	// fail-over: the caller must not report it as stored.
+	ErrNotReplicated = errors.New("store: write not confirmed by enough Redis replicas")
 )
 
 // chunk bounds the records one transaction (bbolt) or round trip (Redis)

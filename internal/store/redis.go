@@ -49,6 +49,13 @@ const (
 	// empty.
 	DefaultRedisPrefix = "sipwake"
 
+	// DefaultRedisReplicaTimeout is how long a write waits for
+	// RedisOptions.MinReplicas replicas when ReplicaTimeout is 0.
+	DefaultRedisReplicaTimeout = time.Second
+	// redisReadTimeout is go-redis' default read timeout; a write that
+	// waits for replicas gets its ReplicaTimeout on top.
+	redisReadTimeout = 3 * time.Second
+
 	// redisDeleteTries bounds Delete's optimistic retries when the record
 	// changes between its read and its erasure.
 	redisDeleteTries = 8
@@ -80,8 +87,18 @@ type RedisOptions struct {
 	// no sweeper took (default DefaultRedisGrace). Redis counts it from
 	// the later of ExpiresAt and the time of the Put.
 	Grace time.Duration
-	// TLS, if set, is used for every connection.
+	// TLS, if set, is used for every connection (to the Sentinels too).
 	TLS *tls.Config
+	// MinReplicas, if above 0, makes every write a caller is told succeeded
+	// (Put, Delete, DeleteAOR, the index key's creation) wait until that
+	// many replicas have it (Redis' WAIT); fewer within ReplicaTimeout fail
+	// the call with ErrNotReplicated. Without it Redis replicates
+	// asynchronously: a write acknowledged by a primary that dies before a
+	// replica got it is lost when that replica is promoted. Not with
+	// Cluster.
+	MinReplicas int
+	// ReplicaTimeout bounds that wait (default DefaultRedisReplicaTimeout).
+	ReplicaTimeout time.Duration
 }
 
 func (o RedisOptions) universal() *redis.UniversalOptions {
@@ -96,6 +113,9 @@ func (o RedisOptions) universal() *redis.UniversalOptions {
 		DB:               o.DB,
 		TLSConfig:        o.TLS,
 		ClientName:       "sipwake",
+		// A write and its WAIT are read as one pipeline: the wait must
+		// not look like a dead connection.
+		ReadTimeout: redisReadTimeout + o.ReplicaTimeout,
 	}
 }
 
@@ -125,6 +145,18 @@ func (o *RedisOptions) validate() error {
 	if o.DB < 0 {
 		errs = append(errs, fmt.Errorf("db %d is negative", o.DB))
 	}
+	switch {
+	case o.MinReplicas < 0:
+		errs = append(errs, fmt.Errorf("min replicas %d is negative", o.MinReplicas))
+	case o.MinReplicas > 0 && (o.Cluster || len(o.Addrs) > 1 && o.MasterName == ""):
+		// WAIT has no key: the Cluster client would send it to any node.
+		errs = append(errs, errors.New("waiting for replicas is not supported on a Cluster"))
+	}
+	if o.ReplicaTimeout < 0 {
+		errs = append(errs, fmt.Errorf("replica timeout %v is negative", o.ReplicaTimeout))
+	} else if o.ReplicaTimeout == 0 && o.MinReplicas > 0 {
+		o.ReplicaTimeout = DefaultRedisReplicaTimeout
+	}
 	return errors.Join(errs...)
 }
 
@@ -139,6 +171,9 @@ type Redis struct {
 	now   func() time.Time // the wall clock Redis' own expiry runs on
 	codec *codec           // made once OpenRedis has read the index key
 	sc    redisScripts
+	// minReplicas and replicaTimeout are RedisOptions' (0: no WAIT).
+	minReplicas    int
+	replicaTimeout time.Duration
 
 	tag, metaKey, ttlKey, dueKey, acctKey string
 	closed                                atomic.Bool
@@ -164,16 +199,19 @@ func OpenRedis(ctx context.Context, opts RedisOptions, keys *Keyring, log *slog.
 	}
 	tag := "{" + opts.Prefix + "}"
 	s := &Redis{
-		rdb:     redis.NewUniversalClient(opts.universal()),
-		log:     log,
-		grace:   opts.Grace,
-		now:     time.Now,
-		sc:      newRedisScripts(),
-		tag:     tag,
-		metaKey: tag + ":meta",
-		ttlKey:  tag + ":ttl",
-		dueKey:  tag + ":due",
-		acctKey: tag + ":acct",
+		rdb:   redis.NewUniversalClient(opts.universal()),
+		log:   log,
+		grace: opts.Grace,
+		now:   time.Now,
+		sc:    newRedisScripts(),
+		tag:   tag,
+
+		minReplicas:    opts.MinReplicas,
+		replicaTimeout: opts.ReplicaTimeout,
+		metaKey:        tag + ":meta",
+		ttlKey:         tag + ":ttl",
+		dueKey:         tag + ":due",
+		acctKey:        tag + ":acct",
 	}
 	created, err := s.init(ctx, keys)
 	if err != nil {
@@ -200,7 +238,7 @@ func (s *Redis) init(ctx context.Context, keys *Keyring) (created bool, err erro
 		if err != nil {
 			return false, err
 		}
-		res, err := s.sc.init.Run(ctx, s.rdb, []string{s.metaKey, s.ttlKey}, formatV2, sealed).Slice()
+		res, err := s.runAcked(ctx, s.sc.init, []string{s.metaKey, s.ttlKey}, formatV2, sealed).Slice()
 		if err != nil {
 			return false, fmt.Errorf("init meta: %w", mapRedisErr(err))
 		}
@@ -327,7 +365,8 @@ func (s *Redis) DeriveKey(label string) []byte { return s.codec.DeriveKey(label)
 // Put stores r, replacing any record with the same ID (and its place in the
 // TTL and AOR indexes). Redis drops it by itself Grace after ExpiresAt.
 // Durability is Redis': an acknowledged Put survives a Redis crash only as
-// far as its appendfsync setting and replication allow.
+// far as its appendfsync setting and replication allow (MinReplicas makes
+// Put wait for replicas).
 func (s *Redis) Put(ctx context.Context, r Record) error {
 	if err := s.ready(ctx); err != nil {
 		return err
@@ -348,7 +387,7 @@ func (s *Redis) Put(ctx context.Context, r Record) error {
 	if r.Account {
 		account = "1"
 	}
-	old, err := s.sc.put.Run(ctx, s.rdb, []string{s.recKey(r.ID), s.ttlKey, s.aorKeyOf(rawRecord{val: val}.aorHash()), s.dueKey, s.acctKey},
+	old, err := s.runAcked(ctx, s.sc.put, []string{s.recKey(r.ID), s.ttlKey, s.aorKeyOf(rawRecord{val: val}.aorHash()), s.dueKey, s.acctKey},
 		r.ID.String(), val, r.ExpiresAt.UnixMilli(), hard.UnixMilli(), due, account).Text()
 	if errors.Is(err, redis.Nil) {
 		return nil
@@ -358,7 +397,7 @@ func (s *Redis) Put(ctx context.Context, r Record) error {
 	}
 	// The ID moved to another AOR (a caller bug, but the indexes stay
 	// right): drop it from the old AOR's set unless it moved back.
-	err = s.sc.unlinkMoved.Run(ctx, s.rdb, []string{s.recKey(r.ID), s.aorKeyOf([]byte(old))}, r.ID.String(), old).Err()
+	err = s.runAcked(ctx, s.sc.unlinkMoved, []string{s.recKey(r.ID), s.aorKeyOf([]byte(old))}, r.ID.String(), old).Err()
 	if err != nil {
 		return fmt.Errorf("store: put %s: unlink old aor: %w", r.ID, mapRedisErr(err))
 	}
@@ -497,7 +536,7 @@ func (s *Redis) Delete(ctx context.Context, id ID) (Record, error) {
 		if err != nil {
 			return Record{}, fmt.Errorf("store: delete %s: %w", id, mapRedisErr(err))
 		}
-		n, err := s.sc.erase.Run(ctx, s.rdb, s.eraseKeys(id, v), id.String(), v, "").Int()
+		n, err := s.runAcked(ctx, s.sc.erase, s.eraseKeys(id, v), id.String(), v, "").Int()
 		if err != nil {
 			return Record{}, fmt.Errorf("store: delete %s: %w", id, mapRedisErr(err))
 		}
@@ -538,7 +577,7 @@ func (s *Redis) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
 		keys = append(keys, s.recKey(id))
 		args[i] = id.String()
 	}
-	res, err := s.sc.deleteAOR.Run(ctx, s.rdb, keys, args...).Slice()
+	res, err := s.runAcked(ctx, s.sc.deleteAOR, keys, args...).Slice()
 	if err != nil {
 		return nil, fmt.Errorf("store: delete aor: %w", mapRedisErr(err))
 	}

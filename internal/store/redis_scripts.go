@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -172,4 +174,39 @@ func (s *Redis) runPipelined(ctx context.Context, sc *redis.Script, calls []scri
 		out[i] = n // 0 for a failed call
 	}
 	return out, first
+}
+
+// runAcked runs a script whose writes a caller will be told succeeded.
+// When the store waits for replicas, WAIT follows it in the same pipeline:
+// WAIT counts the replicas that have every write its connection made, so
+// it must share the script's connection. A reply of fewer replicas turns
+// the script's result into an error wrapping ErrNotReplicated. A Redis that
+// lost its script cache (a promoted replica) answers NOSCRIPT: the pair is
+// sent again with the script's source.
+func (s *Redis) runAcked(ctx context.Context, sc *redis.Script, keys []string, args ...any) *redis.Cmd {
+	if s.minReplicas == 0 {
+		return sc.Run(ctx, s.rdb, keys, args...)
+	}
+	var cmd, wait *redis.Cmd
+	send := func(eval func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) {
+		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			cmd = eval(ctx, p, keys, args...)
+			// Not Pipeliner's: WAIT is a connection's command.
+			wait = p.Do(ctx, "WAIT", s.minReplicas, s.replicaTimeout.Milliseconds())
+			return nil
+		})
+	}
+	send(sc.EvalSha)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		send(sc.Eval)
+	}
+	switch n, err := wait.Int64(); {
+	case cmd.Err() != nil && !errors.Is(cmd.Err(), redis.Nil):
+		// The script's own error says more than the wait's.
+	case err != nil:
+		cmd.SetErr(fmt.Errorf("wait for %d replicas: %w", s.minReplicas, err))
+	case n < int64(s.minReplicas):
+		cmd.SetErr(fmt.Errorf("%w: %d of %d confirmed within %v", ErrNotReplicated, n, s.minReplicas, s.replicaTimeout))
+	}
+	return cmd
 }

@@ -21,6 +21,14 @@ func TestRedisSuite(t *testing.T) {
 	storetest.Run(t, redisStores(store.RedisOptions{Addrs: []string{peertest.StartRedis(t, "")}}, "suite"))
 }
 
+// TestRedisSentinelSuite runs the suite through Sentinels, on a primary
+// with one replica, waiting for that replica on every acknowledged write:
+// every write path the callers are told of then goes through WAIT.
+func TestRedisSentinelSuite(t *testing.T) {
+	h := peertest.StartRedisHA(t, peertest.RedisHAOptions{Replicas: 1})
+	storetest.Run(t, redisStores(store.RedisOptions{Addrs: h.Sentinels, MasterName: h.MasterName, MinReplicas: 1}, "sentinel"))
+}
+
 // redisStores gives each test of the suite a store of its own under
 // opts, named by a prefix of its own.
 func redisStores(opts store.RedisOptions, prefix string) func(t *testing.T) storetest.Opener {

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push"
 )
 
@@ -72,7 +73,7 @@ type APNs struct {
 	sandbox  atomic.Pointer[APNs]
 
 	pub     *ecdsa.PublicKey
-	ca      *authority
+	ca      *peertest.CA
 	srv     *http.Server
 	closing chan struct{}
 	once    sync.Once
@@ -121,13 +122,13 @@ func StartAPNs(o APNsOptions) (*APNs, error) {
 	if f.KeyFile, err = writeFile(dir, "apns-AuthKey_"+f.KeyID+".p8", p8); err != nil {
 		return nil, err
 	}
-	if f.ca, err = newAuthority("fake APNs"); err != nil {
+	if f.ca, err = peertest.NewCA("fake APNs test CA"); err != nil {
 		return nil, err
 	}
-	if f.CAFile, err = writeFile(dir, "apns-ca.pem", f.ca.pem); err != nil {
+	if f.CAFile, err = writeFile(dir, "apns-ca.pem", f.ca.PEM()); err != nil {
 		return nil, err
 	}
-	client, err := f.ca.issue("Apple VoIP Services: "+f.BundleID, nil)
+	client, err := f.ca.Issue("Apple VoIP Services: " + f.BundleID)
 	if err != nil {
 		return nil, err
 	}
@@ -185,14 +186,14 @@ func (f *APNs) startSandbox(addr string) (*APNs, error) {
 
 // listen serves the fake on addr with a server certificate from its CA.
 func (f *APNs) listen(addr, name string) error {
-	serverCert, err := f.ca.issue(name, serverHosts(addr))
+	serverCert, err := f.ca.Issue(name, serverHosts(addr)...)
 	if err != nil {
 		return err
 	}
 	tlsConf := &tls.Config{
 		Certificates: []tls.Certificate{serverCert},
 		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    f.ca.pool(),
+		ClientCAs:    f.ca.Pool(),
 		NextProtos:   []string{"h2"},
 		MinVersion:   tls.VersionTLS12,
 	}

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 
+	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push"
 )
 
@@ -111,15 +112,15 @@ func StartFCM(o FCMOptions) (*FCM, error) {
 	if f.key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
 		return nil, err
 	}
-	ca, err := newAuthority("fake FCM")
+	ca, err := peertest.NewCA("fake FCM test CA")
 	if err != nil {
 		return nil, err
 	}
-	if f.CAFile, err = writeFile(dir, "fcm-ca.pem", ca.pem); err != nil {
+	if f.CAFile, err = writeFile(dir, "fcm-ca.pem", ca.PEM()); err != nil {
 		return nil, err
 	}
 	addr := def(o.Addr, "127.0.0.1:0")
-	serverCert, err := ca.issue("fake FCM", serverHosts(addr))
+	serverCert, err := ca.Issue("fake FCM", serverHosts(addr)...)
 	if err != nil {
 		return nil, err
 	}
