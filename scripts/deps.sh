@@ -6,7 +6,8 @@
 #   sipp         Debian sip-tester
 #   kamailio     Debian kamailio (also provides kamcmd)
 #   linphonec    Debian linphone-cli
-#   redis-server Debian redis-server
+#   redis-server Debian redis-server (with TLS; also the Sentinel, as
+#                redis-server --sentinel, so redis-sentinel is not needed)
 #   openssl      Debian openssl (writes the .p12 of the APNs certificate test)
 #   prometheus   Debian prometheus (also provides promtool): checks and
 #                unit-tests deploy/prometheus, scrapes sipwake for the dashboard

@@ -2,6 +2,7 @@ package peertest
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -23,6 +24,10 @@ type RedisHAOptions struct {
 	Sentinels int
 	// Extra are more redis-server arguments for the primary and replicas.
 	Extra []string
+	// TLS, if set, makes every node and Sentinel speak only TLS, with a
+	// server certificate from this CA, to clients and to each other
+	// (tls-replication). Clients are not asked for certificates.
+	TLS *TestCA
 }
 
 // RedisHA is a primary, its replicas and the Sentinels that promote a
@@ -38,6 +43,7 @@ type RedisHA struct {
 
 	nodes    map[string]*process // by host:port
 	watchers []*process
+	tls      *tls.Config // the helper's own clients'
 }
 
 // haMasterName is the Sentinels' name of a RedisHA primary.
@@ -66,7 +72,14 @@ func StartRedisHA(tb testing.TB, opts RedisHAOptions) *RedisHA {
 			// address; the Sentinels learn replicas from the primary.
 			args = append(args, "--replicaof", IP(tb, 200), "6379", "--replica-announce-ip", ip)
 		}
-		p, _ := startRedisServer(tb, shortDir(tb, "swr"), ip, "6379", args...)
+		port := "6379"
+		if opts.TLS != nil {
+			port = "0"
+			for _, kv := range h.tlsSettings(tb, opts.TLS, ip, "6379") {
+				args = append(args, "--"+kv[0], kv[1])
+			}
+		}
+		p, _ := startRedisServer(tb, shortDir(tb, "swr"), ip, port, args...)
 		addr := Addr(tb, 200+i, 6379)
 		waitRedis(tb, p, "tcp", addr)
 		h.nodes[addr] = p
@@ -74,7 +87,7 @@ func StartRedisHA(tb testing.TB, opts RedisHAOptions) *RedisHA {
 	for i := range opts.Sentinels {
 		ip := IP(tb, 220+i)
 		dir := shortDir(tb, "sws")
-		conf := strings.Join([]string{
+		lines := []string{
 			"port 26379",
 			"bind " + ip,
 			"dir " + dir,
@@ -83,7 +96,14 @@ func StartRedisHA(tb testing.TB, opts RedisHAOptions) *RedisHA {
 			fmt.Sprintf("sentinel monitor %s %s 6379 %d", haMasterName, IP(tb, 200), opts.Sentinels/2+1),
 			"sentinel down-after-milliseconds " + haMasterName + " 1000",
 			"sentinel failover-timeout " + haMasterName + " 3000",
-		}, "\n") + "\n"
+		}
+		if opts.TLS != nil {
+			lines[0] = "port 0"
+			for _, kv := range h.tlsSettings(tb, opts.TLS, ip, "26379") {
+				lines = append(lines, kv[0]+" "+kv[1])
+			}
+		}
+		conf := strings.Join(lines, "\n") + "\n"
 		// Sentinel rewrites its config file, so it gets one of its own.
 		path := filepath.Join(dir, "sentinel.conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
@@ -116,6 +136,19 @@ func StartRedisHA(tb testing.TB, opts RedisHAOptions) *RedisHA {
 		return true, nil
 	})
 	return h
+}
+
+// tlsSettings are the redis-server settings (name, value) of a node or
+// Sentinel on ip that speaks only TLS, on port, with a certificate from
+// ca; it also makes the helper's clients trust ca.
+func (h *RedisHA) tlsSettings(tb testing.TB, ca *TestCA, ip, port string) [][2]string {
+	tb.Helper()
+	h.tls = &tls.Config{RootCAs: ca.Pool(), MinVersion: tls.VersionTLS12}
+	cert, key := ca.IssueFiles(tb, ip+"-"+port, ip)
+	return [][2]string{
+		{"tls-port", port}, {"tls-cert-file", cert}, {"tls-key-file", key}, {"tls-ca-cert-file", ca.File},
+		{"tls-replication", "yes"}, {"tls-auth-clients", "no"},
+	}
 }
 
 // Primary is the primary's host:port as the first Sentinel names it.
@@ -217,14 +250,14 @@ func (h *RedisHA) primaryOf(ctx context.Context, sentinel string) (string, error
 
 // askSentinel runs fn with a client of the Sentinel at addr.
 func (h *RedisHA) askSentinel(addr string, fn func(*redis.SentinelClient) error) error {
-	c := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	c := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1, TLSConfig: h.tls})
 	defer func() { _ = c.Close() }()
 	return fn(c)
 }
 
 // info is the INFO replication section of the node at addr.
 func (h *RedisHA) info(ctx context.Context, addr string) (string, error) {
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, TLSConfig: h.tls})
 	defer func() { _ = c.Close() }()
 	return c.Info(ctx, "replication").Result()
 }

@@ -82,3 +82,30 @@ func TestRedisTLS(t *testing.T) {
 		})
 	}
 }
+
+// Sentinels, primary and replica that all speak only TLS: the store finds
+// the primary through the Sentinels and writes to it over TLS (with
+// MinReplicas, so replication runs over TLS too), and after the primary
+// crashes it reads what it wrote from the promoted replica and writes on.
+func TestRedisSentinelTLS(t *testing.T) {
+	ca := peertest.NewTestCA(t, "redis CA")
+	h := peertest.StartRedisHA(t, peertest.RedisHAOptions{Replicas: 2, TLS: ca})
+	s, err := OpenRedis(t.Context(), RedisOptions{
+		Addrs: h.Sentinels, MasterName: h.MasterName, MinReplicas: 1, TLS: clientTLS(t, ca, "", ""),
+	}, testKeyring(t, "a"), testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	before := haRecord(s, 1)
+	if err := s.Put(t.Context(), before); err != nil {
+		t.Fatal(err)
+	}
+	h.WaitPromoted(t, h.KillPrimary(t))
+	if _, err := s.Get(t.Context(), before.ID); err != nil {
+		t.Fatalf("written before the failover: %v", err)
+	}
+	if err := s.Put(t.Context(), haRecord(s, 2)); err != nil {
+		t.Fatalf("put after the failover: %v", err)
+	}
+}
