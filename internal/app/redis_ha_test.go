@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/base64"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +25,7 @@ func sentinelBackend(h *peertest.RedisHA) func(*config.Config) {
 		c.Store.Redis.Addrs = h.Sentinels
 		c.Store.Redis.MasterName = h.MasterName
 		c.Store.Redis.MinReplicas = 1
-		c.Store.Redis.ReplicaTimeout = 500 * time.Millisecond
+		c.Store.Redis.ReplicaTimeout = time.Second
 		c.Seal.Key = config.Secret(key)
 	}
 }
@@ -147,4 +149,39 @@ func TestRedisTLSAtStartup(t *testing.T) {
 			t.Logf("refused to start: %v", err)
 		})
 	}
+}
+
+// Sentinels that ask for a password: sipwake starts with it from
+// store.redis.sentinel_password_file, and refuses to start without it,
+// saying the Sentinels asked for authentication.
+func TestSentinelPasswordAtStartup(t *testing.T) {
+	h := peertest.StartRedisHA(t, peertest.RedisHAOptions{SentinelPassword: "sentinel-Pa55"})
+	pwFile := filepath.Join(t.TempDir(), "sentinel.pw")
+	if err := os.WriteFile(pwFile, []byte("sentinel-Pa55\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	backend := sentinelBackend(h)
+	start := func(file string) error {
+		cfg := config.Default()
+		backend(&cfg)
+		cfg.Store.Redis.SentinelPasswordFile = file
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		a, err := app.New(cfg, slog.New(slog.DiscardHandler))
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = a.Stop(ctx)
+		}
+		return err
+	}
+	if err := start(pwFile); err != nil {
+		t.Fatalf("with the Sentinels' password: %v", err)
+	}
+	err := start("")
+	if err == nil || !strings.Contains(err.Error(), "sentinels") || !strings.Contains(err.Error(), "NOAUTH") {
+		t.Fatalf("without the Sentinels' password: %v, want a refusal saying the Sentinels asked for one", err)
+	}
+	t.Logf("refused to start: %v", err)
 }

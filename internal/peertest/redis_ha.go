@@ -28,6 +28,9 @@ type RedisHAOptions struct {
 	// server certificate from this CA, to clients and to each other
 	// (tls-replication). Clients are not asked for certificates.
 	TLS *TestCA
+	// SentinelPassword, if set, is the password the Sentinels ask of their
+	// clients (and of each other).
+	SentinelPassword string
 }
 
 // RedisHA is a primary, its replicas and the Sentinels that promote a
@@ -44,6 +47,7 @@ type RedisHA struct {
 	nodes    map[string]*process // by host:port
 	watchers []*process
 	tls      *tls.Config // the helper's own clients'
+	password string      // the Sentinels'
 }
 
 // haMasterName is the Sentinels' name of a RedisHA primary.
@@ -60,7 +64,7 @@ func StartRedisHA(tb testing.TB, opts RedisHAOptions) *RedisHA {
 	if opts.Sentinels == 0 {
 		opts.Sentinels = 3
 	}
-	h := &RedisHA{MasterName: haMasterName, nodes: map[string]*process{}}
+	h := &RedisHA{MasterName: haMasterName, nodes: map[string]*process{}, password: opts.SentinelPassword}
 	primary := Addr(tb, 200, 6379)
 	for i := range opts.Replicas + 1 {
 		ip := IP(tb, 200+i)
@@ -96,6 +100,9 @@ func StartRedisHA(tb testing.TB, opts RedisHAOptions) *RedisHA {
 			fmt.Sprintf("sentinel monitor %s %s 6379 %d", haMasterName, IP(tb, 200), opts.Sentinels/2+1),
 			"sentinel down-after-milliseconds " + haMasterName + " 1000",
 			"sentinel failover-timeout " + haMasterName + " 3000",
+		}
+		if opts.SentinelPassword != "" {
+			lines = append(lines, "requirepass "+opts.SentinelPassword)
 		}
 		if opts.TLS != nil {
 			lines[0] = "port 0"
@@ -250,7 +257,7 @@ func (h *RedisHA) primaryOf(ctx context.Context, sentinel string) (string, error
 
 // askSentinel runs fn with a client of the Sentinel at addr.
 func (h *RedisHA) askSentinel(addr string, fn func(*redis.SentinelClient) error) error {
-	c := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1, TLSConfig: h.tls})
+	c := redis.NewSentinelClient(&redis.Options{Addr: addr, MaxRetries: -1, TLSConfig: h.tls, Password: h.password})
 	defer func() { _ = c.Close() }()
 	return fn(c)
 }

@@ -99,7 +99,7 @@ func TestRedisSentinelFailoverKeepsAcknowledgedWrites(t *testing.T) {
 // runs again, writes are confirmed again.
 func TestRedisWaitRefusesUnreplicatedWrites(t *testing.T) {
 	h := peertest.StartRedisHA(t, peertest.RedisHAOptions{Replicas: 1})
-	s := openSentinel(t, h, 1, 200*time.Millisecond)
+	s := openSentinel(t, h, 1, 500*time.Millisecond)
 	async := openSentinel(t, h, 0, 0)
 	ctx := t.Context()
 	kept, erased := haRecord(s, 1), haRecord(s, 2)

@@ -191,7 +191,7 @@ func (s *Redis) runAcked(ctx context.Context, sc *redis.Script, keys []string, a
 	send := func(eval func(context.Context, redis.Scripter, []string, ...any) *redis.Cmd) {
 		_, _ = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			cmd = eval(ctx, p, keys, args...)
-			// Not Pipeliner's: WAIT is a connection's command.
+			// go-redis' Pipeliner has no Wait method.
 			wait = p.Do(ctx, "WAIT", s.minReplicas, s.replicaTimeout.Milliseconds())
 			return nil
 		})
