@@ -112,16 +112,7 @@ func TestRedisTLSAtStartup(t *testing.T) {
 		cfg.Seal.Key = seal
 		cfg.Store.Redis = config.Redis{Addrs: []string{addr}, TLS: true, TLSCAFile: ca.File, TLSCertFile: cert, TLSKeyFile: key}
 		mutate(&cfg.Store.Redis)
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
-		a, err := app.New(cfg, slog.New(slog.DiscardHandler))
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = a.Stop(ctx)
-		}
-		return err
+		return startOnce(cfg)
 	}
 
 	if err := start(func(*config.Redis) {}); err != nil {
@@ -165,16 +156,7 @@ func TestSentinelPasswordAtStartup(t *testing.T) {
 		cfg := config.Default()
 		backend(&cfg)
 		cfg.Store.Redis.SentinelPasswordFile = file
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
-		a, err := app.New(cfg, slog.New(slog.DiscardHandler))
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = a.Stop(ctx)
-		}
-		return err
+		return startOnce(cfg)
 	}
 	if err := start(pwFile); err != nil {
 		t.Fatalf("with the Sentinels' password: %v", err)
@@ -184,4 +166,19 @@ func TestSentinelPasswordAtStartup(t *testing.T) {
 		t.Fatalf("without the Sentinels' password: %v, want a refusal saying the Sentinels asked for one", err)
 	}
 	t.Logf("refused to start: %v", err)
+}
+
+// startOnce validates cfg and makes a sipwake of it, as start-up does, and
+// stops it again; the error is the one an operator would see.
+func startOnce(cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	a, err := app.New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return a.Stop(ctx)
 }
