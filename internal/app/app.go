@@ -103,8 +103,8 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (a *App, err error
 	for _, o := range opts {
 		o(a)
 	}
-	a.registerStoreMetrics()
 	a.counted = newCountedStore(st, a.registry)
+	a.registerStoreMetrics()
 	d, err := push.New(cfg.Push, log, a.registry)
 	if err != nil {
 		return nil, err
@@ -129,7 +129,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (a *App, err error
 		hopts.Leases = cluster.NewLeases(shared, redisPrefix(cfg), nodeAddress(cfg))
 		relayOpts.Bus, relayOpts.Node = a.bus, nodeAddress(cfg)
 	}
-	a.relay = relay.New(st, a.pusher, relayOpts, log, a.now)
+	a.relay = relay.New(a.counted, a.pusher, relayOpts, log, a.now)
 	sipOpts, err := sipOptions(cfg)
 	if err != nil {
 		return nil, err
@@ -147,7 +147,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (a *App, err error
 	}
 	undo = append(undo, func() { _ = a.sip.Stop(context.Background()) })
 	hopts.ContactFor = a.sip.BindingURIFor
-	if a.handover, err = handover.New(a.relay, st, hopts, log); err != nil {
+	if a.handover, err = handover.New(a.relay, a.counted, hopts, log); err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { _ = a.handover.Stop(context.Background()) })
@@ -364,18 +364,27 @@ func (a *App) SIPAddr(network string) string { return a.sip.Addr(network) }
 // Registry holds every metric of this instance (served on /metrics).
 func (a *App) Registry() *prometheus.Registry { return a.registry }
 
-// registerStoreMetrics exports what the store holds, read at scrape time,
-// and the Go runtime's own figures.
+// registerStoreMetrics exports what the store holds and whether it
+// answers, read at scrape time, and the Go runtime's own figures.
 func (a *App) registerStoreMetrics() {
 	a.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipwake_store_records", Help: "Bindings held."}, func() float64 {
-			n, err := a.store.Count(context.Background())
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipwake_store_records", Help: "Bindings held; -1 when the store cannot count them."}, func() float64 {
+			n, err := a.counted.Count(context.Background())
 			if err != nil {
 				return -1
 			}
 			return float64(n)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sipwake_store_up",
+			Help: "1 when the store answered at scrape time, 0 when it did not (Redis unreachable, the file unreadable).",
+		}, func() float64 {
+			if _, err := a.counted.Count(context.Background()); err != nil {
+				return 0
+			}
+			return 1
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipwake_store_size_bytes", Help: "Size of the database file."}, func() float64 {
 			return float64(sizeOf(a.store))

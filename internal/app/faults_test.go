@@ -3,13 +3,10 @@ package app_test
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,102 +17,17 @@ import (
 	"github.com/sipwake/sipwake/internal/store"
 )
 
-// outage is a TCP proxy in front of a push fake that can be cut (every
-// connection reset, new ones refused) and restored on the same address:
-// the fake's keys and certificates stay, only the network goes.
-type outage struct {
-	t      *testing.T
-	addr   string
-	target string
-
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]bool
-}
-
-func newOutage(t *testing.T, target string) *outage {
-	o := &outage{t: t, addr: "127.0.0.1:0", target: target, conns: map[net.Conn]bool{}}
-	o.up()
-	o.addr = o.ln.Addr().String()
-	t.Cleanup(o.down)
-	return o
-}
-
-func (o *outage) url() string { return "https://" + o.addr }
-
-func (o *outage) up() {
-	o.t.Helper()
-	ln, err := net.Listen("tcp", o.addr)
-	if err != nil {
-		o.t.Fatal(err)
-	}
-	o.mu.Lock()
-	o.ln = ln
-	o.mu.Unlock()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go o.pipe(c)
-		}
-	}()
-}
-
-func (o *outage) pipe(c net.Conn) {
-	up, err := net.Dial("tcp", o.target)
-	if err != nil {
-		_ = c.Close()
-		return
-	}
-	if !o.track(c, up) {
-		return
-	}
-	go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
-	_, _ = io.Copy(c, up)
-	_ = c.Close()
-}
-
-func (o *outage) track(cs ...net.Conn) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.ln == nil {
-		for _, c := range cs {
-			_ = c.Close()
-		}
-		return false
-	}
-	for _, c := range cs {
-		o.conns[c] = true
-	}
-	return true
-}
-
-func (o *outage) down() {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.ln != nil {
-		_ = o.ln.Close()
-		o.ln = nil
-	}
-	for c := range o.conns {
-		_ = c.Close()
-		delete(o.conns, c)
-	}
-}
-
 // APNs unreachable, then stalled: each call gets 480 within calls.wait and
 // a small margin, the record stays, and once APNs is back a new call is
 // woken and answered.
 func TestPushServiceDownOrStalledThenBack(t *testing.T) {
 	const wait = 3 * time.Second
 	const margin = 2 * time.Second
-	var apns *outage
+	var apns *peertest.TCPRelay
 	w := newWorld(t, func(c *config.Config) {
 		c.Calls.Wait = wait
-		apns = newOutage(t, strings.TrimPrefix(c.Push.Apps[0].APNs.Endpoint, "https://"))
-		c.Push.Apps[0].APNs.Endpoint = apns.url()
+		apns = peertest.StartTCPRelay(t, "127.0.0.1:0", strings.TrimPrefix(c.Push.Apps[0].APNs.Endpoint, "https://"))
+		c.Push.Apps[0].APNs.Endpoint = "https://" + apns.Addr()
 	})
 	tok := w.fakes.APNs.VoIPToken(60)
 	w.sleepingDevice("alice", tok, 5070)
@@ -134,10 +46,10 @@ func TestPushServiceDownOrStalledThenBack(t *testing.T) {
 		}
 	}
 
-	apns.down()
+	apns.Down()
 	expect480("APNs unreachable")
 
-	apns.up()
+	apns.Up()
 	w.fakes.APNs.Program(tok, pushtest.Behavior{Stall: true})
 	expect480("APNs stalled")
 
@@ -160,17 +72,61 @@ var registerAny = strings.Replace(takeoverScenario, `<recv response="[expect]"/>
   <recv response="200"/>
   <label id="done"/>`, 1)
 
-// registerCode registers alice's device with push token prid from port
+// registerUntilRefused registers new devices of alice (push tokens from
+// base on) while the store fails, until three are refused or 40 tried.
+// Each 200 must come with its record and each 500 without one: it returns
+// the tokens acknowledged and how many were refused, and fails the test
+// when none was (the store never failed: nothing was tested).
+func (w *world) registerUntilRefused(what string, base int) (acked []string, refused int) {
+	w.t.Helper()
+	for i := range 40 {
+		prid := pushtest.APNsToken(base + i)
+		switch code := w.registerFinal("alice", prid, 5071+i%20); code {
+		case 200:
+			if !w.hasToken("alice", prid) {
+				w.t.Fatalf("%s: 200 for %s without its record", what, prid)
+			}
+			acked = append(acked, prid)
+		case 500:
+			refused++
+			if w.hasToken("alice", prid) {
+				w.t.Fatalf("%s: 500 for %s, yet it is stored", what, prid)
+			}
+		default:
+			w.t.Fatalf("%s: REGISTER answered %d", what, code)
+		}
+		if refused >= 3 {
+			break
+		}
+	}
+	if refused == 0 {
+		w.t.Fatalf("%s: the store never refused a REGISTER: nothing was tested", what)
+	}
+	return acked, refused
+}
+
+// registerFinal registers user's device with push token prid from port
 // through sipwake and returns the final status: 200, or 500 when sipwake
 // could not store the binding.
-func (w *world) registerCode(prid string, port int) int {
+func (w *world) registerFinal(user, prid string, port int) int {
 	w.t.Helper()
-	inj := "SEQUENTIAL\nalice;" + domain + ";[authentication username=alice password=" + password + "];apns;" + prid + ";" + w.fakes.APNs.Param() + "\n"
+	inj := "SEQUENTIAL\n" + user + ";" + domain + ";[authentication username=" + user + " password=" + password + "];apns;" + prid + ";" + w.fakes.APNs.Param() + "\n"
 	res, _ := peertest.RunSipp(w.t, peertest.SippOptions{
 		ScenarioXML: registerAny, Name: "register-any", Remote: w.swAddr,
 		LocalIP: w.deviceIP, LocalPort: port, Injection: inj, Keys: map[string]string{"expires": "600"},
 	})
 	return finalCode(res)
+}
+
+// hasToken tells whether user has a stored binding for push token prid.
+func (w *world) hasToken(user, prid string) bool {
+	w.t.Helper()
+	for _, b := range w.bindings(user) {
+		if b.Device.Token == prid {
+			return true
+		}
+	}
+	return false
 }
 
 // finalCode is the last final status sipp received.
@@ -228,68 +184,60 @@ func fill(t *testing.T, dir string) string {
 func TestDiskFullRegistrationsFailCleanly(t *testing.T) {
 	dir := mountTmpfs(t, "4m")
 	w := newWorld(t, func(c *config.Config) { c.Store.DataDir = dir })
-	has := func(prid string) bool {
-		for _, b := range w.bindings("alice") {
-			if b.Device.Token == prid {
-				return true
+	w.fullStoreFailsCleanly("disk full", "no space left on device", func() func() {
+		filler := fill(t, dir)
+		return func() {
+			if err := os.Remove(filler); err != nil {
+				t.Fatal(err)
 			}
 		}
-		return false
-	}
+	})
+}
+
+// fullStoreFailsCleanly tells the story of a store that runs out of room:
+// a device registers; fill fills the store; REGISTERs then get 500 and
+// never 200 without their record, and the log says logSays; the func fill
+// returned frees room; then registrations work again without a restart,
+// and after a restart every acknowledged record is there.
+func (w *world) fullStoreFailsCleanly(what, logSays string, fill func() (free func())) {
+	w.t.Helper()
 	acked := []string{pushtest.APNsToken(70)}
-	if code := w.registerCode(acked[0], 5070); code != 200 {
-		t.Fatalf("first registration: %d", code)
+	if code := w.registerFinal("alice", acked[0], 5070); code != 200 {
+		w.t.Fatalf("first registration: %d", code)
 	}
+	free := fill()
+	more, refused := w.registerUntilRefused(what, 100)
+	acked = append(acked, more...)
+	w.t.Logf("%s: %d REGISTERs refused with 500, %d acknowledged (each stored)", what, refused, len(more))
+	if !strings.Contains(w.logs.String(), logSays) {
+		w.t.Errorf("%s: the log does not say %q", what, logSays)
+	}
+	free()
+	w.registersAgainKeeping(what+", after freeing room", acked)
+}
 
-	filler := fill(t, dir)
-	refused := 0
-	for i := range 40 {
-		prid := pushtest.APNsToken(100 + i)
-		switch code := w.registerCode(prid, 5071+i%20); code {
-		case 200:
-			if !has(prid) {
-				t.Fatalf("disk full: 200 for %s without its record", prid)
-			}
-			acked = append(acked, prid)
-		case 500:
-			refused++
-			if has(prid) {
-				t.Fatalf("disk full: 500 for %s, yet it is stored", prid)
-			}
-		default:
-			t.Fatalf("disk full: REGISTER answered %d", code)
-		}
-		if refused >= 3 {
-			break
-		}
-	}
-	t.Logf("disk full: %d REGISTERs refused with 500, %d acknowledged (each stored)", refused, len(acked)-1)
-	if refused == 0 {
-		t.Fatal("the store never ran out of space: nothing was tested")
-	}
-	if !strings.Contains(w.logs.String(), "no space left on device") {
-		t.Error("the log does not say the disk is full")
-	}
-
-	if err := os.Remove(filler); err != nil {
-		t.Fatal(err)
-	}
+// registersAgainKeeping checks the recovery from a store failure, without a
+// restart: a new device registers (200 with its record); then, after a
+// restart, every acknowledged device (acked and that one) has its record,
+// and there are no others.
+func (w *world) registersAgainKeeping(what string, acked []string) {
+	w.t.Helper()
 	after := pushtest.APNsToken(200)
-	if code := w.registerCode(after, 5095); code != 200 {
-		t.Fatalf("after freeing space: %d, want 200", code)
+	if code := w.registerFinal("alice", after, 5095); code != 200 {
+		w.t.Fatalf("%s: %d, want 200", what, code)
 	}
 	acked = append(acked, after)
 
 	w.restartWith()
 	for _, prid := range acked {
-		if !has(prid) {
-			t.Fatalf("after restart, acknowledged %s has no record", prid)
+		if !w.hasToken("alice", prid) {
+			w.t.Fatalf("after restart, acknowledged %s has no record", prid)
 		}
 	}
 	if n := w.records(); n != len(acked) {
-		t.Fatalf("after restart: %d records, want %d", n, len(acked))
+		w.t.Fatalf("after restart: %d records, want %d", n, len(acked))
 	}
 	if err := w.sw.Store().Scan(context.Background(), func(store.Record) error { return nil }); err != nil {
-		t.Fatalf("scan after restart: %v", err)
+		w.t.Fatalf("scan after restart: %v", err)
 	}
 }

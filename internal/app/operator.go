@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,8 +37,8 @@ func (a *App) Ready(ctx context.Context) []string {
 	if !started {
 		return []string{"not started"}
 	}
-	if _, err := a.store.Count(ctx); err != nil {
-		why = append(why, "store: "+err.Error())
+	if _, err := a.counted.Count(ctx); err != nil {
+		why = append(why, "store: "+strings.TrimPrefix(err.Error(), "store: "))
 	}
 	l := a.cfg.SIP.Listen
 	for _, n := range []struct{ network, addr string }{{"udp", l.UDP}, {"tcp", l.TCP}, {"tls", l.TLS}} {

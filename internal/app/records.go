@@ -77,7 +77,7 @@ func openRedis(ctx context.Context, r config.Redis, keys *store.Keyring, log *sl
 		Username: r.Username, Password: pw,
 		SentinelUsername: r.SentinelUsername, SentinelPassword: sentinelPW,
 		DB: r.DB, Prefix: r.Prefix, Grace: r.Grace, TLS: tlsConf,
-		MinReplicas: r.MinReplicas, ReplicaTimeout: r.ReplicaTimeout,
+		MinReplicas: r.MinReplicas, ReplicaTimeout: r.ReplicaTimeout, Timeout: r.Timeout,
 	}, keys, log)
 	if hint := redisHint(err, r.TLS); hint != "" {
 		return nil, fmt.Errorf("%w (%s)", err, hint)

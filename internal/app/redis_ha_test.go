@@ -84,14 +84,14 @@ func TestRegisterRefusedWhenNoReplicaConfirms(t *testing.T) {
 	h := peertest.StartRedisHA(t, peertest.RedisHAOptions{Replicas: 1})
 	w := newWorld(t, sentinelBackend(h))
 	thaw := h.Freeze(t, h.Replicas(t)[0])
-	if code := w.registerCode(w.fakes.APNs.VoIPToken(66), 5070); code != 500 {
+	if code := w.registerFinal("alice", w.fakes.APNs.VoIPToken(66), 5070); code != 500 {
 		t.Fatalf("REGISTER with the replica frozen: %d, want 500", code)
 	}
 	if !strings.Contains(w.logs.String(), "replicas") {
 		t.Error("the log does not say the replicas did not confirm")
 	}
 	thaw()
-	if code := w.registerCode(w.fakes.APNs.VoIPToken(67), 5071); code != 200 {
+	if code := w.registerFinal("alice", w.fakes.APNs.VoIPToken(67), 5071); code != 200 {
 		t.Fatalf("REGISTER with the replica running: %d, want 200", code)
 	}
 }

@@ -13,7 +13,12 @@ import (
 // redisBackend points a world at a private redis-server, sealed with a key
 // every node would share.
 func redisBackend(t *testing.T) func(*config.Config) {
-	addr := peertest.StartRedis(t, "")
+	return redisAt(peertest.StartRedis(t, ""))
+}
+
+// redisAt points a world at the Redis at addr, sealed with a new key every
+// node would share.
+func redisAt(addr string) func(*config.Config) {
 	key := base64.StdEncoding.EncodeToString(store.NewKey())
 	return func(c *config.Config) {
 		c.Store.Backend = "redis"

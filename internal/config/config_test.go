@@ -387,3 +387,23 @@ runtime: {memory_limit: lots, gc_percent: -5}
 		}
 	}
 }
+
+// store.redis.timeout bounds each Redis command: 0 takes the default, and
+// a bound too short for a round trip or too long to fail a REGISTER in
+// time is refused with its path.
+func TestRedisTimeoutBounds(t *testing.T) {
+	for in, ok := range map[string]bool{"0s": true, "10ms": true, "300ms": true, "1m": true, "5ms": false, "2m": false, "-1s": false} {
+		raw := "store:\n  backend: redis\n  redis: {addrs: [\"127.0.0.1:6379\"], timeout: " + in + "}\n"
+		_, err := Parse([]byte(raw), nil)
+		found := false
+		var cfgErr *Error
+		if errors.As(err, &cfgErr) {
+			for _, p := range cfgErr.Problems {
+				found = found || p.Path == "store.redis.timeout"
+			}
+		}
+		if found == ok {
+			t.Errorf("timeout %s: problem reported %v, want %v (%v)", in, found, !ok, err)
+		}
+	}
+}

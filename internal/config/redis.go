@@ -47,6 +47,10 @@ type Redis struct {
 	TLSCertFile   string `yaml:"tls_cert_file"`
 	TLSKeyFile    string `yaml:"tls_key_file"`
 	TLSServerName string `yaml:"tls_server_name"`
+	// Timeout bounds each command to Redis (0: store.DefaultRedisTimeout),
+	// so an unreachable Redis fails a REGISTER or a lease check in that
+	// time instead of holding it.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 func (r Redis) validate(problems *configerr.List, seal Seal) {
@@ -83,6 +87,9 @@ func (r Redis) validate(problems *configerr.List, seal Seal) {
 		problems.Bad("store.redis.replica_timeout", r.ReplicaTimeout, "between 10ms and 5s; 0 for 1s")
 	}
 	r.validateTLS(problems)
+	if r.Timeout != 0 && (r.Timeout < 10*time.Millisecond || r.Timeout > time.Minute) {
+		problems.Bad("store.redis.timeout", r.Timeout, "between 10ms and 1m (0: 1s)")
+	}
 	if seal.Key == "" && seal.KeyFile == "" {
 		problems.Add("seal.key", "required with store.backend redis (every node must seal with the same key; a generated dev key is per node)")
 	}

@@ -129,6 +129,31 @@ func (m *memAccounts) EraseAccount(_ context.Context, id store.ID, _ string) (re
 	return b, nil
 }
 
+// startPolicy runs registrations of accts with opts, a fixed contact and
+// short retries (300 ms to 1 s), until the test ends.
+func startPolicy(t *testing.T, accts *memAccounts, opts handover.Options) *handover.Registrations {
+	t.Helper()
+	opts.ContactFor = func(id store.ID, tr string) string { return "sip:sw-x@127.0.0.1:5060;transport=" + tr }
+	opts.RetryMin, opts.RetryMax = 300*time.Millisecond, time.Second
+	k, err := handover.New(accts, nil, opts, handovertest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := k.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Stop(ctx) })
+	return k
+}
+
+// policyAccount is account "a" of app "app": alice at the registrar at
+// addr, asking for expires seconds.
+func policyAccount(addr string, expires int) relay.Binding {
+	return relay.Binding{AOR: "alice@example.test", Device: relay.Device{Provider: "fcm", Token: "tok"},
+		Account: &relay.Account{ID: "a", App: "app", Registrar: addr, Username: "alice", Password: "p", Expires: expires}}
+}
+
 func TestIntervalTooBriefAndBackoff(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out real SIP back-offs and a 3 s registration (3 s); skipped with -short")
@@ -138,22 +163,9 @@ func TestIntervalTooBriefAndBackoff(t *testing.T) {
 	reg := &scriptedRegistrar{script: []int{423, 200, 503, 503, 200}, minExp: 3, granted: 3}
 	startScripted(t, addr, reg)
 	accts := &memAccounts{m: map[store.ID]relay.Binding{}}
-	k, err := handover.New(accts, nil, handover.Options{
-		ContactFor: func(id store.ID, tr string) string { return "sip:sw-x@127.0.0.1:5060;transport=" + tr },
-		Timeout:    2 * time.Second, RetryMin: 300 * time.Millisecond, RetryMax: time.Second,
-	}, handovertest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := startPolicy(t, accts, handover.Options{Timeout: 2 * time.Second})
 	ctx := context.Background()
-	if err := k.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = k.Stop(ctx) })
-
-	b := relay.Binding{AOR: "alice@example.test", Device: relay.Device{Provider: "fcm", Token: "tok"},
-		Account: &relay.Account{ID: "a", App: "app", Registrar: addr, Username: "alice", Password: "p", Expires: 1}}
-	saved, _, err := k.Hand(ctx, b, time.Hour)
+	saved, _, err := k.Hand(ctx, policyAccount(addr, 1), time.Hour)
 	if err != nil {
 		t.Fatalf("Hand: %v", err)
 	}

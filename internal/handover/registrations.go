@@ -422,7 +422,7 @@ func (k *Registrations) Hand(ctx context.Context, b relay.Binding, ttl time.Dura
 	if moved {
 		k.unregisterQuietly(regCtx, id, prev, "account moved")
 	}
-	k.hold(regCtx, id, k.leaseFor(saved))
+	k.extend(regCtx, id, saved)
 	k.registered(id, saved)
 	k.log.Info("account handed over", "account", saved.Account, "aor", saved.AOR, "created", created,
 		"granted", saved.Upstream.Expires, "expires_at", saved.ExpiresAt)
@@ -504,6 +504,7 @@ func (k *Registrations) refresh(ctx context.Context, id store.ID) {
 		return
 	}
 	if err != nil {
+		k.log.Warn("account not read; not refreshing it", "error", err)
 		k.failed(id, err)
 		return
 	}
@@ -522,7 +523,14 @@ func (k *Registrations) refresh(ctx context.Context, id store.ID) {
 		k.unregisterQuietly(ctx, id, b, "record expired")
 		return
 	}
-	if held, left := k.hold(ctx, id, k.opts.Timeout+5*time.Second); !held {
+	held, left, err := k.hold(ctx, id, k.opts.Timeout+leaseMargin, k.opts.Timeout)
+	if err != nil {
+		k.log.Warn("account lease not confirmed; not refreshing an account another node may take over",
+			"account", b.Account, "error", err)
+		k.failed(id, err)
+		return
+	}
+	if !held {
 		k.standby(id, left)
 		return
 	}
@@ -537,23 +545,48 @@ func (k *Registrations) refresh(ctx context.Context, id store.ID) {
 	if err := k.accounts.UpdateAccount(ctx, b); err != nil && !errors.Is(err, relay.ErrExpired) {
 		k.log.Warn("refreshed registration not saved", "account", b.Account, "error", err)
 	}
-	k.hold(ctx, id, k.leaseFor(b))
+	k.extend(ctx, id, b)
 	k.registered(id, b)
 }
 
-// hold takes or extends this node's lease on an account; without Leases
-// every account is this node's. A lease store that fails is taken as held
-// (keeping a registration alive twice beats letting it lapse).
-func (k *Registrations) hold(ctx context.Context, id store.ID, ttl time.Duration) (bool, time.Duration) {
+// leaseMargin is how long a lease taken for a refresh outlasts the
+// REGISTER exchange it allows (Options.Timeout): the time the lease check
+// itself may take.
+const leaseMargin = 5 * time.Second
+
+// hold takes or extends this node's lease on an account for ttl; without
+// Leases every account is this node's. It fails closed: unless the lease
+// is confirmed with need of it left, it returns an error and the caller
+// must not act as the account's holder. The lease is counted from before
+// the request went out, so this node's deadline comes no later than the
+// one Redis counts from when it ran the command, however late the answer.
+// Both run on the wall clock, not Options.Now: Redis expires the lease in
+// real time.
+func (k *Registrations) hold(ctx context.Context, id store.ID, ttl, need time.Duration) (bool, time.Duration, error) {
 	if k.opts.Leases == nil {
-		return true, 0
+		return true, 0, nil
 	}
+	deadline := time.Now().Add(ttl - need)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
 	held, left, err := k.opts.Leases.Hold(ctx, id, ttl)
 	if err != nil {
-		k.log.Warn("account lease not checked; keeping the registration", "error", err)
-		return true, 0
+		return false, 0, fmt.Errorf("lease not confirmed: %w", err)
 	}
-	return held, left
+	if held && !time.Now().Before(deadline) {
+		return false, 0, fmt.Errorf("lease confirmed with less than the %v this node needs of it", need)
+	}
+	return held, left, nil
+}
+
+// extend stretches this node's lease on an account it has just registered
+// to outlast the next refresh. Failing that, the lease taken for the
+// refresh lapses first and another node may take the account over; this
+// one then finds it held at its next refresh and stands by.
+func (k *Registrations) extend(ctx context.Context, id store.ID, b relay.Binding) {
+	if _, _, err := k.hold(ctx, id, k.leaseFor(b), 0); err != nil {
+		k.log.Warn("account lease not extended; another node may take the account over", "account", b.Account, "error", err)
+	}
 }
 
 // leaseFor outlasts the next refresh (at RefreshAt±Jitter of the granted

@@ -313,6 +313,7 @@ func (s *Server) registered(ctx context.Context, reg *registration, res *sip.Res
 func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.Response) string {
 	requested := sipmsg.Expires(reg.req, reg.push, defaultExpires)
 	if requested == 0 {
+		s.held.drop(reg.id)
 		if err := s.relay.Erase(ctx, reg.aor, reg.device, relay.ErasedUnregistered); err != nil {
 			s.log.Error("erase binding failed", "aor", reg.aor, "error", err)
 		}
@@ -345,6 +346,7 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 		return regStoreFailed
 	}
 	reg.stored = &stored
+	s.keepFlow(reg.id, stored)
 	if s.opts.ContactMode {
 		restoreDeviceContact(res, reg)
 	}

@@ -39,11 +39,16 @@ func (s *Server) targetOf(ctx context.Context, req *sip.Request) (target, int, s
 		}
 		b, err := s.relay.Binding(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
+			s.held.drop(id)
 			return target{}, sip.StatusTemporarilyUnavailable, "Temporarily Unavailable: no push binding for this device"
 		}
 		if err != nil {
+			if b, ok := s.heldFlow(id); ok {
+				s.log.Warn("binding lookup failed; calling the device over the connection it holds to this node", "error", err)
+				return target{bindings: []relay.Binding{b}}, 0, ""
+			}
 			s.log.Error("binding lookup failed", "error", err)
-			return target{}, sip.StatusInternalServerError, "Server Internal Error"
+			return target{}, sip.StatusInternalServerError, "Server Internal Error: the binding store cannot be read"
 		}
 		return target{bindings: []relay.Binding{b}}, 0, ""
 	}

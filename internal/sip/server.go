@@ -110,6 +110,9 @@ type Server struct {
 	nonceKey []byte
 	// flows seals and opens the flow tokens of device-facing Record-Routes.
 	flows *flowTokens
+	// held are the bindings of devices connected to this node, for calls
+	// while the store fails.
+	held heldFlows
 	// udp forwards REGISTERs statelessly when device and registrar both
 	// speak UDP; nil otherwise.
 	udp    *statelessUDP

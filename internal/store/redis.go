@@ -52,9 +52,10 @@ const (
 	// DefaultRedisReplicaTimeout is how long a write waits for
 	// RedisOptions.MinReplicas replicas when ReplicaTimeout is 0.
 	DefaultRedisReplicaTimeout = time.Second
-	// redisReadTimeout is go-redis' default read timeout; a write that
-	// waits for replicas gets its ReplicaTimeout on top.
-	redisReadTimeout = 3 * time.Second
+	// DefaultRedisTimeout bounds each command when RedisOptions.Timeout is
+	// zero: Redis answers in well under a millisecond, so a second means
+	// it is unreachable or stalled.
+	DefaultRedisTimeout = time.Second
 
 	// redisDeleteTries bounds Delete's optimistic retries when the record
 	// changes between its read and its erasure.
@@ -99,6 +100,13 @@ type RedisOptions struct {
 	MinReplicas int
 	// ReplicaTimeout bounds that wait (default DefaultRedisReplicaTimeout).
 	ReplicaTimeout time.Duration
+	// Timeout bounds each command, its retries and the connection it
+	// needs included (default DefaultRedisTimeout), so a Redis that is
+	// gone or cut off fails a REGISTER, a lookup or a lease check in that
+	// time instead of holding it; a write that waits for replicas gets
+	// ReplicaTimeout on top. It also bounds the cluster bus' and the
+	// leases' commands, which share the connection.
+	Timeout time.Duration
 }
 
 func (o RedisOptions) universal() *redis.UniversalOptions {
@@ -113,10 +121,52 @@ func (o RedisOptions) universal() *redis.UniversalOptions {
 		DB:               o.DB,
 		TLSConfig:        o.TLS,
 		ClientName:       "sipwake",
-		// A write and its WAIT are read as one pipeline: the wait must
-		// not look like a dead connection.
-		ReadTimeout: redisReadTimeout + o.ReplicaTimeout,
+		// A stalled connection (a partition keeps it open) must not hold
+		// a command past the caller's deadline or the store's bound. A
+		// write and its WAIT are read as one pipeline: the wait must not
+		// look like a dead connection.
+		DialTimeout:           o.Timeout,
+		ReadTimeout:           o.bound(),
+		WriteTimeout:          o.Timeout,
+		ContextTimeoutEnabled: true,
 	}
+}
+
+// bound is how long one command or pipeline may take: Timeout, and
+// ReplicaTimeout on top for a write that waits for replicas.
+func (o RedisOptions) bound() time.Duration { return o.Timeout + o.ReplicaTimeout }
+
+// boundHook gives every command (and pipeline) a deadline of timeout
+// unless its caller set an earlier one: go-redis' own read timeout bounds
+// one attempt, and a command retried on a stalled connection would wait
+// for each attempt in turn.
+type boundHook time.Duration
+
+func (h boundHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h boundHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		return h.bound(ctx, func(ctx context.Context) error { return next(ctx, cmd) })
+	}
+}
+
+func (h boundHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		return h.bound(ctx, func(ctx context.Context) error { return next(ctx, cmds) })
+	}
+}
+
+// bound runs do under the bound and, when the bound (not the caller) ran
+// out, says so: an operator reading /readyz or the log learns that Redis
+// did not answer, not merely that a deadline passed.
+func (h boundHook) bound(ctx context.Context, do func(context.Context) error) error {
+	bctx, cancel := context.WithTimeout(ctx, time.Duration(h))
+	defer cancel()
+	err := do(bctx)
+	if err != nil && ctx.Err() == nil && bctx.Err() != nil {
+		return fmt.Errorf("redis did not answer within %v: %w", time.Duration(h), err)
+	}
+	return err
 }
 
 func (o *RedisOptions) validate() error {
@@ -138,6 +188,11 @@ func (o *RedisOptions) validate() error {
 		errs = append(errs, fmt.Errorf("grace %v is negative", o.Grace))
 	} else if o.Grace == 0 {
 		o.Grace = DefaultRedisGrace
+	}
+	if o.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("timeout %v is negative", o.Timeout))
+	} else if o.Timeout == 0 {
+		o.Timeout = DefaultRedisTimeout
 	}
 	if o.DB != 0 && (o.Cluster || len(o.Addrs) > 1 && o.MasterName == "") {
 		errs = append(errs, fmt.Errorf("db %d: Redis Cluster has only db 0", o.DB))
@@ -198,8 +253,10 @@ func OpenRedis(ctx context.Context, opts RedisOptions, keys *Keyring, log *slog.
 		log = slog.New(slog.DiscardHandler)
 	}
 	tag := "{" + opts.Prefix + "}"
+	rdb := redis.NewUniversalClient(opts.universal())
+	rdb.AddHook(boundHook(opts.bound()))
 	s := &Redis{
-		rdb:   redis.NewUniversalClient(opts.universal()),
+		rdb:   rdb,
 		log:   log,
 		grace: opts.Grace,
 		now:   time.Now,
