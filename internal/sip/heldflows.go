@@ -14,6 +14,7 @@ import (
 // the call needs then is the connection this node holds, not the record.
 // It is consulted only when the store fails. An entry goes when the store
 // says its binding is gone, when its device un-registers through this node,
+// when this node un-registers it upstream (expired, erased by an operator),
 // or when it is found with its connection closed or its record expired;
 // there is at most one per binding this node has seen over a connection.
 type heldFlows struct {

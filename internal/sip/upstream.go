@@ -13,8 +13,10 @@ import (
 // Unregister removes a binding at the registrar (REGISTER, Expires: 0) in
 // the registration's own Call-ID. A registrar that challenges it cannot be
 // answered for a SIP-native device (sipwake never holds its password); its
-// binding then lapses at the registrar's own expiry.
+// binding then lapses at the registrar's own expiry. The binding was
+// erased (expired, or by an operator): this node forgets its connection.
 func (s *Server) Unregister(ctx context.Context, b relay.Binding) error {
+	s.held.drop(s.relay.BindingID(b.AOR, b.Device))
 	user, domain, _ := strings.Cut(string(b.AOR), "@")
 	req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: domain})
 	aor := sip.Uri{Scheme: "sip", User: user, Host: domain}

@@ -552,6 +552,7 @@ func TestRedisOptionsChecked(t *testing.T) {
 		{Addrs: []string{"127.0.0.1:1"}, Prefix: "a{b}"},
 		{Addrs: []string{"127.0.0.1:1"}, Prefix: "a b"},
 		{Addrs: []string{"127.0.0.1:1"}, Grace: -time.Second},
+		{Addrs: []string{"127.0.0.1:1"}, Timeout: -time.Second},
 		{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}, DB: 2},
 		{Addrs: []string{"127.0.0.1:1"}, Cluster: true, DB: 1},
 	} {
@@ -570,4 +571,39 @@ func TestRedisOptionsChecked(t *testing.T) {
 		t.Fatalf("open with no Redis: %v", err)
 	}
 	t.Log(err)
+}
+
+// A Redis that stops answering (a partition keeps the connection open)
+// fails a read and a scripted write with an error that says so, bounded by
+// the store's timeout rather than held through go-redis' retries; once it
+// answers again, so does the store, with what was written before.
+func TestRedisStalledFailsWithinItsTimeout(t *testing.T) {
+	addr := peertest.StartRedis(t, peertest.Addr(t, 1, 6379))
+	link := peertest.StartTCPRelay(t, peertest.Addr(t, 2, 6379), addr)
+	ctx := t.Context()
+	s, err := OpenRedis(ctx, RedisOptions{Addrs: []string{link.Addr()}, Prefix: "stall", Timeout: 200 * time.Millisecond}, testKeyring(t, "a"), testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	r := Record{ID: s.ID("sip:a@x", "d"), AOR: "sip:a@x", ExpiresAt: testBase().Add(day), Data: []byte("1")}
+	if err := s.Put(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+
+	link.Pause()
+	const says = "redis did not answer within 200ms"
+	if _, err := s.Get(ctx, r.ID); err == nil || !strings.Contains(err.Error(), says) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Get from a stalled Redis: %v, want %q", err, says)
+	}
+	r2 := Record{ID: s.ID("sip:a@x", "e"), AOR: "sip:a@x", ExpiresAt: testBase().Add(day), Data: []byte("2")}
+	if err := s.Put(ctx, r2); err == nil || !strings.Contains(err.Error(), says) {
+		t.Fatalf("Put to a stalled Redis: %v, want %q", err, says)
+	}
+
+	link.Resume()
+	got, err := s.Get(ctx, r.ID)
+	if err != nil || string(got.Data) != "1" {
+		t.Fatalf("Get once Redis answers again: %q %v", got.Data, err)
+	}
 }
