@@ -20,15 +20,33 @@ import (
 type heldFlows struct {
 	mu sync.Mutex
 	m  map[store.ID]relay.Binding
+	// pruneAt is the size at which keep drops every entry whose device has
+	// gone, so that devices which disconnect and are erased elsewhere (by
+	// another node's sweeper) do not pile up: the table stays within about
+	// twice the devices still connected.
+	pruneAt int
 }
 
-func (h *heldFlows) keep(id store.ID, b relay.Binding) {
+// minPrune is the smallest table keep prunes.
+const minPrune = 1024
+
+// keep remembers b under id; gone tells an entry whose device has gone.
+func (h *heldFlows) keep(id store.ID, b relay.Binding, gone func(relay.Binding) bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.m == nil {
 		h.m = map[store.ID]relay.Binding{}
 	}
 	h.m[id] = b
+	if len(h.m) < max(h.pruneAt, minPrune) {
+		return
+	}
+	for k, v := range h.m {
+		if gone(v) {
+			delete(h.m, k)
+		}
+	}
+	h.pruneAt = 2 * len(h.m)
 }
 
 func (h *heldFlows) drop(id store.ID) {
@@ -47,8 +65,14 @@ func (h *heldFlows) get(id store.ID) (relay.Binding, bool) {
 // keepFlow remembers a stored binding if its device is connected.
 func (s *Server) keepFlow(id store.ID, b relay.Binding) {
 	if s.liveFlow(b) {
-		s.held.keep(id, b)
+		s.held.keep(id, b, s.flowGone)
 	}
+}
+
+// flowGone tells a held binding whose connection has closed or whose
+// record has expired.
+func (s *Server) flowGone(b relay.Binding) bool {
+	return !s.liveFlow(b) || !time.Now().Before(b.ExpiresAt)
 }
 
 // heldFlow is the binding of id with the connection its device holds to
@@ -58,7 +82,7 @@ func (s *Server) heldFlow(id store.ID) (relay.Binding, bool) {
 	if !ok {
 		return relay.Binding{}, false
 	}
-	if !s.liveFlow(b) || !time.Now().Before(b.ExpiresAt) {
+	if s.flowGone(b) {
 		s.held.drop(id)
 		return relay.Binding{}, false
 	}
