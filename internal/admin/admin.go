@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -121,8 +120,8 @@ type Server struct {
 	log     *slog.Logger
 	handler http.Handler
 
-	mu sync.Mutex
-	ln *httpserve.Listener // nil before Start
+	// Slot gives the server its Stop, Addr and URL.
+	httpserve.Slot
 }
 
 // New checks opts and builds the handler; nothing listens until Start.
@@ -155,55 +154,16 @@ func New(opts Options) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Start binds the listener and serves it in the background. A bind error
-// is returned here.
+// is returned here. It is idempotent.
 func (s *Server) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln != nil {
-		return nil
-	}
-	ln, err := httpserve.Start(ctx, httpserve.Options{
+	started, err := s.Slot.Start(ctx, httpserve.Options{
 		Name: "admin", Addr: s.opts.Listen, Handler: s.handler, TLS: s.opts.TLS,
 		ReadTimeout: 10 * time.Second, IdleTimeout: time.Minute, Log: s.log,
 	})
-	if err != nil {
-		return err
+	if started {
+		s.log.Info("admin listener started", "addr", s.Addr(), "tls", s.opts.TLS != nil, "admin_api", s.token != nil)
 	}
-	s.ln = ln
-	s.log.Info("admin listener started", "addr", ln.Addr(), "tls", s.opts.TLS != nil, "admin_api", s.token != nil)
-	return nil
-}
-
-// Stop closes the listener, letting requests in progress finish within ctx.
-// It is idempotent.
-func (s *Server) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	ln := s.ln
-	s.mu.Unlock()
-	if ln == nil {
-		return nil
-	}
-	return ln.Stop(ctx)
-}
-
-// Addr is the bound address, or "" before Start.
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr()
-}
-
-// URL is the listener's base URL, or "" before Start.
-func (s *Server) URL() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.URL()
+	return err
 }
 
 // HashToken is the hex SHA-256 of token, the form admin.token_sha256 takes.

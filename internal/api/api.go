@@ -20,7 +20,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sipwake/sipwake/internal/handover"
@@ -56,9 +55,8 @@ type Server struct {
 	limits   *limiters
 	handler  http.Handler
 
-	mu      sync.Mutex
-	ln      *httpserve.Listener // nil before Start
-	stopped bool
+	// Slot gives the server its Stop, Addr and URL.
+	httpserve.Slot
 }
 
 // New checks cfg, loads the TLS certificate and builds the server; nothing
@@ -99,15 +97,7 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Start binds the listen address (so a bind error is returned here) and
 // serves in the background. It is idempotent.
 func (s *Server) Start(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln != nil {
-		return nil
-	}
-	if s.stopped {
-		return errors.New("api: server stopped")
-	}
-	ln, err := httpserve.Start(ctx, httpserve.Options{
+	started, err := s.Slot.Start(ctx, httpserve.Options{
 		Name: "api", Addr: s.cfg.Listen, Handler: s.handler, TLS: s.tls,
 		ReadTimeout: 15 * time.Second,
 		// A PUT waits for the registrar (its own timeout, twice when an
@@ -115,44 +105,10 @@ func (s *Server) Start(ctx context.Context) error {
 		WriteTimeout: 60 * time.Second, IdleTimeout: 90 * time.Second,
 		MaxHeaderBytes: 16 << 10, Log: s.log,
 	})
-	if err != nil {
-		return err
+	if started {
+		s.log.Info("api listening", "addr", s.Addr(), "tls", s.tls != nil, "apps", len(s.keys))
 	}
-	s.ln = ln
-	s.log.Info("api listening", "addr", ln.Addr(), "tls", s.tls != nil, "apps", len(s.keys))
-	return nil
-}
-
-// Stop shuts the server down, letting requests in flight finish within
-// ctx. It is idempotent.
-func (s *Server) Stop(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.stopped = true
-	if s.ln == nil {
-		return nil
-	}
-	return s.ln.Stop(ctx)
-}
-
-// Addr is the bound address ("" before Start).
-func (s *Server) Addr() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.Addr()
-}
-
-// URL is the API's base URL ("https://127.0.0.1:8443"), "" before Start.
-func (s *Server) URL() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ln == nil {
-		return ""
-	}
-	return s.ln.URL()
+	return err
 }
 
 func (s *Server) routes() http.Handler {

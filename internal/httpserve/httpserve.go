@@ -109,6 +109,66 @@ func (l *Listener) URL() string {
 	return "http://" + l.Addr()
 }
 
+// Slot is where a server keeps its listener: started at most once, never
+// again after Stop, and asked for its address at any time. The API and the
+// operator listener each embed one.
+type Slot struct {
+	mu      sync.Mutex
+	ln      *Listener // nil before Start
+	stopped bool
+}
+
+// Start starts a listener with opts unless the slot holds one already;
+// started says whether it did. After Stop it is an error.
+func (s *Slot) Start(ctx context.Context, opts Options) (started bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false, fmt.Errorf("%s: stopped", opts.Name)
+	}
+	if s.ln != nil {
+		return false, nil
+	}
+	if s.ln, err = Start(ctx, opts); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Stop stops the listener, letting requests in flight finish within ctx.
+// It is idempotent, and safe before Start.
+func (s *Slot) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopped = true
+	ln := s.ln
+	s.mu.Unlock()
+	if ln == nil {
+		return nil
+	}
+	return ln.Stop(ctx)
+}
+
+// Addr is the bound address, or "" before Start.
+func (s *Slot) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.Addr()
+}
+
+// URL is the listener's base URL ("https://127.0.0.1:8443"), or "" before
+// Start.
+func (s *Slot) URL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln == nil {
+		return ""
+	}
+	return s.ln.URL()
+}
+
 // Loopback tells whether addr (host:port, or a bare host) is reachable
 // from this machine only: localhost or a loopback IP.
 func Loopback(addr string) bool {
