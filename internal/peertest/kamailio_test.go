@@ -173,27 +173,7 @@ func TestKamailioCallThroughRegistrar(t *testing.T) {
 	}
 
 	register(t, k.Addr, 2, alice(), "600")
-	uas := peertest.StartSipp(t, peertest.SippOptions{
-		Scenario:  peertest.Scenario(t, "uas_answer"),
-		LocalIP:   peertest.IP(t, 2),
-		LocalPort: 5060,
-		Timeout:   15 * time.Second,
-	})
-	uac, err := peertest.RunSipp(t, peertest.SippOptions{
-		Scenario:  peertest.Scenario(t, "uac_call"),
-		Remote:    k.Addr,
-		LocalIP:   peertest.IP(t, 3),
-		LocalPort: 5060,
-		Service:   "alice",
-		Pause:     200 * time.Millisecond,
-		Timeout:   10 * time.Second,
-	})
-	if err != nil {
-		t.Fatalf("uac: %v", err)
-	}
-	if _, err := uas.Wait(10 * time.Second); err != nil {
-		t.Fatalf("uas: %v", err)
-	}
+	uac, _ := callAlice(t, k.Addr, "uas_answer", "uac_call", 200*time.Millisecond)
 	// The ACK and BYE went through Kamailio as its Record-Route asked.
 	// (Kamailio leaves the default port out of its Record-Route.)
 	if !strings.Contains(uac.Messages(), "Route: <sip:"+peertest.IP(t, 1)+";lr") {
@@ -201,25 +181,36 @@ func TestKamailioCallThroughRegistrar(t *testing.T) {
 	}
 
 	// CANCEL while ringing.
-	uas = peertest.StartSipp(t, peertest.SippOptions{
-		Scenario:  peertest.Scenario(t, "uas_ring_cancel"),
+	callAlice(t, k.Addr, "uas_ring_cancel", "uac_cancel", 0)
+}
+
+// callAlice runs the sipp caller uacScenario from address 3 to alice at
+// remote while the sipp device at address 2 plays uasScenario (pausing
+// pause between the caller's answer and its BYE), and returns what each saw.
+func callAlice(t *testing.T, remote, uasScenario, uacScenario string, pause time.Duration) (uac, uas *peertest.SippResult) {
+	t.Helper()
+	device := peertest.StartSipp(t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(t, uasScenario),
 		LocalIP:   peertest.IP(t, 2),
 		LocalPort: 5060,
 		Timeout:   15 * time.Second,
 	})
-	if _, err := peertest.RunSipp(t, peertest.SippOptions{
-		Scenario:  peertest.Scenario(t, "uac_cancel"),
-		Remote:    k.Addr,
+	uac, err := peertest.RunSipp(t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(t, uacScenario),
+		Remote:    remote,
 		LocalIP:   peertest.IP(t, 3),
 		LocalPort: 5060,
 		Service:   "alice",
+		Pause:     pause,
 		Timeout:   10 * time.Second,
-	}); err != nil {
-		t.Fatalf("uac_cancel: %v", err)
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", uacScenario, err)
 	}
-	if _, err := uas.Wait(10 * time.Second); err != nil {
-		t.Fatalf("uas_ring_cancel: %v", err)
+	if uas, err = device.Wait(10 * time.Second); err != nil {
+		t.Fatalf("%s: %v", uasScenario, err)
 	}
+	return uac, uas
 }
 
 // TestKamailioEdgePath registers through an edge proxy that adds a Path,
@@ -245,26 +236,7 @@ func TestKamailioEdgePath(t *testing.T) {
 		t.Fatalf("bindings = %+v, want one with Path via %s", bs, edge.Addr)
 	}
 
-	uas := peertest.StartSipp(t, peertest.SippOptions{
-		Scenario:  peertest.Scenario(t, "uas_answer"),
-		LocalIP:   peertest.IP(t, 2),
-		LocalPort: 5060,
-		Timeout:   15 * time.Second,
-	})
-	if _, err := peertest.RunSipp(t, peertest.SippOptions{
-		Scenario:  peertest.Scenario(t, "uac_call"),
-		Remote:    k.Addr,
-		LocalIP:   peertest.IP(t, 3),
-		LocalPort: 5060,
-		Service:   "alice",
-		Timeout:   10 * time.Second,
-	}); err != nil {
-		t.Fatalf("uac: %v", err)
-	}
-	r, err := uas.Wait(10 * time.Second)
-	if err != nil {
-		t.Fatalf("uas: %v", err)
-	}
+	_, r := callAlice(t, k.Addr, "uas_answer", "uac_call", 0)
 	inv := r.Received()[0]
 	if !strings.HasPrefix(inv, "INVITE ") || !strings.Contains(inv, "SIP/2.0/UDP "+peertest.IP(t, 4)) {
 		t.Errorf("INVITE did not pass the edge %s:\n%s", edge.Addr, inv)
