@@ -68,7 +68,8 @@ func TestSlot(t *testing.T) {
 	if err := s.Stop(t.Context()); err != nil {
 		t.Fatalf("second Stop: %v", err)
 	}
-	if _, err := http.Get("http://" + addr); err == nil {
+	if res, err := http.Get("http://" + addr); err == nil {
+		_ = res.Body.Close()
 		t.Error("still served after Stop")
 	}
 	if started, err := s.Start(t.Context(), opts); started || err == nil {
