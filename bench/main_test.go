@@ -17,8 +17,12 @@ import (
 const harnessGCPercent = 400
 
 // TestMain sets sipgo's process-wide knobs once, as main does, before any
-// test runs in parallel, and the harness' GC pace.
+// test runs in parallel, and the harness' GC pace. Started as a soak node
+// (soakNodeEnv set), the binary is a sipwake node instead and runs no test.
 func TestMain(m *testing.M) {
+	if ttl, ok := os.LookupEnv(soakNodeEnv); ok {
+		os.Exit(runSoakNode(ttl))
+	}
 	sipwire.ConfigureLibrary(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	debug.SetGCPercent(harnessGCPercent)
 	os.Exit(m.Run())

@@ -165,6 +165,15 @@ type rssRow struct {
 // dir, sealing key and extra SIPWAKE_* settings (which win).
 func startSipwakeProcessWith(b *testing.B, upstream string, fake *pushtest.APNs, dataDir string, key []byte, extra map[string]string) *sipwakeProcess {
 	b.Helper()
+	return startProcessNode(b, sipwakeBinary(b), upstream, fake, dataDir, key, extra)
+}
+
+// startProcessNode runs bin as a sipwake process configured by SIPWAKE_*
+// variables; its SIP address is what SIPWAKE_SIP_LISTEN_UDP ends up as
+// (extra may move it from ipSipwake), and extra may hold other variables
+// for bin (the soak's node, bench_test re-executed, reads one).
+func startProcessNode(b *testing.B, bin, upstream string, fake *pushtest.APNs, dataDir string, key []byte, extra map[string]string) *sipwakeProcess {
+	b.Helper()
 	app := fake.App("ios").APNs
 	apps, err := json.Marshal([]map[string]any{{
 		"name": "ios", "provider": "apns",
@@ -183,7 +192,7 @@ func startSipwakeProcessWith(b *testing.B, upstream string, fake *pushtest.APNs,
 		key:     key,
 		logPath: filepath.Join(filepath.Dir(dataDir), "sipwake.log"),
 		done:    make(chan struct{}),
-		bin:     sipwakeBinary(b),
+		bin:     bin,
 	}
 	set := map[string]string{
 		"SIPWAKE_SIP_LISTEN_UDP":    p.Addr,
@@ -204,6 +213,7 @@ func startSipwakeProcessWith(b *testing.B, upstream string, fake *pushtest.APNs,
 	for k, v := range extra {
 		set[k] = v
 	}
+	p.Addr = set["SIPWAKE_SIP_LISTEN_UDP"]
 	for k, v := range set {
 		p.env = append(p.env, k+"="+v)
 	}

@@ -193,3 +193,13 @@ func (p *sipwakeProcess) stop() {
 		<-p.done
 	}
 }
+
+// OpenFiles counts the process' open file descriptors (/proc/<pid>/fd):
+// sockets, the store file, its log.
+func (p *sipwakeProcess) OpenFiles() (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("sipwake open files: %w", err)
+	}
+	return len(ents), nil
+}

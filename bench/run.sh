@@ -17,6 +17,10 @@
 #                                    # start-up, RSS, sweep; ~4 min
 #   bash bench/run.sh cpuprofile BENCH  # any of the above (BenchmarkWakeCalls, …)
 #                                    # under -cpuprofile; prints pprof -top
+#   bash bench/run.sh soak [DURATION]   # churn for DURATION (30m; e.g. 5m, 1h30m,
+#                                    # or SOAK_DURATION) on 1 node (bbolt) and 3
+#                                    # (Redis) side by side; a row per node every
+#                                    # minute; fails on growth that does not level off
 #
 # Needs kamailio, kamcmd and sipp (scripts/deps.sh installs them). Extra
 # arguments after the mode go to the benchmark binary, e.g.
@@ -29,7 +33,9 @@ for bin in kamailio kamcmd sipp; do
 done
 
 tmp=$(mktemp -d)
+follow=
 cleanup() {
+	[[ -n $follow ]] && kill "$follow" 2>/dev/null
 	if [[ ${BENCH_KEEP:-} == 1 ]]; then echo "run.sh: kept $tmp" >&2; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
@@ -103,8 +109,24 @@ cpuprofile)
 	echo
 	go tool pprof -top -cum -nodecount=30 "$tmp/bench.test" "$tmp/cpu.out" 2>/dev/null
 	;;
+soak)
+	dur=${SOAK_DURATION:-30m}
+	if [[ ${1:-} =~ ^([0-9]+h)?([0-9]+m)?([0-9]+s)?$ && -n ${1:-} ]]; then
+		dur=$1
+		shift
+	fi
+	[[ $dur =~ ^([0-9]+h)?([0-9]+m)?([0-9]+s)?$ ]] || { echo "run.sh: soak duration $dur: want e.g. 30m, 1h30m, 90s" >&2; exit 2; }
+	h=${BASH_REMATCH[1]%h} m=${BASH_REMATCH[2]%m} s=${BASH_REMATCH[3]%s}
+	secs=$((${h:-0} * 3600 + ${m:-0} * 60 + ${s:-0}))
+	# The report is written as the soak goes: follow it here.
+	: >"$tmp/table.txt"
+	tail -n +1 -f "$tmp/table.txt" &
+	follow=$!
+	bench '^BenchmarkSoak$' "$((secs + 1200))s" -soak.duration "$dur" -soak.table "$tmp/table.txt" "$@"
+	sleep 1
+	;;
 *)
-	echo "usage: run.sh [table|cluster|cluster-calls|profile RATE|profile-process RATE|calls|parked|records|cpuprofile BENCH] [benchmark flags]" >&2
+	echo "usage: run.sh [table|cluster|cluster-calls|profile RATE|profile-process RATE|calls|parked|records|cpuprofile BENCH|soak [DURATION]] [benchmark flags]" >&2
 	exit 2
 	;;
 esac

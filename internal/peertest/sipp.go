@@ -273,8 +273,13 @@ func (s *Sipp) Stop() *SippResult {
 	return s.res
 }
 
-// Result is the run's result so far (files may still grow while it runs).
-func (s *Sipp) Result() *SippResult { return s.res }
+// Result is the run's result so far: the counters of the last -trace_stat
+// dump (sipp writes one a second), so a long run can be followed while it
+// goes. Not safe to call concurrently with Wait or Stop.
+func (s *Sipp) Result() *SippResult {
+	s.collect()
+	return s.res
+}
 
 func (s *Sipp) collect() {
 	if s.proc.exited() {
