@@ -27,7 +27,8 @@ type levelRule struct {
 }
 
 // The soak's rules per measured series. RSS in KiB: 5% and 2 MiB catch a
-// leak of 0.6 MiB a minute or more at ~70 MiB over a 30-minute soak.
+// leak of 0.75 MiB a minute or more at ~110 MiB (a node under the soak's
+// load) over a 30-minute soak.
 // Goroutines and open files: 5% and 5 catch one a minute at ~40.
 // Records and store size follow the churn (registrations in, expiries
 // out), so they get 10%: a store that keeps what it should drop doubles.
