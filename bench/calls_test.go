@@ -98,7 +98,7 @@ func startRegistrarN(b *testing.B, n int) *peertest.Kamailio {
 	saved := *flagUsers
 	*flagUsers = n
 	defer func() { *flagUsers = saved }()
-	return startRegistrar(b)
+	return startRegistrar(b, false)
 }
 
 // calleeInjection is a SEQUENTIAL injection file of users [from, to) for
@@ -151,8 +151,7 @@ func (c *caller) run(rate int, d time.Duration) (probe, string) {
 	if res == nil {
 		c.b.Fatalf("sipp: %v", err)
 	}
-	return probe{Target: rate, Calls: calls, Successful: res.Successful, Failed: res.Failed,
-		Elapsed: sippElapsed(res.Stats)}, short
+	return newProbe(rate, calls, res), short
 }
 
 func callLimit(rate int) int { return max(rate*2, 100) }
@@ -346,10 +345,8 @@ func (u scraped) Gather() ([]*dto.MetricFamily, error) {
 // exactly 200/s for issue 7's dispatch goal.
 func measureCalls(b *testing.B, row *callRow, run func(rate int, d time.Duration) callProbe) {
 	b.Helper()
-	probes := map[probe]callProbe{}
 	plain := func(rate int, d time.Duration) probe {
 		cp := run(rate, d)
-		probes[cp.probe] = cp
 		row.Tried = append(row.Tried, cp)
 		return cp.probe
 	}
@@ -358,7 +355,7 @@ func measureCalls(b *testing.B, row *callRow, run func(rate int, d time.Duration
 		row.Best = row.Tried[0]
 	} else {
 		best, _ := findMaxRate(callPlan, plain)
-		row.Best = probes[best]
+		row.Best = row.Tried[len(row.Tried)-1] // findMaxRate's answer is its last probe
 		if best.Sustained() && best.Target > 200 {
 			plain(200, callPlan.Sustain)
 		}

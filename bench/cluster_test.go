@@ -22,7 +22,7 @@ func BenchmarkClusterRegisterRate(b *testing.B) {
 	var rows []setupResult
 	for _, n := range []int{1, 3} {
 		b.Run(fmt.Sprintf("nodes-%d", n), func(b *testing.B) {
-			reg := startRegistrar(b)
+			reg := startRegistrar(b, false)
 			redisAddr := peertest.StartRedis(b, "")
 			lb := peertest.Addr(b, 30, 5060)
 			seal := config.Secret(base64.StdEncoding.EncodeToString(store.NewKey()))

@@ -14,6 +14,13 @@ import (
 // shared cores cannot.
 type cpuUse struct {
 	Sipp, Kamailio, Sipwake, Harness time.Duration
+	// Hop and Registrar are the hop's and the registrar's share, when the
+	// run's set-up says which groups (or the harness) they are.
+	Hop, Registrar time.Duration
+	// Groups is every kamailio and sipwake process' share by process
+	// group: peertest and the harness start each peer in a group of its
+	// own, so a group is one hop (a Kamailio with all its workers).
+	Groups map[int]time.Duration
 }
 
 // perCall renders u per completed call, in µs.
@@ -36,15 +43,17 @@ type cpuMeter struct {
 
 type procCPU struct {
 	comm string
+	pgid int
 	cpu  time.Duration
 }
 
 func startCPU() cpuMeter { return cpuMeter{procs: peerCPU(), harness: selfCPU()} }
 
 func (m cpuMeter) stop(sipp time.Duration) cpuUse {
-	u := cpuUse{Sipp: sipp, Harness: selfCPU() - m.harness}
+	u := cpuUse{Sipp: sipp, Harness: selfCPU() - m.harness, Groups: map[int]time.Duration{}}
 	for pid, now := range peerCPU() {
 		d := now.cpu - m.procs[pid].cpu // a process started since counts from 0
+		u.Groups[now.pgid] += d
 		switch now.comm {
 		case "kamailio":
 			u.Kamailio += d
@@ -86,9 +95,11 @@ func peerCPU() map[int]procCPU {
 		if len(f) < 13 {
 			continue
 		}
+		// After the comm: state ppid pgrp …, utime and stime 12th and 13th.
+		pgid, _ := strconv.Atoi(f[2])
 		utime, _ := strconv.ParseInt(f[11], 10, 64)
 		stime, _ := strconv.ParseInt(f[12], 10, 64)
-		out[pid] = procCPU{comm: comm, cpu: time.Duration(utime+stime) * time.Second / clockTick}
+		out[pid] = procCPU{comm: comm, pgid: pgid, cpu: time.Duration(utime+stime) * time.Second / clockTick}
 	}
 	return out
 }

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,6 +44,7 @@ var (
 	flagTable      = flag.String("register.table", "", "also write the result table to this file")
 	flagProcCPU    = flag.String("sipwake.cpuprofile", "", "with -register.rate: write the separate sipwake process' CPU profile of the run (from its /admin/pprof/profile) to this file")
 	flagUsers      = flag.Int("register.users", 5000, "distinct users (AORs) registered, in turn")
+	flagStatsDir   = flag.String("register.stats", "", "copy every REGISTER run's sipp -trace_stat file into this directory (what the held rule judged)")
 )
 
 const (
@@ -86,78 +88,111 @@ type setupResult struct {
 	// rather than the wedge.
 	Wedged   bool
 	Restarts int
+	// At50 and At80 are runs at 50% and 80% of the edge's held rate, for
+	// their round trips (Target 0: not run).
+	At50, At80 probe
+	// Users is how many distinct users the set-up was sent.
+	Users int
 }
 
-// BenchmarkRegisterRate finds, for each set-up, the highest REGISTER/s (the
-// full REGISTER→401→REGISTER→200 exchange of register_auth.xml over UDP)
-// sustained for 10 s with under 1% failed calls. Each sub-benchmark does its
-// search once whatever b.N is: run it with -benchtime=1x (bench/run.sh).
+// regFlow is one kind of REGISTER traffic the table measures.
+type regFlow struct {
+	Name, Title string
+	Scenario    string // in internal/peertest/testdata/sipp
+	// Open: the registrar saves without a digest challenge.
+	Open bool
+	// Fresh: every REGISTER is a user never registered before; otherwise
+	// the -register.users users, each registered once before the
+	// measurement, refresh their bindings in turn from the same address.
+	Fresh bool
+	// Registers is REGISTER requests per sipp call.
+	Registers int
+}
+
+var regFlows = []regFlow{
+	{Name: "first", Title: "first registrations, no digest (a new user per REGISTER)", Scenario: "register_push", Open: true, Fresh: true, Registers: 1},
+	{Name: "digest", Title: "refreshes with digest (REGISTER → 401 relayed → REGISTER with credentials → 200)", Scenario: "register_auth", Registers: 2},
+	{Name: "refresh", Title: "refreshes, no digest", Scenario: "register_push", Open: true, Registers: 1},
+}
+
+// BenchmarkRegisterRate measures, for each flow of regFlows and each
+// set-up (Kamailio direct, a Kamailio edge proxy in front of it, sipwake as
+// its own process in front of it), the highest REGISTER rate held, the
+// round trip and each hop's CPU in that run, and for the edge and sipwake
+// the round trip at 50% and 80% of the edge's held rate. Each
+// sub-benchmark does its search once whatever b.N is: run it with
+// -benchtime=1x (bench/run.sh). sipwake-inprocess (for profiles) runs only
+// when asked for by name.
 func BenchmarkRegisterRate(b *testing.B) {
 	// What cmd/sipwake's main does once: sipgo's package logger through the
 	// same redaction, and quiet below warn.
 	sipgo.SetDefaultLogger(sipmsg.RedactedLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 
-	var (
-		mu   sync.Mutex
-		rows []setupResult
-	)
-	add := func(r setupResult) {
-		mu.Lock()
-		defer mu.Unlock()
-		rows = append(rows, r)
+	var tab flowTable
+	for _, fl := range regFlows {
+		b.Run(fl.Name, func(b *testing.B) {
+			b.Run("direct", func(b *testing.B) {
+				reg := startRegistrar(b, fl.Open)
+				tab.add(fl, measureFlow(b, fl, hopSetup{Name: "Kamailio direct", Remote: reg.Addr,
+					Param: defaultParam, Registrar: reg.Pid()}, nil))
+			})
+			b.Run("edge", func(b *testing.B) {
+				reg := startRegistrar(b, fl.Open)
+				edge := peertest.StartKamailio(b, peertest.KamailioOptions{
+					Addr: peertest.Addr(b, ipEdge, 5060), Domain: domain, EdgeUpstream: reg.Addr,
+					SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB, Children: kamailioChildren,
+				})
+				r := measureFlow(b, fl, hopSetup{Name: "Kamailio edge", Remote: edge.Addr, Param: defaultParam,
+					Registrar: reg.Pid(), Hop: edge.Pid}, heldRate)
+				tab.add(fl, r)
+			})
+			b.Run("sipwake", func(b *testing.B) {
+				reg := startRegistrar(b, fl.Open)
+				adminAddr := peertest.Addr(b, ipAdmin, 9060)
+				p := startSipwakeProcessWith(b, reg.Addr, pushtest.NewAPNs(b), filepath.Join(b.TempDir(), "data"), store.NewKey(), map[string]string{
+					"SIPWAKE_ADMIN_LISTEN":       adminAddr,
+					"SIPWAKE_ADMIN_TOKEN_SHA256": admin.HashToken(benchAdminToken),
+				})
+				r := measureFlow(b, fl, hopSetup{Name: "sipwake", Remote: p.Addr, Param: p.Param,
+					Registrar: reg.Pid(), Hop: func() int { return p.cmd.Process.Pid },
+					Restart: func(bool) { p = p.restart(b) }, Diagnose: diagnoseRegistrar(b, reg, fl),
+					Searching: func() func() { return profileProcess(b, adminAddr) }},
+					tab.edgeHeld(fl))
+				r.RSSKiB, r.HWMKiB = p.Memory(b)
+				r.StoreCount = p.StopAndCount(b)
+				checkCount(b, r)
+				tab.add(fl, r)
+			})
+			b.Run("sipwake-inprocess", func(b *testing.B) {
+				if !strings.Contains(benchFilter(), "inprocess") {
+					b.Skip("the in-process set-up runs only when named (-test.bench …/sipwake-inprocess)")
+				}
+				reg := startRegistrar(b, fl.Open)
+				cfg, fake := sipwakeConfig(b, reg.Addr)
+				sw := startSipwakeInProcess(b, cfg)
+				dumped := false
+				restart := func(wedged bool) {
+					if wedged && !dumped {
+						dumpGoroutines(b)
+						dumped = true
+					}
+					stopInProcess(b, sw)
+					sw = startSipwakeInProcess(b, cfg)
+				}
+				r := measureFlow(b, fl, hopSetup{Name: "sipwake in-process", Remote: sw.SIPAddr("udp"), Param: fake.Param(),
+					Registrar: reg.Pid(), HopInHarness: true, Restart: restart, Diagnose: diagnoseRegistrar(b, reg, fl)}, nil)
+				n, err := sw.Store().Count(context.Background())
+				if err != nil {
+					b.Fatalf("store count: %v", err)
+				}
+				r.StoreCount = n
+				checkCount(b, r)
+				tab.add(fl, r)
+			})
+		})
 	}
-	b.Run("a-kamailio", func(b *testing.B) {
-		reg := startRegistrar(b)
-		add(measure(b, "a) Kamailio registrar", "sipp → Kamailio", reg.Addr))
-	})
-	b.Run("b-sipwake", func(b *testing.B) {
-		reg := startRegistrar(b)
-		cfg, fake := sipwakeConfig(b, reg.Addr)
-		sw := startSipwakeInProcess(b, cfg)
-		dumped := false
-		restart := func(wedged bool) {
-			if wedged && !dumped {
-				dumpGoroutines(b)
-				dumped = true
-			}
-			stopInProcess(b, sw)
-			sw = startSipwakeInProcess(b, cfg)
-		}
-		r := measureWith(b, "b) sipwake in-process", "sipp → sipwake (in harness) → Kamailio", sw.SIPAddr("udp"), fake.Param(), restart, diagnoseRegistrar(b, reg))
-		n, err := sw.Store().Count(context.Background())
-		if err != nil {
-			b.Fatalf("store count: %v", err)
-		}
-		r.StoreCount = n
-		checkCount(b, r)
-		add(r)
-	})
-	b.Run("b-sipwake-process", func(b *testing.B) {
-		reg := startRegistrar(b)
-		adminAddr := peertest.Addr(b, ipAdmin, 9060)
-		p := startSipwakeProcessWith(b, reg.Addr, pushtest.NewAPNs(b), filepath.Join(b.TempDir(), "data"), store.NewKey(), map[string]string{
-			"SIPWAKE_ADMIN_LISTEN":       adminAddr,
-			"SIPWAKE_ADMIN_TOKEN_SHA256": admin.HashToken(benchAdminToken),
-		})
-		restart := func(bool) { p = p.restart(b) }
-		profiled := profileProcess(b, adminAddr)
-		r := measureWith(b, "b) sipwake process", "sipp → sipwake (own process) → Kamailio", p.Addr, p.Param, restart, diagnoseRegistrar(b, reg))
-		profiled()
-		r.RSSKiB, r.HWMKiB = p.Memory(b)
-		r.StoreCount = p.StopAndCount(b)
-		checkCount(b, r)
-		add(r)
-	})
-	b.Run("c-edge", func(b *testing.B) {
-		reg := startRegistrar(b)
-		edge := peertest.StartKamailio(b, peertest.KamailioOptions{
-			Addr: peertest.Addr(b, ipEdge, 5060), Domain: domain, EdgeUpstream: reg.Addr,
-			SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB, Children: kamailioChildren,
-		})
-		add(measure(b, "c) Kamailio edge", "sipp → Kamailio (add_path, t_relay) → Kamailio", edge.Addr))
-	})
 
-	table := renderTable(rows)
+	table := tab.render()
 	fmt.Print(table)
 	if *flagTable != "" {
 		if err := os.WriteFile(*flagTable, []byte(table), 0o644); err != nil {
@@ -166,19 +201,35 @@ func BenchmarkRegisterRate(b *testing.B) {
 	}
 }
 
+// benchFilter is the -test.bench pattern the binary runs with.
+func benchFilter() string {
+	if f := flag.Lookup("test.bench"); f != nil {
+		return f.Value.String()
+	}
+	return ""
+}
+
+// defaultParam is the pn-param of devices sent to Kamailio, which does not
+// check it.
+const defaultParam = "TEAM123456.org.sipwake.test.voip"
+
 func userName(i int) string { return fmt.Sprintf("u%05d", i) }
 
-// startRegistrar starts Kamailio as the registrar and loads the users over
-// its control socket: peertest writes them into the config, and at
-// ~3.4 KB of pkg memory per line 5,000 users do not fit in -M 16.
-func startRegistrar(b *testing.B) *peertest.Kamailio {
+// startRegistrar starts Kamailio as the registrar and, unless it is open
+// (no digest), loads the users over its control socket: peertest writes
+// them into the config, and at ~3.4 KB of pkg memory per line 5,000 users
+// do not fit in -M 16.
+func startRegistrar(b *testing.B, open bool) *peertest.Kamailio {
 	b.Helper()
 	k := peertest.StartKamailio(b, peertest.KamailioOptions{
-		Addr: peertest.Addr(b, ipRegistrar, 5060), Domain: domain,
+		Addr: peertest.Addr(b, ipRegistrar, 5060), Domain: domain, Open: open,
 		// One user in the config: the template's event_route must not be empty.
 		Users:       map[string]string{userName(0): password},
 		SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB, Children: kamailioChildren,
 	})
+	if open {
+		return k
+	}
 	var cmds strings.Builder
 	for i := range *flagUsers {
 		fmt.Fprintf(&cmds, "htable.sets users %s %s\n", userName(i), password)
@@ -245,12 +296,12 @@ func stopInProcess(b *testing.B, a *app.App) {
 }
 
 // diagnoseRegistrar returns a check, for when sipwake answers nothing,
-// of whether the registrar behind it still does: a trickle of REGISTERs
-// straight to it, and its tm and shared-memory counters.
-func diagnoseRegistrar(b *testing.B, reg *peertest.Kamailio) func() {
+// of whether the registrar behind it still does: a trickle of the flow's
+// REGISTERs straight to it, and its tm and shared-memory counters.
+func diagnoseRegistrar(b *testing.B, reg *peertest.Kamailio, fl regFlow) func() {
 	return func() {
 		res, err := peertest.RunSipp(b, peertest.SippOptions{
-			Name: "direct", Scenario: peertest.Scenario(b, "register_auth"), Remote: reg.Addr,
+			Name: "direct", Scenario: peertest.Scenario(b, fl.Scenario), Remote: reg.Addr,
 			LocalIP: peertest.IP(b, ipSipp), LocalPort: 5990, Calls: 20, Rate: 20,
 			Injection: peertest.RegisterInjection(peertest.SippUser{User: userName(1), Domain: domain,
 				Password: password, Provider: "apns", PRID: "x", Param: "y"}),
@@ -280,118 +331,352 @@ func dumpGoroutines(b *testing.B) {
 	b.Logf("goroutines of the wedged in-process sipwake: %s", path)
 }
 
-func measure(b *testing.B, name, path, remote string) setupResult {
-	b.Helper()
-	return measureWith(b, name, path, remote, "TEAM123456.org.sipwake.test.voip", nil, nil)
-}
-
-// measureWith searches for the highest sustained rate against remote with
-// devices whose pn-param is param. After a probe the set-up did not
-// sustain, a trickle of REGISTERs checks whether it still answers (for
-// the first three such probes), diagnose runs if it does not, and a
-// non-nil restart is called, told whether the trickle went unanswered.
+// measureWith searches for the highest sustained digest-registration rate
+// against remote (the cluster table's set-ups) with devices whose pn-param
+// is param; restart and diagnose are hopSetup's.
 func measureWith(b *testing.B, name, path, remote, param string, restart func(wedged bool), diagnose func()) setupResult {
 	b.Helper()
-	n := *flagUsers
-	devs := make([]peertest.SippUser, n)
-	for i := range devs {
-		devs[i] = peertest.SippUser{User: userName(i), Domain: domain, Password: password,
-			Provider: "apns", PRID: pushtest.APNsToken(i), Param: param}
-	}
-	injection := peertest.RegisterInjection(devs...)
-	scenario := peertest.Scenario(b, "register_auth")
-	localIP := peertest.IP(b, ipSipp)
+	r := measureFlow(b, regFlows[1], hopSetup{Name: name, Remote: remote, Param: param, Restart: restart, Diagnose: diagnose}, nil)
+	r.Path = path
+	return r
+}
 
-	port := 6000
-	sipp := func(rate int, d time.Duration) probe {
-		port++ // a fresh port per run: late answers to the last run are not this run's
-		calls := max(rate*int(d/time.Second), rate*int(d/time.Millisecond)/1000)
-		cpu := startCPU()
-		res, err := peertest.RunSipp(b, peertest.SippOptions{
-			Name: fmt.Sprintf("r%d", rate), Scenario: scenario, Remote: remote,
-			LocalIP: localIP, LocalPort: port, Transport: "u1",
-			Calls: calls, Rate: float64(rate),
-			// Half a second of calls in flight: a peer slower than that
-			// holds sipp below its target instead of drowning in
-			// retransmissions, and the run counts as not sustained.
-			Limit:     max(rate/2, 50),
-			Injection: injection, Keys: map[string]string{"expires": "3600"},
-			NoMessageTrace: true, Timeout: d + 8*time.Second,
-			Args: append([]string{"-recv_timeout", "5000"}, sippBuffers...),
-		})
-		if res == nil {
-			b.Fatalf("sipp: %v", err)
+// hopSetup is what measureFlow drives: sipp → Remote, a hop in front of
+// the registrar or the registrar itself.
+type hopSetup struct {
+	Name   string
+	Remote string
+	Param  string // the pn-param the hop accepts
+	// Registrar is the registrar Kamailio's process group; Hop returns the
+	// hop's (nil: no hop of its own), read after each run because a
+	// restart changes it; HopInHarness: the hop runs in this process.
+	Registrar    int
+	Hop          func() int
+	HopInHarness bool
+	// Restart, when set, restarts the hop after a run it did not hold,
+	// told whether the hop then answered none of a trickle; Diagnose runs
+	// when it answered none.
+	Restart  func(wedged bool)
+	Diagnose func()
+	// Searching, when set, is called once the users are registered, as
+	// the search starts; what it returns, when the search is over.
+	Searching func() (over func())
+}
+
+// device is the i-th phone: user i with its own token.
+func device(i int, param string) peertest.SippUser {
+	return peertest.SippUser{User: userName(i), Domain: domain, Password: password,
+		Provider: "apns", PRID: pushtest.APNsToken(i), Param: param}
+}
+
+// loader runs sipp for one flow against one set-up.
+type loader struct {
+	b        *testing.B
+	fl       regFlow
+	hs       hopSetup
+	scenario string
+	port     int
+	next     int    // the first flow's next new user
+	users    string // the refresh flows' injection: every user, in turn
+}
+
+func newLoader(b *testing.B, fl regFlow, hs hopSetup) *loader {
+	l := &loader{b: b, fl: fl, hs: hs, scenario: peertest.Scenario(b, fl.Scenario), port: 6000}
+	if !fl.Fresh {
+		devs := make([]peertest.SippUser, *flagUsers)
+		for i := range devs {
+			devs[i] = device(i, hs.Param)
 		}
-		p := probe{Target: rate, Calls: calls, Successful: res.Successful, Failed: res.Failed,
-			Elapsed: sippElapsed(res.Stats), CPU: cpu.stop(res.CPU)}
-		b.Logf("%s: %v", name, p)
-		time.Sleep(time.Second) // let retransmissions and tm timers drain
-		return p
+		l.users = peertest.RegisterInjection(devs...)
 	}
-	res := setupResult{Name: name, Path: path}
+	return l
+}
+
+// injection is the users of a run of calls: new ones for the first flow.
+func (l *loader) injection(calls int) string {
+	if !l.fl.Fresh {
+		return l.users
+	}
+	devs := make([]peertest.SippUser, calls)
+	for i := range devs {
+		devs[i] = device(l.next+i, l.hs.Param)
+	}
+	l.next += calls
+	return peertest.RegisterInjection(devs...)
+}
+
+// run is one sipp run of d at rate.
+func (l *loader) run(rate int, d time.Duration) probe {
+	b := l.b
+	if l.fl.Fresh || l.port == 6000 {
+		// A fresh port per run, so late answers to the last run are not
+		// this run's; refreshes keep theirs, as a phone does (a new port
+		// is a new contact and flow, a change to write, not a refresh).
+		l.port++
+	}
+	calls := max(rate*int(d/time.Second), rate*int(d/time.Millisecond)/1000)
+	cpu := startCPU()
+	res, err := peertest.RunSipp(b, peertest.SippOptions{
+		Name: fmt.Sprintf("r%d", rate), Scenario: l.scenario, Remote: l.hs.Remote,
+		LocalIP: peertest.IP(b, ipSipp), LocalPort: l.port, Transport: "u1",
+		Calls: calls, Rate: float64(rate),
+		// Half a second of calls in flight: a peer slower than that
+		// holds sipp's call creation below its target instead of
+		// drowning in retransmissions, and the run does not hold.
+		Limit:     max(rate/2, 50),
+		Injection: l.injection(calls), Keys: map[string]string{"expires": "3600"},
+		NoMessageTrace: true, TraceRTT: true, Timeout: d + 8*time.Second,
+		Args: append([]string{"-recv_timeout", "5000"}, sippBuffers...),
+	})
+	if res == nil {
+		b.Fatalf("sipp: %v", err)
+	}
+	p := newProbe(rate, calls, res)
+	p.CPU = cpu.stop(res.CPU)
+	l.keepStats(res, rate)
+	p.CPU.Registrar = p.CPU.Groups[l.hs.Registrar]
+	switch {
+	case l.hs.HopInHarness:
+		p.CPU.Hop = p.CPU.Harness
+	case l.hs.Hop != nil:
+		p.CPU.Hop = p.CPU.Groups[l.hs.Hop()]
+	}
+	rtt, err := res.ResponseTimes()
+	if err != nil {
+		b.Logf("%s: %v", l.hs.Name, err)
+	}
+	slices.Sort(rtt)
+	p.RTT = summarize(rtt)
+	b.Logf("%s: %v; round trip %v", l.hs.Name, p, p.RTT)
+	time.Sleep(time.Second) // let retransmissions and tm timers drain
+	return p
+}
+
+// keepStats copies the run's -trace_stat file into -register.stats.
+func (l *loader) keepStats(res *peertest.SippResult, rate int) {
+	if *flagStatsDir == "" {
+		return
+	}
+	b, err := os.ReadFile(res.StatsPath)
+	if err == nil {
+		name := fmt.Sprintf("%s-%s-r%d-p%d.csv", l.fl.Name, strings.ReplaceAll(l.hs.Name, " ", "_"), rate, l.port)
+		err = os.WriteFile(filepath.Join(*flagStatsDir, name), b, 0o644)
+	}
+	if err != nil {
+		l.b.Logf("keep sipp stats: %v", err)
+	}
+}
+
+// primeRate registers the refresh flows' users once before they refresh.
+const primeRate = 1000
+
+// measureFlow searches for the highest rate hs holds in flow fl (or runs
+// -register.rate once) and then, when latencyBase gives a rate, one run at
+// 50% and one at 80% of it for their round trips. After a run the set-up
+// did not hold, a trickle of REGISTERs checks whether it still answers
+// (for the first three such runs), Diagnose runs if it does not, and
+// Restart, if set, is called.
+func measureFlow(b *testing.B, fl regFlow, hs hopSetup, latencyBase func(own probe) int) setupResult {
+	b.Helper()
+	l := newLoader(b, fl, hs)
+	res := setupResult{Name: hs.Name}
+	if !fl.Fresh {
+		p := l.run(primeRate, time.Duration(*flagUsers)*time.Second/primeRate)
+		if p.Successful < *flagUsers {
+			b.Logf("%s: only %d of %d users registered before the refreshes", hs.Name, p.Successful, *flagUsers)
+		}
+	}
 	run := func(rate int, d time.Duration) probe {
-		p := sipp(rate, d)
-		if p.Sustained() || restart == nil {
+		p := l.run(rate, d)
+		if p.Sustained() || hs.Restart == nil {
 			return p
 		}
 		wedged := false
 		if res.Restarts < 3 {
-			trickle := sipp(20, time.Second)
+			trickle := l.run(20, time.Second)
 			res.Wedged = res.Wedged || trickle.Successful == 0
-			b.Logf("%s: after overload, a trickle of 20/s: %v", name, trickle)
+			b.Logf("%s: after overload, a trickle of 20/s: %v", hs.Name, trickle)
 			wedged = trickle.Successful == 0
-			if wedged && diagnose != nil {
-				diagnose()
+			if wedged && hs.Diagnose != nil {
+				hs.Diagnose()
 			}
 		}
-		restart(wedged)
+		hs.Restart(wedged)
 		res.Restarts++
 		return p
 	}
 
-	var best probe
-	var tried []probe
+	over := func() {}
+	if hs.Searching != nil {
+		over = hs.Searching()
+	}
 	if *flagRate > 0 {
-		best = run(*flagRate, defaultPlan.Sustain)
-		tried = []probe{best}
+		res.Best = run(*flagRate, defaultPlan.Sustain)
+		res.Tried = []probe{res.Best}
 	} else {
-		best, tried = findMaxRate(defaultPlan, run)
+		res.Best, res.Tried = findMaxRate(defaultPlan, run)
+	}
+	over()
+	if latencyBase != nil && *flagRate == 0 {
+		if base := latencyBase(res.Best); base > 0 {
+			res.At50 = run(base/2, defaultPlan.Sustain)
+			res.At80 = run(base*4/5, defaultPlan.Sustain)
+		}
+	}
+	res.Users = *flagUsers
+	if fl.Fresh {
+		res.Users = l.next
 	}
 	b.ReportMetric(0, "ns/op")
-	b.ReportMetric(best.Achieved(), "REGISTER/s")
-	b.ReportMetric(100*best.FailedShare(), "%failed")
-	res.Best, res.Tried = best, tried
+	b.ReportMetric(res.Best.Achieved(), "REGISTER/s")
+	b.ReportMetric(100*res.Best.FailedShare(), "%failed")
 	return res
 }
 
-// sippElapsed is the run's length from sipp's stats: CurrentTime of the
-// final dump minus StartTime, each "date\ttime\tunix.micro". (Its
-// ElapsedTime(C) column has whole seconds only.)
-func sippElapsed(stats map[string]string) time.Duration {
-	unix := func(col string) (float64, bool) {
-		f := strings.Split(stats[col], "\t")
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		return v, err == nil
-	}
-	start, ok1 := unix("StartTime")
-	end, ok2 := unix("CurrentTime")
-	if !ok1 || !ok2 || end < start {
-		return 0
-	}
-	return time.Duration((end - start) * float64(time.Second))
-}
-
 // checkCount holds sipwake to one record per device registered: every user
-// that completed a registration is one AOR with one device.
+// that completed a registration is one AOR with one device, and no more
+// than the users sent.
 func checkCount(b *testing.B, r setupResult) {
 	b.Helper()
 	want := 0
 	for _, p := range r.Tried {
-		want = max(want, min(p.Successful, *flagUsers))
+		want = max(want, min(p.Successful, r.Users))
 	}
-	if r.StoreCount < want || r.StoreCount > *flagUsers {
-		b.Errorf("%s: store holds %d records, want %d..%d", r.Name, r.StoreCount, want, *flagUsers)
+	if r.StoreCount < want || r.StoreCount > r.Users {
+		b.Errorf("%s: store holds %d records, want %d..%d", r.Name, r.StoreCount, want, r.Users)
 	}
+}
+
+// flowTable gathers the rows of BenchmarkRegisterRate by flow.
+type flowTable struct {
+	mu   sync.Mutex
+	rows map[string][]setupResult
+}
+
+func (t *flowTable) add(fl regFlow, r setupResult) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.rows == nil {
+		t.rows = map[string][]setupResult{}
+	}
+	t.rows[fl.Name] = append(t.rows[fl.Name], r)
+}
+
+// edge is flow fl's Kamailio edge row (nil before it ran).
+func (t *flowTable) edge(fl regFlow) *setupResult {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i, r := range t.rows[fl.Name] {
+		if r.Name == edgeName {
+			return &t.rows[fl.Name][i]
+		}
+	}
+	return nil
+}
+
+const edgeName = "Kamailio edge"
+
+// heldRate is a latencyBase: the rate p held, 0 if it did not.
+func heldRate(p probe) int {
+	if !p.Sustained() {
+		return 0
+	}
+	return p.Target
+}
+
+// edgeHeld is the latencyBase of a set-up compared with flow fl's edge.
+func (t *flowTable) edgeHeld(fl regFlow) func(probe) int {
+	return func(probe) int {
+		if e := t.edge(fl); e != nil {
+			return heldRate(e.Best)
+		}
+		return 0
+	}
+}
+
+// render is the table: one row per flow and set-up, then the round trips
+// at 50% and 80% of the edge's held rate.
+func (t *flowTable) render() string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "\nREGISTER over UDP: sipp → set-up → Kamailio registrar (usrloc in memory), %d users refreshing (%s)\n", *flagUsers, time.Now().Format(time.DateOnly))
+	fmt.Fprintf(&s, "held: highest sipp -r whose %v run had a median per-second call creation ≥ 95%% of -r and < 1%% failed calls\n", defaultPlan.Sustain)
+	s.WriteString("round trip: each REGISTER's first send → its final answer (sipp -trace_rtt), in the held run\n")
+	s.WriteString("CPU: user+system of each process group in the held run, per REGISTER (a digest registration is 2 REGISTERs)\n\n")
+	fmt.Fprintf(&s, "%-8s %-17s %7s %8s %7s %7s %7s %7s %7s %7s  %s\n",
+		"flow", "set-up", "held/s", "vs edge", "p50 ms", "p99 ms", "hop µs", "reg µs", "sipp µs", "retrans", "notes")
+	for _, fl := range regFlows {
+		edge := t.edge(fl)
+		for _, r := range t.rows[fl.Name] {
+			p := r.Best
+			held, ratio := "-", "-"
+			if p.Sustained() {
+				held = strconv.Itoa(p.Target)
+				if edge != nil && heldRate(edge.Best) > 0 {
+					ratio = fmt.Sprintf("%.2f", float64(p.Target)/float64(edge.Best.Target))
+				}
+			}
+			perReg := func(d time.Duration) string {
+				n := p.Successful * fl.Registers
+				if n == 0 || d == 0 {
+					return "-"
+				}
+				return fmt.Sprintf("%.0f", float64(d.Microseconds())/float64(n))
+			}
+			fmt.Fprintf(&s, "%-8s %-17s %7s %8s %7s %7s %7s %7s %7s %7d  %s\n", fl.Name, r.Name, held, ratio,
+				ms(p.RTT.P50), ms(p.RTT.P99), perReg(p.CPU.Hop), perReg(p.CPU.Registrar), perReg(p.CPU.Sipp),
+				p.Retransmissions, strings.Join(r.notes(), "; "))
+		}
+	}
+	s.WriteString("\nRound trip at 50% and 80% of the edge's held rate (same run, one run each):\n")
+	fmt.Fprintf(&s, "%-8s %-17s %7s %7s %7s %7s   %7s %7s %7s %7s\n", "flow", "set-up", "-r", "p50 ms", "p99 ms", "retrans", "-r", "p50 ms", "p99 ms", "retrans")
+	for _, fl := range regFlows {
+		for _, r := range t.rows[fl.Name] {
+			if r.At50.Target == 0 {
+				continue
+			}
+			at := func(p probe) string {
+				mark := ""
+				if !p.Sustained() {
+					mark = "!" // did not hold
+				}
+				return fmt.Sprintf("%7s %7s %7s %7d", strconv.Itoa(p.Target)+mark, ms(p.RTT.P50), ms(p.RTT.P99), p.Retransmissions)
+			}
+			fmt.Fprintf(&s, "%-8s %-17s %s   %s\n", fl.Name, r.Name, at(r.At50), at(r.At80))
+		}
+	}
+	s.WriteString("(! after -r: that run did not hold)\n\nFlows:\n")
+	for _, fl := range regFlows {
+		fmt.Fprintf(&s, "  %-8s %s\n", fl.Name, fl.Title)
+	}
+	return s.String()
+}
+
+// ms renders a round trip in milliseconds ("-" for none).
+func ms(d time.Duration) string {
+	if d == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond))
+}
+
+// notes are a row's remarks: not held, restarts, records, memory.
+func (r setupResult) notes() []string {
+	var notes []string
+	if !r.Best.Sustained() {
+		notes = append(notes, fmt.Sprintf("NOT HELD at any rate tried (last -r %d)", r.Best.Target))
+	}
+	if r.StoreCount > 0 {
+		notes = append(notes, fmt.Sprintf("store count %d", r.StoreCount))
+	}
+	if r.Wedged {
+		notes = append(notes, fmt.Sprintf("WEDGED after its first overload (answered nothing at 20/s); restarted %d times", r.Restarts))
+	} else if r.Restarts > 0 {
+		notes = append(notes, fmt.Sprintf("restarted %d times after overload", r.Restarts))
+	}
+	if r.RSSKiB > 0 {
+		notes = append(notes, fmt.Sprintf("RSS %.1f MiB (peak %.1f)", float64(r.RSSKiB)/1024, float64(r.HWMKiB)/1024))
+	}
+	return notes
 }
 
 func renderTable(rows []setupResult) string {
@@ -402,29 +687,14 @@ func renderTable(rows []setupResult) string {
 		}
 	}
 	var s strings.Builder
-	fmt.Fprintf(&s, "\nREGISTER rate, register_auth.xml over UDP, %d users, 10 s sustained, <1%% failed (%s)\n", *flagUsers, time.Now().Format(time.DateOnly))
+	fmt.Fprintf(&s, "\nREGISTER rate, register_auth.xml over UDP, %d users refreshing, held %v (median creation ≥ 95%% of -r, <1%% failed) (%s)\n", *flagUsers, defaultPlan.Sustain, time.Now().Format(time.DateOnly))
 	fmt.Fprintf(&s, "%-24s %-46s %11s %8s %7s  %s\n", "set-up", "path", "REGISTER/s", "failed", "vs a)", "notes")
 	for _, r := range rows {
 		ratio := "-"
 		if base > 0 {
 			ratio = fmt.Sprintf("%.2f", r.Best.Achieved()/base)
 		}
-		var notes []string
-		if !r.Best.Sustained() {
-			notes = append(notes, "NOT SUSTAINED at any rate tried")
-		}
-		notes = append(notes, fmt.Sprintf("-r %d", r.Best.Target))
-		if r.StoreCount > 0 {
-			notes = append(notes, fmt.Sprintf("durable writes %.0f/s, store count %d", r.Best.Achieved(), r.StoreCount))
-		}
-		if r.Wedged {
-			notes = append(notes, fmt.Sprintf("WEDGED after its first overload (answered nothing at 20/s); restarted %d times", r.Restarts))
-		} else if r.Restarts > 0 {
-			notes = append(notes, fmt.Sprintf("restarted %d times after overload", r.Restarts))
-		}
-		if r.RSSKiB > 0 {
-			notes = append(notes, fmt.Sprintf("RSS %.1f MiB (peak %.1f)", float64(r.RSSKiB)/1024, float64(r.HWMKiB)/1024))
-		}
+		notes := append([]string{fmt.Sprintf("-r %d", r.Best.Target)}, r.notes()...)
 		fmt.Fprintf(&s, "%-24s %-46s %11.0f %7.2f%% %7s  %s\n", r.Name, r.Path, r.Best.Achieved(),
 			100*r.Best.FailedShare(), ratio, strings.Join(notes, "; "))
 	}

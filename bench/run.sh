@@ -2,11 +2,12 @@
 # sipwake's REGISTER-rate load harness: Kamailio, sipwake and sipp on
 # 127.x.y.n, one table out.
 #
-#   bash bench/run.sh                # all set-ups, ~5 min; prints the table
+#   bash bench/run.sh                # three flows × Kamailio direct, Kamailio edge,
+#                                    # sipwake; ~15 min; prints the table
 #   bash bench/run.sh cluster        # 1 vs 3 nodes on one Redis behind a dispatcher
 #   bash bench/run.sh cluster-calls  # woken calls/s, 1 vs 3 nodes
 #   bash bench/run.sh profile RATE   # in-process sipwake at RATE REGISTER/s for
-#                                    # 10 s under -cpuprofile; prints pprof -top
+#                                    # 8 s under -cpuprofile; prints pprof -top
 #   bash bench/run.sh profile-process RATE  # the same against sipwake as its own
 #                                    # process (its /admin/pprof/profile)
 #   bash bench/run.sh calls          # wake-up calls/s vs direct Kamailio calls,
@@ -61,7 +62,8 @@ mode=${1:-table}
 [[ $# -gt 0 ]] && shift
 case $mode in
 table)
-	bench '^BenchmarkRegisterRate$' 30m -sipwake.bin "$tmp/sipwake" -register.table "$tmp/table.txt" "$@"
+	bench '^BenchmarkRegisterRate$/^(first|digest|refresh)$/^(direct|edge|sipwake)$' 40m \
+		-sipwake.bin "$tmp/sipwake" -register.table "$tmp/table.txt" "$@"
 	cat "$tmp/table.txt"
 	;;
 cluster)
@@ -75,7 +77,7 @@ cluster-calls)
 profile)
 	rate=${1:?usage: run.sh profile RATE}
 	shift
-	bench '^BenchmarkRegisterRate$/^b-sipwake$' 10m -test.cpuprofile "$tmp/cpu.out" \
+	bench '^BenchmarkRegisterRate$/^digest$/^sipwake-inprocess$' 10m -test.cpuprofile "$tmp/cpu.out" \
 		-register.rate "$rate" -register.table "$tmp/table.txt" "$@"
 	cat "$tmp/table.txt"
 	echo
@@ -86,7 +88,7 @@ profile)
 profile-process)
 	rate=${1:?usage: run.sh profile-process RATE}
 	shift
-	bench '^BenchmarkRegisterRate$/^b-sipwake-process$' 10m -sipwake.bin "$tmp/sipwake" \
+	bench '^BenchmarkRegisterRate$/^digest$/^sipwake$' 10m -sipwake.bin "$tmp/sipwake" \
 		-sipwake.cpuprofile "$tmp/proc.out" -register.rate "$rate" -register.table "$tmp/table.txt" "$@"
 	cat "$tmp/table.txt"
 	echo

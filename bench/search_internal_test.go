@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"slices"
 	"testing"
 	"time"
 )
@@ -32,7 +33,10 @@ func TestFindMaxRate(t *testing.T) {
 				if float64(rate) > c {
 					ok = int(c * d.Seconds())
 				}
-				return probe{Target: rate, Calls: calls, Successful: ok, Failed: calls - ok, Elapsed: d}
+				// sipp's creation is held to what the peer completes
+				// (-l); one rate per whole second of creation.
+				created := slices.Repeat([]float64{min(float64(rate), c)}, max(int(d/time.Second)-1, 1))
+				return probe{Target: rate, Calls: calls, Successful: ok, Failed: calls - ok, Elapsed: d, Rates: created}
 			}
 			got, tried := findMaxRate(plan, peer)
 			if !got.Sustained() || got.Target < tc.wantLo || got.Target > tc.wantHi {

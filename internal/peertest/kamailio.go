@@ -49,6 +49,11 @@ type KamailioOptions struct {
 	// 2xx that it (or a proxy of its own) already pushes for this
 	// provider: Feature-Caps: *;+sip.pns="<provider>" (RFC 8599).
 	PushProvider string
+	// Open makes the registrar save REGISTERs without a digest challenge
+	// (any user, Users ignored for REGISTER): the registrar of a provider
+	// that authenticates elsewhere, and the benchmarks' flows without
+	// digest.
+	Open bool
 
 	// EdgeUpstream, when set, makes this Kamailio an edge proxy instead of
 	// a registrar: REGISTERs get add_path() and go to EdgeUpstream, a SIP
@@ -150,6 +155,7 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 		"Users":        opts.Users,
 		"MaxExpires":   opts.MaxExpires,
 		"PushProvider": opts.PushProvider,
+		"Open":         opts.Open,
 		"Children":     opts.Children,
 		"Debug":        opts.Debug,
 		"CtlSocket":    strings.TrimPrefix(k.CtlSocket, "unix:"),
@@ -277,6 +283,10 @@ func deadline(ctx context.Context) time.Time {
 	}
 	return d
 }
+
+// Pid is the process id of Kamailio's main process, which is also the
+// process group of all its workers (for the benchmarks' CPU accounting).
+func (k *Kamailio) Pid() int { return k.proc.cmd.Process.Pid }
 
 // Stop stops Kamailio now (SIGTERM, then SIGKILL), e.g. to test a
 // registrar outage. t.Cleanup does it otherwise.

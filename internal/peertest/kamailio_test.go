@@ -2,6 +2,8 @@ package peertest_test
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -275,3 +277,39 @@ const inviteExpect = `<?xml version="1.0" encoding="ISO-8859-1" ?>
   ]]></send>
 </scenario>
 `
+
+// An Open registrar saves a REGISTER without a challenge, for any user;
+// register_push.xml times its round trip into the -trace_rtt file.
+func TestKamailioOpenRegistrarSavesWithoutChallenge(t *testing.T) {
+	t.Parallel()
+	k := peertest.StartKamailio(t, peertest.KamailioOptions{
+		Addr: peertest.Addr(t, 1, 5060), Domain: domain, Open: true,
+		Users: map[string]string{"alice": "s3cret"},
+	})
+	carol := alice()
+	carol.User = "carol" // no password anywhere
+	res, err := peertest.RunSipp(t, peertest.SippOptions{
+		Scenario:  peertest.Scenario(t, "register_push"),
+		Remote:    k.Addr,
+		LocalIP:   peertest.IP(t, 2),
+		LocalPort: 5060,
+		Injection: peertest.RegisterInjection(carol),
+		Keys:      map[string]string{"expires": "600"},
+		TraceRTT:  true,
+		Timeout:   10 * time.Second,
+	})
+	if err != nil {
+		t.Fatalf("REGISTER without credentials: %v", err)
+	}
+	bs := locations(t, k, "carol")
+	if len(bs) != 1 || bs[0].Params["pn-prid"] != carol.PRID {
+		t.Fatalf("bindings of carol = %+v, want one with pn-prid %s", bs, carol.PRID)
+	}
+	rtt, err := res.ResponseTimes()
+	if err != nil || len(rtt) != 1 || rtt[0] <= 0 || rtt[0] > 10*time.Second {
+		t.Fatalf("ResponseTimes = %v, %v; want one round trip", rtt, err)
+	}
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", k.Pid())); err != nil || strings.TrimSpace(string(comm)) != "kamailio" {
+		t.Errorf("Pid %d is %q (%v), want kamailio", k.Pid(), comm, err)
+	}
+}

@@ -55,6 +55,11 @@ type SippOptions struct {
 	Timeout time.Duration
 	// NoMessageTrace drops -trace_msg (for load runs).
 	NoMessageTrace bool
+	// TraceRTT adds -trace_rtt: the response times the scenario measures
+	// (its start_rtd/rtd attributes) go to a file, read by
+	// SippResult.ResponseTimes; with Calls ≥ 1000 the last <100 are
+	// missing (sipp writes them in batches).
+	TraceRTT bool
 	// Args are extra sipp arguments, appended last.
 	Args []string
 }
@@ -72,6 +77,9 @@ type SippResult struct {
 	// Stats is the last row of the -trace_stat CSV, keyed by column name
 	// (e.g. "SuccessfulCall(C)", "FailedCall(C)", "OutgoingCall(C)").
 	Stats map[string]string
+	// Periods is every row of that CSV, the first (sipp's start) included:
+	// one per -fd 1 period, with its (P) columns for that period alone.
+	Periods []map[string]string
 	// Successful and Failed are the cumulative call counts from Stats.
 	Successful, Failed int
 	// CPU is the user+system time sipp used, once it has exited.
@@ -190,6 +198,17 @@ func StartSipp(t testing.TB, opts SippOptions) *Sipp {
 	if !opts.NoMessageTrace {
 		args = append(args, "-trace_msg", "-message_file", res.MessagesPath)
 	}
+	if opts.TraceRTT {
+		// sipp writes its samples every -rtt_freq of them, and not the
+		// rest when it exits: every one for short runs, every 100 (the
+		// last <100 lost) for load runs, where one write per sample would
+		// cost sipp a system call per REGISTER.
+		freq := 1
+		if calls >= 1000 {
+			freq = 100
+		}
+		args = append(args, "-trace_rtt", "-rtt_freq", strconv.Itoa(freq))
+	}
 	if opts.Service != "" {
 		args = append(args, "-s", opts.Service)
 	}
@@ -286,19 +305,27 @@ func (s *Sipp) collect() {
 		s.res.ExitCode = s.proc.exitCode()
 		s.res.CPU = s.proc.cmd.ProcessState.UserTime() + s.proc.cmd.ProcessState.SystemTime()
 	}
-	s.res.Stats = lastStatRow(s.res.StatsPath)
+	s.res.Periods = ReadSippStats(s.res.StatsPath)
+	s.res.Stats = nil
+	if n := len(s.res.Periods); n > 0 {
+		s.res.Stats = s.res.Periods[n-1]
+	}
 	s.res.Successful, _ = strconv.Atoi(s.res.Stats["SuccessfulCall(C)"])
 	s.res.Failed, _ = strconv.Atoi(s.res.Stats["FailedCall(C)"])
 }
 
-// lastStatRow reads sipp's -trace_stat CSV: a ';'-separated header, then
-// one row per dump; the last row holds the cumulative counters.
-func lastStatRow(path string) map[string]string {
+// ReadSippStats reads sipp's -trace_stat CSV: a ';'-separated header, then
+// one row per dump, each returned keyed by column name; the last row holds
+// the cumulative counters. A missing file gives no rows.
+func ReadSippStats(path string) []map[string]string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
-	var header, last []string
+	var (
+		header []string
+		rows   []map[string]string
+	)
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
@@ -307,15 +334,49 @@ func lastStatRow(path string) map[string]string {
 			header = f
 			continue
 		}
-		if len(f) > 1 {
-			last = f
+		if len(f) < 2 {
+			continue
 		}
-	}
-	m := map[string]string{}
-	for i, h := range header {
-		if i < len(last) && h != "" {
-			m[h] = last[i]
+		m := make(map[string]string, len(header))
+		for i, h := range header {
+			if i < len(f) && h != "" {
+				m[h] = f[i]
+			}
 		}
+		rows = append(rows, m)
 	}
-	return m
+	return rows
+}
+
+// ResponseTimes reads the -trace_rtt file of a TraceRTT run: every
+// response time sipp measured, in the order it wrote them. Its lines are
+// "date_ms;response_time_ms;rtd_name" after a header.
+func (r *SippResult) ResponseTimes() ([]time.Duration, error) {
+	paths, err := filepath.Glob(filepath.Join(r.Dir, "*_rtt.csv"))
+	if err != nil || len(paths) == 0 {
+		return nil, fmt.Errorf("peertest: no -trace_rtt file in %s (%v)", r.Dir, err)
+	}
+	b, err := os.ReadFile(paths[0])
+	if err != nil {
+		return nil, fmt.Errorf("peertest: %w", err)
+	}
+	return parseRTT(b), nil
+}
+
+// parseRTT reads a -trace_rtt file; lines that are not samples (the
+// header) are skipped.
+func parseRTT(b []byte) []time.Duration {
+	var out []time.Duration
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Split(strings.TrimSpace(line), ";")
+		if len(f) < 2 {
+			continue
+		}
+		ms, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, time.Duration(ms*float64(time.Millisecond)))
+	}
+	return out
 }
