@@ -58,33 +58,72 @@ func (l *pushLog) snapshot() map[string]time.Time {
 	return out
 }
 
-// inviteSendTimes reads a sipp -trace_shortmsg file (tab-separated: date,
-// time, unix.micro, S|R, Call-ID, CSeq, first line) and returns, per
-// Call-ID, when sipp first sent its INVITE.
-func inviteSendTimes(path string) (map[string]time.Time, error) {
+// shortMsg is one line of a sipp -trace_shortmsg file (tab-separated:
+// date, time, unix.micro, S|R, Call-ID, CSeq, first line).
+type shortMsg struct {
+	At                      time.Time
+	Sent                    bool
+	CallID, CSeq, FirstLine string
+}
+
+// readShortMsgs calls fn for each line of a -trace_shortmsg file.
+func readShortMsgs(path string, fn func(shortMsg)) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer f.Close()
-	out := map[string]time.Time{}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		fs := strings.Split(sc.Text(), "\t")
-		if len(fs) < 7 || fs[3] != "S" || !strings.HasPrefix(fs[6], "INVITE ") {
+		if len(fs) < 7 || (fs[3] != "S" && fs[3] != "R") {
 			continue
-		}
-		if _, seen := out[fs[4]]; seen {
-			continue // a retransmission
 		}
 		sec, err := strconv.ParseFloat(fs[2], 64)
 		if err != nil {
 			continue
 		}
-		out[fs[4]] = time.UnixMicro(int64(math.Round(sec * 1e6)))
+		fn(shortMsg{At: time.UnixMicro(int64(math.Round(sec * 1e6))), Sent: fs[3] == "S",
+			CallID: fs[4], CSeq: fs[5], FirstLine: fs[6]})
 	}
-	return out, sc.Err()
+	return sc.Err()
+}
+
+// inviteSendTimes reads a sipp -trace_shortmsg file and returns, per
+// Call-ID, when sipp first sent its INVITE.
+func inviteSendTimes(path string) (map[string]time.Time, error) {
+	out := map[string]time.Time{}
+	err := readShortMsgs(path, func(m shortMsg) {
+		if !m.Sent || !strings.HasPrefix(m.FirstLine, "INVITE ") {
+			return
+		}
+		if _, seen := out[m.CallID]; !seen { // else a retransmission
+			out[m.CallID] = m.At
+		}
+	})
+	return out, err
+}
+
+// requestRoundTrips reads a sipp -trace_shortmsg file and returns, sorted,
+// each request's round trip: its first send to the first final answer
+// with its Call-ID and CSeq (retransmissions and 1xx in between).
+func requestRoundTrips(path string) ([]time.Duration, error) {
+	sent := map[[2]string]time.Time{}
+	var out []time.Duration
+	err := readShortMsgs(path, func(m shortMsg) {
+		key := [2]string{m.CallID, m.CSeq}
+		at, pending := sent[key]
+		switch {
+		case m.Sent && !pending && !strings.HasPrefix(m.FirstLine, "SIP/2.0 "):
+			sent[key] = m.At
+		case !m.Sent && pending && strings.HasPrefix(m.FirstLine, "SIP/2.0 ") && !strings.HasPrefix(m.FirstLine, "SIP/2.0 1"):
+			out = append(out, m.At.Sub(at))
+			delete(sent, key)
+		}
+	})
+	slices.Sort(out)
+	return out, err
 }
 
 // lags pairs INVITE send times with push arrival times by Call-ID.

@@ -44,7 +44,7 @@ var (
 	flagTable      = flag.String("register.table", "", "also write the result table to this file")
 	flagProcCPU    = flag.String("sipwake.cpuprofile", "", "with -register.rate: write the separate sipwake process' CPU profile of the run (from its /admin/pprof/profile) to this file")
 	flagUsers      = flag.Int("register.users", 5000, "distinct users (AORs) registered, in turn")
-	flagStatsDir   = flag.String("register.stats", "", "copy every REGISTER run's sipp -trace_stat file into this directory (what the held rule judged)")
+	flagStatsDir   = flag.String("register.stats", "", "copy every REGISTER run's sipp -trace_stat file (what the held rule judged) and short-message trace into this directory")
 )
 
 const (
@@ -378,6 +378,9 @@ type loader struct {
 	port     int
 	next     int    // the first flow's next new user
 	users    string // the refresh flows' injection: every user, in turn
+	// short: time round trips from sipp's -trace_shortmsg (µs) instead
+	// of its -trace_rtt (its millisecond clock, cheaper for sipp).
+	short bool
 }
 
 func newLoader(b *testing.B, fl regFlow, hs hopSetup) *loader {
@@ -415,6 +418,11 @@ func (l *loader) run(rate int, d time.Duration) probe {
 		l.port++
 	}
 	calls := max(rate*int(d/time.Second), rate*int(d/time.Millisecond)/1000)
+	args := append([]string{"-recv_timeout", "5000"}, sippBuffers...)
+	short := filepath.Join(b.TempDir(), "short.log")
+	if l.short {
+		args = append(args, "-trace_shortmsg", "-shortmessage_file", short)
+	}
 	cpu := startCPU()
 	res, err := peertest.RunSipp(b, peertest.SippOptions{
 		Name: fmt.Sprintf("r%d", rate), Scenario: l.scenario, Remote: l.hs.Remote,
@@ -425,15 +433,17 @@ func (l *loader) run(rate int, d time.Duration) probe {
 		// drowning in retransmissions, and the run does not hold.
 		Limit:     max(rate/2, 50),
 		Injection: l.injection(calls), Keys: map[string]string{"expires": "3600"},
-		NoMessageTrace: true, TraceRTT: true, Timeout: d + 8*time.Second,
-		Args: append([]string{"-recv_timeout", "5000"}, sippBuffers...),
+		NoMessageTrace: true, TraceRTT: !l.short, Timeout: d + 8*time.Second, Args: args,
 	})
 	if res == nil {
 		b.Fatalf("sipp: %v", err)
 	}
 	p := newProbe(rate, calls, res)
 	p.CPU = cpu.stop(res.CPU)
-	l.keepStats(res, rate)
+	l.keep(res.StatsPath, rate, "csv")
+	if l.short {
+		l.keep(short, rate, "short.log")
+	}
 	p.CPU.Registrar = p.CPU.Groups[l.hs.Registrar]
 	switch {
 	case l.hs.HopInHarness:
@@ -441,25 +451,31 @@ func (l *loader) run(rate int, d time.Duration) probe {
 	case l.hs.Hop != nil:
 		p.CPU.Hop = p.CPU.Groups[l.hs.Hop()]
 	}
-	rtt, err := res.ResponseTimes()
-	if err != nil {
-		b.Logf("%s: %v", l.hs.Name, err)
+	var rtt []time.Duration
+	if l.short {
+		rtt, err = requestRoundTrips(short)
+	} else {
+		rtt, err = res.ResponseTimes()
+		slices.Sort(rtt)
 	}
-	slices.Sort(rtt)
+	if err != nil {
+		b.Logf("%s: round trips: %v", l.hs.Name, err)
+	}
 	p.RTT = summarize(rtt)
 	b.Logf("%s: %v; round trip %v", l.hs.Name, p, p.RTT)
 	time.Sleep(time.Second) // let retransmissions and tm timers drain
 	return p
 }
 
-// keepStats copies the run's -trace_stat file into -register.stats.
-func (l *loader) keepStats(res *peertest.SippResult, rate int) {
+// keep copies a file of the run (its -trace_stat file, its short-message
+// trace) into -register.stats.
+func (l *loader) keep(path string, rate int, ext string) {
 	if *flagStatsDir == "" {
 		return
 	}
-	b, err := os.ReadFile(res.StatsPath)
+	b, err := os.ReadFile(path)
 	if err == nil {
-		name := fmt.Sprintf("%s-%s-r%d-p%d.csv", l.fl.Name, strings.ReplaceAll(l.hs.Name, " ", "_"), rate, l.port)
+		name := fmt.Sprintf("%s-%s-r%d-p%d.%s", l.fl.Name, strings.ReplaceAll(l.hs.Name, " ", "_"), rate, l.port, ext)
 		err = os.WriteFile(filepath.Join(*flagStatsDir, name), b, 0o644)
 	}
 	if err != nil {
@@ -519,6 +535,7 @@ func measureFlow(b *testing.B, fl regFlow, hs hopSetup, latencyBase func(own pro
 	over()
 	if latencyBase != nil && *flagRate == 0 {
 		if base := latencyBase(res.Best); base > 0 {
+			l.short = true
 			res.At50 = run(base/2, defaultPlan.Sustain)
 			res.At80 = run(base*4/5, defaultPlan.Sustain)
 		}
@@ -600,7 +617,7 @@ func (t *flowTable) render() string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "\nREGISTER over UDP: sipp → set-up → Kamailio registrar (usrloc in memory), %d users refreshing (%s)\n", *flagUsers, time.Now().Format(time.DateOnly))
 	fmt.Fprintf(&s, "held: highest sipp -r whose %v run had a median per-second call creation ≥ 95%% of -r and < 1%% failed calls\n", defaultPlan.Sustain)
-	s.WriteString("round trip: each REGISTER's first send → its final answer (sipp -trace_rtt), in the held run\n")
+	s.WriteString("round trip: each REGISTER's first send → its final answer, in the held run from sipp -trace_rtt (sipp's millisecond clock)\n")
 	s.WriteString("CPU: user+system of each process group in the held run, per REGISTER (a digest registration is 2 REGISTERs)\n\n")
 	fmt.Fprintf(&s, "%-8s %-17s %7s %8s %7s %7s %7s %7s %7s %7s  %s\n",
 		"flow", "set-up", "held/s", "vs edge", "p50 ms", "p99 ms", "hop µs", "reg µs", "sipp µs", "retrans", "notes")
@@ -627,7 +644,7 @@ func (t *flowTable) render() string {
 				p.Retransmissions, strings.Join(r.notes(), "; "))
 		}
 	}
-	s.WriteString("\nRound trip at 50% and 80% of the edge's held rate (same run, one run each):\n")
+	fmt.Fprintf(&s, "\nRound trip at 50%% and 80%% of the edge's held rate (same run, one %v run each; from sipp -trace_shortmsg, µs):\n", defaultPlan.Sustain)
 	fmt.Fprintf(&s, "%-8s %-17s %7s %7s %7s %7s   %7s %7s %7s %7s\n", "flow", "set-up", "-r", "p50 ms", "p99 ms", "retrans", "-r", "p50 ms", "p99 ms", "retrans")
 	for _, fl := range regFlows {
 		for _, r := range t.rows[fl.Name] {
