@@ -44,7 +44,7 @@ func BenchmarkClusterRegisterRate(b *testing.B) {
 				startSipwakeInProcess(b, cfg)
 				nodes = append(nodes, addr)
 			}
-			peertest.StartKamailio(b, peertest.KamailioOptions{Addr: lb, Domain: domain, Dispatch: nodes, SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB, Children: kamailioChildren})
+			peertest.StartKamailio(b, peertest.KamailioOptions{Addr: lb, Domain: domain, Dispatch: nodes, SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB, Children: kamailioChildren, MemoryManager: kamailioMemory})
 			name := map[int]string{1: "a) 1 sipwake node", 3: "b) 3 sipwake nodes"}[n]
 			rows = append(rows, measureWith(b, name, "sipp → dispatcher → sipwake ×n (one Redis) → Kamailio", lb, param, nil, nil))
 		})
@@ -93,7 +93,7 @@ func BenchmarkClusterWakeCalls(b *testing.B) {
 				startSipwakeInProcess(b, cfg)
 				nodes = append(nodes, addr)
 			}
-			peertest.StartKamailio(b, peertest.KamailioOptions{Addr: lb, Domain: domain, Dispatch: nodes, SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB, Children: kamailioChildren})
+			peertest.StartKamailio(b, peertest.KamailioOptions{Addr: lb, Domain: domain, Dispatch: nodes, SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB, Children: kamailioChildren, MemoryManager: kamailioMemory})
 			w.pool = startDevicePool(b, peertest.Addr(b, ipDevice, 5070), lb, w.fake.Param())
 			w.pool.RegisterAll(b, users, 32, w.fake.VoIPToken)
 			row := callRow{Name: map[int]string{1: "b) 1 sipwake node", 3: "c) 3 sipwake nodes"}[n], Path: "sipp → Kamailio → dispatcher → sipwake ×n (one Redis) → device"}

@@ -68,6 +68,11 @@ type KamailioOptions struct {
 	// SharedMemMB and PkgMemMB are Kamailio's -m and -M (defaults 64 and 8;
 	// benchmarks use 512 and 16).
 	SharedMemMB, PkgMemMB int
+	// MemoryManager is Kamailio's -x: "qm" (its default, with the debug
+	// bookkeeping Debian builds in), "fm" or "tlsf". Benchmarks use tlsf:
+	// under qm an edge proxy spent a third more CPU per REGISTER
+	// (bench/README.md, "The edge's template").
+	MemoryManager string
 	// Children is the number of UDP and TCP workers (default 1). One
 	// worker relays datagrams that arrive back to back (a phone's 180 and
 	// 200) in the order they came; with several, Kamailio may swap them,
@@ -186,8 +191,11 @@ func StartKamailio(t testing.TB, opts KamailioOptions) *Kamailio {
 		t.Fatalf("peertest: %v", err)
 	}
 
-	k.run(t, bin, cfgPath, run, opts.StartTimeout,
-		"-m", strconv.Itoa(opts.SharedMemMB), "-M", strconv.Itoa(opts.PkgMemMB))
+	args := []string{"-m", strconv.Itoa(opts.SharedMemMB), "-M", strconv.Itoa(opts.PkgMemMB)}
+	if opts.MemoryManager != "" {
+		args = append(args, "-x", opts.MemoryManager)
+	}
+	k.run(t, bin, cfgPath, run, opts.StartTimeout, args...)
 	return k
 }
 
