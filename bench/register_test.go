@@ -466,7 +466,8 @@ func (l *loader) run(rate int, d time.Duration) probe {
 		b.Logf("%s: round trips: %v", l.hs.Name, err)
 	}
 	p.RTT = summarize(rtt)
-	b.Logf("%s: %v; round trip %v", l.hs.Name, p, p.RTT)
+	b.Logf("%s: %v; round trip %v; CPU ms: hop %d, registrar %d, sipp %d", l.hs.Name, p, p.RTT,
+		p.CPU.Hop.Milliseconds(), p.CPU.Registrar.Milliseconds(), p.CPU.Sipp.Milliseconds())
 	time.Sleep(time.Second) // let retransmissions and tm timers drain
 	return p
 }
