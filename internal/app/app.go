@@ -370,26 +370,36 @@ func (a *App) registerStoreMetrics() {
 	a.registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipwake_store_records", Help: "Bindings held; -1 when the store cannot count them."}, func() float64 {
-			n, err := a.counted.Count(context.Background())
-			if err != nil {
-				return -1
-			}
-			return float64(n)
-		}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "sipwake_store_up",
-			Help: "1 when the store answered at scrape time, 0 when it did not (Redis unreachable, the file unreadable).",
-		}, func() float64 {
-			if _, err := a.counted.Count(context.Background()); err != nil {
-				return 0
-			}
-			return 1
-		}),
+		storeCollector{a.counted},
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sipwake_store_size_bytes", Help: "Size of the database file."}, func() float64 {
 			return float64(sizeOf(a.store))
 		}),
 	)
+}
+
+// storeCollector exports the records held and whether the store answered,
+// from one Count per scrape (a Redis round trip; a failed one counted once
+// in sipwake_store_errors_total).
+type storeCollector struct{ st Records }
+
+var (
+	storeRecordsDesc = prometheus.NewDesc("sipwake_store_records", "Bindings held; -1 when the store cannot count them.", nil, nil)
+	storeUpDesc      = prometheus.NewDesc("sipwake_store_up",
+		"1 when the store answered at scrape time, 0 when it did not (Redis unreachable, the file unreadable).", nil, nil)
+)
+
+func (c storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- storeRecordsDesc
+	ch <- storeUpDesc
+}
+
+func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
+	records, up := -1.0, 0.0
+	if n, err := c.st.Count(context.Background()); err == nil {
+		records, up = float64(n), 1
+	}
+	ch <- prometheus.MustNewConstMetric(storeRecordsDesc, prometheus.GaugeValue, records)
+	ch <- prometheus.MustNewConstMetric(storeUpDesc, prometheus.GaugeValue, up)
 }
 
 // Relay is the domain service, for tests and the admin side.
