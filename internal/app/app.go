@@ -112,9 +112,10 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (a *App, err error
 	undo = append(undo, d.Close)
 	a.pusher = newPushSwitch(d)
 	relayOpts := relay.Options{
-		RecordTTL: cfg.Store.RecordTTL,
-		Providers: providers(cfg.Push),
-		Metrics:   relay.NewMetrics(a.registry),
+		RecordTTL:        cfg.Store.RecordTTL,
+		RefreshStaleness: cfg.Store.RefreshStaleness,
+		Providers:        providers(cfg.Push),
+		Metrics:          relay.NewMetrics(a.registry),
 
 		CallPushesPerMinute: cfg.Calls.PushesPerDevicePerMinute,
 		Wakeups: relay.WakeupOptions{

@@ -129,9 +129,13 @@ type Store struct {
 	Redis   Redis  `yaml:"redis"`
 	// RecordTTL is how long a binding is kept after its last successful
 	// REGISTER: between 72h and 144h.
-	RecordTTL       time.Duration `yaml:"record_ttl"`
-	SweepInterval   time.Duration `yaml:"sweep_interval"`
-	CompactInterval time.Duration `yaml:"compact_interval"`
+	RecordTTL time.Duration `yaml:"record_ttl"`
+	// RefreshStaleness bounds how stale a stored refresh time may be: a
+	// refresh that changes nothing else is written once the stored one is
+	// this old (0..30m; 0 writes every refresh).
+	RefreshStaleness time.Duration `yaml:"refresh_staleness"`
+	SweepInterval    time.Duration `yaml:"sweep_interval"`
+	CompactInterval  time.Duration `yaml:"compact_interval"`
 }
 
 // Seal holds the record sealing keys. With no key configured sipwake
@@ -199,11 +203,12 @@ func Default() Config {
 			PushesPerDevicePerMinute: 10,
 		},
 		Store: Store{
-			Backend:         "bolt",
-			DataDir:         "data",
-			RecordTTL:       DefaultRecordTTL,
-			SweepInterval:   time.Minute,
-			CompactInterval: time.Hour,
+			Backend:          "bolt",
+			DataDir:          "data",
+			RecordTTL:        DefaultRecordTTL,
+			RefreshStaleness: 5 * time.Minute,
+			SweepInterval:    time.Minute,
+			CompactInterval:  time.Hour,
 		},
 		Seal:     Seal{KeyID: "k1"},
 		Log:      Log{Level: "info", Format: "text"},
@@ -401,6 +406,9 @@ func (s Store) validate(problems *configerr.List, seal Seal) {
 	}
 	if d := s.RecordTTL; d < MinRecordTTL || d > MaxRecordTTL {
 		problems.Bad("store.record_ttl", d, "between 72h (3 days) and 144h (6 days)")
+	}
+	if d := s.RefreshStaleness; d < 0 || d > 30*time.Minute {
+		problems.Bad("store.refresh_staleness", d, "between 0 (write every refresh) and 30m")
 	}
 	if d := s.SweepInterval; d < time.Second || d > time.Hour {
 		problems.Bad("store.sweep_interval", d, "between 1s and 1h")

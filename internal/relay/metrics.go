@@ -9,12 +9,15 @@ import (
 // Metrics are the relay's aggregate counters: no AOR, number or token is
 // ever a label.
 type Metrics struct {
-	parked     prometheus.Gauge
-	dispatch   prometheus.Histogram
-	erased     *prometheus.CounterVec
-	stored     prometheus.Counter
-	wakeups    *prometheus.CounterVec
-	pushCapped prometheus.Counter
+	parked   prometheus.Gauge
+	dispatch prometheus.Histogram
+	erased   *prometheus.CounterVec
+	stored   prometheus.Counter
+	// refreshesUnwritten counts refreshes that changed nothing but the
+	// time and were not written (Options.RefreshStaleness).
+	refreshesUnwritten prometheus.Counter
+	wakeups            *prometheus.CounterVec
+	pushCapped         prometheus.Counter
 }
 
 // NewMetrics creates the relay's metrics and registers them on reg (nil:
@@ -39,11 +42,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sipwake_wakeups_total", Help: "Pushes sent without a call: binding refresh, expiry warnings.",
 		}, []string{"kind"}),
 	}
+	m.refreshesUnwritten = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "sipwake_binding_refreshes_unwritten_total",
+		Help: "Refreshes that changed nothing but the time, within store.refresh_staleness, and were not written.",
+	})
 	m.pushCapped = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "sipwake_call_pushes_capped_total", Help: "Call pushes not sent because one device got too many calls per minute.",
 	})
 	if reg != nil {
-		reg.MustRegister(m.parked, m.dispatch, m.erased, m.stored, m.wakeups, m.pushCapped)
+		reg.MustRegister(m.parked, m.dispatch, m.erased, m.stored, m.refreshesUnwritten, m.wakeups, m.pushCapped)
 	}
 	return m
 }

@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,11 @@ type Upstream interface {
 type Options struct {
 	// RecordTTL is how long a binding lives after its last refresh.
 	RecordTTL time.Duration
+	// RefreshStaleness bounds how stale a stored refresh time may be: a
+	// refresh that changes nothing else is written only once the stored
+	// one is this old (or a quarter of the granted expiry). 0 writes every
+	// refresh.
+	RefreshStaleness time.Duration
 	// Providers are the push services sipwake can deliver to
 	// (pn-provider values).
 	Providers []string
@@ -165,6 +171,11 @@ func (s *Service) BindingID(aor AOR, d Device) store.ID {
 // Register stores (or refreshes) a binding the registrar has accepted; the
 // record's TTL starts again. A new binding replaces the AOR's bindings of
 // the same device with older tokens. It returns the binding as stored.
+//
+// A refresh that changes nothing but the time is not written while the
+// stored refresh time is younger than the staleness bound (see
+// refreshStale): the record's TTL is days, and a durable write per refresh
+// is most of a REGISTER's cost. Every other change is written at once.
 func (s *Service) Register(ctx context.Context, b Binding) (Binding, error) {
 	now := s.now()
 	b.UpdatedAt = now
@@ -172,27 +183,57 @@ func (s *Service) Register(ctx context.Context, b Binding) (Binding, error) {
 	b.Upstream.RegisteredAt = now
 	b.ExpiresAt = now.Add(s.opts.RecordTTL)
 	id := s.BindingID(b.AOR, b.Device)
-	known, _ := s.store.Has(ctx, id) // a refresh, the usual case, looks no further
+	// One read of the AOR's bindings says whether this is a refresh,
+	// whether it changes anything, and which bindings it may replace.
+	all, err := s.Bindings(ctx, b.AOR)
+	i := slices.IndexFunc(all, func(o Binding) bool { return s.BindingID(o.AOR, o.Device) == id })
+	if i >= 0 && !s.refreshStale(all[i], b) {
+		s.metrics.refreshesUnwritten.Inc()
+		return all[i], nil
+	}
 	if err := s.put(ctx, b); err != nil {
 		return Binding{}, err
 	}
 	s.metrics.stored.Inc()
 	s.log.Info("binding stored", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt)
-	if !known {
-		b.Replaced = s.replaceOlder(ctx, id, b)
+	switch {
+	case err != nil:
+		s.log.Warn("could not look for the device's older binding", "aor", b.AOR, "error", err)
+	case i < 0:
+		b.Replaced = s.replaceOlder(ctx, id, b, all)
 	}
 	return b, nil
 }
 
-// replaceOlder erases the AOR's other bindings of b's device, stored with
-// tokens it no longer has, and returns their ids. A failure leaves the old
-// binding to its TTL: the device still has its new one.
-func (s *Service) replaceOlder(ctx context.Context, id store.ID, b Binding) []store.ID {
-	all, err := s.Bindings(ctx, b.AOR)
-	if err != nil {
-		s.log.Warn("could not look for the device's older binding", "aor", b.AOR, "error", err)
-		return nil
+// refreshStale tells whether refresh b must be written over the stored cur:
+// when it changes anything but the refresh time (UpdatedAt, the upstream
+// RegisteredAt and the TTL's end that follow it, and the CSeq, which only
+// a handed-over account's own REGISTERs read), or when cur's refresh time
+// is older than Options.RefreshStaleness or a quarter of the expiry the
+// registrar granted, whichever is less. So the stored refresh time is at
+// most that stale: the record's end, and a wake-up to refresh (which is
+// due before the upstream registration lapses), come at most that much
+// early, never late.
+func (s *Service) refreshStale(cur, b Binding) bool {
+	bound := min(s.opts.RefreshStaleness, time.Duration(b.Upstream.Expires)*time.Second/4)
+	if b.UpdatedAt.Sub(cur.UpdatedAt) >= bound || cur.Account != nil || b.Account != nil {
+		return true
 	}
+	cur.UpdatedAt, cur.ExpiresAt = b.UpdatedAt, b.ExpiresAt
+	cur.Upstream.RegisteredAt, cur.Upstream.CSeq = b.Upstream.RegisteredAt, b.Upstream.CSeq
+	was, err := encode(cur)
+	if err != nil {
+		return true
+	}
+	now, err := encode(b)
+	return err != nil || !bytes.Equal(was, now)
+}
+
+// replaceOlder erases the AOR's other bindings of b's device (all, read
+// before b was stored), stored with tokens it no longer has, and returns
+// their ids. A failure leaves the old binding to its TTL: the device still
+// has its new one.
+func (s *Service) replaceOlder(ctx context.Context, id store.ID, b Binding, all []Binding) []store.ID {
 	var replaced []store.ID
 	for _, old := range all {
 		oldID := s.BindingID(old.AOR, old.Device)

@@ -481,3 +481,65 @@ func TestRangDevicesAreHandedOverAfterTheCall(t *testing.T) {
 	}
 	f.svc.Drain()
 }
+
+// A refresh that changes nothing but the time is written only once the
+// stored refresh time is Options.RefreshStaleness old, or a quarter of the
+// granted expiry if that is less; any other change is written at once, and
+// with RefreshStaleness 0 every refresh is.
+func TestUnchangedRefreshesWrittenOncePerBound(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	written := func(b relay.Binding) time.Time {
+		t.Helper()
+		got, err := f.svc.Binding(ctx, f.svc.BindingID(b.AOR, b.Device))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.UpdatedAt
+	}
+	t0 := f.clock.now()
+	b := f.register(t, 1, nil) // RefreshStaleness 0
+	f.clock.advance(time.Second)
+	f.register(t, 1, nil)
+	if got := written(b); !got.Equal(t0.Add(time.Second)) {
+		t.Fatalf("with no staleness allowed the refresh was not written: stored %v", got)
+	}
+
+	d, err := push.New(f.fakes.Config, slog.New(slog.NewTextHandler(f.logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	f.svc = relay.New(f.st, d, relay.Options{RecordTTL: ttl, Providers: []string{"apns"}, RefreshStaleness: 5 * time.Minute},
+		slog.New(slog.NewTextHandler(f.logs, nil)), f.clock.now)
+	hour := func(b *relay.Binding) { b.Upstream.Expires = 3600 }
+	f.register(t, 1, hour) // the expiry changed: written
+	last := f.clock.now()
+	steps := []struct {
+		after time.Duration
+		tweak func(*relay.Binding)
+		write bool
+		why   string
+	}{
+		{time.Minute, hour, false, "nothing but the time changed"},
+		{time.Minute, func(b *relay.Binding) { hour(b); b.Upstream.CSeq = 7 }, false, "only the CSeq changed"},
+		{time.Minute, func(b *relay.Binding) { hour(b); b.Flow.Source = "192.0.2.1:5062" }, true, "the flow changed"},
+		{4 * time.Minute, func(b *relay.Binding) { hour(b); b.Flow.Source = "192.0.2.1:5062" }, false, "4 of 5 minutes"},
+		{time.Minute, func(b *relay.Binding) { hour(b); b.Flow.Source = "192.0.2.1:5062" }, true, "5 minutes since the last write"},
+		{time.Second, func(b *relay.Binding) { hour(b); b.Upstream.CallID = "new" }, true, "a new Call-ID"},
+		{time.Second, nil, true, "the granted expiry changed (600 s)"},
+		{2 * time.Minute, nil, false, "2 of 2.5 minutes (a quarter of 600 s)"},
+		{30 * time.Second, nil, true, "a quarter of the granted 600 s"},
+		{time.Second, func(b *relay.Binding) { b.Contact += ";pn-msg-str=hi" }, true, "the contact changed"},
+	}
+	for _, s := range steps {
+		f.clock.advance(s.after)
+		f.register(t, 1, s.tweak)
+		if s.write {
+			last = f.clock.now()
+		}
+		if got := written(b); !got.Equal(last) {
+			t.Fatalf("%s: stored refresh time %v, want %v (write: %v)", s.why, got.Sub(t0), last.Sub(t0), s.write)
+		}
+	}
+}
