@@ -206,7 +206,10 @@ func (w *world) locations(user string) []peertest.Binding {
 // arrives within wait.
 func sendRaw(t *testing.T, from, to string, msg string, wait time.Duration) string {
 	t.Helper()
-	laddr, _ := net.ResolveUDPAddr("udp", net.JoinHostPort(from, "0"))
+	if _, _, err := net.SplitHostPort(from); err != nil {
+		from = net.JoinHostPort(from, "0") // any port
+	}
+	laddr, _ := net.ResolveUDPAddr("udp", from)
 	raddr, _ := net.ResolveUDPAddr("udp", to)
 	conn, err := net.DialUDP("udp", laddr, raddr)
 	if err != nil {

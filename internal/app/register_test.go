@@ -375,3 +375,44 @@ func TestUpstreamThatPushesIsPassedThrough(t *testing.T) {
 		t.Fatal("the REGISTER did not reach the registrar")
 	}
 }
+
+// A phone refreshes as RFC 3261 §10.2.4 says, in one Call-ID with a rising
+// CSeq; sipwake does not write refreshes that change nothing but the time
+// (store.refresh_staleness), so the CSeq it holds is the first one. An
+// operator's erasure must still remove the binding at the registrar (an
+// open one, which honours an un-register): sipwake un-registers under a
+// Call-ID of its own, which no stale CSeq can get refused.
+func TestErasureUnregistersAfterUnwrittenRefreshes(t *testing.T) {
+	w := newWorldWith(t, peertest.KamailioOptions{Open: true}, withAdmin(t))
+	from := w.deviceIP
+	contact := "<sip:alice@" + from + ":5099" + apnsParams(token) + ">"
+	for cseq := 1; cseq <= 3; cseq++ {
+		msg := strings.Join([]string{
+			"REGISTER sip:" + domain + " SIP/2.0",
+			"Via: SIP/2.0/UDP " + from + ":5099;rport;branch=z9hG4bK-refresh-" + strconv.Itoa(cseq),
+			"From: <sip:alice@" + domain + ">;tag=refresh",
+			"To: <sip:alice@" + domain + ">",
+			"Call-ID: one-boot-cycle@" + from,
+			"CSeq: " + strconv.Itoa(cseq) + " REGISTER",
+			"Contact: " + contact,
+			"Expires: 600",
+			"Max-Forwards: 70",
+			"Content-Length: 0",
+			"", "",
+		}, "\r\n")
+		if ans := sendRaw(t, from+":5099", w.swAddr, msg, 2*time.Second); !strings.HasPrefix(ans, "SIP/2.0 200 ") {
+			t.Fatalf("REGISTER CSeq %d answered %q", cseq, ans)
+		}
+	}
+	bs := w.bindings("alice")
+	if len(bs) != 1 || bs[0].Upstream.CSeq != 1 {
+		t.Fatalf("stored %+v; want one binding still holding CSeq 1 (refreshes 2 and 3 changed nothing)", bs)
+	}
+	if len(w.locations("alice")) != 1 {
+		t.Fatalf("registrar holds %+v, want alice's one contact", w.locations("alice"))
+	}
+	if code, body := w.adminDo("POST", "/admin/aors/alice@"+domain+"/erase"); code != 200 || !strings.Contains(body, `"erased": 1`) {
+		t.Fatalf("erase: %d %s", code, body)
+	}
+	waitFor(t, func() bool { return len(w.locations("alice")) == 0 }, "the registrar's binding removed by the un-register")
+}

@@ -207,20 +207,21 @@ func (s *Service) Register(ctx context.Context, b Binding) (Binding, error) {
 
 // refreshStale tells whether refresh b must be written over the stored cur:
 // when it changes anything but the refresh time (UpdatedAt, the upstream
-// RegisteredAt and the TTL's end that follow it, and the CSeq, which only
-// a handed-over account's own REGISTERs read), or when cur's refresh time
-// is older than Options.RefreshStaleness or a quarter of the expiry the
-// registrar granted, whichever is less. So the stored refresh time is at
-// most that stale: the record's end, and a wake-up to refresh (which is
-// due before the upstream registration lapses), come at most that much
-// early, never late.
+// RegisteredAt and the TTL's end that follow it) and the registration's
+// Call-ID and CSeq (only a handed-over account's own REGISTERs read those,
+// and accounts are always written; a device binding is un-registered under
+// a Call-ID of sipwake's), or when cur's refresh time is older than
+// Options.RefreshStaleness or a quarter of the expiry the registrar
+// granted, whichever is less. So the stored refresh time is at most that
+// stale: the record's end, and a wake-up to refresh (due before the
+// upstream registration lapses), come at most that much early, never late.
 func (s *Service) refreshStale(cur, b Binding) bool {
 	bound := min(s.opts.RefreshStaleness, time.Duration(b.Upstream.Expires)*time.Second/4)
 	if b.UpdatedAt.Sub(cur.UpdatedAt) >= bound || cur.Account != nil || b.Account != nil {
 		return true
 	}
 	cur.UpdatedAt, cur.ExpiresAt = b.UpdatedAt, b.ExpiresAt
-	cur.Upstream.RegisteredAt, cur.Upstream.CSeq = b.Upstream.RegisteredAt, b.Upstream.CSeq
+	cur.Upstream.RegisteredAt, cur.Upstream.CallID, cur.Upstream.CSeq = b.Upstream.RegisteredAt, b.Upstream.CallID, b.Upstream.CSeq
 	was, err := encode(cur)
 	if err != nil {
 		return true

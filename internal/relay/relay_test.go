@@ -526,7 +526,7 @@ func TestUnchangedRefreshesWrittenOncePerBound(t *testing.T) {
 		{time.Minute, func(b *relay.Binding) { hour(b); b.Flow.Source = "192.0.2.1:5062" }, true, "the flow changed"},
 		{4 * time.Minute, func(b *relay.Binding) { hour(b); b.Flow.Source = "192.0.2.1:5062" }, false, "4 of 5 minutes"},
 		{time.Minute, func(b *relay.Binding) { hour(b); b.Flow.Source = "192.0.2.1:5062" }, true, "5 minutes since the last write"},
-		{time.Second, func(b *relay.Binding) { hour(b); b.Upstream.CallID = "new" }, true, "a new Call-ID"},
+		{time.Second, func(b *relay.Binding) { hour(b); b.Upstream.CallID = "new"; b.Flow.Source = "192.0.2.1:5062" }, false, "only the Call-ID changed"},
 		{time.Second, nil, true, "the granted expiry changed (600 s)"},
 		{2 * time.Minute, nil, false, "2 of 2.5 minutes (a quarter of 600 s)"},
 		{30 * time.Second, nil, true, "a quarter of the granted 600 s"},

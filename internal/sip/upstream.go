@@ -10,8 +10,12 @@ import (
 	"github.com/sipwake/sipwake/internal/relay"
 )
 
-// Unregister removes a binding at the registrar (REGISTER, Expires: 0) in
-// the registration's own Call-ID. A registrar that challenges it cannot be
+// Unregister removes a binding at the registrar (REGISTER, Expires: 0)
+// under a Call-ID of its own: a registrar removes a binding at an Expires: 0
+// in another Call-ID (RFC 3261 §10.3 step 7), while in the registration's
+// own it compares CSeqs, and the stored Call-ID and CSeq may be behind the
+// device's (a refresh that changes nothing else is not written every time,
+// relay.Options.RefreshStaleness). A registrar that challenges it cannot be
 // answered for a SIP-native device (sipwake never holds its password); its
 // binding then lapses at the registrar's own expiry. The binding was
 // erased (expired, or by an operator): this node forgets its connection.
@@ -24,9 +28,9 @@ func (s *Server) Unregister(ctx context.Context, b relay.Binding) error {
 	fromParams.Add("tag", sip.GenerateTagN(16))
 	req.AppendHeader(&sip.FromHeader{Address: aor, Params: fromParams})
 	req.AppendHeader(&sip.ToHeader{Address: aor, Params: sip.NewParams()})
-	callID := sip.CallIDHeader(b.Upstream.CallID)
+	callID := sip.CallIDHeader(sip.GenerateTagN(32))
 	req.AppendHeader(&callID)
-	req.AppendHeader(&sip.CSeqHeader{SeqNo: b.Upstream.CSeq + 1, MethodName: sip.REGISTER})
+	req.AppendHeader(&sip.CSeqHeader{SeqNo: 1, MethodName: sip.REGISTER})
 	contact := &sip.ContactHeader{}
 	if err := sip.ParseUri(b.Upstream.Contact, &contact.Address); err != nil {
 		return fmt.Errorf("upstream contact: %w", err)
