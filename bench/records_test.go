@@ -141,7 +141,7 @@ func BenchmarkRecords(b *testing.B) {
 				if i >= n {
 					return
 				}
-				if _, err := svc.Register(ctx, binding(i, now, param)); err != nil {
+				if _, err := svc.Register(ctx, binding(i, now, param), nil); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}

@@ -138,7 +138,7 @@ func TestKeysUsage(t *testing.T) {
 	}
 	for _, user := range []string{"alice", "bob"} {
 		b := relay.Binding{AOR: relay.AOR(user + "@example.test"), Device: relay.Device{Provider: "apns", Token: pushtest.APNsToken(len(user))}}
-		if _, err := a.Relay().Register(context.Background(), b); err != nil {
+		if _, err := a.Relay().Register(context.Background(), b, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

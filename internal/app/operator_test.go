@@ -343,7 +343,7 @@ func putBindings(t *testing.T, a *app.App, n int) {
 	for i := range n {
 		b := relay.Binding{AOR: aorN(i), Device: relay.Device{Provider: "apns", Token: pushtest.APNsToken(i), Param: "TEAM.org.sipwake.test.voip"},
 			Contact: "sip:u@192.0.2.1:5070", Upstream: relay.UpstreamState{Path: true, Expires: 600}}
-		if _, err := a.Relay().Register(context.Background(), b); err != nil {
+		if _, err := a.Relay().Register(context.Background(), b, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -29,7 +29,7 @@ func newCountedStore(st Records, reg prometheus.Registerer) countedStore {
 			Name: "sipwake_store_errors_total", Help: "Store operations that failed (not counting records not found), by operation.",
 		}, []string{"op"}),
 	}
-	for _, op := range []string{"put", "get", "has", "list_aor", "delete", "scan_due", "scan_accounts", "take_expired", "count"} {
+	for _, op := range []string{"put", "get", "list_aor", "delete", "scan_due", "scan_accounts", "take_expired", "count"} {
 		c.errors.WithLabelValues(op) // every series exists from the start, at 0
 	}
 	reg.MustRegister(c.sweeps, c.compactions, c.errors)
@@ -52,11 +52,6 @@ func (c countedStore) Put(ctx context.Context, r store.Record) error {
 func (c countedStore) Get(ctx context.Context, id store.ID) (store.Record, error) {
 	r, err := c.Records.Get(ctx, id)
 	return r, c.failed("get", err)
-}
-
-func (c countedStore) Has(ctx context.Context, id store.ID) (bool, error) {
-	ok, err := c.Records.Has(ctx, id)
-	return ok, c.failed("has", err)
 }
 
 func (c countedStore) ListAOR(ctx context.Context, aor string) ([]store.Record, error) {

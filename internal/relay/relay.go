@@ -22,8 +22,6 @@ type Store interface {
 	ID(aor, device string) store.ID
 	Put(ctx context.Context, r store.Record) error
 	Get(ctx context.Context, id store.ID) (store.Record, error)
-	// Has tells whether a record is stored under id without opening it.
-	Has(ctx context.Context, id store.ID) (bool, error)
 	ListAOR(ctx context.Context, aor string) ([]store.Record, error)
 	Delete(ctx context.Context, id store.ID) (store.Record, error)
 	// ScanDue lists the records whose DueAt has come (Wakeups walk them).
@@ -170,37 +168,35 @@ func (s *Service) BindingID(aor AOR, d Device) store.ID {
 
 // Register stores (or refreshes) a binding the registrar has accepted; the
 // record's TTL starts again. A new binding replaces the AOR's bindings of
-// the same device with older tokens. It returns the binding as stored.
+// the same device with older tokens. aor is what Bindings returned for b's
+// AOR when the REGISTER arrived (nil when it could not be read: b is then
+// written and replaces nothing). It returns the binding as stored.
 //
 // A refresh that changes nothing but the time is not written while the
 // stored refresh time is younger than the staleness bound (see
 // refreshStale): the record's TTL is days, and a durable write per refresh
 // is most of a REGISTER's cost. Every other change is written at once.
-func (s *Service) Register(ctx context.Context, b Binding) (Binding, error) {
+func (s *Service) Register(ctx context.Context, b Binding, aor []Binding) (Binding, error) {
 	now := s.now()
 	b.UpdatedAt = now
 	b.Node = s.node
 	b.Upstream.RegisteredAt = now
 	b.ExpiresAt = now.Add(s.opts.RecordTTL)
 	id := s.BindingID(b.AOR, b.Device)
-	// One read of the AOR's bindings says whether this is a refresh,
-	// whether it changes anything, and which bindings it may replace.
-	all, err := s.Bindings(ctx, b.AOR)
-	i := slices.IndexFunc(all, func(o Binding) bool { return s.BindingID(o.AOR, o.Device) == id })
-	if i >= 0 && !s.refreshStale(all[i], b) {
+	// The AOR's bindings say whether this is a refresh, whether it changes
+	// anything, and which bindings it may replace.
+	i := slices.IndexFunc(aor, func(o Binding) bool { return s.BindingID(o.AOR, o.Device) == id })
+	if i >= 0 && !s.refreshStale(aor[i], b) {
 		s.metrics.refreshesUnwritten.Inc()
-		return all[i], nil
+		return aor[i], nil
 	}
 	if err := s.put(ctx, b); err != nil {
 		return Binding{}, err
 	}
 	s.metrics.stored.Inc()
 	s.log.Info("binding stored", "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt)
-	switch {
-	case err != nil:
-		s.log.Warn("could not look for the device's older binding", "aor", b.AOR, "error", err)
-	case i < 0:
-		b.Replaced = s.replaceOlder(ctx, id, b, all)
+	if i < 0 {
+		b.Replaced = s.replaceOlder(ctx, id, b, aor)
 	}
 	return b, nil
 }
@@ -230,9 +226,9 @@ func (s *Service) refreshStale(cur, b Binding) bool {
 	return err != nil || !bytes.Equal(was, now)
 }
 
-// replaceOlder erases the AOR's other bindings of b's device (all, read
-// before b was stored), stored with tokens it no longer has, and returns
-// their ids. A failure leaves the old binding to its TTL: the device still
+// replaceOlder erases the AOR's other bindings of b's device (among all,
+// read before b was stored), stored with tokens it no longer has, and
+// returns their ids. A failure leaves the old binding to its TTL: the device still
 // has its new one.
 func (s *Service) replaceOlder(ctx context.Context, id store.ID, b Binding, all []Binding) []store.ID {
 	var replaced []store.ID
@@ -272,12 +268,6 @@ func (s *Service) Binding(ctx context.Context, id store.ID) (Binding, error) {
 		return Binding{}, err
 	}
 	return decode(rec)
-}
-
-// Holds tells whether a binding is stored under id, without opening it.
-func (s *Service) Holds(ctx context.Context, id store.ID) bool {
-	ok, err := s.store.Has(ctx, id)
-	return ok && err == nil
 }
 
 // Bindings returns every device binding of an AOR.

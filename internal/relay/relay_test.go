@@ -102,7 +102,11 @@ func (f *fixture) register(t *testing.T, i int, tweak func(*relay.Binding), serv
 	if tweak != nil {
 		tweak(&b)
 	}
-	if _, err := f.svc.Register(context.Background(), b); err != nil {
+	known, err := f.svc.Bindings(context.Background(), b.AOR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.svc.Register(context.Background(), b, known); err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -417,8 +421,12 @@ func TestNewTokensReplaceTheSamePhone(t *testing.T) {
 	}
 	old := f.register(t, 10, nil)
 	other := f.register(t, 11, nil) // another phone: its own instance
+	known, err := f.svc.Bindings(ctx, old.AOR)
+	if err != nil {
+		t.Fatal(err)
+	}
 	renewed, err := f.svc.Register(ctx, relay.Binding{AOR: old.AOR, Instance: old.Instance, Contact: "sip:alice@198.51.100.9:40000",
-		Device: relay.Device{Provider: "apns", Token: f.fakes.APNs.VoIPToken(12) + ":voip", Param: old.Device.Param}})
+		Device: relay.Device{Provider: "apns", Token: f.fakes.APNs.VoIPToken(12) + ":voip", Param: old.Device.Param}}, known)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,17 +33,12 @@ func (s *Server) BindingURIFor(id store.ID, transport string) string {
 
 // accountBinding finds the handed-over account a woken app's REGISTER is
 // for: same AOR, same push device.
-func (s *Server) accountBinding(ctx context.Context, reg *registration) (relay.Binding, bool) {
-	// A device that already has a SIP-native binding is no handed-over app:
-	// one lookup by id spares the usual refresh a walk over the AOR.
-	if s.relay.Holds(ctx, reg.id) {
+func (s *Server) accountBinding(reg *registration) (relay.Binding, bool) {
+	// A device that already has a SIP-native binding is no handed-over app.
+	if slices.ContainsFunc(reg.known, func(b relay.Binding) bool { return s.relay.BindingID(b.AOR, b.Device) == reg.id }) {
 		return relay.Binding{}, false
 	}
-	bs, err := s.relay.Bindings(ctx, reg.aor)
-	if err != nil {
-		return relay.Binding{}, false
-	}
-	for _, b := range bs {
+	for _, b := range reg.known {
 		if b.Account != nil && b.Device.SharesToken(reg.device) {
 			return b, true
 		}

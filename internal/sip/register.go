@@ -34,6 +34,10 @@ type registration struct {
 	device relay.Device
 	id     store.ID
 	query  bool // a bare pn-provider: capability query
+	// known are the AOR's bindings as stored when a push REGISTER came
+	// in: read once, for the handed-over account it may be and for what
+	// storing it changes.
+	known []relay.Binding
 	// stored is the binding this REGISTER refreshed, once stored.
 	stored *relay.Binding
 }
@@ -95,7 +99,11 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 	}
 	s.relay.Traces().Log(s.log, reg.aor, "REGISTER from device", "sip", req)
 	if reg.push != nil {
-		if b, ok := s.accountBinding(ctx, reg); ok {
+		var err error
+		if reg.known, err = s.relay.Bindings(ctx, reg.aor); err != nil {
+			s.log.Warn("could not read the AOR's bindings; this REGISTER is stored as new", "aor", reg.aor, "error", err)
+		}
+		if b, ok := s.accountBinding(reg); ok {
 			s.registerAccountApp(ctx, req, tx, reg, b)
 			return
 		}
@@ -340,7 +348,7 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 		},
 		PNSReg: reg.push.Params.Has("+sip.pnsreg"),
 	}
-	stored, err := s.relay.Register(ctx, b)
+	stored, err := s.relay.Register(ctx, b, reg.known)
 	if err != nil {
 		s.log.Error("binding not stored; push stays off for this device", "aor", reg.aor, "error", err)
 		return regStoreFailed

@@ -17,9 +17,10 @@ type Relay interface {
 	Classify(relay.ContactParams) relay.PushRequest
 	Providers() []string
 
-	// Register stores a binding the registrar accepted; Refreshed tells
-	// the calls waiting for its device that it is awake.
-	Register(ctx context.Context, b relay.Binding) (relay.Binding, error)
+	// Register stores a binding the registrar accepted (aor: the AOR's
+	// bindings as read when its REGISTER came in); Refreshed tells the
+	// calls waiting for its device that it is awake.
+	Register(ctx context.Context, b relay.Binding, aor []relay.Binding) (relay.Binding, error)
 	Refreshed(b relay.Binding)
 	// PushDisabled erases the bindings of contacts that turned push off,
 	// Erase one device's binding, UpdateAccount a handed-over account's.
@@ -27,9 +28,8 @@ type Relay interface {
 	Erase(ctx context.Context, aor relay.AOR, d relay.Device, reason string) error
 	UpdateAccount(ctx context.Context, b relay.Binding) error
 
-	// Binding, Holds and Bindings read what is stored.
+	// Binding and Bindings read what is stored.
 	Binding(ctx context.Context, id store.ID) (relay.Binding, error)
-	Holds(ctx context.Context, id store.ID) bool
 	Bindings(ctx context.Context, aor relay.AOR) ([]relay.Binding, error)
 
 	// Wake pushes a call's sleeping devices and waits for them; what

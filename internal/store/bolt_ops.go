@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -65,22 +64,6 @@ func (b *Bolt) Get(ctx context.Context, id ID) (Record, error) {
 		return Record{}, err
 	}
 	return b.codec.open(raw)
-}
-
-// Has tells whether a record is stored under id, without opening it.
-func (b *Bolt) Has(ctx context.Context, id ID) (bool, error) {
-	var ok bool
-	err := b.withDB(ctx, func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
-			rec := tx.Bucket([]byte(bucketRec))
-			if rec == nil {
-				return errors.New("store: bucket missing")
-			}
-			ok = rec.Get(id[:]) != nil
-			return nil
-		})
-	})
-	return ok, err
 }
 
 // ListAOR returns every record of aor, in ID order. Records that cannot be

@@ -481,18 +481,6 @@ func (s *Redis) Get(ctx context.Context, id ID) (Record, error) {
 	return s.codec.open(raw)
 }
 
-// Has tells whether a record is stored under id, without reading it.
-func (s *Redis) Has(ctx context.Context, id ID) (bool, error) {
-	if err := s.ready(ctx); err != nil {
-		return false, err
-	}
-	n, err := s.rdb.Exists(ctx, s.recKey(id)).Result()
-	if err != nil {
-		return false, fmt.Errorf("store: has %s: %w", id, mapRedisErr(err))
-	}
-	return n == 1, nil
-}
-
 // mget reads the raw values of ids (nil where absent), in one round trip.
 func (s *Redis) mget(ctx context.Context, ids []ID) ([][]byte, error) {
 	if len(ids) == 0 {

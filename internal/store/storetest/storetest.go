@@ -24,7 +24,6 @@ type Backend interface {
 	DeriveKey(label string) []byte
 	Put(ctx context.Context, r store.Record) error
 	Get(ctx context.Context, id store.ID) (store.Record, error)
-	Has(ctx context.Context, id store.ID) (bool, error)
 	ListAOR(ctx context.Context, aor string) ([]store.Record, error)
 	Delete(ctx context.Context, id store.ID) (store.Record, error)
 	DeleteAOR(ctx context.Context, aor string) ([]store.Record, error)
@@ -242,12 +241,6 @@ func testPutGet(t *testing.T, b Backend) {
 
 	if _, err := b.Get(ctx, b.ID("sip:nobody@example.com", "dev1")); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Get(absent) err = %v, want ErrNotFound", err)
-	}
-	if ok, err := b.Has(ctx, r.ID); !ok || err != nil {
-		t.Fatalf("Has(stored) = %v, %v", ok, err)
-	}
-	if ok, err := b.Has(ctx, b.ID("sip:nobody@example.com", "dev1")); ok || err != nil {
-		t.Fatalf("Has(absent) = %v, %v", ok, err)
 	}
 	count(t, b, 1)
 }
