@@ -56,8 +56,9 @@ func (w *world) readyz() (int, string) {
 	return w.adminDo("GET", "/readyz")
 }
 
-// Redis unreachable (connections reset, new ones refused): a REGISTER the
-// registrar accepted is answered 500 and not stored, /readyz says the store
+// Redis unreachable (connections reset, new ones refused): a push REGISTER
+// is answered 500 before it reaches the registrar (the store that cannot
+// be read would not take its binding either), /readyz says the store
 // fails, the metrics show it, and a call for a phone connected to this node
 // still reaches it over its connection. Once Redis is reachable again,
 // everything works without a restart.
@@ -83,8 +84,13 @@ func TestRedisUnreachableThenBack(t *testing.T) {
 	if up := metric(t, w, "sipwake_store_up", ""); up != 0 {
 		t.Fatalf("sipwake_store_up %v while Redis is unreachable", up)
 	}
-	if n := metric(t, w, "sipwake_store_errors_total", "put"); n < 1 {
-		t.Fatalf("sipwake_store_errors_total{op=put} %v after a refused REGISTER", n)
+	if n := metric(t, w, "sipwake_store_errors_total", "list_aor"); n < 1 {
+		t.Fatalf("sipwake_store_errors_total{op=list_aor} %v after a refused REGISTER", n)
+	}
+	for _, l := range w.locations("bob") {
+		if l.Params["pn-prid"] == refused {
+			t.Fatalf("the registrar bound the device sipwake refused: %s", l.Contact)
+		}
 	}
 	if n := metric(t, w, "sipwake_sip_registers_total", "store_failed"); n != 1 {
 		t.Fatalf("sipwake_sip_registers_total{outcome=store_failed} %v, want 1", n)

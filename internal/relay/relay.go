@@ -75,6 +75,11 @@ type Service struct {
 	// waiters are the calls parked on each binding, woken by Refreshed.
 	waitMu  sync.Mutex
 	waiters map[store.ID]map[*wakeup]struct{}
+	// unsure are the bindings being written or whose last write failed
+	// (see writing); pruneUnsure is the size at which old ones go.
+	unsureMu    sync.Mutex
+	unsure      map[store.ID]*unsureWrite
+	pruneUnsure int
 	// pushes tracks background follow-up pushes.
 	pushes sync.WaitGroup
 	traces *Traces
@@ -96,7 +101,8 @@ func New(st Store, p Pusher, opts Options, log *slog.Logger, now func() time.Tim
 		opts.Metrics = NewMetrics(nil)
 	}
 	s := &Service{store: st, pusher: p, opts: opts, metrics: opts.Metrics, log: log, now: now,
-		waiters: map[store.ID]map[*wakeup]struct{}{}, traces: NewTraces(now), bus: opts.Bus, node: opts.Node,
+		waiters: map[store.ID]map[*wakeup]struct{}{}, unsure: map[store.ID]*unsureWrite{}, pruneUnsure: minPruneUnsure,
+		traces: NewTraces(now), bus: opts.Bus, node: opts.Node,
 		pushCaps: limit.New[store.ID](float64(opts.CallPushesPerMinute)/60, opts.CallPushesPerMinute, now)}
 	s.wakeups = newWakeups(s, opts.Wakeups)
 	return s
@@ -186,11 +192,14 @@ func (s *Service) Register(ctx context.Context, b Binding, aor []Binding) (Bindi
 	// The AOR's bindings say whether this is a refresh, whether it changes
 	// anything, and which bindings it may replace.
 	i := slices.IndexFunc(aor, func(o Binding) bool { return s.BindingID(o.AOR, o.Device) == id })
-	if i >= 0 && !s.refreshStale(aor[i], b) {
+	if i >= 0 && !s.refreshStale(aor[i], b) && !s.unconfirmed(id) {
 		s.metrics.refreshesUnwritten.Inc()
 		return aor[i], nil
 	}
-	if err := s.put(ctx, b); err != nil {
+	done := s.writing(id, b.UpdatedAt)
+	err := s.put(ctx, b)
+	done(err)
+	if err != nil {
 		return Binding{}, err
 	}
 	s.metrics.stored.Inc()
@@ -224,6 +233,61 @@ func (s *Service) refreshStale(cur, b Binding) bool {
 	}
 	now, err := encode(b)
 	return err != nil || !bytes.Equal(was, now)
+}
+
+// minPruneUnsure is the fewest unsure writes noted before old ones go.
+const minPruneUnsure = 1024
+
+// unsureWrite is a binding's write in flight, or failed.
+type unsureWrite struct {
+	inFlight int
+	failed   bool
+	at       time.Time // the UpdatedAt the last one carried
+}
+
+// writing notes that binding id, refreshed at, is being written; done says
+// how the write ended. A store may hold a write before it is confirmed,
+// and keep a failed one all the same (Redis keeps a write its replicas did
+// not confirm within store.redis.replica_timeout): a refresh that found it
+// must not skip writing it again. So no refresh of a binding is skipped
+// while a write of it is in flight or after one failed, until one
+// succeeds. A failed write older than RefreshStaleness says nothing more
+// (such a refresh is written anyway): those notes go whenever the notes
+// have doubled, so they stay about as many as the writes failing now.
+func (s *Service) writing(id store.ID, at time.Time) (done func(error)) {
+	s.unsureMu.Lock()
+	defer s.unsureMu.Unlock()
+	w := s.unsure[id]
+	if w == nil {
+		w = &unsureWrite{}
+		s.unsure[id] = w
+	}
+	w.inFlight++
+	w.at = at
+	if len(s.unsure) >= s.pruneUnsure {
+		for k, o := range s.unsure {
+			if o.inFlight == 0 && at.Sub(o.at) >= s.opts.RefreshStaleness {
+				delete(s.unsure, k)
+			}
+		}
+		s.pruneUnsure = max(minPruneUnsure, 2*len(s.unsure))
+	}
+	return func(err error) {
+		s.unsureMu.Lock()
+		defer s.unsureMu.Unlock()
+		w.inFlight--
+		w.failed = err != nil
+		if w.inFlight == 0 && !w.failed && s.unsure[id] == w {
+			delete(s.unsure, id)
+		}
+	}
+}
+
+// unconfirmed tells whether a write of binding id is in flight or failed.
+func (s *Service) unconfirmed(id store.ID) bool {
+	s.unsureMu.Lock()
+	defer s.unsureMu.Unlock()
+	return s.unsure[id] != nil
 }
 
 // replaceOlder erases the AOR's other bindings of b's device (among all,

@@ -99,9 +99,15 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 	}
 	s.relay.Traces().Log(s.log, reg.aor, "REGISTER from device", "sip", req)
 	if reg.push != nil {
+		// A store that cannot be read now will not take the binding
+		// either: refused before the registrar binds what sipwake would
+		// not know.
 		var err error
 		if reg.known, err = s.relay.Bindings(ctx, reg.aor); err != nil {
-			s.log.Warn("could not read the AOR's bindings; this REGISTER is stored as new", "aor", reg.aor, "error", err)
+			s.metrics.register(regStoreFailed)
+			s.log.Error("binding store cannot be read; REGISTER refused before the registrar", "aor", reg.aor, "error", err)
+			s.reply(req, tx, sip.StatusInternalServerError, "Server Internal Error: sipwake cannot read the push binding store")
+			return
 		}
 		if b, ok := s.accountBinding(reg); ok {
 			s.registerAccountApp(ctx, req, tx, reg, b)
