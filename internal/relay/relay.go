@@ -191,7 +191,7 @@ func (s *Service) Register(ctx context.Context, b Binding, aor []Binding) (Bindi
 	id := s.BindingID(b.AOR, b.Device)
 	// The AOR's bindings say whether this is a refresh, whether it changes
 	// anything, and which bindings it may replace.
-	i := slices.IndexFunc(aor, func(o Binding) bool { return s.BindingID(o.AOR, o.Device) == id })
+	i := slices.IndexFunc(aor, func(o Binding) bool { return o.AOR == b.AOR && o.Device == b.Device }) // id's binding
 	if i >= 0 && !s.refreshStale(aor[i], b) && !s.unconfirmed(id) {
 		s.metrics.refreshesUnwritten.Inc()
 		return aor[i], nil

@@ -35,7 +35,7 @@ func (s *Server) BindingURIFor(id store.ID, transport string) string {
 // for: same AOR, same push device.
 func (s *Server) accountBinding(reg *registration) (relay.Binding, bool) {
 	// A device that already has a SIP-native binding is no handed-over app.
-	if slices.ContainsFunc(reg.known, func(b relay.Binding) bool { return s.relay.BindingID(b.AOR, b.Device) == reg.id }) {
+	if slices.ContainsFunc(reg.known, func(b relay.Binding) bool { return b.Device == reg.device }) {
 		return relay.Binding{}, false
 	}
 	for _, b := range reg.known {
