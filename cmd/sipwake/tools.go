@@ -18,6 +18,7 @@ import (
 	"github.com/sipwake/sipwake/internal/app"
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/fcm"
 	"github.com/sipwake/sipwake/internal/push/pn"
 	"github.com/sipwake/sipwake/internal/store"
 )
@@ -127,7 +128,7 @@ func (c cli) pushTest(ctx context.Context, args []string) error {
 		return fmt.Errorf("push test: -kind %q: want call, cancel, message, register or expiry_warning", kind)
 	}
 	log := newLogger(cfg.Log, c.stderr)
-	return push.RunTestPush(ctx, cfg.Push, provider, token, appName, k, c.stdout, log)
+	return push.RunTestPush(ctx, cfg.Push, provider, token, appName, k, c.stdout, log, push.WithFCM(fcm.New))
 }
 
 // healthcheck GETs /healthz (or /readyz with -ready) on the admin listener.

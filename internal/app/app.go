@@ -27,6 +27,7 @@ import (
 	"github.com/sipwake/sipwake/internal/config"
 	"github.com/sipwake/sipwake/internal/handover"
 	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/fcm"
 	"github.com/sipwake/sipwake/internal/relay"
 	"github.com/sipwake/sipwake/internal/sip"
 	"github.com/sipwake/sipwake/internal/store"
@@ -105,7 +106,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (a *App, err error
 	}
 	a.counted = newCountedStore(st, a.registry)
 	a.registerStoreMetrics()
-	d, err := push.New(cfg.Push, log, a.registry)
+	d, err := push.New(cfg.Push, log, a.registry, push.WithFCM(fcm.New))
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/fcm"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
@@ -33,7 +34,7 @@ func BenchmarkDispatchFCM(b *testing.B) {
 // Dispatcher (one HTTP/2 connection per app) and reports throughput and
 // dispatch latency percentiles.
 func benchDispatch(b *testing.B, cfg push.Config, target func(int) push.Target) {
-	d, err := push.New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	d, err := push.New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), push.WithFCM(fcm.New))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/fcm"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
@@ -58,7 +59,7 @@ func TestValidate(t *testing.T) {
 			if len(errs) == 0 || !strings.Contains(strings.Join(msgs, "\n"), c.want) {
 				t.Fatalf("errors %q, want one containing %q", msgs, c.want)
 			}
-			if _, err := push.New(cfg, nil, nil); err == nil {
+			if _, err := push.New(cfg, nil, nil, push.WithFCM(fcm.New)); err == nil {
 				t.Error("New accepted an invalid config")
 			}
 		})

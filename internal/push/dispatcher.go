@@ -18,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sipwake/sipwake/internal/push/apns"
-	"github.com/sipwake/sipwake/internal/push/fcm"
 	"github.com/sipwake/sipwake/internal/push/pn"
 )
 
@@ -53,6 +52,9 @@ type Dispatcher struct {
 
 	sent *prometheus.CounterVec
 	dur  *prometheus.HistogramVec
+
+	// newFCM builds an FCM app's client (WithFCM); nil refuses FCM apps.
+	newFCM func(context.Context, pn.FCMOptions) (provider, error)
 
 	onceMu    sync.Mutex
 	onceSeen  map[string]struct{}
@@ -100,6 +102,23 @@ func WithClock(now func() time.Time) Option { return func(d *Dispatcher) { d.now
 // each delay is jittered between half and all of its value.
 func WithBackoff(base, limit time.Duration) Option {
 	return func(d *Dispatcher) { d.backoff = backoff{base, limit} }
+}
+
+// WithFCM sets how an FCM app gets its client: internal/app passes
+// fcm.New. push does not import internal/push/fcm itself so that what links
+// push (config, relay's tests, the fakes) does not link the Firebase SDK,
+// the heaviest of sipwake's dependencies; without WithFCM, New refuses a
+// Config with an FCM app.
+func WithFCM[P provider](dial func(context.Context, pn.FCMOptions) (P, error)) Option {
+	return func(d *Dispatcher) {
+		d.newFCM = func(ctx context.Context, o pn.FCMOptions) (provider, error) {
+			p, err := dial(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			return p, nil
+		}
+	}
 }
 
 // New validates cfg and builds one long-lived client per app. reg may be nil.
@@ -202,13 +221,16 @@ func (d *Dispatcher) buildApp(ac AppConfig) (*app, error) {
 		if err != nil {
 			return nil, err
 		}
-		o := fcm.Options{ProjectID: c.ProjectID, CredentialsJSON: js, Endpoint: fcmEndpoint(c.Endpoint), Now: d.now}
+		if d.newFCM == nil {
+			return nil, errors.New("no FCM client: push.New was not given WithFCM")
+		}
+		o := pn.FCMOptions{ProjectID: c.ProjectID, CredentialsJSON: js, Endpoint: fcmEndpoint(c.Endpoint), Now: d.now}
 		if c.CAFile != "" {
 			if o.RootCAs, err = loadCAs(c.CAFile); err != nil {
 				return nil, err
 			}
 		}
-		p, err := fcm.New(context.Background(), o)
+		p, err := d.newFCM(context.Background(), o)
 		if err != nil {
 			return nil, err
 		}

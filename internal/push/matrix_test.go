@@ -9,6 +9,7 @@ import (
 
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/fcm"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
@@ -231,7 +232,7 @@ func TestFCMUnknownSenderIDWithOneApp(t *testing.T) {
 	app := f.App("android")
 	app.FCM.SenderID = ""
 	logs := &peertest.Buffer{}
-	d, err := push.New(push.Config{Apps: []push.AppConfig{app}}, slog.New(slog.NewTextHandler(logs, nil)), nil)
+	d, err := push.New(push.Config{Apps: []push.AppConfig{app}}, slog.New(slog.NewTextHandler(logs, nil)), nil, push.WithFCM(fcm.New))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,9 @@
 //
 // It does not own bindings or decide when to push (internal/relay does), and
 // it never speaks a provider's wire protocol itself: internal/push/apns and
-// internal/push/fcm do, on the real client libraries.
+// internal/push/fcm do, on the real client libraries. It builds APNs clients
+// itself but is handed FCM's constructor (WithFCM), so that it links no
+// Firebase SDK.
 package push
 
 import (

@@ -15,6 +15,7 @@ import (
 
 	"github.com/sipwake/sipwake/internal/peertest"
 	"github.com/sipwake/sipwake/internal/push"
+	"github.com/sipwake/sipwake/internal/push/fcm"
 	"github.com/sipwake/sipwake/internal/push/pushtest"
 )
 
@@ -29,7 +30,7 @@ func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{Fakes: pushtest.NewFakes(t), log: &peertest.Buffer{}, reg: prometheus.NewRegistry()}
 	log := slog.New(slog.NewJSONHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := push.New(e.Config, log, e.reg, push.WithBackoff(10*time.Millisecond, 100*time.Millisecond))
+	d, err := push.New(e.Config, log, e.reg, push.WithBackoff(10*time.Millisecond, 100*time.Millisecond), push.WithFCM(fcm.New))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +202,29 @@ func TestAPNsCertificateAuth(t *testing.T) {
 	}
 	if h := f.Pushes()[0].Header; h.Get("Authorization") != "" {
 		t.Errorf("certificate auth sent a JWT too")
+	}
+}
+
+// push links no Firebase SDK: an FCM app needs the constructor from
+// WithFCM, and a renewed Dispatcher keeps it.
+func TestFCMClientComesFromWithFCM(t *testing.T) {
+	f := pushtest.NewFCM(t)
+	cfg := push.Config{Apps: []push.AppConfig{f.App("android")}}
+	if _, err := push.New(cfg, nil, nil); err == nil || !strings.Contains(err.Error(), "WithFCM") {
+		t.Fatalf("New without WithFCM: %v", err)
+	}
+	d, err := push.New(cfg, nil, nil, push.WithFCM(fcm.New))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	fresh, err := d.Renew(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fresh.Close()
+	if res := fresh.Send(ctxFor(t, 5*time.Second), f.Target(f.Token(1)), callMsg()); res.Outcome != push.Delivered {
+		t.Fatalf("result %+v", res)
 	}
 }
 
@@ -434,7 +458,7 @@ func TestBadCredentials(t *testing.T) {
 	var logs peertest.Buffer
 	reg := prometheus.NewRegistry()
 	d, err := push.New(push.Config{Apps: []push.AppConfig{ios, android}},
-		slog.New(slog.NewJSONHandler(&logs, nil)), reg)
+		slog.New(slog.NewJSONHandler(&logs, nil)), reg, push.WithFCM(fcm.New))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,7 +552,7 @@ func TestRunTestPush(t *testing.T) {
 	}
 	f.FCM.Program(f.FCM.Token(3), pushtest.Behavior{Reason: "UNREGISTERED"})
 	out.Reset()
-	err := push.RunTestPush(ctxFor(t, 5*time.Second), f.Config, "fcm", pushtest.FCMToken(3), "", push.KindRegister, &out, nil)
+	err := push.RunTestPush(ctxFor(t, 5*time.Second), f.Config, "fcm", pushtest.FCMToken(3), "", push.KindRegister, &out, nil, push.WithFCM(fcm.New))
 	if err == nil || !strings.Contains(out.String(), "outcome=token_dead") {
 		t.Errorf("err %v, output %q", err, out.String())
 	}

@@ -22,6 +22,7 @@ func (d *Dispatcher) Renew(cfg Config) (*Dispatcher, error) {
 		log:      d.log,
 		now:      d.now,
 		backoff:  d.backoff,
+		newFCM:   d.newFCM,
 		seed:     d.seed,
 		onceSeen: map[string]struct{}{},
 		sent:     d.sent,

@@ -15,8 +15,8 @@ import (
 // named app (or, if app is empty, the only app of provider) and prints one
 // outcome line to out. It backs `sipwake push test`, so an operator can check
 // credentials before going live. It returns an error unless the push was
-// delivered.
-func RunTestPush(ctx context.Context, cfg Config, provider, token, app string, kind Kind, out io.Writer, log *slog.Logger) error {
+// delivered. opts are New's (WithFCM for an FCM app).
+func RunTestPush(ctx context.Context, cfg Config, provider, token, app string, kind Kind, out io.Writer, log *slog.Logger, opts ...Option) error {
 	var chosen *AppConfig
 	for i := range cfg.Apps {
 		a := &cfg.Apps[i]
@@ -35,7 +35,7 @@ func RunTestPush(ctx context.Context, cfg Config, provider, token, app string, k
 	}
 	// Build only the chosen app, so another app's broken files do not stop
 	// the test.
-	d, err := New(Config{MaxInFlight: 1, Apps: []AppConfig{*chosen}}, log, nil)
+	d, err := New(Config{MaxInFlight: 1, Apps: []AppConfig{*chosen}}, log, nil, opts...)
 	if err != nil {
 		return fmt.Errorf("push test: %w", err)
 	}

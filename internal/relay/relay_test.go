@@ -37,15 +37,15 @@ func (c *clock) advance(d time.Duration) {
 type fixture struct {
 	svc   *relay.Service
 	st    *store.Bolt
-	fakes *pushtest.Fakes
+	apns  *pushtest.APNs
 	clock *clock
 	logs  *bytes.Buffer
 }
 
 const ttl = 120 * time.Hour
 
-// newFixture is a relay over a real bbolt file and the push fakes; wo are
-// its wake-up options.
+// newFixture is a relay over a real bbolt file and the fake APNs (the
+// devices are iPhones); wo are its wake-up options.
 func newFixture(t *testing.T, wo ...relay.WakeupOptions) *fixture {
 	t.Helper()
 	keys, err := store.NewKeyring("k1", map[string][]byte{"k1": store.NewKey()})
@@ -59,8 +59,8 @@ func newFixture(t *testing.T, wo ...relay.WakeupOptions) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	fakes := pushtest.NewFakes(t)
-	d, err := push.New(fakes.Config, log, nil)
+	apns := pushtest.NewAPNs(t)
+	d, err := push.New(apnsConfig(apns), log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,13 @@ func newFixture(t *testing.T, wo ...relay.WakeupOptions) *fixture {
 		opts.Wakeups = wo[0]
 	}
 	svc := relay.New(st, d, opts, log, c.now)
-	return &fixture{svc: svc, st: st, fakes: fakes, clock: c, logs: logs}
+	return &fixture{svc: svc, st: st, apns: apns, clock: c, logs: logs}
+}
+
+// apnsConfig pushes through the fake APNs only, so these tests need no FCM
+// client and link no Firebase SDK.
+func apnsConfig(f *pushtest.APNs) push.Config {
+	return push.Config{Apps: []push.AppConfig{f.App("ios")}}
 }
 
 // register stores phone i of alice as liblinphone registers it on iOS:
@@ -84,16 +90,16 @@ func (f *fixture) register(t *testing.T, i int, tweak func(*relay.Binding), serv
 	}
 	var prid []string
 	for _, sv := range services {
-		tok := f.fakes.APNs.VoIPToken(i)
+		tok := f.apns.VoIPToken(i)
 		if sv == push.ServiceRemote {
-			tok = f.fakes.APNs.RemoteToken(i)
+			tok = f.apns.RemoteToken(i)
 		}
 		prid = append(prid, tok+":"+sv)
 	}
 	b := relay.Binding{
 		AOR: "alice@example.test",
 		Device: relay.Device{Provider: "apns", Token: strings.Join(prid, "&"),
-			Param: f.fakes.APNs.TeamID + "." + f.fakes.APNs.BundleID + "." + strings.Join(services, "&")},
+			Param: f.apns.TeamID + "." + f.apns.BundleID + "." + strings.Join(services, "&")},
 		Contact:  "sip:alice@192.0.2.1:5060;pn-provider=apns",
 		Instance: fmt.Sprintf("<urn:uuid:00000000-0000-4000-8000-%012d>", i),
 		Flow:     relay.Flow{Transport: "udp", Source: "192.0.2.1:5060"},
@@ -159,8 +165,8 @@ func TestWakeupsBeforeUpstreamLapses(t *testing.T) {
 	if n, _ := k.Pass(ctx); n != 0 {
 		t.Fatalf("woke the same registration twice (%d)", n)
 	}
-	ps := f.fakes.APNs.Pushes()
-	if len(ps) != 1 || ps[0].Token != f.fakes.APNs.RemoteToken(1) || kinds(ps)[0] != "register" || !ps[0].Accepted() {
+	ps := f.apns.Pushes()
+	if len(ps) != 1 || ps[0].Token != f.apns.RemoteToken(1) || kinds(ps)[0] != "register" || !ps[0].Accepted() {
 		t.Fatalf("refresh pushes: %v", kinds(ps))
 	}
 	if ps[0].Header.Get("apns-push-type") != "background" || ps[0].Header.Get("apns-priority") != "5" {
@@ -196,18 +202,18 @@ func TestWakeupsWarnBeforeTTLRunsOut(t *testing.T) {
 	if n, _ := k.Pass(ctx); n != 1 {
 		t.Fatal("no hour-ahead warning")
 	}
-	got := kinds(f.fakes.APNs.Pushes())
-	if len(got) != 2 || got[0] != "expiry" || got[1] != "expiry" || len(f.fakes.APNs.PushesTo(f.fakes.APNs.RemoteToken(3))) != 2 {
+	got := kinds(f.apns.Pushes())
+	if len(got) != 2 || got[0] != "expiry" || got[1] != "expiry" || len(f.apns.PushesTo(f.apns.RemoteToken(3))) != 2 {
 		t.Fatalf("warnings: %v", got)
 	}
-	if !strings.Contains(string(f.fakes.APNs.Pushes()[0].Payload), "alert") {
-		t.Fatalf("expiry warning must be visible: %s", f.fakes.APNs.Pushes()[0].Payload)
+	if !strings.Contains(string(f.apns.Pushes()[0].Payload), "alert") {
+		t.Fatalf("expiry warning must be visible: %s", f.apns.Pushes()[0].Payload)
 	}
 }
 
 func TestWakeupsEraseDeadToken(t *testing.T) {
 	f := newFixture(t, relay.WakeupOptions{Interval: time.Minute, RefreshLead: 2 * time.Minute})
-	f.fakes.APNs.Program(f.fakes.APNs.RemoteToken(4), pushtest.Behavior{Status: 410, Reason: "Unregistered"})
+	f.apns.Program(f.apns.RemoteToken(4), pushtest.Behavior{Status: 410, Reason: "Unregistered"})
 	f.register(t, 4, nil)
 	k := f.svc.Wakeups()
 	f.clock.advance(9 * time.Minute)
@@ -259,7 +265,7 @@ func TestWakeDeliversEachDeviceOnce(t *testing.T) {
 	}
 	end(relay.ReasonAnsweredElsewhere, b)
 	f.svc.Drain()
-	for _, p := range f.fakes.APNs.Pushes() {
+	for _, p := range f.apns.Pushes() {
 		if strings.Contains(string(p.Payload), `"kind":"cancel"`) {
 			t.Fatal("the device that answered got a cancel push")
 		}
@@ -318,7 +324,7 @@ func TestAORMasked(t *testing.T) {
 
 func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 	f := newFixture(t)
-	d, err := push.New(f.fakes.Config, slog.New(slog.NewTextHandler(f.logs, nil)), nil)
+	d, err := push.New(apnsConfig(f.apns), slog.New(slog.NewTextHandler(f.logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +347,7 @@ func TestCallPushesPerDeviceAreCapped(t *testing.T) {
 	if failed != 2 {
 		t.Fatalf("%d of 5 flood calls were capped, want 2", failed)
 	}
-	if n := len(f.fakes.APNs.Pushes()); n != 3 {
+	if n := len(f.apns.Pushes()); n != 3 {
 		t.Fatalf("the phone got %d call pushes in a minute, want 3", n)
 	}
 	f.clock.advance(time.Minute)
@@ -426,7 +432,7 @@ func TestNewTokensReplaceTheSamePhone(t *testing.T) {
 		t.Fatal(err)
 	}
 	renewed, err := f.svc.Register(ctx, relay.Binding{AOR: old.AOR, Instance: old.Instance, Contact: "sip:alice@198.51.100.9:40000",
-		Device: relay.Device{Provider: "apns", Token: f.fakes.APNs.VoIPToken(12) + ":voip", Param: old.Device.Param}}, known)
+		Device: relay.Device{Provider: "apns", Token: f.apns.VoIPToken(12) + ":voip", Param: old.Device.Param}}, known)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,7 +519,7 @@ func TestUnchangedRefreshesWrittenOncePerBound(t *testing.T) {
 		t.Fatalf("with no staleness allowed the refresh was not written: stored %v", got)
 	}
 
-	d, err := push.New(f.fakes.Config, slog.New(slog.NewTextHandler(f.logs, nil)), nil)
+	d, err := push.New(apnsConfig(f.apns), slog.New(slog.NewTextHandler(f.logs, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

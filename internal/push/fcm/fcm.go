@@ -10,7 +10,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,21 +35,9 @@ const DefaultEndpoint = "https://fcm.googleapis.com/v1"
 // Scope is the OAuth scope FCM sends need.
 const Scope = "https://www.googleapis.com/auth/firebase.messaging"
 
-// Options configures one FCM client (one Firebase project).
-type Options struct {
-	ProjectID string
-	// Endpoint is the base URL requests go to ({Endpoint}/projects/{id}/messages:send);
-	// empty means DefaultEndpoint.
-	Endpoint string
-	// CredentialsJSON is a service-account key file's content. Its token_uri
-	// is where OAuth access tokens are fetched.
-	CredentialsJSON []byte
-	// RootCAs, when non-nil, replaces the system roots for both FCM and the
-	// token endpoint.
-	RootCAs *x509.CertPool
-	// Now is the clock of the pushes' send-time; nil means time.Now.
-	Now func() time.Time
-}
+// Options configures one FCM client; package push builds it from an app's
+// config.
+type Options = pn.FCMOptions
 
 // Client is a long-lived FCM client for one project; its transport keeps
 // HTTP/2 connections open across pushes.

@@ -5,7 +5,8 @@
 // below it (apns, fcm) and the domain (relay, sip) share these types
 // through it: the domain imports pn, not push, so it links no provider
 // client library (its tests build without firebase). Package push aliases
-// them for its own callers.
+// them for its own callers. FCMOptions is here for the same reason: push
+// builds them and is handed fcm's constructor, so it links no Firebase SDK.
 //
 // It owns no I/O and no state.
 package pn
