@@ -9,6 +9,7 @@ import (
 )
 
 func TestBoltSuite(t *testing.T) {
+	t.Parallel() // its own file; fsync-bound, so it overlaps the others
 	storetest.Run(t, func(t *testing.T) storetest.Opener {
 		path := filepath.Join(t.TempDir(), "sipwake.db")
 		return func(keys *store.Keyring) storetest.Backend {

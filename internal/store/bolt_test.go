@@ -173,6 +173,7 @@ func rawView(t *testing.T, b *Bolt, fn func(rec *bolt.Bucket)) {
 }
 
 func TestBoltCompactShrinks(t *testing.T) {
+	t.Parallel() // its own file; fsync-bound, so it overlaps the others
 	path := tempDB(t)
 	ctx := t.Context()
 	b := openAt(t, path, testKeyring(t, "a"))
@@ -202,6 +203,7 @@ func TestBoltCompactShrinks(t *testing.T) {
 }
 
 func TestBoltCompactWhileBusy(t *testing.T) {
+	t.Parallel() // its own file; fsync-bound, so it overlaps the others
 	path := tempDB(t)
 	ctx := t.Context()
 	b := openAt(t, path, testKeyring(t, "a"))

@@ -129,6 +129,7 @@ func TestBoltTimeIndexesAreLowerBounds(t *testing.T) {
 // every record due by until is handed out once, in due order, and every
 // record due later is not.
 func TestBoltScanDueSettlesAcrossChunks(t *testing.T) {
+	t.Parallel() // its own file; fsync-bound, so it overlaps the others
 	b := openAt(t, tempDB(t), testKeyring(t, "a"))
 	ctx := t.Context()
 	t0 := testBase()

@@ -105,6 +105,7 @@ func checkMigrated(t *testing.T, st migrated, want []Record) {
 }
 
 func TestBoltMigratesFormat1(t *testing.T) {
+	t.Parallel() // its own file; fsync-bound, so it overlaps the others
 	path := tempDB(t)
 	keys := testKeyring(t, "a")
 	b := openAt(t, path, keys)

@@ -565,8 +565,9 @@ func TestRedisOptionsChecked(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
-	// Nothing listens on a fresh directory's socket: a clear error, soon.
-	_, err := OpenRedis(ctx, RedisOptions{Addrs: []string{t.TempDir() + "/none.sock"}}, keys, nil)
+	// Nothing listens on a fresh directory's socket: a clear error, soon
+	// (within Timeout, retries included).
+	_, err := OpenRedis(ctx, RedisOptions{Addrs: []string{t.TempDir() + "/none.sock"}, Timeout: 100 * time.Millisecond}, keys, nil)
 	if err == nil || errors.Is(err, ErrWrongKey) {
 		t.Fatalf("open with no Redis: %v", err)
 	}

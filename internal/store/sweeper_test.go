@@ -22,6 +22,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 }
 
 func TestSweeperErasesOnTimeAndCompacts(t *testing.T) {
+	t.Parallel() // its own file; fsync-bound, so it overlaps the others
 	ctx := t.Context()
 	b := openAt(t, tempDB(t), testKeyring(t, "a"))
 	clock := &fakeClock{t: testBase()}
