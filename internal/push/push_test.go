@@ -277,6 +277,7 @@ func TestFCMKinds(t *testing.T) {
 }
 
 func TestOutcomes(t *testing.T) {
+	t.Parallel() // waits out deadlines; overlaps the other tests that do
 	type fake interface {
 		Program(string, pushtest.Behavior)
 		PushesTo(string) []pushtest.Push
@@ -304,6 +305,7 @@ func TestOutcomes(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // each case has its own fakes
 			e := newEnv(t)
 			var f fake
 			var tgt push.Target
@@ -403,6 +405,7 @@ func TestRejectedTokens(t *testing.T) {
 // the wire (the service is down) are retried until the deadline but are not
 // attempts the service saw.
 func TestUnreachableServiceCountsNoAttempt(t *testing.T) {
+	t.Parallel() // waits out deadlines; overlaps the other tests that do
 	e := newEnv(t)
 	e.APNs.Close()
 	res := e.d.Send(ctxFor(t, 300*time.Millisecond), e.APNs.Target(e.APNs.VoIPToken(8)), callMsg())
@@ -412,6 +415,7 @@ func TestUnreachableServiceCountsNoAttempt(t *testing.T) {
 }
 
 func TestStallReturnsBeforeDeadline(t *testing.T) {
+	t.Parallel() // waits out deadlines; overlaps the other tests that do
 	e := newEnv(t)
 	for _, tgt := range []push.Target{e.APNs.Target(e.APNs.VoIPToken(7)), e.FCM.Target(e.FCM.Token(7))} {
 		t.Run(tgt.Provider, func(t *testing.T) {
@@ -503,6 +507,7 @@ func TestUnknownApp(t *testing.T) {
 // TestTokenNeverLogged runs every outcome with debug logging and checks no
 // full token reaches the log.
 func TestTokenNeverLogged(t *testing.T) {
+	t.Parallel() // waits out deadlines; overlaps the other tests that do
 	e := newEnv(t)
 	var toks []string
 	behaviors := []pushtest.Behavior{{}, {Status: 410, Reason: "Unregistered"}, {Status: 400, Reason: "BadDeviceToken"},
