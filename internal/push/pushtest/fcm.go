@@ -93,6 +93,14 @@ func NewFCM(tb testing.TB) *FCM {
 	return f
 }
 
+// serviceAccountKey is the key of every fake's service account, made once a
+// process: a 2048-bit RSA key takes tens of milliseconds, and push's tests
+// alone start dozens of fakes. Each fake still has its own key id, CA and
+// address; WriteForeignServiceAccount makes a key no fake knows.
+var serviceAccountKey = sync.OnceValues(func() (*rsa.PrivateKey, error) {
+	return rsa.GenerateKey(rand.Reader, 2048)
+})
+
 // StartFCM starts a fake FCM.
 func StartFCM(o FCMOptions) (*FCM, error) {
 	f := &FCM{
@@ -109,7 +117,7 @@ func StartFCM(o FCMOptions) (*FCM, error) {
 		return nil, err
 	}
 	f.Dir, f.tmpDir = dir, tmp
-	if f.key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+	if f.key, err = serviceAccountKey(); err != nil {
 		return nil, err
 	}
 	ca, err := peertest.NewCA("fake FCM test CA")
