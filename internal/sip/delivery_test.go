@@ -414,6 +414,7 @@ func TestDeliveryEvents(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel() // each case has its own server and peers; some wait out CallWait
 			h := newHarness(t, tc.devices, tc.wait)
 			h.call()
 			if len(h.wake.devices) != tc.devices {
