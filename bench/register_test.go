@@ -86,10 +86,10 @@ type setupResult struct {
 	StoreCount int
 	RSSKiB     int64 // VmRSS after the run (separate process only)
 	HWMKiB     int64 // VmHWM, the peak
-	// Wedged: after its first overload, the hop (sipwake or the edge)
-	// answered none of a trickle of REGISTERs. Restarts: how often the
-	// harness restarted it after an overloaded probe, so the next probe
-	// measured capacity rather than the last one's backlog or a wedge.
+	// Wedged: after its first overload, sipwake answered none of a
+	// trickle of REGISTERs. Restarts: how often the harness restarted it
+	// after an overloaded probe, so the next probe measured capacity
+	// rather than the wedge.
 	Wedged   bool
 	Restarts int
 	// At50 and At80 are runs at 50% and 80% of the edge's held rate, for
@@ -142,21 +142,12 @@ func BenchmarkRegisterRate(b *testing.B) {
 			})
 			b.Run("edge", func(b *testing.B) {
 				reg := startRegistrar(b, fl.Open)
-				opts := peertest.KamailioOptions{
+				edge := peertest.StartKamailio(b, peertest.KamailioOptions{
 					Addr: peertest.Addr(b, ipEdge, 5060), Domain: domain, EdgeUpstream: reg.Addr,
 					SharedMemMB: sharedMemMB, PkgMemMB: pkgMemMB, Children: kamailioChildren, MemoryManager: kamailioMemory,
-				}
-				edge := peertest.StartKamailio(b, opts)
-				// Restarted after an overloaded probe, as sipwake is: its
-				// transactions of that probe (still retransmitting to the
-				// registrar for up to fr_timer) would otherwise load the
-				// next one.
-				restart := func(bool) {
-					edge.Stop()
-					edge = peertest.StartKamailio(b, opts)
-				}
+				})
 				r := measureFlow(b, fl, hopSetup{Name: "Kamailio edge", Remote: edge.Addr, Param: defaultParam,
-					Registrar: reg.Pid(), Hop: func() int { return edge.Pid() }, Restart: restart, Diagnose: diagnoseRegistrar(b, reg, fl)}, heldRate)
+					Registrar: reg.Pid(), Hop: edge.Pid}, heldRate)
 				tab.add(fl, r)
 			})
 			b.Run("sipwake", func(b *testing.B) {
