@@ -119,3 +119,77 @@ func FuzzDecodeBinding(f *testing.F) {
 		}
 	})
 }
+
+// TestSameButTimeSeesEveryField changes each field of a stored binding in
+// turn, found by reflection so that a field added to Binding later is
+// changed too, and asks whether a refresh carrying it must be written. The
+// answer must be encode's: the refresh is written when what would be
+// stored differs once the refresh's own times, Call-ID and CSeq are set
+// aside (the record holds the AOR; a handed-over account is always
+// written).
+func TestSameButTimeSeesEveryField(t *testing.T) {
+	at := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	contact := "sip:u1@198.51.100.7:40001;pn-provider=apns;pn-prid=0123456789abcdef;pn-param=TEAM.app.voip"
+	cur := Binding{
+		AOR: "alice@example.test", Device: Device{Provider: "apns", Token: "0123456789abcdef", Param: "TEAM.app.voip"},
+		Contact: contact, Instance: "<urn:uuid:1>", Flow: Flow{Transport: "udp", Source: "198.51.100.7:40001"},
+		Upstream: UpstreamState{Contact: contact, Path: true, Expires: 3600, RegisteredAt: at, CallID: "c1", CSeq: 7},
+		PNSReg:   true, RefreshPushedFor: at, Warned: 1, UpdatedAt: at, ExpiresAt: at.Add(120 * time.Hour), Node: "10.0.0.1:5070",
+	}
+	s := &Service{opts: Options{RefreshStaleness: time.Hour}}
+	// stored is what a binding's record holds of it, the refresh's times,
+	// Call-ID and CSeq equalised to cur's.
+	stored := func(b Binding) string {
+		b.UpdatedAt, b.ExpiresAt = cur.UpdatedAt, cur.ExpiresAt
+		b.Upstream.RegisteredAt, b.Upstream.CallID, b.Upstream.CSeq = cur.Upstream.RegisteredAt, cur.Upstream.CallID, cur.Upstream.CSeq
+		data, err := encode(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b.AOR) + "\x00" + string(data)
+	}
+	if s.refreshStale(cur, cur) {
+		t.Fatal("an unchanged refresh is written")
+	}
+	refresh, fields := cur, 0
+	var each func(path string, v reflect.Value)
+	each = func(path string, v reflect.Value) {
+		if v.Kind() == reflect.Struct && v.Type() != reflect.TypeFor[time.Time]() {
+			for i := range v.NumField() {
+				each(path+"."+v.Type().Field(i).Name, v.Field(i))
+			}
+			return
+		}
+		fields++
+		old := reflect.New(v.Type()).Elem()
+		old.Set(v)
+		switch {
+		case v.Type() == reflect.TypeFor[time.Time]():
+			v.Set(reflect.ValueOf(v.Interface().(time.Time).Add(time.Second)))
+		case v.Kind() == reflect.String:
+			v.SetString(v.String() + "x")
+		case v.Kind() == reflect.Bool:
+			v.SetBool(!v.Bool())
+		case v.CanInt():
+			v.SetInt(v.Int() + 1)
+		case v.CanUint():
+			v.SetUint(v.Uint() + 1)
+		case v.Kind() == reflect.Pointer:
+			v.Set(reflect.New(v.Type().Elem()))
+		case v.Kind() == reflect.Slice:
+			v.Set(reflect.Append(v, reflect.Zero(v.Type().Elem())))
+		default:
+			t.Fatalf("%s: a %s this test cannot change: teach it", path, v.Type())
+		}
+		defer v.Set(old)
+		b := refresh
+		want := stored(cur) != stored(b) || b.Account != nil
+		if got := s.refreshStale(cur, b); got != want {
+			t.Errorf("%s changed: written %v, want %v", path, got, want)
+		}
+	}
+	each("Binding", reflect.ValueOf(&refresh).Elem())
+	if fields < 20 {
+		t.Fatalf("changed %d fields; Binding has more", fields)
+	}
+}

@@ -9,33 +9,73 @@ import (
 
 // BenchmarkRegisterHandling is sipwake's own CPU work per REGISTER: parse
 // the pn-* Contact, compute the binding id, build the forwarded request
-// with its Path, and turn the registrar's 200 into the device's answer
-// (no network).
+// with its Path, and turn the registrar's 200 into the device's answer with
+// Feature-Caps (no network, no store): printed from parsed messages, as the
+// transaction path does, and edited from the datagrams, as the stateless
+// UDP path does where they are laid out plainly.
 func BenchmarkRegisterHandling(b *testing.B) {
 	s := fuzzServer(b)
 	parser := sip.NewParser()
 	raw := []byte(seedMessages[0])
 	okRaw := []byte(seedMessages[4])
-	b.ReportAllocs()
-	for b.Loop() {
+	caps := []sip.Header{sip.NewHeader("Feature-Caps", `*;+sip.pns="apns"`)}
+	register := func(b *testing.B) *registration {
 		msg, err := parser.ParseSIP(raw)
 		if err != nil {
 			b.Fatal(err)
 		}
 		req := msg.(*sip.Request)
+		req.SetSource("192.0.2.7:5062")
 		reg, code, _ := s.parseRegister(req)
 		if code != 0 {
 			b.Fatal(code)
 		}
-		fwd := s.forwardRegister(reg)
-		_ = fwd.String()
+		return reg
+	}
+	answer := func(b *testing.B) *sip.Response {
 		ok, err := parser.ParseSIP(okRaw)
 		if err != nil {
 			b.Fatal(err)
 		}
-		out := responseFor(req, ok.(*sip.Response))
-		_ = out.String()
+		return ok.(*sip.Response)
 	}
+	b.Run("printed", func(b *testing.B) {
+		var buf bytes.Buffer
+		b.ReportAllocs()
+		for b.Loop() {
+			reg := register(b)
+			fwd, err := s.udp.forwardRequest(reg, statelessMark+"00")
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf.Reset()
+			fwd.StringWrite(&buf)
+			out := responseFor(reg.req, answer(b))
+			for _, h := range caps {
+				out.AppendHeader(h)
+			}
+			buf.Reset()
+			out.StringWrite(&buf)
+		}
+	})
+	b.Run("edited", func(b *testing.B) {
+		var lines bytes.Buffer
+		b.ReportAllocs()
+		for b.Loop() {
+			reg := register(b)
+			if _, ok := s.udp.editForward(reg, raw, statelessMark+"00"); !ok {
+				b.Fatal("not edited")
+			}
+			_, _, relayed, scanned := scanAnswer(okRaw)
+			if !scanned {
+				b.Fatal("not scanned")
+			}
+			responseFor(reg.req, answer(b)) // still read: what it says decides
+			lines.Reset()
+			writeLines(&lines, caps...)
+			_ = withHeaders(relayed, lines.Bytes())
+		}
+	})
 }
 
 // BenchmarkRelayChallenge is what relaying the registrar's 401 costs on the

@@ -54,8 +54,9 @@ var seedMessages = []string{
 }
 
 // FuzzSIPMessage feeds arbitrary bytes through the parser and everything
-// sipwake does with what comes out: no input may panic, and a REGISTER
-// sipwake would forward must still print as a SIP message.
+// sipwake does with what comes out: no input may panic, a REGISTER
+// sipwake would forward must still print as a SIP message, and its edited
+// forward must say what the printed one says.
 func FuzzSIPMessage(f *testing.F) {
 	for _, m := range seedMessages {
 		f.Add([]byte(m))
@@ -89,6 +90,14 @@ func FuzzSIPMessage(f *testing.F) {
 			fwd := s.forwardRegister(reg)
 			if !strings.HasPrefix(fwd.String(), "REGISTER ") {
 				t.Fatalf("forwarded REGISTER prints as %q", fwd.StartLine())
+			}
+			// The stateless path's edit of the datagram says what printing says.
+			if edited, ok := s.udp.editForward(reg, data, statelessMark+"00"); ok {
+				fwd, err := s.udp.forwardRequest(reg, statelessMark+"00")
+				if err != nil {
+					t.Fatalf("edited, but the request to print fails: %v", err)
+				}
+				sameMessage(t, edited, fwd)
 			}
 		case *sip.Response:
 			if scanned {

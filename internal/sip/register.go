@@ -1,6 +1,7 @@
 package sip
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -42,18 +43,21 @@ type registration struct {
 	stored *relay.Binding
 }
 
-// upstreamFunc sends a REGISTER to the registrar and returns its final
+// upstreamFunc forwards a REGISTER to the registrar and returns its final
 // answer: in a client transaction (upstreamDo) or statelessly over UDP.
-type upstreamFunc func(ctx context.Context, req *sip.Request) (upstreamAnswer, error)
+type upstreamFunc func(ctx context.Context, reg *registration) (upstreamAnswer, error)
 
-// upstreamAnswer is the registrar's final answer, parsed (res); or, for a
-// non-2xx on the stateless path, the datagram as it came with sipwake's
-// Via line removed (raw): the device's answer already, which relay sends
-// without a parse or a serialization. Half of all answers are challenges.
+// upstreamAnswer is the registrar's final answer. On the stateless path,
+// when it is laid out plainly, raw is the datagram as it came with
+// sipwake's Via line removed: the device's answer already, which relay
+// sends with the header lines add (each ending in CRLF) put in before the
+// blank line, without printing a parsed message. res is the answer parsed:
+// always for a 2xx, which sipwake reads; a non-2xx in raw is not parsed
+// (half of all answers are challenges).
 type upstreamAnswer struct {
 	res   *sip.Response
 	raw   []byte
-	relay func() error
+	relay func(add []byte) error
 }
 
 // onRegister takes a REGISTER that came in a server transaction (TCP, TLS,
@@ -61,8 +65,8 @@ type upstreamAnswer struct {
 func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 	ctx, cancel := txContext(tx)
 	defer cancel()
-	s.register(ctx, req, tx, func(ctx context.Context, fwd *sip.Request) (upstreamAnswer, error) {
-		res, err := s.upstreamDo(ctx, fwd)
+	s.register(ctx, req, tx, func(ctx context.Context, reg *registration) (upstreamAnswer, error) {
+		res, err := s.upstreamDo(ctx, s.forwardRegister(reg))
 		return upstreamAnswer{res: res}, err
 	})
 }
@@ -114,8 +118,7 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 			return
 		}
 	}
-	fwd := s.forwardRegister(reg)
-	ans, err := upstream(ctx, fwd)
+	ans, err := upstream(ctx, reg)
 	if err != nil {
 		s.metrics.register(regUpstreamFailed)
 		code, reason := upstreamFailure(err)
@@ -123,7 +126,7 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 		s.reply(req, tx, code, reason)
 		return
 	}
-	if ans.raw != nil {
+	if ans.res == nil {
 		s.metrics.register(regUpstreamDenied)
 		s.relayRaw(reg, ans)
 		return
@@ -136,13 +139,13 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 		s.respond(tx, res)
 		return
 	}
-	outcome := s.registered(ctx, reg, res)
+	outcome, add := s.registered(ctx, reg, res)
 	s.metrics.register(outcome)
 	if outcome == regStoreFailed {
 		s.reply(req, tx, sip.StatusInternalServerError, "Server Internal Error: sipwake could not store the push binding")
 		return
 	}
-	s.respond(tx, res)
+	s.answerRegistered(tx, ans, add)
 	if reg.stored != nil {
 		// After the device has its 200: calls parked for it go out now.
 		s.relay.Refreshed(*reg.stored)
@@ -298,40 +301,56 @@ func (s *Server) relayRaw(reg *registration, ans upstreamAnswer) {
 			s.relay.Traces().Log(s.log, reg.aor, "registrar answered (relayed as it came, sipwake's Via off)", "sip", m)
 		}
 	}
-	if err := ans.relay(); err != nil {
+	if err := ans.relay(nil); err != nil {
 		s.log.Debug("sip respond failed", "error", err)
 	}
 }
 
-// registered acts on the registrar's 2xx, decorates it as the device's
-// answer (responseFor made it that) and says what came of it. What the
-// registrar said is read from res before sipwake adds to it.
-func (s *Server) registered(ctx context.Context, reg *registration, res *sip.Response) string {
-	switch {
-	case reg.push != nil && upstreamPushes(res, reg.device.Provider):
-		s.log.Info("registrar path already pushes; passing through", "aor", reg.aor)
-		return regPassThrough
-	case reg.push != nil:
-		return s.storeBinding(ctx, reg, res)
-	case reg.query:
-		for _, h := range s.featureCaps(s.relay.Providers()...) {
-			res.AppendHeader(h)
+// answerRegistered gives the device the registrar's 2xx (ans.res, made the
+// device's answer) with sipwake's headers added: into the datagram as it
+// came when there is one, else printed from res. Contact mode puts the
+// device's own Contacts back into res, which only printing carries.
+func (s *Server) answerRegistered(tx answerer, ans upstreamAnswer, add []sip.Header) {
+	if ans.raw == nil || s.opts.ContactMode {
+		for _, h := range add {
+			ans.res.AppendHeader(h)
 		}
-		return regQuery
-	default:
-		s.pushDisabled(ctx, reg)
-		return regPassThrough
+		s.respond(tx, ans.res)
+		return
+	}
+	var lines bytes.Buffer
+	writeLines(&lines, add...)
+	if err := ans.relay(lines.Bytes()); err != nil {
+		s.log.Debug("sip respond failed", "status", ans.res.StatusCode, "error", err)
 	}
 }
 
-func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.Response) string {
+// registered acts on the registrar's 2xx (responseFor made it the
+// device's answer), says what came of it and which headers sipwake adds to
+// the answer.
+func (s *Server) registered(ctx context.Context, reg *registration, res *sip.Response) (string, []sip.Header) {
+	switch {
+	case reg.push != nil && upstreamPushes(res, reg.device.Provider):
+		s.log.Info("registrar path already pushes; passing through", "aor", reg.aor)
+		return regPassThrough, nil
+	case reg.push != nil:
+		return s.storeBinding(ctx, reg, res)
+	case reg.query:
+		return regQuery, s.featureCaps(s.relay.Providers()...)
+	default:
+		s.pushDisabled(ctx, reg)
+		return regPassThrough, nil
+	}
+}
+
+func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.Response) (string, []sip.Header) {
 	requested := sipmsg.Expires(reg.req, reg.push, defaultExpires)
 	if requested == 0 {
 		s.held.drop(reg.id)
 		if err := s.relay.Erase(ctx, reg.aor, reg.device, relay.ErasedUnregistered); err != nil {
 			s.log.Error("erase binding failed", "aor", reg.aor, "error", err)
 		}
-		return regUnregistered
+		return regUnregistered, nil
 	}
 	upContact := reg.push.Address.String()
 	if s.opts.ContactMode {
@@ -357,15 +376,14 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 	stored, err := s.relay.Register(ctx, b, reg.known)
 	if err != nil {
 		s.log.Error("binding not stored; push stays off for this device", "aor", reg.aor, "error", err)
-		return regStoreFailed
+		return regStoreFailed, nil
 	}
 	reg.stored = &stored
 	s.keepFlow(reg.id, stored)
 	if s.opts.ContactMode {
 		restoreDeviceContact(res, reg)
 	}
-	res.AppendHeader(sip.NewHeader("Feature-Caps", s.pushCaps(stored)))
-	return regStored
+	return regStored, []sip.Header{sip.NewHeader("Feature-Caps", s.pushCaps(stored))}
 }
 
 // pushCaps is the Feature-Caps of a stored binding's 2xx (RFC 8599 §5):

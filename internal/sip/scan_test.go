@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// TestScanAnswer: a registrar's plainly laid-out final non-2xx is read
+// TestScanAnswer: a registrar's plainly laid-out final answer is read
 // without the parser and relayed without sipwake's Via line; anything else
 // is left to the parser.
 func TestScanAnswer(t *testing.T) {
@@ -25,7 +25,7 @@ func TestScanAnswer(t *testing.T) {
 			"SIP/2.0 401 Unauthorized\r\n" + device + rest},
 		{"compact and spaced names", "SIP/2.0 403 Forbidden\r\nv : sip/2.0/udp 127.0.0.2:5060;rport;branch=z9hG4bK-swsl-1 \r\nVIA: SIP/2.0/UDP 192.0.2.1\r\n" + rest,
 			403, "z9hG4bK-swsl-1", "SIP/2.0 403 Forbidden\r\nVIA: SIP/2.0/UDP 192.0.2.1\r\n" + rest},
-		{"a 200, which sipwake reads", "SIP/2.0 200 OK\r\n" + ours + device + rest, 0, "", ""},
+		{"a 200", "SIP/2.0 200 OK\r\n" + ours + device + rest, 200, "z9hG4bK-swsl-0f", "SIP/2.0 200 OK\r\n" + device + rest},
 		{"a provisional answer", "SIP/2.0 100 Trying\r\n" + ours + device + rest, 0, "", ""},
 		{"IPv6 sent-by", "SIP/2.0 401 Unauthorized\r\nVia: SIP/2.0/UDP [2001:db8::2]:5060;branch=z9hG4bK-swsl-0f\r\n" + device + rest, 401, "z9hG4bK-swsl-0f",
 			"SIP/2.0 401 Unauthorized\r\n" + device + rest},

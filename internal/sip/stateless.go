@@ -139,6 +139,7 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 	req.SetTransport("UDP")
 	req.SetSource(from.String())
 	branch := u.branch(req)
+	raw := bytes.Clone(data) // sipgo reuses its read buffer
 
 	u.mu.Lock()
 	p, retransmitted := u.pending[branch]
@@ -151,17 +152,19 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 		u.resend(p)
 		return true
 	}
-	u.running.Go(func() { u.handle(req, branch, p, from) })
+	u.running.Go(func() { u.handle(req, raw, branch, p, from) })
 	return true
 }
 
 // response hands the registrar's final answer to the REGISTER waiting for
-// it. A non-2xx laid out plainly is not parsed: it goes to the device as
-// it came, sipwake's Via line off. One for a REGISTER already answered (a
-// late retransmission) is dropped: the device has its answer.
+// it. One laid out plainly goes to the device as it came, sipwake's Via
+// line off (a 2xx with sipwake's headers added): a non-2xx is not parsed
+// at all. One for a REGISTER already answered (a late retransmission) is
+// dropped: the device has its answer.
 func (u *statelessUDP) response(data []byte) bool {
-	if status, branch, relay, ok := scanAnswer(data); ok {
-		return u.deliver(branch, status, upstreamAnswer{raw: relay})
+	status, branch, raw, scanned := scanAnswer(data)
+	if scanned && status >= 300 {
+		return u.deliver(branch, status, upstreamAnswer{raw: raw})
 	}
 	msg, err := u.parser.ParseSIP(data)
 	if err != nil {
@@ -171,8 +174,8 @@ func (u *statelessUDP) response(data []byte) bool {
 	if !ok || res.Via() == nil {
 		return false
 	}
-	branch, _ := res.Via().Params.Get("branch")
-	return u.deliver(branch, res.StatusCode, upstreamAnswer{res: res})
+	branch, _ = res.Via().Params.Get("branch")
+	return u.deliver(branch, res.StatusCode, upstreamAnswer{res: res, raw: raw})
 }
 
 // deliver hands a final answer under branch to its waiting REGISTER; false
@@ -211,44 +214,39 @@ func (u *statelessUDP) branch(req *sip.Request) string {
 	return statelessMark + hex.EncodeToString(h.Sum(nil))
 }
 
-// handle runs the REGISTER as register does for a transaction, answering
-// on the socket, then forgets it.
-func (u *statelessUDP) handle(req *sip.Request, branch string, p *pendingRegister, from net.Addr) {
+// handle runs the REGISTER (raw as it came) as register does for a
+// transaction, answering on the socket, then forgets it.
+func (u *statelessUDP) handle(req *sip.Request, raw []byte, branch string, p *pendingRegister, from net.Addr) {
 	defer u.forget(branch, p)
-	forward := func(ctx context.Context, fwd *sip.Request) (upstreamAnswer, error) {
-		a, err := u.forward(ctx, fwd, branch, p)
+	forward := func(ctx context.Context, reg *registration) (upstreamAnswer, error) {
+		a, err := u.forward(ctx, reg, raw, branch, p)
 		if a.raw != nil {
-			a.relay = func() error { return udpAnswer{u: u, to: from}.write(a.raw) }
+			a.relay = func(add []byte) error { return udpAnswer{u: u, to: from}.write(withHeaders(a.raw, add)) }
 		}
 		return a, err
 	}
 	u.s.register(context.Background(), req, udpAnswer{u: u, to: from}, forward)
 }
 
-// forward sends fwd to the registrar under branch and waits for its final
-// answer, as long as sip.upstream_timeout allows.
-func (u *statelessUDP) forward(ctx context.Context, fwd *sip.Request, branch string, p *pendingRegister) (upstreamAnswer, error) {
+// forward sends reg's REGISTER to the registrar under branch and waits for
+// its final answer, as long as sip.upstream_timeout allows.
+func (u *statelessUDP) forward(ctx context.Context, reg *registration, raw []byte, branch string, p *pendingRegister) (upstreamAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.s.opts.UpstreamTimeout)
 	defer cancel()
 	to, err := net.ResolveUDPAddr("udp", u.s.opts.Upstream.HostPort())
 	if err != nil {
 		return upstreamAnswer{}, err
 	}
-	// What the transaction path does to a forwarded REGISTER (Max-Forwards,
-	// our Via, RFC 3581 on the device's), then the derived branch; the port
-	// is the one the transport layer would fill in there.
-	for _, opt := range u.s.forwardOptions() {
-		if err := opt(u.s.client, fwd); err != nil {
+	wire, edited := u.editForward(reg, raw, branch)
+	if !edited {
+		fwd, err := u.forwardRequest(reg, branch)
+		if err != nil {
 			return upstreamAnswer{}, err
 		}
+		var buf bytes.Buffer
+		fwd.StringWrite(&buf)
+		wire = buf.Bytes()
 	}
-	via := fwd.Via()
-	via.Port = u.s.publicPort("udp")
-	via.Params.Add("branch", branch)
-	via.Params.Add("rport", "")
-	var buf bytes.Buffer
-	fwd.StringWrite(&buf)
-	wire := buf.Bytes()
 	p.mu.Lock()
 	p.wire, p.to = wire, to
 	p.mu.Unlock()
@@ -266,6 +264,136 @@ func (u *statelessUDP) forward(ctx context.Context, fwd *sip.Request, branch str
 	case <-u.quit:
 		return upstreamAnswer{}, errStopping
 	}
+}
+
+// forwardRequest is reg's REGISTER for the registrar made from the parsed
+// request, to be printed: what the transaction path does to a forwarded
+// REGISTER (Max-Forwards, our Via, RFC 3581 on the device's), then the
+// derived branch; the port is the one the transport layer would fill in
+// there.
+func (u *statelessUDP) forwardRequest(reg *registration, branch string) (*sip.Request, error) {
+	fwd := u.s.forwardRegister(reg)
+	for _, opt := range u.s.forwardOptions() {
+		if err := opt(u.s.client, fwd); err != nil {
+			return nil, err
+		}
+	}
+	via := fwd.Via()
+	via.Port = u.s.publicPort("udp")
+	via.Params.Add("branch", branch)
+	via.Params.Add("rport", "")
+	return fwd, nil
+}
+
+// editForward makes reg's REGISTER for the registrar by editing raw, the
+// device's datagram, as a stateless proxy's lumps do, instead of printing
+// the parsed request: sipwake's Via (under branch) and, for a push
+// binding, its Path go in after the request line; the device's Via gets
+// RFC 3581's received and rport when it asked for them; Max-Forwards goes
+// down by one; Supported: path goes last. The result says to the registrar
+// what forwardRequest's does. ok is false when raw is not laid out plainly
+// enough to edit (a header folded over lines, the device's Via in its
+// compact form or not plain as plainVia says, a Route, which may name
+// sipwake and go, no Content-Length, bytes past the body) or when the
+// forward changes more (contact mode rewrites
+// the push Contact): forwardRequest then makes it.
+func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string) (wire []byte, ok bool) {
+	s := u.s
+	end, first := bytes.Index(raw, headsEnd), bytes.Index(raw, crlf)
+	if end < 0 || first < 0 || s.opts.ContactMode && reg.push != nil || len(raw)-end-len(headsEnd) != len(reg.req.Body()) {
+		return nil, false
+	}
+	head := first + len(crlf) // where the header lines start
+	var via, maxFwd [2]int    // the device's Via line and Max-Forwards', when found: start, end
+	sized := false            // a Content-Length line came
+	for pos := head; pos < end+len(crlf); {
+		line := raw[pos : pos+bytes.Index(raw[pos:], crlf)]
+		next := pos + len(line) + len(crlf)
+		name, value, found := bytes.Cut(line, []byte(":"))
+		name = bytes.TrimSpace(name)
+		switch {
+		case !found || line[0] == ' ' || line[0] == '\t' || bytes.EqualFold(name, []byte("v")) || bytes.EqualFold(name, []byte("route")):
+			return nil, false
+		case bytes.EqualFold(name, []byte("via")) && via[1] == 0:
+			if _, plain := plainVia(value); !plain {
+				return nil, false
+			}
+			via = [2]int{pos, next}
+		case bytes.EqualFold(name, []byte("max-forwards")):
+			maxFwd = [2]int{pos, next}
+		case bytes.EqualFold(name, []byte("content-length")) || bytes.EqualFold(name, []byte("l")):
+			sized = true
+		}
+		pos = next
+	}
+	if via[1] == 0 || !sized {
+		return nil, false
+	}
+	var b bytes.Buffer
+	b.Grow(len(raw) + 256)
+	b.Write(raw[:head])
+	ours := sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
+		Host: s.publicHostFor(s.opts.Upstream.HostPort()), Port: s.publicPort("udp")}
+	ours.Params.Add("branch", branch)
+	ours.Params.Add("rport", "")
+	lines := []sip.Header{&ours}
+	if reg.push != nil {
+		path := s.bindingURI(reg.id)
+		lines = append(lines, sip.NewHeader("Path", "<"+path.String()+">"))
+	}
+	writeLines(&b, lines...)
+	// The rest as it came, but for the two lines sipwake edits.
+	dev, mf := reg.req.Via(), reg.req.MaxForwards()
+	edits := [][2]int{via, maxFwd}
+	if maxFwd[0] < via[0] {
+		edits[0], edits[1] = maxFwd, via
+	}
+	pos := head
+	for _, edit := range edits {
+		if edit[1] == 0 {
+			continue
+		}
+		b.Write(raw[pos:edit[0]])
+		switch {
+		case edit == via && dev.Params.Has("rport"):
+			// As sipgo's client does on the transaction path.
+			dev = dev.Clone()
+			h, p, _ := net.SplitHostPort(reg.req.Source())
+			dev.Params.Add("rport", p)
+			dev.Params.Add("received", h)
+			writeLines(&b, dev)
+		case edit == maxFwd && mf != nil:
+			b.WriteString("Max-Forwards: " + strconv.Itoa(int(mf.Val())-1) + "\r\n")
+		default:
+			b.Write(raw[edit[0]:edit[1]])
+		}
+		pos = edit[1]
+	}
+	b.Write(raw[pos : end+len(crlf)])
+	if reg.push != nil {
+		writeLines(&b, sip.NewHeader("Supported", "path"))
+	}
+	b.Write(raw[end+len(crlf):])
+	return b.Bytes(), true
+}
+
+// writeLines writes each header as its line, CRLF ended.
+func writeLines(b *bytes.Buffer, hs ...sip.Header) {
+	for _, h := range hs {
+		h.StringWrite(b)
+		b.Write(crlf)
+	}
+}
+
+// withHeaders is msg with the header lines add put in before the blank
+// line that ends its headers (msg has one: scanAnswer found it).
+func withHeaders(msg, add []byte) []byte {
+	if len(add) == 0 {
+		return msg
+	}
+	at := bytes.Index(msg, headsEnd) + len(crlf)
+	out := make([]byte, 0, len(msg)+len(add))
+	return append(append(append(out, msg[:at]...), add...), msg[at:]...)
 }
 
 // forget ends p's wait under branch (unless a newer REGISTER took it).
@@ -315,11 +443,10 @@ var (
 	headsEnd = []byte("\r\n\r\n")
 )
 
-// scanAnswer reads what relaying a registrar's final non-2xx needs,
+// scanAnswer reads what relaying a registrar's final answer needs,
 // without parsing it: its status, the branch of its top Via, and a copy of
 // the datagram without that Via's line. ok is false for a provisional
-// answer or a 2xx, which sipwake reads, and for anything not plainly laid
-// out (no blank line after the headers, a status that is not three digits,
+// answer, and for anything not plainly laid out (no blank line after the headers, a status that is not three digits,
 // the top Via folded over lines or not plain, no Via below it): those take
 // the parser's path.
 func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) {
@@ -334,7 +461,7 @@ func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) 
 		}
 		status = status*10 + int(c-'0')
 	}
-	if code[3] != ' ' || status < 300 {
+	if code[3] != ' ' || status < 200 {
 		return 0, "", nil, false
 	}
 	head := data[:end+len(crlf)] // the status line and every header line, each with its CRLF
