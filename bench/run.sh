@@ -9,7 +9,8 @@
 #   bash bench/run.sh profile RATE   # in-process sipwake at RATE REGISTER/s for
 #                                    # 8 s under -cpuprofile; prints pprof -top
 #   bash bench/run.sh profile-process RATE  # the same against sipwake as its own
-#                                    # process (its /admin/pprof/profile)
+#                                    # process (its /admin/pprof/profile); the
+#                                    # digest flow, or FLOW=first / FLOW=refresh
 #   bash bench/run.sh calls          # wake-up calls/s vs direct Kamailio calls,
 #                                    # INVITE→push latency; ~8 min
 #   bash bench/run.sh parked         # dispatch latency with 100 / 1,000 calls
@@ -88,7 +89,7 @@ profile)
 profile-process)
 	rate=${1:?usage: run.sh profile-process RATE}
 	shift
-	bench '^BenchmarkRegisterRate$/^digest$/^sipwake$' 10m -sipwake.bin "$tmp/sipwake" \
+	bench "^BenchmarkRegisterRate\$/^${FLOW:-digest}\$/^sipwake\$" 10m -sipwake.bin "$tmp/sipwake" \
 		-sipwake.cpuprofile "$tmp/proc.out" -register.rate "$rate" -register.table "$tmp/table.txt" "$@"
 	cat "$tmp/table.txt"
 	echo
