@@ -145,7 +145,7 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 		s.reply(req, tx, sip.StatusInternalServerError, "Server Internal Error: sipwake could not store the push binding")
 		return
 	}
-	s.answerRegistered(tx, ans, add)
+	s.answerRegistered(tx, res, ans, add)
 	if reg.stored != nil {
 		// After the device has its 200: calls parked for it go out now.
 		s.relay.Refreshed(*reg.stored)
@@ -214,10 +214,17 @@ func (s *Server) forwardRegister(reg *registration) *sip.Request {
 		}
 		return fwd
 	}
-	path := s.bindingURI(reg.id)
-	fwd.PrependHeader(sip.NewHeader("Path", "<"+path.String()+">"))
-	fwd.AppendHeader(sip.NewHeader("Supported", "path"))
+	path, supported := s.pathHeaders(reg.id)
+	fwd.PrependHeader(path)
+	fwd.AppendHeader(supported)
 	return fwd
+}
+
+// pathHeaders put sipwake on the path of binding id (RFC 3327): its Path,
+// and the Supported that says the registrar must honour it.
+func (s *Server) pathHeaders(id store.ID) (path, supported sip.Header) {
+	u := s.bindingURI(id)
+	return sip.NewHeader("Path", "<"+u.String()+">"), sip.NewHeader("Supported", "path")
 }
 
 // toUpstream clones a request for the registrar: our Route removed, the
@@ -306,22 +313,22 @@ func (s *Server) relayRaw(reg *registration, ans upstreamAnswer) {
 	}
 }
 
-// answerRegistered gives the device the registrar's 2xx (ans.res, made the
-// device's answer) with sipwake's headers added: into the datagram as it
-// came when there is one, else printed from res. Contact mode puts the
+// answerRegistered gives the device res, the registrar's 2xx made its
+// answer, with sipwake's headers added: into the datagram as it came
+// (ans.raw) when there is one, else printed from res. Contact mode puts the
 // device's own Contacts back into res, which only printing carries.
-func (s *Server) answerRegistered(tx answerer, ans upstreamAnswer, add []sip.Header) {
+func (s *Server) answerRegistered(tx answerer, res *sip.Response, ans upstreamAnswer, add []sip.Header) {
 	if ans.raw == nil || s.opts.ContactMode {
 		for _, h := range add {
-			ans.res.AppendHeader(h)
+			res.AppendHeader(h)
 		}
-		s.respond(tx, ans.res)
+		s.respond(tx, res)
 		return
 	}
 	var lines bytes.Buffer
 	writeLines(&lines, add...)
 	if err := ans.relay(lines.Bytes()); err != nil {
-		s.log.Debug("sip respond failed", "status", ans.res.StatusCode, "error", err)
+		s.log.Debug("sip respond failed", "status", res.StatusCode, "error", err)
 	}
 }
 

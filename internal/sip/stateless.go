@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 )
 
@@ -139,7 +140,6 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 	req.SetTransport("UDP")
 	req.SetSource(from.String())
 	branch := u.branch(req)
-	raw := bytes.Clone(data) // sipgo reuses its read buffer
 
 	u.mu.Lock()
 	p, retransmitted := u.pending[branch]
@@ -152,6 +152,7 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 		u.resend(p)
 		return true
 	}
+	raw := bytes.Clone(data) // sipgo reuses its read buffer
 	u.running.Go(func() { u.handle(req, raw, branch, p, from) })
 	return true
 }
@@ -268,21 +269,42 @@ func (u *statelessUDP) forward(ctx context.Context, reg *registration, raw []byt
 
 // forwardRequest is reg's REGISTER for the registrar made from the parsed
 // request, to be printed: what the transaction path does to a forwarded
-// REGISTER (Max-Forwards, our Via, RFC 3581 on the device's), then the
-// derived branch; the port is the one the transport layer would fill in
-// there.
+// REGISTER (Max-Forwards, RFC 3581 on the device's Via, our Via on top),
+// with the derived branch.
 func (u *statelessUDP) forwardRequest(reg *registration, branch string) (*sip.Request, error) {
 	fwd := u.s.forwardRegister(reg)
-	for _, opt := range u.s.forwardOptions() {
-		if err := opt(u.s.client, fwd); err != nil {
-			return nil, err
-		}
+	if err := sipgo.ClientRequestDecreaseMaxForward(u.s.client, fwd); err != nil {
+		return nil, err
 	}
-	via := fwd.Via()
-	via.Port = u.s.publicPort("udp")
-	via.Params.Add("branch", branch)
-	via.Params.Add("rport", "")
+	if dev := fwd.Via(); dev != nil { // fwd's own copy
+		fillRport(dev, reg.req.Source())
+	}
+	fwd.PrependHeader(u.via(branch))
 	return fwd, nil
+}
+
+// via is sipwake's Via on a REGISTER it forwards statelessly: as the
+// transaction path's (the public host the registrar reaches, the port the
+// transport layer would fill in, rport asked) under the derived branch.
+func (u *statelessUDP) via(branch string) *sip.ViaHeader {
+	v := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
+		Host: u.s.publicHostFor(u.s.opts.Upstream.HostPort()), Port: u.s.publicPort("udp")}
+	v.Params.Add("branch", branch)
+	v.Params.Add("rport", "")
+	return v
+}
+
+// fillRport gives via, the device's top Via, RFC 3581's rport and received
+// from source when it asked for them (an rport parameter), as sipgo's
+// client does on the transaction path; it says whether it did.
+func fillRport(via *sip.ViaHeader, source string) bool {
+	if !via.Params.Has("rport") {
+		return false
+	}
+	h, p, _ := net.SplitHostPort(source)
+	via.Params.Add("rport", p)
+	via.Params.Add("received", h)
+	return true
 }
 
 // editForward makes reg's REGISTER for the registrar by editing raw, the
@@ -295,8 +317,8 @@ func (u *statelessUDP) forwardRequest(reg *registration, branch string) (*sip.Re
 // enough to edit (a header folded over lines, the device's Via in its
 // compact form or not plain as plainVia says, a Route, which may name
 // sipwake and go, no Content-Length, bytes past the body) or when the
-// forward changes more (contact mode rewrites
-// the push Contact): forwardRequest then makes it.
+// forward changes more (contact mode rewrites the push Contact):
+// forwardRequest then makes it.
 func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string) (wire []byte, ok bool) {
 	s := u.s
 	end, first := bytes.Index(raw, headsEnd), bytes.Index(raw, crlf)
@@ -332,18 +354,15 @@ func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string)
 	var b bytes.Buffer
 	b.Grow(len(raw) + 256)
 	b.Write(raw[:head])
-	ours := sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
-		Host: s.publicHostFor(s.opts.Upstream.HostPort()), Port: s.publicPort("udp")}
-	ours.Params.Add("branch", branch)
-	ours.Params.Add("rport", "")
-	lines := []sip.Header{&ours}
+	writeLines(&b, u.via(branch))
+	var supported sip.Header
 	if reg.push != nil {
-		path := s.bindingURI(reg.id)
-		lines = append(lines, sip.NewHeader("Path", "<"+path.String()+">"))
+		var path sip.Header
+		path, supported = s.pathHeaders(reg.id)
+		writeLines(&b, path)
 	}
-	writeLines(&b, lines...)
 	// The rest as it came, but for the two lines sipwake edits.
-	dev, mf := reg.req.Via(), reg.req.MaxForwards()
+	dev, mf := reg.req.Via().Clone(), reg.req.MaxForwards()
 	edits := [][2]int{via, maxFwd}
 	if maxFwd[0] < via[0] {
 		edits[0], edits[1] = maxFwd, via
@@ -355,12 +374,7 @@ func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string)
 		}
 		b.Write(raw[pos:edit[0]])
 		switch {
-		case edit == via && dev.Params.Has("rport"):
-			// As sipgo's client does on the transaction path.
-			dev = dev.Clone()
-			h, p, _ := net.SplitHostPort(reg.req.Source())
-			dev.Params.Add("rport", p)
-			dev.Params.Add("received", h)
+		case edit == via && fillRport(dev, reg.req.Source()):
 			writeLines(&b, dev)
 		case edit == maxFwd && mf != nil:
 			b.WriteString("Max-Forwards: " + strconv.Itoa(int(mf.Val())-1) + "\r\n")
@@ -370,8 +384,8 @@ func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string)
 		pos = edit[1]
 	}
 	b.Write(raw[pos : end+len(crlf)])
-	if reg.push != nil {
-		writeLines(&b, sip.NewHeader("Supported", "path"))
+	if supported != nil {
+		writeLines(&b, supported)
 	}
 	b.Write(raw[end+len(crlf):])
 	return b.Bytes(), true
@@ -446,9 +460,9 @@ var (
 // scanAnswer reads what relaying a registrar's final answer needs,
 // without parsing it: its status, the branch of its top Via, and a copy of
 // the datagram without that Via's line. ok is false for a provisional
-// answer, and for anything not plainly laid out (no blank line after the headers, a status that is not three digits,
-// the top Via folded over lines or not plain, no Via below it): those take
-// the parser's path.
+// answer, and for anything not plainly laid out (no blank line after the
+// headers, a status that is not three digits, the top Via folded over
+// lines or not plain, no Via below it): those take the parser's path.
 func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) {
 	end := bytes.Index(data, headsEnd)
 	if end < 0 || !bytes.HasPrefix(data, responsePrefix) || len(data) < len(responsePrefix)+4 {
