@@ -138,8 +138,10 @@ func decodeCompact(data []byte) (Binding, error) {
 // elide puts the marks in for the device's token and pn-param, each where
 // it appears in the contact exactly once; false when it changed nothing.
 func elide(contact string, d Device) (string, bool) {
-	if strings.ContainsAny(contact+d.Token+d.Param, tokenMark+paramMark) {
-		return contact, false
+	for _, s := range []string{contact, d.Token, d.Param} {
+		if strings.ContainsAny(s, tokenMark+paramMark) {
+			return contact, false
+		}
 	}
 	out := contact
 	for _, v := range []struct{ value, mark string }{{d.Token, tokenMark}, {d.Param, paramMark}} {

@@ -20,6 +20,24 @@ import (
 // message handling directly.
 func fuzzServer(t testing.TB) *Server {
 	t.Helper()
+	return serverWith(t, fuzzRelay, fuzzOptions)
+}
+
+var (
+	fuzzRelay   = relay.Options{RecordTTL: 120 * time.Hour, Providers: []string{"apns", "fcm"}}
+	fuzzOptions = Options{
+		Listen:          Listen{UDP: "127.0.0.1:5060"},
+		Upstream:        Upstream{Host: "127.0.0.1", Port: 5070, Transport: "udp"},
+		UpstreamTimeout: time.Second,
+		UserAgent:       "fuzz",
+		CallWait:        time.Second,
+	}
+)
+
+// serverWith is a Server with opts, not started, on a relay with ro over a
+// bbolt file of its own.
+func serverWith(t testing.TB, ro relay.Options, opts Options) *Server {
+	t.Helper()
 	keys, err := store.NewKeyring("k1", map[string][]byte{"k1": store.NewKey()})
 	if err != nil {
 		t.Fatal(err)
@@ -30,14 +48,7 @@ func fuzzServer(t testing.TB) *Server {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	rl := relay.New(st, nil, relay.Options{RecordTTL: 120 * time.Hour, Providers: []string{"apns", "fcm"}}, log, time.Now)
-	s, err := New(Options{
-		Listen:          Listen{UDP: "127.0.0.1:5060"},
-		Upstream:        Upstream{Host: "127.0.0.1", Port: 5070, Transport: "udp"},
-		UpstreamTimeout: time.Second,
-		UserAgent:       "fuzz",
-		CallWait:        time.Second,
-	}, rl, log)
+	s, err := New(opts, relay.New(st, nil, ro, log, time.Now), log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -359,7 +359,8 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 		}
 		return regUnregistered, nil
 	}
-	upContact := reg.push.Address.String()
+	contact := reg.push.Address.String()
+	upContact := contact
 	if s.opts.ContactMode {
 		u := s.bindingURI(reg.id)
 		upContact = u.String()
@@ -368,7 +369,7 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 	b := relay.Binding{
 		AOR:      reg.aor,
 		Device:   reg.device,
-		Contact:  reg.push.Address.String(),
+		Contact:  contact,
 		Instance: instanceOf(reg.push),
 		Flow:     relay.Flow{Transport: strings.ToLower(reg.req.Transport()), Source: reg.req.Source()},
 		Upstream: relay.UpstreamState{
