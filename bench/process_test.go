@@ -164,6 +164,18 @@ func (p *sipwakeProcess) Memory(b *testing.B) (rss, hwm int64) {
 func (p *sipwakeProcess) StopAndCount(b *testing.B) int {
 	b.Helper()
 	p.stop()
+	st := p.openStore(b)
+	defer st.Close()
+	n, err := st.Count(context.Background())
+	if err != nil {
+		b.Fatalf("count: %v", err)
+	}
+	return n
+}
+
+// openStore opens the store sipwake left, once it has exited.
+func (p *sipwakeProcess) openStore(b *testing.B) *store.Bolt {
+	b.Helper()
 	keys, err := store.NewKeyring("k1", map[string][]byte{"k1": p.key})
 	if err != nil {
 		b.Fatal(err)
@@ -172,12 +184,7 @@ func (p *sipwakeProcess) StopAndCount(b *testing.B) int {
 	if err != nil {
 		b.Fatalf("open sipwake's store: %v", err)
 	}
-	defer st.Close()
-	n, err := st.Count(context.Background())
-	if err != nil {
-		b.Fatalf("count: %v", err)
-	}
-	return n
+	return st
 }
 
 // stop sends SIGTERM and, after 10 s, SIGKILL.

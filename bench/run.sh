@@ -11,6 +11,10 @@
 #   bash bench/run.sh profile-process RATE  # the same against sipwake as its own
 #                                    # process (its /admin/pprof/profile); the
 #                                    # digest flow, or FLOW=first / FLOW=refresh
+#   bash bench/run.sh kill           # kill -9 sipwake mid-run at 3,000
+#                                    # REGISTER/s (-kill.rate), first and
+#                                    # moved registrations: acknowledged
+#                                    # vs lost; ~1 min
 #   bash bench/run.sh calls          # wake-up calls/s vs direct Kamailio calls,
 #                                    # INVITE→push latency; ~8 min
 #   bash bench/run.sh parked         # dispatch latency with 100 / 1,000 calls
@@ -96,6 +100,10 @@ profile-process)
 	go tool pprof -top -nodecount=15 "$tmp/sipwake" "$tmp/proc.out" 2>/dev/null
 	echo
 	go tool pprof -top -cum -nodecount=25 "$tmp/sipwake" "$tmp/proc.out" 2>/dev/null
+	;;
+kill)
+	bench '^BenchmarkKill9UnderLoad$' 10m "$@"
+	grep -E '^ *(durability|BenchmarkKill9UnderLoad)|acknowledged' "$tmp/bench.log"
 	;;
 calls | parked | records)
 	name=$(case $mode in calls) echo BenchmarkWakeCalls ;; parked) echo BenchmarkParkedCalls ;; records) echo BenchmarkRecords ;; esac)
