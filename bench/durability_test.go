@@ -39,8 +39,8 @@ const (
 // changed Contact and flow, which a refresh that changes nothing but the
 // time is not). It fails on any acknowledged REGISTER lost.
 func BenchmarkKill9UnderLoad(b *testing.B) {
-	for _, moved := range []bool{false, true} {
-		name := map[bool]string{false: "first", true: "moved"}[moved]
+	for _, name := range []string{"first", "moved"} {
+		moved := name == "moved"
 		b.Run(name, func(b *testing.B) {
 			reg := startRegistrar(b, true)
 			p := startSipwakeProcessWith(b, reg.Addr, pushtest.NewAPNs(b), filepath.Join(b.TempDir(), "data"), store.NewKey(), nil)
@@ -84,21 +84,11 @@ func BenchmarkKill9UnderLoad(b *testing.B) {
 // short set, sipp writes its short-message trace there.
 func registerAll(b *testing.B, remote string, devs []peertest.SippUser, port, rate int, short string) *peertest.SippResult {
 	b.Helper()
-	args := append([]string{"-recv_timeout", "5000"}, sippBuffers...)
-	if short != "" {
-		args = append(args, "-trace_shortmsg", "-shortmessage_file", short)
-	}
-	res, err := peertest.RunSipp(b, peertest.SippOptions{
-		Name: fmt.Sprintf("p%d", port), Scenario: peertest.Scenario(b, "register_push"), Remote: remote,
-		LocalIP: peertest.IP(b, ipSipp), LocalPort: port, Transport: "u1",
-		Calls: len(devs), Rate: float64(rate), Limit: max(rate/2, 50),
-		Injection: peertest.RegisterInjection(devs...), Keys: map[string]string{"expires": "3600"},
-		NoMessageTrace: true, Timeout: time.Duration(len(devs)/rate)*time.Second + 10*time.Second, Args: args,
-	})
-	if res == nil {
-		b.Fatalf("sipp: %v", err)
-	}
-	return res
+	return runRegisters(b, peertest.SippOptions{
+		Name: fmt.Sprintf("p%d", port), Scenario: peertest.Scenario(b, "register_push"), Remote: remote, LocalPort: port,
+		Calls: len(devs), Rate: float64(rate), Injection: peertest.RegisterInjection(devs...),
+		Timeout: time.Duration(len(devs)/rate)*time.Second + 10*time.Second,
+	}, short)
 }
 
 // acknowledgedCalls reads a sipp -trace_shortmsg file: the call numbers
@@ -127,6 +117,7 @@ func lostAcknowledged(b *testing.B, p *sipwakeProcess, devs []peertest.SippUser,
 	st := p.openStore(b)
 	defer st.Close()
 	rl := relay.New(st, nil, relay.Options{RecordTTL: 120 * time.Hour, Providers: []string{"apns"}}, slog.New(slog.DiscardHandler), time.Now)
+	movedTo := fmt.Sprintf(":%d;", killPort)
 	lost := 0
 	for _, n := range acked {
 		d := devs[n-1]
@@ -136,7 +127,7 @@ func lostAcknowledged(b *testing.B, p *sipwakeProcess, devs []peertest.SippUser,
 		}
 		found := false
 		for _, bd := range bs {
-			found = found || bd.Device.Token == d.PRID && (!moved || strings.Contains(bd.Contact, fmt.Sprintf(":%d;", killPort)))
+			found = found || bd.Device.Token == d.PRID && (!moved || strings.Contains(bd.Contact, movedTo))
 		}
 		if !found {
 			lost++

@@ -422,26 +422,16 @@ func (l *loader) run(rate int, d time.Duration) probe {
 		l.port++
 	}
 	calls := max(rate*int(d/time.Second), rate*int(d/time.Millisecond)/1000)
-	args := append([]string{"-recv_timeout", "5000"}, sippBuffers...)
-	short := filepath.Join(b.TempDir(), "short.log")
+	short := ""
 	if l.short {
-		args = append(args, "-trace_shortmsg", "-shortmessage_file", short)
+		short = filepath.Join(b.TempDir(), "short.log")
 	}
 	cpu := startCPU()
-	res, err := peertest.RunSipp(b, peertest.SippOptions{
-		Name: fmt.Sprintf("r%d", rate), Scenario: l.scenario, Remote: l.hs.Remote,
-		LocalIP: peertest.IP(b, ipSipp), LocalPort: l.port, Transport: "u1",
-		Calls: calls, Rate: float64(rate),
-		// Half a second of calls in flight: a peer slower than that
-		// holds sipp's call creation below its target instead of
-		// drowning in retransmissions, and the run does not hold.
-		Limit:     max(rate/2, 50),
-		Injection: l.injection(calls), Keys: map[string]string{"expires": "3600"},
-		NoMessageTrace: true, TraceRTT: !l.short, Timeout: d + 8*time.Second, Args: args,
-	})
-	if res == nil {
-		b.Fatalf("sipp: %v", err)
-	}
+	res := runRegisters(b, peertest.SippOptions{
+		Name: fmt.Sprintf("r%d", rate), Scenario: l.scenario, Remote: l.hs.Remote, LocalPort: l.port,
+		Calls: calls, Rate: float64(rate), Injection: l.injection(calls),
+		TraceRTT: !l.short, Timeout: d + 8*time.Second,
+	}, short)
 	p := newProbe(rate, calls, res)
 	p.CPU = cpu.stop(res.CPU)
 	l.keep(res.StatsPath, rate, "csv")
@@ -456,6 +446,7 @@ func (l *loader) run(rate int, d time.Duration) probe {
 		p.CPU.Hop = p.CPU.Groups[l.hs.Hop()]
 	}
 	var rtt []time.Duration
+	var err error
 	if l.short {
 		rtt, err = requestRoundTrips(short)
 	} else {
@@ -470,6 +461,29 @@ func (l *loader) run(rate int, d time.Duration) probe {
 		p.CPU.Hop.Milliseconds(), p.CPU.Registrar.Milliseconds(), p.CPU.Sipp.Milliseconds())
 	time.Sleep(time.Second) // let retransmissions and tm timers drain
 	return p
+}
+
+// runRegisters runs sipp with o, plus what every REGISTER run of the
+// harness shares: from the sipp address over UDP, half a second of calls
+// in flight (a peer slower than that holds sipp's call creation below its
+// target instead of drowning in retransmissions, and the run does not
+// hold), expires 3600, no message trace, large socket buffers, a 5 s
+// receive timeout and, with short set, sipp's short-message trace there.
+func runRegisters(b *testing.B, o peertest.SippOptions, short string) *peertest.SippResult {
+	b.Helper()
+	o.LocalIP, o.Transport = peertest.IP(b, ipSipp), "u1"
+	o.Limit = max(int(o.Rate)/2, 50)
+	o.Keys = map[string]string{"expires": "3600"}
+	o.NoMessageTrace = true
+	o.Args = append([]string{"-recv_timeout", "5000"}, sippBuffers...)
+	if short != "" {
+		o.Args = append(o.Args, "-trace_shortmsg", "-shortmessage_file", short)
+	}
+	res, err := peertest.RunSipp(b, o)
+	if res == nil {
+		b.Fatalf("sipp: %v", err)
+	}
+	return res
 }
 
 // keep copies a file of the run (its -trace_stat file, its short-message

@@ -150,12 +150,8 @@ func (s *Service) pushTo(ctx context.Context, w *wakeup, b Binding, msg pn.Messa
 // it, so a second REGISTER does not fork the call twice. Calls parked on
 // the bindings it replaced get it too: the phone came back with new tokens.
 func (s *Service) Refreshed(b Binding) {
-	ids := s.BindingIDs(b) // its own first: each keyed hash is made once
-	record := ids[0]
-	if b.Account != nil {
-		record = s.RecordID(b)
-	}
-	for _, id := range ids {
+	record := s.RecordID(b)
+	for _, id := range s.BindingIDs(b) {
 		s.release(id, b)
 		s.publish(Refresh{Waiter: id, Record: record})
 	}
