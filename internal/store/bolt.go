@@ -11,22 +11,24 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// On-disk layout (format 3). Nothing in it is plaintext user data:
+// On-disk layout (format 4). Nothing in it is plaintext user data:
 //
-//	meta  "format"    -> "3"
+//	meta  "format"    -> "4"
 //	meta  "index-key" -> Seal(32 random bytes, aad "sipwake/meta/index-key/1")
 //	meta  "records"   -> number of records, uint64 big-endian (Count without a walk)
 //	rec   ID          -> header (see header.go) | Seal(uvarint len(aor) | aor | data, aad)
-//	aor   HMAC(aor) | ID  -> ""
 //	ttl   expiry | ID     -> ""
 //	due   due | ID        -> ""   records with a DueAt
 //	acct  ID              -> ""   records with Account set
+//	aor-snapshot  n -> (8-byte AOR key | ID)...   left by Close, dropped by the next write
+//	meta  "aor-snapshot-tx" -> the transaction that wrote it (uint64 big-endian)
 //
 // expiry and due are big-endian Unix nanoseconds with the sign bit flipped,
 // so byte order is time order. The record's aad is its ID and its whole
@@ -36,30 +38,43 @@ import (
 // 3 is format 2 with ttl and due entries that may be earlier than their
 // record's times (lower bounds, see replace): a sipwake that reads format 2
 // would erase refreshed records early, so it must not open a format 3 file.
+// Format 4 is format 3 without the aor bucket (HMAC(aor) | ID -> ""): the
+// AOR index is kept in memory (bolt_aor.go), and a sipwake that knows only
+// format 3 would find no bucket to keep it in.
 //
 // The values and the meta index key are the codec's (codec.go, header.go),
 // shared with Redis. This file opens and migrates the file; bolt_index.go
-// keeps the index entries, bolt_ops.go reads and writes records, and
+// keeps the index entries, bolt_aor.go the AOR index, bolt_ops.go reads and writes records, and
 // bolt_maintenance.go rotates keys, counts their use and compacts.
 const (
 	bucketMeta = "meta"
 	bucketRec  = "rec"
-	bucketAOR  = "aor"
+	bucketAOR  = "aor" // format 3 and before
 	bucketTTL  = "ttl"
 	bucketDue  = "due"
 	bucketAcct = "acct"
 
 	metaRecords = "records"
+	// bucketAORSnap and metaAORSnap hold the AOR index Close saved and the
+	// transaction that saved it; the next open loads and drops them.
+	bucketAORSnap = "aor-snapshot"
+	metaAORSnap   = "aor-snapshot-tx"
+	// aorSnapChunk is how many (key, ID) entries one snapshot value packs.
+	aorSnapChunk = 128
 
 	// lockTimeout bounds the wait for bbolt's file lock, so a second
 	// process on the same file fails with a clear error instead of hanging.
 	lockTimeout = 2 * time.Second
 	// migrateChunk bounds the records one transaction of migrateV1 indexes.
 	migrateChunk = 10000
+	// buildRelease is how many records' pages the AOR index's walk of
+	// the records maps before handing them back: with the kernel's
+	// fault-around, ~90 MiB at most (1,000,000 records: bench/README.md).
+	buildRelease = 8192
 )
 
-// Bolt is the embedded backend: one bbolt file, sealed values, an AOR index
-// and a TTL index. It is safe for concurrent use, including Compact while
+// Bolt is the embedded backend: one bbolt file, sealed values, a TTL index
+// and an AOR index in memory. It is safe for concurrent use, including Compact while
 // other goroutines read and write.
 type Bolt struct {
 	path  string
@@ -74,6 +89,11 @@ type Bolt struct {
 	freed atomic.Int64
 	// group shares commits between concurrent writers.
 	group groupCommit
+	// aors finds an AOR's records (built at open, kept at commits).
+	aors aorIndex
+	// snapshot says the file holds an AOR index snapshot (see
+	// buildAORIndex): the next write drops it.
+	snapshot atomic.Bool
 }
 
 // OpenBolt opens (or creates, mode 0600) the store at path. On first open it
@@ -89,6 +109,7 @@ func OpenBolt(path string, keys *Keyring, log *slog.Logger) (*Bolt, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Bolt{path: path, log: log}
+	b.group.prepare = b.dropSnapshot
 
 	// An existing store is checked read-only first, so that a wrong key can
 	// never lead to a write (bbolt may write on a read-write open).
@@ -125,6 +146,10 @@ func OpenBolt(path string, keys *Keyring, log *slog.Logger) (*Bolt, error) {
 	if created {
 		log.Info("store created", "path", path, "key_id", keys.ActiveID())
 	}
+	if err := b.buildAORIndex(db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -155,7 +180,7 @@ func (b *Bolt) readIndexKey(db *bolt.DB, keys *Keyring) (key []byte, format stri
 			return nil
 		}
 		format = string(meta.Get([]byte(metaFormat)))
-		if format != formatV1 && format != formatV2 && format != formatV3 {
+		if format != formatV1 && format != formatV2 && format != formatV3 && format != formatV4 {
 			return fmt.Errorf("store: %s: unknown format %q", b.path, format)
 		}
 		sealed := meta.Get([]byte(metaIndexKey))
@@ -179,12 +204,14 @@ func (b *Bolt) initMeta(db *bolt.DB, keys *Keyring) (created bool, err error) {
 		b.codec = newCodec(keys, key, b.log)
 		switch format {
 		case formatV1:
-			return false, b.migrateV1(db)
-		case formatV2:
-			// Exact entries are lower bounds too: only the mark changes.
-			return false, db.Update(func(tx *bolt.Tx) error {
-				return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV3))
-			})
+			if err := b.migrateV1(db); err != nil {
+				return false, err
+			}
+			fallthrough
+		case formatV2, formatV3:
+			// Format 2's exact time entries are lower bounds too: what
+			// changes is the AOR index, which goes to memory.
+			return false, b.dropAORBucket(db)
 		}
 		return false, nil
 	}
@@ -197,7 +224,7 @@ func (b *Bolt) initMeta(db *bolt.DB, keys *Keyring) (created bool, err error) {
 		if err != nil {
 			return err
 		}
-		if err := meta.Put([]byte(metaFormat), []byte(formatV3)); err != nil {
+		if err := meta.Put([]byte(metaFormat), []byte(formatV4)); err != nil {
 			return err
 		}
 		if err := meta.Put([]byte(metaIndexKey), sealed); err != nil {
@@ -206,7 +233,7 @@ func (b *Bolt) initMeta(db *bolt.DB, keys *Keyring) (created bool, err error) {
 		if err := meta.Put([]byte(metaRecords), make([]byte, 8)); err != nil {
 			return err
 		}
-		for _, name := range []string{bucketRec, bucketAOR, bucketTTL, bucketDue, bucketAcct} {
+		for _, name := range []string{bucketRec, bucketTTL, bucketDue, bucketAcct} {
 			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
 				return err
 			}
@@ -276,6 +303,109 @@ func (b *Bolt) migrateV1(db *bolt.DB) error {
 	return nil
 }
 
+// buildAORIndex loads the AOR index from the snapshot Close left, if
+// nothing was committed since; otherwise (the process was killed, or the
+// file is older) it walks the record headers. The snapshot stays until the
+// first write (dropSnapshot), so an open that only reads (sipwake keys
+// usage) leaves the file as it was.
+//
+// The walk maps the records' pages into the process; every buildRelease
+// records they are handed back (madvise MADV_DONTNEED on bbolt's read-only
+// shared mapping: they stay in the page cache, and are mapped again when
+// read), so the process holds the index and the pages it goes on to use,
+// not the file, even at its peak.
+func (b *Bolt) buildAORIndex(db *bolt.DB) error {
+	start := time.Now()
+	from := "snapshot"
+	release := func() {
+		fi, err := os.Stat(b.path)
+		if err != nil || fi.Size() == 0 {
+			return
+		}
+		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, db.Info().Data, uintptr(fi.Size()), syscall.MADV_DONTNEED); errno != 0 {
+			b.log.Warn("store: could not unmap the pages the AOR index was built from", "err", errno)
+		}
+	}
+	err := db.View(func(tx *bolt.Tx) error {
+		snap := tx.Bucket([]byte(bucketAORSnap))
+		b.snapshot.Store(snap != nil)
+		at := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaAORSnap))
+		if snap != nil && len(at) == 8 && binary.BigEndian.Uint64(at) == uint64(tx.ID()) {
+			err := b.aors.load(func(fn func([]byte) error) error {
+				return snap.ForEach(func(_, v []byte) error { return fn(v) })
+			})
+			if err == nil {
+				release()
+				return nil
+			}
+			b.log.Warn("store: AOR index snapshot unreadable; building the index from the records", "err", err)
+		}
+		from = "records"
+		b.aors.build(tx.Bucket([]byte(bucketRec)), buildRelease, release)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: %s: build the AOR index: %w", b.path, err)
+	}
+	b.log.Info("store: AOR index built", "path", b.path, "from", from, "aors", b.aors.len(), "took", time.Since(start))
+	return nil
+}
+
+// dropSnapshot erases the AOR index snapshot in tx, the first write
+// transaction since the open: once anything else is committed it is stale,
+// and it names records that may be erased.
+func (b *Bolt) dropSnapshot(tx *bolt.Tx) error {
+	if !b.snapshot.Load() {
+		return nil
+	}
+	if err := tx.DeleteBucket([]byte(bucketAORSnap)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+		return err
+	}
+	if err := tx.Bucket([]byte(bucketMeta)).Delete([]byte(metaAORSnap)); err != nil {
+		return err
+	}
+	tx.OnCommit(func() { b.snapshot.Store(false) })
+	return nil
+}
+
+// saveAORIndex writes the AOR index into the file for the next open, in
+// the transaction that is the file's last (Close): buildAORIndex loads it
+// only if no other was committed after it.
+func (b *Bolt) saveAORIndex() error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket([]byte(bucketAORSnap)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return err
+		}
+		snap, err := tx.CreateBucket([]byte(bucketAORSnap))
+		if err != nil {
+			return err
+		}
+		snap.FillPercent = 1 // written once, in key order
+		for i, v := range b.aors.snapshot(aorSnapChunk) {
+			if err := snap.Put(binary.BigEndian.AppendUint32(nil, uint32(i)), v); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaAORSnap), binary.BigEndian.AppendUint64(nil, uint64(tx.ID())))
+	})
+}
+
+// dropAORBucket turns a format 2 or 3 file into format 4: the on-disk AOR
+// index goes (OpenBolt builds it in memory), in one transaction.
+func (b *Bolt) dropAORBucket(db *bolt.DB) error {
+	err := db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket([]byte(bucketAOR)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+			return err
+		}
+		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV4))
+	})
+	if err != nil {
+		return fmt.Errorf("store: %s: migrate to format 4: %w", b.path, err)
+	}
+	b.log.Info("store: AOR index moved to memory (format 4)", "path", b.path)
+	return nil
+}
+
 // ID derives the binding ID of device under aor. It does not touch the file.
 // aor and device should not contain NUL bytes (SIP URIs cannot).
 func (b *Bolt) ID(aor, device string) ID { return b.codec.ID(aor, device) }
@@ -310,7 +440,7 @@ func (b *Bolt) locked(ctx context.Context, l sync.Locker, fn func() error) error
 func (b *Bolt) view(ctx context.Context, fn func(bk buckets) error) error {
 	return b.withDB(ctx, func(db *bolt.DB) error {
 		return db.View(func(tx *bolt.Tx) error {
-			bk, err := txBuckets(tx)
+			bk, err := b.txBuckets(tx)
 			if err != nil {
 				return err
 			}
@@ -322,12 +452,18 @@ func (b *Bolt) view(ctx context.Context, fn func(bk buckets) error) error {
 // Path returns the store file's path.
 func (b *Bolt) Path() string { return b.path }
 
-// Close closes the store; later calls return ErrClosed. Close is idempotent.
+// Close saves the AOR index for the next open (see buildAORIndex) and
+// closes the store; later calls return ErrClosed. Close is idempotent.
 func (b *Bolt) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.db == nil {
 		return nil
+	}
+	if !b.snapshot.Load() { // else nothing was written since the open
+		if err := b.saveAORIndex(); err != nil {
+			b.log.Warn("store: could not save the AOR index; the next open builds it from the records", "err", err)
+		}
 	}
 	err := b.db.Close()
 	b.db = nil

@@ -14,14 +14,19 @@ import (
 const appendFill = 0.95
 
 // buckets are a transaction's buckets of the store (see bolt.go for the
-// layout). Their methods write a record with its index entries and keep
-// the record count, so every operation changes the indexes the same way.
-type buckets struct{ meta, rec, aor, ttl, due, acct *bolt.Bucket }
+// layout) and the store's in-memory AOR index. Their methods write a record
+// with its index entries and keep the record count, so every operation
+// changes the indexes the same way.
+type buckets struct {
+	meta, rec, ttl, due, acct *bolt.Bucket
+	tx                        *bolt.Tx
+	aors                      *aorIndex
+}
 
-func txBuckets(tx *bolt.Tx) (buckets, error) {
-	bk := buckets{tx.Bucket([]byte(bucketMeta)), tx.Bucket([]byte(bucketRec)), tx.Bucket([]byte(bucketAOR)), tx.Bucket([]byte(bucketTTL)),
-		tx.Bucket([]byte(bucketDue)), tx.Bucket([]byte(bucketAcct))}
-	if bk.meta == nil || bk.rec == nil || bk.aor == nil || bk.ttl == nil || bk.due == nil || bk.acct == nil {
+func (b *Bolt) txBuckets(tx *bolt.Tx) (buckets, error) {
+	bk := buckets{tx.Bucket([]byte(bucketMeta)), tx.Bucket([]byte(bucketRec)), tx.Bucket([]byte(bucketTTL)),
+		tx.Bucket([]byte(bucketDue)), tx.Bucket([]byte(bucketAcct)), tx, &b.aors}
+	if bk.meta == nil || bk.rec == nil || bk.ttl == nil || bk.due == nil || bk.acct == nil {
 		return bk, errors.New("store: bucket missing")
 	}
 	// Keys of ttl and due mostly arrive in time order: full pages then
@@ -51,7 +56,9 @@ func (bk buckets) add(id ID, v []byte) error {
 	if err := bk.setRecords(bk.records() + 1); err != nil {
 		return err
 	}
-	return bk.index(rawRecord{id: id, val: v}, true)
+	r := rawRecord{id: id, val: v}
+	bk.fileAOR(r, true)
+	return bk.index(r, true)
 }
 
 // remove erases a record and its index entries; v is its current value.
@@ -67,7 +74,35 @@ func (bk buckets) remove(id ID, v []byte) error {
 	if hdrLen(v) == 0 {
 		return nil // a mangled header: nothing to find in the indexes
 	}
-	return bk.index(rawRecord{id: id, val: v}, false)
+	r := rawRecord{id: id, val: v}
+	bk.fileAOR(r, false)
+	return bk.index(r, false)
+}
+
+// fileAOR adds r to the AOR index (or takes it out) once the transaction
+// commits: a group commit that fails and is run again without some of its
+// writes leaves no trace of them there.
+func (bk buckets) fileAOR(r rawRecord, add bool) {
+	key, id := aorKey(r.aorHash()), r.id // r.val may be bbolt's page: read it now
+	bk.tx.OnCommit(func() {
+		if add {
+			bk.aors.add(key, id)
+		} else {
+			bk.aors.remove(key, id)
+		}
+	})
+}
+
+// aorRecords are the records whose header names the AOR hash, in ID order,
+// copied out of the transaction.
+func (bk buckets) aorRecords(hash []byte) []rawRecord {
+	var raws []rawRecord
+	for _, id := range bk.aors.ids(aorKey(hash)) {
+		if v := bk.rec.Get(id[:]); hdrLen(v) > 0 && bytes.Equal(rawRecord{val: v}.aorHash(), hash) {
+			raws = append(raws, rawRecord{id: id, val: bytes.Clone(v)})
+		}
+	}
+	return raws
 }
 
 // indexEntry is one index key of a record: its bucket and key.
@@ -78,7 +113,7 @@ type indexEntry struct {
 
 // entries are the index keys the header of r names.
 func (bk buckets) entries(r rawRecord) []indexEntry {
-	out := []indexEntry{{bk.ttl, join(r.expiryKey(), r.id[:])}, {bk.aor, join(r.aorHash(), r.id[:])}}
+	out := []indexEntry{{bk.ttl, join(r.expiryKey(), r.id[:])}}
 	if due := r.dueKey(); due != nil {
 		out = append(out, indexEntry{bk.due, join(due, r.id[:])})
 	}
@@ -114,6 +149,7 @@ func (bk buckets) index(r rawRecord, add bool) error {
 func (bk buckets) replace(id ID, old, v []byte) error {
 	if hdrLen(old) == 0 {
 		// A mangled header: nothing to find in the indexes.
+		bk.fileAOR(rawRecord{id: id, val: v}, true)
 		return bk.rec.Put(id[:], v)
 	}
 	was, now := bk.entries(rawRecord{id: id, val: old}), bk.entries(rawRecord{id: id, val: v})

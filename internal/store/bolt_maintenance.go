@@ -41,6 +41,9 @@ func (b *Bolt) Rotate(ctx context.Context) (int, error) {
 			return err
 		}
 		if err := db.Update(func(tx *bolt.Tx) error {
+			if err := b.dropSnapshot(tx); err != nil {
+				return err
+			}
 			return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaIndexKey), resealed)
 		}); err != nil {
 			return err
@@ -57,7 +60,10 @@ func (b *Bolt) Rotate(ctx context.Context) (int, error) {
 	for done := false; !done; {
 		err := b.withDB(ctx, func(db *bolt.DB) error {
 			return db.Update(func(tx *bolt.Tx) error {
-				bk, err := txBuckets(tx)
+				if err := b.dropSnapshot(tx); err != nil {
+					return err
+				}
+				bk, err := b.txBuckets(tx)
 				if err != nil {
 					return err
 				}

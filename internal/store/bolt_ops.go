@@ -26,7 +26,7 @@ func (b *Bolt) Put(ctx context.Context, r Record) error {
 		// Concurrent writers share a commit, which may run fn more than
 		// once (when another write in the group fails): fn is idempotent.
 		return b.group.update(db, func(tx *bolt.Tx) error {
-			bk, err := txBuckets(tx)
+			bk, err := b.txBuckets(tx)
 			if err != nil {
 				return err
 			}
@@ -69,21 +69,10 @@ func (b *Bolt) Get(ctx context.Context, id ID) (Record, error) {
 // ListAOR returns every record of aor, in ID order. Records that cannot be
 // opened are skipped and logged.
 func (b *Bolt) ListAOR(ctx context.Context, aor string) ([]Record, error) {
-	prefix := b.codec.aorHash(aor)
+	hash := b.codec.aorHash(aor)
 	var raws []rawRecord
 	err := b.view(ctx, func(bk buckets) error {
-		c := bk.aor.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			if len(k) != len(prefix)+IDSize {
-				continue
-			}
-			id := ID(k[len(prefix):])
-			if v := bk.rec.Get(id[:]); v != nil {
-				if raw, err := parseRaw(id, v); err == nil {
-					raws = append(raws, raw)
-				}
-			}
-		}
+		raws = bk.aorRecords(hash)
 		return nil
 	})
 	if err != nil {
@@ -102,7 +91,7 @@ func (b *Bolt) erase(ctx context.Context, pick func(bk buckets) (ids []ID, early
 		// an fsync, and the sweeper mostly finds nothing.
 		var found bool
 		err := db.View(func(tx *bolt.Tx) error {
-			bk, err := txBuckets(tx)
+			bk, err := b.txBuckets(tx)
 			if err != nil {
 				return err
 			}
@@ -114,7 +103,7 @@ func (b *Bolt) erase(ctx context.Context, pick func(bk buckets) (ids []ID, early
 			return err
 		}
 		return b.group.update(db, func(tx *bolt.Tx) error {
-			bk, err := txBuckets(tx)
+			bk, err := b.txBuckets(tx)
 			if err != nil {
 				return err
 			}
@@ -165,14 +154,11 @@ func (b *Bolt) Delete(ctx context.Context, id ID) (Record, error) {
 // DeleteAOR erases every record of aor and returns the erased ones (those
 // that could be opened; the others are erased too, and logged).
 func (b *Bolt) DeleteAOR(ctx context.Context, aor string) ([]Record, error) {
-	prefix := b.codec.aorHash(aor)
+	hash := b.codec.aorHash(aor)
 	raws, err := b.erase(ctx, func(bk buckets) ([]ID, [][]byte) {
 		var ids []ID
-		c := bk.aor.Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
-			if len(k) == len(prefix)+IDSize {
-				ids = append(ids, ID(k[len(prefix):]))
-			}
+		for _, r := range bk.aorRecords(hash) {
+			ids = append(ids, r.id)
 		}
 		return ids, nil
 	})
@@ -236,7 +222,7 @@ func (b *Bolt) scanIndex(ctx context.Context, index string, pick func(k []byte) 
 		done := false
 		err := b.withDB(ctx, func(db *bolt.DB) error {
 			return db.View(func(tx *bolt.Tx) error {
-				bk, err := txBuckets(tx)
+				bk, err := b.txBuckets(tx)
 				if err != nil {
 					return err
 				}
@@ -369,7 +355,7 @@ func (b *Bolt) settleDue(ctx context.Context, early *[][]byte) error {
 	}
 	err := b.withDB(ctx, func(db *bolt.DB) error {
 		return b.group.update(db, func(tx *bolt.Tx) error {
-			bk, err := txBuckets(tx)
+			bk, err := b.txBuckets(tx)
 			if err != nil {
 				return err
 			}

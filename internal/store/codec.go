@@ -25,6 +25,7 @@ const (
 	formatV1     = "1"
 	formatV2     = "2"
 	formatV3     = "3" // bbolt only; Redis keeps exact time indexes
+	formatV4     = "4" // bbolt only: the AOR index in memory
 	metaAAD      = "sipwake/meta/index-key/1"
 	recAADPrefix = "sipwake/rec/1\x00"
 )

@@ -23,6 +23,8 @@ type groupCommit struct {
 	commits int64      // group transactions committed (writes/commits = group size)
 	last    time.Time  // when the last commit ended
 	size    int        // writes the last commit carried
+	// prepare runs first in every group's transaction.
+	prepare func(*bolt.Tx) error
 }
 
 // A leader that finds writers contending (the last commit, ended within
@@ -109,7 +111,7 @@ func (g *groupCommit) update(db *bolt.DB, fn func(*bolt.Tx) error) error {
 // run alone, and the rest committed again without it.
 func (g *groupCommit) commit(db *bolt.DB, group []*writeOp) {
 	for len(group) > 0 {
-		err := db.Update(func(tx *bolt.Tx) error {
+		err := g.update1(db, func(tx *bolt.Tx) error {
 			for _, op := range group {
 				if err := op.fn(tx); err != nil {
 					return &failedOp{op: op, err: err}
@@ -129,7 +131,7 @@ func (g *groupCommit) commit(db *bolt.DB, group []*writeOp) {
 			g.finish(group, failed.err)
 			return
 		}
-		g.finish([]*writeOp{failed.op}, db.Update(failed.op.fn))
+		g.finish([]*writeOp{failed.op}, g.update1(db, failed.op.fn))
 		rest := make([]*writeOp, 0, len(group)-1)
 		for _, op := range group {
 			if op != failed.op {
@@ -138,6 +140,18 @@ func (g *groupCommit) commit(db *bolt.DB, group []*writeOp) {
 		}
 		group = rest
 	}
+}
+
+// update1 runs fn in one write transaction, after prepare.
+func (g *groupCommit) update1(db *bolt.DB, fn func(*bolt.Tx) error) error {
+	return db.Update(func(tx *bolt.Tx) error {
+		if g.prepare != nil {
+			if err := g.prepare(tx); err != nil {
+				return err
+			}
+		}
+		return fn(tx)
+	})
 }
 
 // finish hands each op its result and releases its writer (the leader's

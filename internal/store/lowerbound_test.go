@@ -178,10 +178,11 @@ func TestBoltScanDueSettlesAcrossChunks(t *testing.T) {
 	}
 }
 
-// TestBoltFormat2BecomesFormat3: a format 2 file's exact entries are lower
-// bounds already; opening it only changes the mark, which a sipwake that
-// knows format 2 alone then refuses.
-func TestBoltFormat2BecomesFormat3(t *testing.T) {
+// TestBoltFormat2BecomesFormat4: a format 2 file's exact entries are lower
+// bounds already; opening it changes the mark (and moves the AOR index to
+// memory: TestBoltMigratesFormat3), which a sipwake that knows format 2
+// alone then refuses.
+func TestBoltFormat2BecomesFormat4(t *testing.T) {
 	path := tempDB(t)
 	keys := testKeyring(t, "a")
 	b := openAt(t, path, keys)
@@ -213,8 +214,8 @@ func TestBoltFormat2BecomesFormat3(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if f := format(""); f != formatV3 {
-		t.Fatalf("new file is format %q, want %q", f, formatV3)
+	if f := format(""); f != formatV4 {
+		t.Fatalf("new file is format %q, want %q", f, formatV4)
 	}
 	format(formatV2)
 	b = openAt(t, path, keys)
@@ -224,7 +225,7 @@ func TestBoltFormat2BecomesFormat3(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if f := format(""); f != formatV3 {
-		t.Fatalf("format 2 file after open is format %q, want %q", f, formatV3)
+	if f := format(""); f != formatV4 {
+		t.Fatalf("format 2 file after open is format %q, want %q", f, formatV4)
 	}
 }

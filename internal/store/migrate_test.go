@@ -45,6 +45,7 @@ func migrationRecords(id func(aor, device string) ID) []Record {
 type migrated interface {
 	Put(ctx context.Context, r Record) error
 	Get(ctx context.Context, id ID) (Record, error)
+	ListAOR(ctx context.Context, aor string) ([]Record, error)
 	ScanDue(ctx context.Context, until time.Time, fn func(Record) error) error
 	ScanAccounts(ctx context.Context, fn func(Record) error) error
 	Count(ctx context.Context) (int, error)
@@ -79,6 +80,7 @@ func checkMigrated(t *testing.T, st migrated, want []Record) {
 		}
 	}
 	ids = sortIDs(ids)
+	checkAORs(t, st, want)
 	due := func(fn func(Record) error) error { return st.ScanDue(ctx, testBase(), fn) }
 	if got := scanIDs(t, due); !slices.Equal(got, ids) {
 		t.Fatalf("ScanDue after migration: %d records, want all %d", len(got), len(ids))
@@ -104,8 +106,82 @@ func checkMigrated(t *testing.T, st migrated, want []Record) {
 	}
 }
 
-func TestBoltMigratesFormat1(t *testing.T) {
-	t.Parallel() // its own file; fsync-bound, so it overlaps the others
+// checkAORs: ListAOR finds every AOR's records of want, and no others.
+func checkAORs(t *testing.T, st interface {
+	ListAOR(ctx context.Context, aor string) ([]Record, error)
+}, want []Record) {
+	t.Helper()
+	byAOR := map[string][]ID{}
+	for _, w := range want {
+		byAOR[w.AOR] = append(byAOR[w.AOR], w.ID)
+	}
+	for aor, ids := range byAOR {
+		got, err := st.ListAOR(t.Context(), aor)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var gotIDs []ID
+		for _, r := range got {
+			gotIDs = append(gotIDs, r.ID)
+		}
+		if !slices.Equal(gotIDs, sortIDs(ids)) {
+			t.Fatalf("ListAOR(%s) = %v, want %v", aor, gotIDs, sortIDs(ids))
+		}
+	}
+}
+
+// putAORBucket writes the on-disk AOR index that formats 1 to 3 kept
+// (HMAC(aor) | ID -> "") for records.
+func putAORBucket(tx *bolt.Tx, codec *codec, records []Record) error {
+	aor, err := tx.CreateBucket([]byte(bucketAOR))
+	if err != nil {
+		return err
+	}
+	for _, r := range records {
+		if err := aor.Put(join(codec.aorHash(r.AOR), r.ID[:]), nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkFormat4: the file at path says format 4 and has no aor bucket.
+func checkFormat4(t *testing.T, path string) {
+	t.Helper()
+	fileView(t, path, func(tx *bolt.Tx) error {
+		if f := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaFormat)); string(f) != formatV4 {
+			t.Errorf("format after migration = %q, want %q", f, formatV4)
+		}
+		if tx.Bucket([]byte(bucketAOR)) != nil {
+			t.Error("the aor bucket is still in the file")
+		}
+		return nil
+	})
+}
+
+// A format 3 file (an AOR index on disk) opens as format 4: the bucket is
+// gone, and the AOR index in memory finds every record it named.
+func TestBoltMigratesFormat3(t *testing.T) {
+	t.Parallel()
+	path, keys, want, codec := writtenStore(t)
+	rawUpdate(t, path, func(tx *bolt.Tx) error {
+		if err := putAORBucket(tx, codec, want); err != nil {
+			return err
+		}
+		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV3))
+	})
+	st := openAt(t, path, keys)
+	checkAORs(t, st, want)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkFormat4(t, path)
+}
+
+// writtenStore makes a store with the migrationRecords in it, closed, and
+// returns its path, keyring, records and codec.
+func writtenStore(t *testing.T) (string, *Keyring, []Record, *codec) {
+	t.Helper()
 	path := tempDB(t)
 	keys := testKeyring(t, "a")
 	b := openAt(t, path, keys)
@@ -115,17 +191,45 @@ func TestBoltMigratesFormat1(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	codec := b.codec
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
+	return path, keys, want, b.codec
+}
 
-	// Turn the file into what format 1 wrote.
-	db, err := bolt.Open(path, 0o600, nil)
+// rawUpdate runs fn in a write transaction of the bbolt file at path, no
+// store open; fileView in a read transaction.
+func rawUpdate(t *testing.T, path string, fn func(*bolt.Tx) error) {
+	t.Helper()
+	rawTx(t, path, false, fn)
+}
+
+func fileView(t *testing.T, path string, fn func(*bolt.Tx) error) {
+	t.Helper()
+	rawTx(t, path, true, fn)
+}
+
+func rawTx(t *testing.T, path string, readOnly bool, fn func(*bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: readOnly, Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
+	if readOnly {
+		err = db.View(fn)
+	} else {
+		err = db.Update(fn)
+	}
+	if cerr := db.Close(); err != nil || cerr != nil {
+		t.Fatal(err, cerr)
+	}
+}
+
+func TestBoltMigratesFormat1(t *testing.T) {
+	t.Parallel() // its own file; fsync-bound, so it overlaps the others
+	path, keys, want, codec := writtenStore(t)
+	// Turn the file into what format 1 wrote.
+	rawUpdate(t, path, func(tx *bolt.Tx) error {
 		for _, name := range []string{bucketDue, bucketAcct} {
 			if err := tx.DeleteBucket([]byte(name)); err != nil {
 				return err
@@ -137,11 +241,11 @@ func TestBoltMigratesFormat1(t *testing.T) {
 				return err
 			}
 		}
+		if err := putAORBucket(tx, codec, want); err != nil {
+			return err
+		}
 		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV1))
 	})
-	if cerr := db.Close(); err != nil || cerr != nil {
-		t.Fatal(err, cerr)
-	}
 
 	st := openAt(t, path, keys)
 	checkMigrated(t, st, want)
@@ -149,18 +253,8 @@ func TestBoltMigratesFormat1(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The file now says format 3: a reopen builds nothing again.
-	db, err = bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	_ = db.View(func(tx *bolt.Tx) error {
-		if f := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaFormat)); string(f) != formatV3 {
-			t.Errorf("format after migration = %q, want %q", f, formatV3)
-		}
-		return nil
-	})
+	// The file now says format 4: a reopen builds nothing again.
+	checkFormat4(t, path)
 }
 
 func TestRedisMigratesFormat1(t *testing.T) {
