@@ -91,10 +91,17 @@ type Bolt struct {
 	group groupCommit
 	// aors finds an AOR's records (built at open, kept at commits).
 	aors aorIndex
-	// snapshot says the file holds an AOR index snapshot (see
-	// buildAORIndex): the next write drops it.
-	snapshot atomic.Bool
+	// snapshot is what the file holds of an AOR index snapshot (see
+	// buildAORIndex): snapNone, snapStale or snapCurrent. The next write
+	// drops it; Close writes one unless the file's is current.
+	snapshot atomic.Int32
 }
+
+const (
+	snapNone    int32 = iota // no snapshot in the file
+	snapStale                // one a later commit made stale (not loaded)
+	snapCurrent              // the one this open loaded, nothing written since
+)
 
 // OpenBolt opens (or creates, mode 0600) the store at path. On first open it
 // makes a random index key and keeps it sealed under the active key. If no
@@ -317,24 +324,25 @@ func (b *Bolt) migrateV1(db *bolt.DB) error {
 func (b *Bolt) buildAORIndex(db *bolt.DB) error {
 	start := time.Now()
 	from := "snapshot"
-	release := func() {
-		fi, err := os.Stat(b.path)
-		if err != nil || fi.Size() == 0 {
-			return
-		}
-		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, db.Info().Data, uintptr(fi.Size()), syscall.MADV_DONTNEED); errno != 0 {
-			b.log.Warn("store: could not unmap the pages the AOR index was built from", "err", errno)
-		}
-	}
 	err := db.View(func(tx *bolt.Tx) error {
+		release := func() {
+			if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, db.Info().Data, uintptr(tx.Size()), syscall.MADV_DONTNEED); errno != 0 {
+				b.log.Warn("store: could not unmap the pages the AOR index was built from", "err", errno)
+			}
+		}
 		snap := tx.Bucket([]byte(bucketAORSnap))
-		b.snapshot.Store(snap != nil)
+		if snap == nil {
+			b.snapshot.Store(snapNone)
+		} else {
+			b.snapshot.Store(snapStale)
+		}
 		at := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaAORSnap))
 		if snap != nil && len(at) == 8 && binary.BigEndian.Uint64(at) == uint64(tx.ID()) {
 			err := b.aors.load(func(fn func([]byte) error) error {
 				return snap.ForEach(func(_, v []byte) error { return fn(v) })
 			})
 			if err == nil {
+				b.snapshot.Store(snapCurrent)
 				release()
 				return nil
 			}
@@ -355,25 +363,25 @@ func (b *Bolt) buildAORIndex(db *bolt.DB) error {
 // transaction since the open: once anything else is committed it is stale,
 // and it names records that may be erased.
 func (b *Bolt) dropSnapshot(tx *bolt.Tx) error {
-	if !b.snapshot.Load() {
+	if b.snapshot.Load() == snapNone {
 		return nil
 	}
-	if err := tx.DeleteBucket([]byte(bucketAORSnap)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+	if err := dropBucket(tx, bucketAORSnap); err != nil {
 		return err
 	}
 	if err := tx.Bucket([]byte(bucketMeta)).Delete([]byte(metaAORSnap)); err != nil {
 		return err
 	}
-	tx.OnCommit(func() { b.snapshot.Store(false) })
+	tx.OnCommit(func() { b.snapshot.Store(snapNone) })
 	return nil
 }
 
 // saveAORIndex writes the AOR index into the file for the next open, in
 // the transaction that is the file's last (Close): buildAORIndex loads it
-// only if no other was committed after it.
+// only if no other was committed after it. It replaces a stale one.
 func (b *Bolt) saveAORIndex() error {
 	return b.db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket([]byte(bucketAORSnap)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+		if err := dropBucket(tx, bucketAORSnap); err != nil { // a stale one
 			return err
 		}
 		snap, err := tx.CreateBucket([]byte(bucketAORSnap))
@@ -390,11 +398,19 @@ func (b *Bolt) saveAORIndex() error {
 	})
 }
 
+// dropBucket deletes the bucket name, if tx has one.
+func dropBucket(tx *bolt.Tx, name string) error {
+	if err := tx.DeleteBucket([]byte(name)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+		return err
+	}
+	return nil
+}
+
 // dropAORBucket turns a format 2 or 3 file into format 4: the on-disk AOR
 // index goes (OpenBolt builds it in memory), in one transaction.
 func (b *Bolt) dropAORBucket(db *bolt.DB) error {
 	err := db.Update(func(tx *bolt.Tx) error {
-		if err := tx.DeleteBucket([]byte(bucketAOR)); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
+		if err := dropBucket(tx, bucketAOR); err != nil {
 			return err
 		}
 		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV4))
@@ -460,7 +476,7 @@ func (b *Bolt) Close() error {
 	if b.db == nil {
 		return nil
 	}
-	if !b.snapshot.Load() { // else nothing was written since the open
+	if b.snapshot.Load() != snapCurrent { // else nothing was written since the open
 		if err := b.saveAORIndex(); err != nil {
 			b.log.Warn("store: could not save the AOR index; the next open builds it from the records", "err", err)
 		}

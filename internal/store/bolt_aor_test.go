@@ -90,16 +90,8 @@ func checkAORIndex(t *testing.T, st *Bolt, aors []string, when string) {
 		t.Fatalf("%s: the AOR index files %d IDs, the file holds %d records", when, filed, n)
 	}
 	for _, aor := range aors {
-		got, err := st.ListAOR(ctx, aor)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gotIDs []ID
-		for _, r := range got {
-			gotIDs = append(gotIDs, r.ID)
-		}
-		if want := sortIDs(inFile[aor]); !slices.Equal(gotIDs, want) {
-			t.Fatalf("%s: ListAOR(%s) = %v, the file holds %v", when, aor, gotIDs, want)
+		if got, want := listIDs(t, st, aor), sortIDs(inFile[aor]); !slices.Equal(got, want) {
+			t.Fatalf("%s: ListAOR(%s) = %v, the file holds %v", when, aor, got, want)
 		}
 	}
 }
@@ -160,7 +152,17 @@ func TestBoltAORIndexSnapshot(t *testing.T) {
 
 	// A commit after the snapshot: the first record erased behind its back.
 	rawUpdate(t, path, func(tx *bolt.Tx) error { return tx.Bucket([]byte(bucketRec)).Delete(want[0].ID[:]) })
-	checkAORIndex(t, openAt(t, path, keys), aors, "after a commit that made the snapshot stale")
+	b = openAt(t, path, keys)
+	checkAORIndex(t, b, aors, "after a commit that made the snapshot stale")
+	// That open wrote nothing, and its Close replaces the stale snapshot.
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	fileView(t, path, func(tx *bolt.Tx) error { last = uint64(tx.ID()); return nil })
+	if at := snapshotAt(t, path); at != last {
+		t.Fatalf("after an open that found a stale snapshot, the file's snapshot is of tx %d, its last tx %d", at, last)
+	}
 }
 
 // Two AORs whose hashes share the index key (8 bytes of 20) are told apart

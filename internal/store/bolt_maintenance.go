@@ -40,10 +40,7 @@ func (b *Bolt) Rotate(ctx context.Context) (int, error) {
 		if err != nil || resealed == nil {
 			return err
 		}
-		if err := db.Update(func(tx *bolt.Tx) error {
-			if err := b.dropSnapshot(tx); err != nil {
-				return err
-			}
+		if err := b.group.write(db, func(tx *bolt.Tx) error {
 			return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaIndexKey), resealed)
 		}); err != nil {
 			return err
@@ -59,10 +56,7 @@ func (b *Bolt) Rotate(ctx context.Context) (int, error) {
 	var next []byte
 	for done := false; !done; {
 		err := b.withDB(ctx, func(db *bolt.DB) error {
-			return db.Update(func(tx *bolt.Tx) error {
-				if err := b.dropSnapshot(tx); err != nil {
-					return err
-				}
+			return b.group.write(db, func(tx *bolt.Tx) error {
 				bk, err := b.txBuckets(tx)
 				if err != nil {
 					return err

@@ -111,7 +111,7 @@ func (g *groupCommit) update(db *bolt.DB, fn func(*bolt.Tx) error) error {
 // run alone, and the rest committed again without it.
 func (g *groupCommit) commit(db *bolt.DB, group []*writeOp) {
 	for len(group) > 0 {
-		err := g.update1(db, func(tx *bolt.Tx) error {
+		err := g.write(db, func(tx *bolt.Tx) error {
 			for _, op := range group {
 				if err := op.fn(tx); err != nil {
 					return &failedOp{op: op, err: err}
@@ -131,7 +131,7 @@ func (g *groupCommit) commit(db *bolt.DB, group []*writeOp) {
 			g.finish(group, failed.err)
 			return
 		}
-		g.finish([]*writeOp{failed.op}, g.update1(db, failed.op.fn))
+		g.finish([]*writeOp{failed.op}, g.write(db, failed.op.fn))
 		rest := make([]*writeOp, 0, len(group)-1)
 		for _, op := range group {
 			if op != failed.op {
@@ -142,8 +142,10 @@ func (g *groupCommit) commit(db *bolt.DB, group []*writeOp) {
 	}
 }
 
-// update1 runs fn in one write transaction, after prepare.
-func (g *groupCommit) update1(db *bolt.DB, fn func(*bolt.Tx) error) error {
+// write runs fn in a write transaction, after prepare: the groups'
+// transactions, and writes that cannot be grouped (Rotate's, whose fn is
+// not idempotent).
+func (g *groupCommit) write(db *bolt.DB, fn func(*bolt.Tx) error) error {
 	return db.Update(func(tx *bolt.Tx) error {
 		if g.prepare != nil {
 			if err := g.prepare(tx); err != nil {

@@ -107,27 +107,36 @@ func checkMigrated(t *testing.T, st migrated, want []Record) {
 }
 
 // checkAORs: ListAOR finds every AOR's records of want, and no others.
-func checkAORs(t *testing.T, st interface {
-	ListAOR(ctx context.Context, aor string) ([]Record, error)
-}, want []Record) {
+func checkAORs(t *testing.T, st aorLister, want []Record) {
 	t.Helper()
 	byAOR := map[string][]ID{}
 	for _, w := range want {
 		byAOR[w.AOR] = append(byAOR[w.AOR], w.ID)
 	}
 	for aor, ids := range byAOR {
-		got, err := st.ListAOR(t.Context(), aor)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var gotIDs []ID
-		for _, r := range got {
-			gotIDs = append(gotIDs, r.ID)
-		}
-		if !slices.Equal(gotIDs, sortIDs(ids)) {
-			t.Fatalf("ListAOR(%s) = %v, want %v", aor, gotIDs, sortIDs(ids))
+		if got := listIDs(t, st, aor); !slices.Equal(got, sortIDs(ids)) {
+			t.Fatalf("ListAOR(%s) = %v, want %v", aor, got, sortIDs(ids))
 		}
 	}
+}
+
+// aorLister is a store that lists an AOR's records.
+type aorLister interface {
+	ListAOR(ctx context.Context, aor string) ([]Record, error)
+}
+
+// listIDs is what ListAOR(aor) returns, as IDs.
+func listIDs(t *testing.T, st aorLister, aor string) []ID {
+	t.Helper()
+	got, err := st.ListAOR(t.Context(), aor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []ID
+	for _, r := range got {
+		ids = append(ids, r.ID)
+	}
+	return ids
 }
 
 // putAORBucket writes the on-disk AOR index that formats 1 to 3 kept
