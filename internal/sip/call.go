@@ -123,13 +123,16 @@ func (d *delivery) start(ctx context.Context, bindings []relay.Binding) {
 		context.AfterFunc(s.drainCtx, d.drained),
 	}
 	d.tx.OnCancel(func(c *sip.Request) {
-		// sipgo has answered 487; stop at once, not when the
-		// transaction winds down.
+		// sipgo answers 487 once this returns; stop at once, not when the
+		// transaction winds down. sipgo calls this holding the
+		// transaction's lock, and an end already under mu may be
+		// answering on the transaction: ending here would wait for mu
+		// while it waits for the lock. So the end runs on its own.
 		reason := relay.ReasonMissed
 		if answeredElsewhere(c) {
 			reason = relay.ReasonAnsweredElsewhere
 		}
-		d.end(callCancelled, reason, nil, nil)
+		go d.end(callCancelled, reason, nil, nil)
 	})
 	for _, b := range bindings {
 		s.relay.Traces().Log(s.log, b.AOR, "request for binding", "device_token", b.Device.Token, "sip", d.req)

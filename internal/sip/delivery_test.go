@@ -214,7 +214,11 @@ func newHarness(t *testing.T, devices int, wait time.Duration) *harness {
 	}
 	t.Cleanup(func() {
 		cancel()
-		_ = srv.Stop(context.Background())
+		stopCtx, stopped := context.WithTimeout(context.Background(), 10*time.Second)
+		defer stopped()
+		if err := srv.Stop(stopCtx); err != nil {
+			t.Errorf("Stop: %v", err)
+		}
 	})
 	h.srv = srv
 	return h
@@ -499,4 +503,23 @@ func TestDeliveryRangAfterEnd(t *testing.T) {
 func branchOf(r *sip.Request) string {
 	b, _ := r.Via().Params.Get("branch")
 	return b
+}
+
+// TestDeliveryCancelRacesEnd: the caller's CANCEL arrives as the call ends
+// for another reason (here a failed push). sipgo runs the CANCEL handler
+// holding the transaction's lock, and ending the call answers on that
+// transaction: the two must not wait for each other. The caller hears one
+// final answer and the server stops.
+func TestDeliveryCancelRacesEnd(t *testing.T) {
+	for range 30 {
+		h := newHarness(t, 1, 10*time.Second)
+		h.call()
+		go h.wake.on.Failed(h.binding(0))
+		h.cancel("")
+		res := h.caller.next(final).(*sip.Response)
+		if res.StatusCode != sip.StatusTemporarilyUnavailable && res.StatusCode != sip.StatusRequestTerminated {
+			t.Errorf("caller got %d, want 480 or 487", res.StatusCode)
+		}
+		h.ended()
+	}
 }

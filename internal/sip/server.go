@@ -429,23 +429,24 @@ func (s *Server) Drain(ctx context.Context) error {
 	}
 }
 
-// Stop closes the listeners and the transports. It is idempotent.
+// Stop closes the listeners and the transports, giving up when ctx ends. It
+// is idempotent.
 func (s *Server) Stop(ctx context.Context) error {
 	s.closeListeners()
-	done := make(chan struct{})
+	done := make(chan error, 1)
 	go func() {
 		s.serving.Wait()
 		if s.udp != nil {
 			s.udp.stop()
 		}
-		close(done)
+		done <- s.ua.Close()
 	}()
 	select {
-	case <-done:
+	case err := <-done:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return s.ua.Close()
 }
 
 // onOptions answers keep-alive and capability probes.
