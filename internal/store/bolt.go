@@ -18,18 +18,21 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 )
 
-// On-disk layout (format 4). Nothing in it is plaintext user data:
+// On-disk layout (format 5). Nothing in it is plaintext user data:
 //
-//	meta  "format"    -> "4"
+//	meta  "format"    -> "5"
 //	meta  "index-key" -> Seal(32 random bytes, aad "sipwake/meta/index-key/1")
 //	meta  "records"   -> number of records, uint64 big-endian (Count without a walk)
-//	rec   ID          -> header (see header.go) | Seal(uvarint len(aor) | aor | data, aad)
+//	recs  seq | ID    -> header (see header.go) | Seal(uvarint len(aor) | aor | data, aad)
 //	ttl   expiry | ID     -> ""
 //	due   due | ID        -> ""   records with a DueAt
 //	acct  ID              -> ""   records with Account set
-//	aor-snapshot  n -> (8-byte AOR key | ID)...   left by Close, dropped by the next write
-//	meta  "aor-snapshot-tx" -> the transaction that wrote it (uint64 big-endian)
+//	index-snapshot  n -> (seq | ID | has-AOR | 8-byte AOR key)...   left by Close, dropped by the next write
+//	meta  "index-snapshot-tx" -> the transaction that wrote it (uint64 big-endian)
 //
+// seq is the recs bucket's next sequence when the record was first stored
+// (big-endian uint64), so a new record is written on the bucket's last
+// page; the memory index (bolt_aor.go) finds a record's key from its ID.
 // expiry and due are big-endian Unix nanoseconds with the sign bit flipped,
 // so byte order is time order. The record's aad is its ID and its whole
 // plaintext header, so a value copied to another ID, or a header edited to
@@ -40,41 +43,47 @@ import (
 // would erase refreshed records early, so it must not open a format 3 file.
 // Format 4 is format 3 without the aor bucket (HMAC(aor) | ID -> ""): the
 // AOR index is kept in memory (bolt_aor.go), and a sipwake that knows only
-// format 3 would find no bucket to keep it in.
+// format 3 would find no bucket to keep it in. Format 5 is format 4 with the
+// records keyed by sequence and ID (rec, keyed by ID, becomes recs): a new
+// record keyed by ID landed on a random page.
 //
 // The values and the meta index key are the codec's (codec.go, header.go),
 // shared with Redis. This file opens and migrates the file; bolt_index.go
 // keeps the index entries, bolt_aor.go the AOR index, bolt_ops.go reads and writes records, and
 // bolt_maintenance.go rotates keys, counts their use and compacts.
 const (
-	bucketMeta = "meta"
-	bucketRec  = "rec"
-	bucketAOR  = "aor" // format 3 and before
-	bucketTTL  = "ttl"
-	bucketDue  = "due"
-	bucketAcct = "acct"
+	bucketMeta  = "meta"
+	bucketRec   = "recs"
+	bucketRecV4 = "rec" // format 4 and before: keyed by ID
+	bucketAOR   = "aor" // format 3 and before
+	bucketTTL   = "ttl"
+	bucketDue   = "due"
+	bucketAcct  = "acct"
 
 	metaRecords = "records"
-	// bucketAORSnap and metaAORSnap hold the AOR index Close saved and the
+	// bucketSnap and metaSnap hold the memory index Close saved and the
 	// transaction that saved it; the next open loads and drops them.
-	bucketAORSnap = "aor-snapshot"
-	metaAORSnap   = "aor-snapshot-tx"
-	// aorSnapChunk is how many (key, ID) entries one snapshot value packs.
-	aorSnapChunk = 128
+	bucketSnap = "index-snapshot"
+	metaSnap   = "index-snapshot-tx"
+	// bucketSnapV4 and metaSnapV4 held format 4's (AOR key | ID) entries.
+	bucketSnapV4 = "aor-snapshot"
+	metaSnapV4   = "aor-snapshot-tx"
+	// snapChunk is how many entries one snapshot value packs.
+	snapChunk = 128
 
 	// lockTimeout bounds the wait for bbolt's file lock, so a second
 	// process on the same file fails with a clear error instead of hanging.
 	lockTimeout = 2 * time.Second
 	// migrateChunk bounds the records one transaction of migrateV1 indexes.
 	migrateChunk = 10000
-	// buildRelease is how many records' pages the AOR index's walk of
+	// buildRelease is how many records' pages the memory index's walk of
 	// the records maps before handing them back: with the kernel's
 	// fault-around, ~90 MiB at most (1,000,000 records: bench/README.md).
 	buildRelease = 8192
 )
 
-// Bolt is the embedded backend: one bbolt file, sealed values, a TTL index
-// and an AOR index in memory. It is safe for concurrent use, including Compact while
+// Bolt is the embedded backend: one bbolt file, sealed values, a TTL index,
+// and the record keys and an AOR index in memory. It is safe for concurrent use, including Compact while
 // other goroutines read and write.
 type Bolt struct {
 	path  string
@@ -89,10 +98,14 @@ type Bolt struct {
 	freed atomic.Int64
 	// group shares commits between concurrent writers.
 	group groupCommit
-	// aors finds an AOR's records (built at open, kept at commits).
-	aors aorIndex
-	// snapshot is what the file holds of an AOR index snapshot (see
-	// buildAORIndex): snapNone, snapStale or snapCurrent. The next write
+	// mem finds a record's key and an AOR's records (built at open, kept
+	// at commits).
+	mem memIndex
+	// pend is the write transaction's buckets.pend, emptied as each
+	// begins (there is one at a time).
+	pend map[ID]uint64
+	// snapshot is what the file holds of a memory index snapshot (see
+	// buildIndex): snapNone, snapStale or snapCurrent. The next write
 	// drops it; Close writes one unless the file's is current.
 	snapshot atomic.Int32
 }
@@ -115,8 +128,8 @@ func OpenBolt(path string, keys *Keyring, log *slog.Logger) (*Bolt, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	b := &Bolt{path: path, log: log}
-	b.group.prepare = b.dropSnapshot
+	b := &Bolt{path: path, log: log, pend: map[ID]uint64{}}
+	b.group.prepare = b.beginWrite
 
 	// An existing store is checked read-only first, so that a wrong key can
 	// never lead to a write (bbolt may write on a read-write open).
@@ -153,7 +166,7 @@ func OpenBolt(path string, keys *Keyring, log *slog.Logger) (*Bolt, error) {
 	if created {
 		log.Info("store created", "path", path, "key_id", keys.ActiveID())
 	}
-	if err := b.buildAORIndex(db); err != nil {
+	if err := b.buildIndex(db); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -181,13 +194,13 @@ func (b *Bolt) readIndexKey(db *bolt.DB, keys *Keyring) (key []byte, format stri
 	err = db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket([]byte(bucketMeta))
 		if meta == nil {
-			if tx.Bucket([]byte(bucketRec)) != nil {
+			if tx.Bucket([]byte(bucketRec)) != nil || tx.Bucket([]byte(bucketRecV4)) != nil {
 				return fmt.Errorf("store: %s: records but no meta bucket; refusing to guess an index key", b.path)
 			}
 			return nil
 		}
 		format = string(meta.Get([]byte(metaFormat)))
-		if format != formatV1 && format != formatV2 && format != formatV3 && format != formatV4 {
+		if format != formatV1 && format != formatV2 && format != formatV3 && format != formatV4 && format != formatV5 {
 			return fmt.Errorf("store: %s: unknown format %q", b.path, format)
 		}
 		sealed := meta.Get([]byte(metaIndexKey))
@@ -218,9 +231,12 @@ func (b *Bolt) initMeta(db *bolt.DB, keys *Keyring) (created bool, err error) {
 		case formatV2, formatV3:
 			// Format 2's exact time entries are lower bounds too: what
 			// changes is the AOR index, which goes to memory.
-			return false, b.dropAORBucket(db)
+			if err := b.dropAORBucket(db); err != nil {
+				return false, err
+			}
 		}
-		return false, nil
+		// Format 4, or format 5 whose re-keying was cut short.
+		return false, b.rekeyRecords(db)
 	}
 	key, sealed, err := newIndexKey(keys)
 	if err != nil {
@@ -231,7 +247,7 @@ func (b *Bolt) initMeta(db *bolt.DB, keys *Keyring) (created bool, err error) {
 		if err != nil {
 			return err
 		}
-		if err := meta.Put([]byte(metaFormat), []byte(formatV4)); err != nil {
+		if err := meta.Put([]byte(metaFormat), []byte(formatV5)); err != nil {
 			return err
 		}
 		if err := meta.Put([]byte(metaIndexKey), sealed); err != nil {
@@ -273,7 +289,7 @@ func (b *Bolt) migrateV1(db *bolt.DB) error {
 			if err != nil {
 				return err
 			}
-			c := tx.Bucket([]byte(bucketRec)).Cursor()
+			c := tx.Bucket([]byte(bucketRecV4)).Cursor()
 			k, _ := c.First()
 			if after != nil {
 				k, _ = c.Seek(after)
@@ -310,35 +326,35 @@ func (b *Bolt) migrateV1(db *bolt.DB) error {
 	return nil
 }
 
-// buildAORIndex loads the AOR index from the snapshot Close left, if
+// buildIndex loads the memory index from the snapshot Close left, if
 // nothing was committed since; otherwise (the process was killed, or the
-// file is older) it walks the record headers. The snapshot stays until the
-// first write (dropSnapshot), so an open that only reads (sipwake keys
-// usage) leaves the file as it was.
+// file is older) it walks the record keys and headers. The snapshot stays
+// until the first write (beginWrite), so an open that only reads (sipwake
+// keys usage) leaves the file as it was.
 //
 // The walk maps the records' pages into the process; every buildRelease
 // records they are handed back (madvise MADV_DONTNEED on bbolt's read-only
 // shared mapping: they stay in the page cache, and are mapped again when
 // read), so the process holds the index and the pages it goes on to use,
 // not the file, even at its peak.
-func (b *Bolt) buildAORIndex(db *bolt.DB) error {
+func (b *Bolt) buildIndex(db *bolt.DB) error {
 	start := time.Now()
 	from := "snapshot"
 	err := db.View(func(tx *bolt.Tx) error {
 		release := func() {
 			if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, db.Info().Data, uintptr(tx.Size()), syscall.MADV_DONTNEED); errno != 0 {
-				b.log.Warn("store: could not unmap the pages the AOR index was built from", "err", errno)
+				b.log.Warn("store: could not unmap the pages the memory index was built from", "err", errno)
 			}
 		}
-		snap := tx.Bucket([]byte(bucketAORSnap))
+		snap := tx.Bucket([]byte(bucketSnap))
 		if snap == nil {
 			b.snapshot.Store(snapNone)
 		} else {
 			b.snapshot.Store(snapStale)
 		}
-		at := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaAORSnap))
+		at := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaSnap))
 		if snap != nil && len(at) == 8 && binary.BigEndian.Uint64(at) == uint64(tx.ID()) {
-			err := b.aors.load(func(fn func([]byte) error) error {
+			err := b.mem.load(func(fn func([]byte) error) error {
 				return snap.ForEach(func(_, v []byte) error { return fn(v) })
 			})
 			if err == nil {
@@ -346,55 +362,63 @@ func (b *Bolt) buildAORIndex(db *bolt.DB) error {
 				release()
 				return nil
 			}
-			b.log.Warn("store: AOR index snapshot unreadable; building the index from the records", "err", err)
+			b.log.Warn("store: index snapshot unreadable; building the index from the records", "err", err)
 		}
 		from = "records"
-		b.aors.build(tx.Bucket([]byte(bucketRec)), buildRelease, release)
+		b.mem.build(tx.Bucket([]byte(bucketRec)), buildRelease, release)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("store: %s: build the AOR index: %w", b.path, err)
+		return fmt.Errorf("store: %s: build the memory index: %w", b.path, err)
 	}
-	b.log.Info("store: AOR index built", "path", b.path, "from", from, "aors", b.aors.len(), "took", time.Since(start))
+	b.log.Info("store: memory index built", "path", b.path, "from", from, "aors", b.mem.len(), "took", time.Since(start))
 	return nil
 }
 
-// dropSnapshot erases the AOR index snapshot in tx, the first write
-// transaction since the open: once anything else is committed it is stale,
-// and it names records that may be erased.
-func (b *Bolt) dropSnapshot(tx *bolt.Tx) error {
+// beginWrite starts each write transaction: its buckets' pend empty, and
+// the index snapshot erased if this is the first since the open: once
+// anything else is committed it is stale, and it names records that may be
+// erased.
+func (b *Bolt) beginWrite(tx *bolt.Tx) error {
+	clear(b.pend)
 	if b.snapshot.Load() == snapNone {
 		return nil
 	}
-	if err := dropBucket(tx, bucketAORSnap); err != nil {
-		return err
-	}
-	if err := tx.Bucket([]byte(bucketMeta)).Delete([]byte(metaAORSnap)); err != nil {
+	if err := dropSnapshot(tx, bucketSnap, metaSnap); err != nil {
 		return err
 	}
 	tx.OnCommit(func() { b.snapshot.Store(snapNone) })
 	return nil
 }
 
-// saveAORIndex writes the AOR index into the file for the next open, in
-// the transaction that is the file's last (Close): buildAORIndex loads it
+// dropSnapshot erases a snapshot bucket and the meta entry naming its
+// transaction, where tx has them.
+func dropSnapshot(tx *bolt.Tx, bucket, meta string) error {
+	if err := dropBucket(tx, bucket); err != nil {
+		return err
+	}
+	return tx.Bucket([]byte(bucketMeta)).Delete([]byte(meta))
+}
+
+// saveIndex writes the memory index into the file for the next open, in
+// the transaction that is the file's last (Close): buildIndex loads it
 // only if no other was committed after it. It replaces a stale one.
-func (b *Bolt) saveAORIndex() error {
+func (b *Bolt) saveIndex() error {
 	return b.db.Update(func(tx *bolt.Tx) error {
-		if err := dropBucket(tx, bucketAORSnap); err != nil { // a stale one
+		if err := dropBucket(tx, bucketSnap); err != nil { // a stale one
 			return err
 		}
-		snap, err := tx.CreateBucket([]byte(bucketAORSnap))
+		snap, err := tx.CreateBucket([]byte(bucketSnap))
 		if err != nil {
 			return err
 		}
 		snap.FillPercent = 1 // written once, in key order
-		for i, v := range b.aors.snapshot(aorSnapChunk) {
+		for i, v := range b.mem.snapshot(snapChunk) {
 			if err := snap.Put(binary.BigEndian.AppendUint32(nil, uint32(i)), v); err != nil {
 				return err
 			}
 		}
-		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaAORSnap), binary.BigEndian.AppendUint64(nil, uint64(tx.ID())))
+		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaSnap), binary.BigEndian.AppendUint64(nil, uint64(tx.ID())))
 	})
 }
 
@@ -419,6 +443,79 @@ func (b *Bolt) dropAORBucket(db *bolt.DB) error {
 		return fmt.Errorf("store: %s: migrate to format 4: %w", b.path, err)
 	}
 	b.log.Info("store: AOR index moved to memory (format 4)", "path", b.path)
+	return nil
+}
+
+// rekeyRecords turns a format 4 file into format 5: each record of rec
+// moves to recs under the next sequence, migrateChunk records a
+// transaction, and rec goes when it is empty. The first transaction says
+// format 5 (a sipwake that knows only format 4 must not open a file half
+// moved) and drops format 4's snapshot; an interrupted run goes on at the
+// next open. A file with no rec bucket is format 5 already (or says so
+// once this has run).
+func (b *Bolt) rekeyRecords(db *bolt.DB) error {
+	start := time.Now()
+	var format5 bool
+	if err := db.View(func(tx *bolt.Tx) error {
+		format5 = tx.Bucket([]byte(bucketRecV4)) == nil && string(tx.Bucket([]byte(bucketMeta)).Get([]byte(metaFormat))) == formatV5
+		return nil
+	}); err != nil || format5 {
+		return err // an Update would commit a transaction even writing nothing
+	}
+	n := 0
+	for done := false; !done; {
+		err := db.Update(func(tx *bolt.Tx) error {
+			meta := tx.Bucket([]byte(bucketMeta))
+			old := tx.Bucket([]byte(bucketRecV4))
+			if old == nil {
+				done = true
+				return meta.Put([]byte(metaFormat), []byte(formatV5))
+			}
+			if err := dropSnapshot(tx, bucketSnapV4, metaSnapV4); err != nil {
+				return err
+			}
+			if err := meta.Put([]byte(metaFormat), []byte(formatV5)); err != nil {
+				return err
+			}
+			recs, err := tx.CreateBucketIfNotExists([]byte(bucketRec))
+			if err != nil {
+				return err
+			}
+			recs.FillPercent = appendFill
+			var moved [][]byte
+			c := old.Cursor()
+			for k, v := c.First(); k != nil && len(moved) < migrateChunk; k, v = c.Next() {
+				moved = append(moved, bytes.Clone(k))
+				if len(k) != IDSize {
+					continue // not a record: it goes
+				}
+				seq, err := recs.NextSequence()
+				if err != nil {
+					return err
+				}
+				if err := recs.Put(recKey(seq, ID(k)), bytes.Clone(v)); err != nil {
+					return err
+				}
+				n++
+			}
+			if len(moved) == 0 {
+				done = true
+				return tx.DeleteBucket([]byte(bucketRecV4))
+			}
+			for _, k := range moved {
+				if err := old.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("store: %s: migrate format 4 to 5: %w", b.path, err)
+		}
+	}
+	if n > 0 {
+		b.log.Info("store: records keyed in the order they are stored (format 4 to 5)", "path", b.path, "records", n, "took", time.Since(start))
+	}
 	return nil
 }
 
@@ -468,7 +565,7 @@ func (b *Bolt) view(ctx context.Context, fn func(bk buckets) error) error {
 // Path returns the store file's path.
 func (b *Bolt) Path() string { return b.path }
 
-// Close saves the AOR index for the next open (see buildAORIndex) and
+// Close saves the memory index for the next open (see buildIndex) and
 // closes the store; later calls return ErrClosed. Close is idempotent.
 func (b *Bolt) Close() error {
 	b.mu.Lock()
@@ -477,8 +574,8 @@ func (b *Bolt) Close() error {
 		return nil
 	}
 	if b.snapshot.Load() != snapCurrent { // else nothing was written since the open
-		if err := b.saveAORIndex(); err != nil {
-			b.log.Warn("store: could not save the AOR index; the next open builds it from the records", "err", err)
+		if err := b.saveIndex(); err != nil {
+			b.log.Warn("store: could not save the memory index; the next open builds it from the records", "err", err)
 		}
 	}
 	err := b.db.Close()

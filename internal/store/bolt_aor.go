@@ -10,41 +10,72 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// aorIndex finds the records of an AOR for the bbolt backend (format 4):
-// it maps the first 8 bytes of an AOR hash to the IDs of the records whose
-// header names that hash, in memory. It is built from the headers when the
-// file is opened and kept by the commits that add and erase records (their
-// OnCommit handlers), so it names what the file holds.
+// memIndex is what the bbolt backend keeps in memory to find records: the
+// key each record ID is stored under (format 5), and the records of an AOR
+// (format 4): the first 8 bytes of an AOR hash mapped to the IDs of the
+// records whose header names that hash. It is built from the record keys
+// and headers when the file is opened, and kept by the commits that add
+// and erase records (their OnCommit handlers), so it names what the file
+// holds.
 //
-// On disk (format 3) the index cost each new record a second random page,
-// written and fsynced: `go test -bench BoltNewRecords ./internal/store`
-// (100,000 records stored, groups of ~32) measured 124-150 µs of CPU and
-// 4.3 pages written per new record with it, 56-65 µs and 2.6 pages
-// without. In memory it costs a map entry per AOR and a walk of the
-// record headers at open (1,000,000 bindings: bench/README.md).
+// On disk (format 3) the AOR index cost each new record a second random
+// page, written and fsynced: `go test -bench BoltNewRecords
+// ./internal/store` (100,000 records stored, groups of ~32) measured
+// 124-150 µs of CPU and 4.3 pages written per new record with it, 56-65 µs
+// and 2.6 pages without. Keyed by ID (format 4), a new record still landed
+// on a random page of the records; keyed by a sequence (format 5) it lands
+// on the last: 67 → 33 µs and 2.7 → 0.8 pages (same benchmark, 150,000
+// records). In memory it costs two map entries per record and a walk of
+// the record keys and headers at open (1,000,000 bindings:
+// bench/README.md).
 //
 // Two AORs may share a key: readers compare the whole hash in the
 // record's header (aorRecords).
-type aorIndex struct {
+type memIndex struct {
 	mu   sync.RWMutex
-	one  map[uint64]ID   // the key's record, or the first of several
-	more map[uint64][]ID // the key's others: an AOR with several devices
+	seqs map[ID]uint64   // the sequence each record is stored under
+	one  map[uint64]ID   // the AOR key's record, or the first of several
+	more map[uint64][]ID // the AOR key's others: an AOR with several devices
 }
 
 // aorKey is the index key of an AOR hash.
 func aorKey(hash []byte) uint64 { return binary.BigEndian.Uint64(hash) }
 
-// build fills the index from the headers of rec's records, calling done
-// after every n of them (and at the end).
-func (x *aorIndex) build(rec *bolt.Bucket, n int, done func()) {
+// recKey is the records bucket's key of record id stored as seq.
+func recKey(seq uint64, id ID) []byte {
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, recKeyLen), seq), id[:]...)
+}
+
+// recKeyLen is the length of a records bucket key: sequence, ID.
+const recKeyLen = 8 + IDSize
+
+// splitRecKey is the sequence and ID of a records bucket key; ok false for
+// a key that is not one.
+func splitRecKey(k []byte) (seq uint64, id ID, ok bool) {
+	if len(k) != recKeyLen {
+		return 0, ID{}, false
+	}
+	return binary.BigEndian.Uint64(k), ID(k[8:]), true
+}
+
+func (x *memIndex) reset() {
+	x.seqs, x.one, x.more = map[ID]uint64{}, map[uint64]ID{}, map[uint64][]ID{}
+}
+
+// build fills the index from the keys and headers of rec's records,
+// calling done after every n of them (and at the end).
+func (x *memIndex) build(rec *bolt.Bucket, n int, done func()) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.one, x.more = map[uint64]ID{}, map[uint64][]ID{}
+	x.reset()
 	c := rec.Cursor()
 	i := 0
 	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if len(k) == IDSize && hdrLen(v) > 0 {
-			x.addLocked(aorKey(rawRecord{val: v}.aorHash()), ID(k))
+		if seq, id, ok := splitRecKey(k); ok {
+			x.seqs[id] = seq
+			if hdrLen(v) > 0 {
+				x.addAORLocked(aorKey(rawRecord{val: v}.aorHash()), id)
+			}
 		}
 		if i++; i%n == 0 {
 			done()
@@ -53,14 +84,26 @@ func (x *aorIndex) build(rec *bolt.Bucket, n int, done func()) {
 	done()
 }
 
-func (x *aorIndex) add(key uint64, id ID) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.addLocked(key, id)
+// seq is the sequence record id is stored under, 0 if it is not stored.
+func (x *memIndex) seq(id ID) uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.seqs[id]
 }
 
-// addLocked files id under key once: adding it again changes nothing.
-func (x *aorIndex) addLocked(key uint64, id ID) {
+// add files record id, stored as seq, under the AOR key (none with
+// hasAOR false: a header that cannot be read).
+func (x *memIndex) add(id ID, seq uint64, key uint64, hasAOR bool) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.seqs[id] = seq
+	if hasAOR {
+		x.addAORLocked(key, id)
+	}
+}
+
+// addAORLocked files id under key once: adding it again changes nothing.
+func (x *memIndex) addAORLocked(key uint64, id ID) {
 	first, ok := x.one[key]
 	switch {
 	case !ok:
@@ -70,9 +113,14 @@ func (x *aorIndex) addLocked(key uint64, id ID) {
 	}
 }
 
-func (x *aorIndex) remove(key uint64, id ID) {
+// remove forgets record id, and takes it out of the AOR key (with hasAOR).
+func (x *memIndex) remove(id ID, key uint64, hasAOR bool) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	delete(x.seqs, id)
+	if !hasAOR {
+		return
+	}
 	more := x.more[key]
 	if x.one[key] == id {
 		if len(more) == 0 {
@@ -90,25 +138,33 @@ func (x *aorIndex) remove(key uint64, id ID) {
 	}
 }
 
-// aorEntry is one (key, ID) pair of a snapshot: 8 + IDSize bytes.
-const aorEntry = 8 + IDSize
+// A snapshot entry is one record: sequence (8), ID, whether it has an AOR
+// key (1), the AOR key (8).
+const snapEntry = 8 + IDSize + 1 + 8
 
 // snapshot packs the index into values of up to n entries each.
-func (x *aorIndex) snapshot(n int) [][]byte {
+func (x *memIndex) snapshot(n int) [][]byte {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	aorOf := make(map[ID]uint64, len(x.seqs))
+	for key, id := range x.one {
+		aorOf[id] = key
+		for _, more := range x.more[key] {
+			aorOf[more] = key
+		}
+	}
 	var out [][]byte
 	var cur []byte
-	put := func(key uint64, id ID) {
-		if len(cur) == n*aorEntry {
+	for id, seq := range x.seqs {
+		if len(cur) == n*snapEntry {
 			out, cur = append(out, cur), nil
 		}
-		cur = append(binary.BigEndian.AppendUint64(cur, key), id[:]...)
-	}
-	for key, id := range x.one {
-		put(key, id)
-		for _, more := range x.more[key] {
-			put(key, more)
+		key, hasAOR := aorOf[id]
+		cur = append(binary.BigEndian.AppendUint64(cur, seq), id[:]...)
+		if hasAOR {
+			cur = binary.BigEndian.AppendUint64(append(cur, 1), key)
+		} else {
+			cur = append(cur, make([]byte, 9)...)
 		}
 	}
 	if cur != nil {
@@ -119,30 +175,34 @@ func (x *aorIndex) snapshot(n int) [][]byte {
 
 // load fills the index from snapshot values; it fails on a value that is
 // not whole entries.
-func (x *aorIndex) load(values func(func(v []byte) error) error) error {
+func (x *memIndex) load(values func(func(v []byte) error) error) error {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.one, x.more = map[uint64]ID{}, map[uint64][]ID{}
+	x.reset()
 	return values(func(v []byte) error {
-		if len(v)%aorEntry != 0 {
-			return errors.New("store: AOR index snapshot: a value is not whole entries")
+		if len(v)%snapEntry != 0 {
+			return errors.New("store: index snapshot: a value is not whole entries")
 		}
-		for ; len(v) > 0; v = v[aorEntry:] {
-			x.addLocked(binary.BigEndian.Uint64(v), ID(v[8:aorEntry]))
+		for ; len(v) > 0; v = v[snapEntry:] {
+			id := ID(v[8 : 8+IDSize])
+			x.seqs[id] = binary.BigEndian.Uint64(v)
+			if v[8+IDSize] == 1 {
+				x.addAORLocked(binary.BigEndian.Uint64(v[8+IDSize+1:]), id)
+			}
 		}
 		return nil
 	})
 }
 
-// len is the number of keys (about the number of AORs) in the index.
-func (x *aorIndex) len() int {
+// len is the number of AOR keys (about the number of AORs) in the index.
+func (x *memIndex) len() int {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	return len(x.one)
 }
 
-// ids returns the IDs filed under key, in ID order.
-func (x *aorIndex) ids(key uint64) []ID {
+// ids returns the IDs filed under the AOR key, in ID order.
+func (x *memIndex) ids(key uint64) []ID {
 	x.mu.RLock()
 	first, ok := x.one[key]
 	out := append([]ID(nil), x.more[key]...)

@@ -82,27 +82,32 @@ func checkAORIndex(t *testing.T, st *Bolt, aors []string, when string) {
 	}
 	// Nothing erased stays filed: ListAOR would not show it (it reads
 	// each record), but it would hold memory.
-	filed := len(st.aors.one)
-	for _, more := range st.aors.more {
+	filed := len(st.mem.one)
+	for _, more := range st.mem.more {
 		filed += len(more)
 	}
-	if filed != n {
-		t.Fatalf("%s: the AOR index files %d IDs, the file holds %d records", when, filed, n)
+	if filed != n || len(st.mem.seqs) != n {
+		t.Fatalf("%s: the AOR index files %d IDs and the key index %d, the file holds %d records", when, filed, len(st.mem.seqs), n)
 	}
 	for _, aor := range aors {
 		if got, want := listIDs(t, st, aor), sortIDs(inFile[aor]); !slices.Equal(got, want) {
 			t.Fatalf("%s: ListAOR(%s) = %v, the file holds %v", when, aor, got, want)
 		}
+		for _, id := range inFile[aor] {
+			if _, err := st.Get(ctx, id); err != nil {
+				t.Fatalf("%s: Get of a record the file holds: %v", when, err)
+			}
+		}
 	}
 }
 
-// snapshotAt is the transaction the file's AOR index snapshot names, 0 if
+// snapshotAt is the transaction the file's index snapshot names, 0 if
 // it has none.
 func snapshotAt(t *testing.T, path string) uint64 {
 	t.Helper()
 	var at uint64
 	fileView(t, path, func(tx *bolt.Tx) error {
-		if v := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaAORSnap)); len(v) == 8 && tx.Bucket([]byte(bucketAORSnap)) != nil {
+		if v := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaSnap)); len(v) == 8 && tx.Bucket([]byte(bucketSnap)) != nil {
 			at = binary.BigEndian.Uint64(v)
 		}
 		return nil
@@ -123,7 +128,7 @@ func TestBoltAORIndexSnapshot(t *testing.T) {
 		}
 	}
 	if snapshotAt(t, path) == 0 {
-		t.Fatal("Close left no AOR index snapshot")
+		t.Fatal("Close left no index snapshot")
 	}
 	// An open that only reads leaves the file as it was.
 	before := readFile(t, path)
@@ -141,7 +146,7 @@ func TestBoltAORIndexSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = b.db.View(func(tx *bolt.Tx) error {
-		if tx.Bucket([]byte(bucketAORSnap)) != nil || tx.Bucket([]byte(bucketMeta)).Get([]byte(metaAORSnap)) != nil {
+		if tx.Bucket([]byte(bucketSnap)) != nil || tx.Bucket([]byte(bucketMeta)).Get([]byte(metaSnap)) != nil {
 			t.Error("the snapshot is still in the file after a write")
 		}
 		return nil
@@ -151,7 +156,7 @@ func TestBoltAORIndexSnapshot(t *testing.T) {
 	}
 
 	// A commit after the snapshot: the first record erased behind its back.
-	rawUpdate(t, path, func(tx *bolt.Tx) error { return tx.Bucket([]byte(bucketRec)).Delete(want[0].ID[:]) })
+	rawUpdate(t, path, func(tx *bolt.Tx) error { return tx.Bucket([]byte(bucketRec)).Delete(storedKey(t, tx, want[0].ID)) })
 	b = openAt(t, path, keys)
 	checkAORIndex(t, b, aors, "after a commit that made the snapshot stale")
 	// That open wrote nothing, and its Close replaces the stale snapshot.
@@ -178,7 +183,7 @@ func TestBoltAORIndexSharedKey(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b.aors.add(aorKey(b.codec.aorHash(alice)), rb.ID) // bob's record under alice's key
+	b.mem.add(rb.ID, b.mem.seq(rb.ID), aorKey(b.codec.aorHash(alice)), true) // bob's record under alice's key
 	got, err := b.ListAOR(ctx, alice)
 	if err != nil || len(got) != 1 || got[0].ID != ra.ID {
 		t.Fatalf("ListAOR(alice) = %v, %v; want alice's record alone", got, err)
@@ -190,4 +195,18 @@ func TestBoltAORIndexSharedKey(t *testing.T) {
 	if _, err := b.Get(ctx, rb.ID); err != nil {
 		t.Fatalf("bob's record after DeleteAOR(alice): %v", err)
 	}
+}
+
+// storedKey is the recs key record id is stored under in tx (found by a
+// walk, as the file alone tells it).
+func storedKey(t *testing.T, tx *bolt.Tx, id ID) []byte {
+	t.Helper()
+	c := tx.Bucket([]byte(bucketRec)).Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if _, kid, ok := splitRecKey(k); ok && kid == id {
+			return bytes.Clone(k)
+		}
+	}
+	t.Fatalf("record %s is not in the file", id)
+	return nil
 }

@@ -14,24 +14,32 @@ import (
 const appendFill = 0.95
 
 // buckets are a transaction's buckets of the store (see bolt.go for the
-// layout) and the store's in-memory AOR index. Their methods write a record
+// layout) and the store's in-memory index. Their methods write a record
 // with its index entries and keep the record count, so every operation
 // changes the indexes the same way.
 type buckets struct {
 	meta, rec, ttl, due, acct *bolt.Bucket
 	tx                        *bolt.Tx
-	aors                      *aorIndex
+	mem                       *memIndex
+	// pend, in a write transaction, is the sequence of each record it
+	// added (0: it erased the record): the memory index learns them only
+	// when the transaction commits.
+	pend map[ID]uint64
 }
 
 func (b *Bolt) txBuckets(tx *bolt.Tx) (buckets, error) {
 	bk := buckets{tx.Bucket([]byte(bucketMeta)), tx.Bucket([]byte(bucketRec)), tx.Bucket([]byte(bucketTTL)),
-		tx.Bucket([]byte(bucketDue)), tx.Bucket([]byte(bucketAcct)), tx, &b.aors}
+		tx.Bucket([]byte(bucketDue)), tx.Bucket([]byte(bucketAcct)), tx, &b.mem, nil}
 	if bk.meta == nil || bk.rec == nil || bk.ttl == nil || bk.due == nil || bk.acct == nil {
 		return bk, errors.New("store: bucket missing")
 	}
-	// Keys of ttl and due mostly arrive in time order: full pages then
-	// cost no more splits and halve those indexes' pages.
-	bk.ttl.FillPercent, bk.due.FillPercent = appendFill, appendFill
+	if tx.Writable() {
+		bk.pend = b.pend
+	}
+	// Keys of rec grow (a new record takes the next sequence), and those
+	// of ttl and due mostly arrive in time order: full pages then cost no
+	// more splits and halve those buckets' pages.
+	bk.rec.FillPercent, bk.ttl.FillPercent, bk.due.FillPercent = appendFill, appendFill, appendFill
 	return bk, nil
 }
 
@@ -47,23 +55,49 @@ func (bk buckets) setRecords(n uint64) error {
 	return bk.meta.Put([]byte(metaRecords), binary.BigEndian.AppendUint64(nil, n))
 }
 
-// add writes the value v of a record id not stored yet, and its index
-// entries.
+// key is the rec key of record id as this transaction sees it, nil if it
+// is not stored.
+func (bk buckets) key(id ID) []byte {
+	seq, ok := bk.pend[id]
+	if !ok {
+		seq = bk.mem.seq(id)
+	}
+	if seq == 0 {
+		return nil
+	}
+	return recKey(seq, id)
+}
+
+// get is the value of record id, nil if it is not stored.
+func (bk buckets) get(id ID) []byte {
+	k := bk.key(id)
+	if k == nil {
+		return nil
+	}
+	return bk.rec.Get(k)
+}
+
+// add writes the value v of a record id not stored yet, under the next
+// sequence, and its index entries.
 func (bk buckets) add(id ID, v []byte) error {
-	if err := bk.rec.Put(id[:], v); err != nil {
+	seq, err := bk.rec.NextSequence()
+	if err != nil {
+		return err
+	}
+	if err := bk.rec.Put(recKey(seq, id), v); err != nil {
 		return err
 	}
 	if err := bk.setRecords(bk.records() + 1); err != nil {
 		return err
 	}
 	r := rawRecord{id: id, val: v}
-	bk.fileAOR(r, true)
+	bk.file(r, seq)
 	return bk.index(r, true)
 }
 
 // remove erases a record and its index entries; v is its current value.
 func (bk buckets) remove(id ID, v []byte) error {
-	if err := bk.rec.Delete(id[:]); err != nil {
+	if err := bk.rec.Delete(bk.key(id)); err != nil {
 		return err
 	}
 	if n := bk.records(); n > 0 {
@@ -71,24 +105,29 @@ func (bk buckets) remove(id ID, v []byte) error {
 			return err
 		}
 	}
+	r := rawRecord{id: id, val: v}
+	bk.file(r, 0)
 	if hdrLen(v) == 0 {
 		return nil // a mangled header: nothing to find in the indexes
 	}
-	r := rawRecord{id: id, val: v}
-	bk.fileAOR(r, false)
 	return bk.index(r, false)
 }
 
-// fileAOR adds r to the AOR index (or takes it out) once the transaction
-// commits: a group commit that fails and is run again without some of its
-// writes leaves no trace of them there.
-func (bk buckets) fileAOR(r rawRecord, add bool) {
-	key, id := aorKey(r.aorHash()), r.id // r.val may be bbolt's page: read it now
+// file adds r, stored as seq, to the memory index (seq 0: takes it out)
+// once the transaction commits: a group commit that fails and is run
+// again without some of its writes leaves no trace of them there.
+func (bk buckets) file(r rawRecord, seq uint64) {
+	bk.pend[r.id] = seq
+	id, hasAOR := r.id, hdrLen(r.val) > 0
+	var key uint64
+	if hasAOR {
+		key = aorKey(r.aorHash()) // r.val may be bbolt's page: read it now
+	}
 	bk.tx.OnCommit(func() {
-		if add {
-			bk.aors.add(key, id)
+		if seq != 0 {
+			bk.mem.add(id, seq, key, hasAOR)
 		} else {
-			bk.aors.remove(key, id)
+			bk.mem.remove(id, key, hasAOR)
 		}
 	})
 }
@@ -97,8 +136,8 @@ func (bk buckets) fileAOR(r rawRecord, add bool) {
 // copied out of the transaction.
 func (bk buckets) aorRecords(hash []byte) []rawRecord {
 	var raws []rawRecord
-	for _, id := range bk.aors.ids(aorKey(hash)) {
-		if v := bk.rec.Get(id[:]); hdrLen(v) > 0 && bytes.Equal(rawRecord{val: v}.aorHash(), hash) {
+	for _, id := range bk.mem.ids(aorKey(hash)) {
+		if v := bk.get(id); hdrLen(v) > 0 && bytes.Equal(rawRecord{val: v}.aorHash(), hash) {
 			raws = append(raws, rawRecord{id: id, val: bytes.Clone(v)})
 		}
 	}
@@ -147,10 +186,12 @@ func (bk buckets) index(r rawRecord, add bool) error {
 // that reaches such an entry early moves it to the header's time (settle);
 // only a time that moves earlier is indexed anew here.
 func (bk buckets) replace(id ID, old, v []byte) error {
+	key := bk.key(id)
 	if hdrLen(old) == 0 {
 		// A mangled header: nothing to find in the indexes.
-		bk.fileAOR(rawRecord{id: id, val: v}, true)
-		return bk.rec.Put(id[:], v)
+		seq, _, _ := splitRecKey(key)
+		bk.file(rawRecord{id: id, val: v}, seq)
+		return bk.rec.Put(key, v)
 	}
 	was, now := bk.entries(rawRecord{id: id, val: old}), bk.entries(rawRecord{id: id, val: v})
 	// stands says the old header's entry o stands for the new one's n: the
@@ -172,7 +213,7 @@ func (bk buckets) replace(id ID, old, v []byte) error {
 			}
 		}
 	}
-	return bk.rec.Put(id[:], v)
+	return bk.rec.Put(key, v)
 }
 
 // timeIndex says whether idx is ttl or due, whose entries are lower bounds.
@@ -188,7 +229,7 @@ func (bk buckets) settle(idx *bolt.Bucket, at func(rawRecord) []byte, keys [][]b
 	for _, k := range keys {
 		id := ID(k[8:])
 		var h []byte
-		if v := bk.rec.Get(id[:]); v != nil && hdrLen(v) > 0 {
+		if v := bk.get(id); v != nil && hdrLen(v) > 0 {
 			h = at(rawRecord{id: id, val: v})
 		}
 		if bytes.Equal(h, k[:8]) {

@@ -62,22 +62,23 @@ func (b *Bolt) Rotate(ctx context.Context) (int, error) {
 					return err
 				}
 				// Collect first: bbolt cursors must not run across Puts.
-				var todo []rawRecord
+				var todo []struct{ key, val []byte }
 				c := bk.rec.Cursor()
 				k, v := c.First()
 				if next != nil {
 					k, v = c.Seek(next)
 				}
 				for ; k != nil && len(todo) < chunk; k, v = c.Next() {
-					if len(k) != IDSize {
+					_, id, ok := splitRecKey(k)
+					if !ok {
 						continue
 					}
-					val, err := rot.reseal(rawRecord{id: ID(k), val: v})
+					val, err := rot.reseal(rawRecord{id: id, val: v})
 					if err != nil {
 						return err
 					}
 					if val != nil {
-						todo = append(todo, rawRecord{id: ID(k), val: val})
+						todo = append(todo, struct{ key, val []byte }{bytes.Clone(k), val})
 					}
 				}
 				if k == nil {
@@ -86,11 +87,11 @@ func (b *Bolt) Rotate(ctx context.Context) (int, error) {
 					next = bytes.Clone(k)
 				}
 				for _, r := range todo {
-					if err := bk.rec.Put(r.id[:], r.val); err != nil {
+					if err := bk.rec.Put(r.key, r.val); err != nil {
 						return err
 					}
-					resealed++
 				}
+				resealed += len(todo)
 				return nil
 			})
 		})

@@ -30,7 +30,7 @@ func (b *Bolt) Put(ctx context.Context, r Record) error {
 			if err != nil {
 				return err
 			}
-			old := bk.rec.Get(r.ID[:])
+			old := bk.get(r.ID)
 			replaced = old != nil
 			if replaced {
 				return bk.replace(r.ID, old, val)
@@ -52,7 +52,7 @@ func (b *Bolt) Put(ctx context.Context, r Record) error {
 func (b *Bolt) Get(ctx context.Context, id ID) (Record, error) {
 	var raw rawRecord
 	err := b.view(ctx, func(bk buckets) error {
-		v := bk.rec.Get(id[:])
+		v := bk.get(id)
 		if v == nil {
 			return ErrNotFound
 		}
@@ -110,7 +110,7 @@ func (b *Bolt) erase(ctx context.Context, pick func(bk buckets) (ids []ID, early
 			raws = raws[:0]
 			ids, early := pick(bk)
 			for _, id := range ids {
-				v := bk.rec.Get(id[:])
+				v := bk.get(id)
 				if v == nil {
 					continue
 				}
@@ -193,7 +193,7 @@ func (b *Bolt) TakeExpired(ctx context.Context, now time.Time, limit int) ([]Rec
 					continue
 				}
 				id := ID(k[8:])
-				if v := bk.rec.Get(id[:]); v != nil && (hdrLen(v) == 0 || bytes.Compare(rawRecord{id: id, val: v}.expiryKey(), until) <= 0) {
+				if v := bk.get(id); v != nil && (hdrLen(v) == 0 || bytes.Compare(rawRecord{id: id, val: v}.expiryKey(), until) <= 0) {
 					ids = append(ids, id)
 				} else {
 					early = append(early, bytes.Clone(k))
@@ -245,7 +245,7 @@ func (b *Bolt) scanIndex(ctx context.Context, index string, pick func(k []byte) 
 					}
 					after = bytes.Clone(k)
 					n++
-					if v := bk.rec.Get(id[:]); ok && v != nil {
+					if v := bk.get(id); ok && v != nil {
 						raws = append(raws, rawRecord{id: id, val: bytes.Clone(v)})
 					}
 				}
@@ -264,16 +264,23 @@ func (b *Bolt) scanIndex(ctx context.Context, index string, pick func(k []byte) 
 	}
 }
 
-// byID picks the record keys of rec and acct, whose keys are IDs.
+// byID picks the keys of acct, which are IDs.
 func byID(k []byte) (ID, bool, bool) { return ID(k), len(k) == IDSize, false }
 
-// scanRaw calls fn with chunks of raw records in ID order.
-func (b *Bolt) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
-	return b.scanIndex(ctx, bucketRec, byID, fn)
+// byRecKey picks the keys of rec: sequence, ID.
+func byRecKey(k []byte) (ID, bool, bool) {
+	_, id, ok := splitRecKey(k)
+	return id, ok, false
 }
 
-// Scan calls fn with every stored record, in ID order, including expired
-// ones the sweeper has not taken yet. It reads in short transactions, so
+// scanRaw calls fn with chunks of raw records in the order they were first
+// stored.
+func (b *Bolt) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
+	return b.scanIndex(ctx, bucketRec, byRecKey, fn)
+}
+
+// Scan calls fn with every stored record, in the order they were first
+// stored, including expired ones the sweeper has not taken yet. It reads in short transactions, so
 // records written during a Scan may or may not be seen. Records that cannot
 // be opened are skipped and logged. An error from fn stops the scan and is
 // returned.

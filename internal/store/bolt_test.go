@@ -76,14 +76,14 @@ func TestBoltSecondProcessLocked(t *testing.T) {
 
 // rawEdit changes the store file through bbolt directly, as an attacker or a
 // disk fault would, while the store is closed.
-func rawEdit(t *testing.T, path string, fn func(rec *bolt.Bucket) error) {
+func rawEdit(t *testing.T, path string, fn func(tx *bolt.Tx) error) {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if err := db.Update(func(tx *bolt.Tx) error { return fn(tx.Bucket([]byte(bucketRec))) }); err != nil {
+	if err := db.Update(fn); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -98,9 +98,11 @@ func TestBoltTamperedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rawEdit(t, path, func(rec *bolt.Bucket) error {
+	rawEdit(t, path, func(tx *bolt.Tx) error {
+		rec := tx.Bucket([]byte(bucketRec))
 		var err error
-		tp.tamper(func(id ID) []byte { return rec.Get(id[:]) }, func(id ID, v []byte) { err = errors.Join(err, rec.Put(id[:], v)) })
+		tp.tamper(func(id ID) []byte { return rec.Get(storedKey(t, tx, id)) },
+			func(id ID, v []byte) { err = errors.Join(err, rec.Put(storedKey(t, tx, id), v)) })
 		return err
 	})
 
@@ -131,7 +133,7 @@ func TestBoltFileHoldsNoPlaintext(t *testing.T) {
 
 	// Keep the sealed bytes of a record to erase, to look for them after.
 	var sealed []byte
-	rawView(t, b, func(rec *bolt.Bucket) { sealed = bytes.Clone(rec.Get(ids[0][:])) })
+	rawView(t, b, func(tx *bolt.Tx) { sealed = bytes.Clone(tx.Bucket([]byte(bucketRec)).Get(storedKey(t, tx, ids[0]))) })
 	if len(sealed) == 0 {
 		t.Fatal("no raw value")
 	}
@@ -162,10 +164,10 @@ func TestBoltFileHoldsNoPlaintext(t *testing.T) {
 	check("after DeleteAOR and Compact")
 }
 
-func rawView(t *testing.T, b *Bolt, fn func(rec *bolt.Bucket)) {
+func rawView(t *testing.T, b *Bolt, fn func(tx *bolt.Tx)) {
 	t.Helper()
 	err := b.withDB(t.Context(), func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error { fn(tx.Bucket([]byte(bucketRec))); return nil })
+		return db.View(func(tx *bolt.Tx) error { fn(tx); return nil })
 	})
 	if err != nil {
 		t.Fatal(err)

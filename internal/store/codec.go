@@ -26,6 +26,7 @@ const (
 	formatV2     = "2"
 	formatV3     = "3" // bbolt only; Redis keeps exact time indexes
 	formatV4     = "4" // bbolt only: the AOR index in memory
+	formatV5     = "5" // bbolt only: records keyed in the order they are stored
 	metaAAD      = "sipwake/meta/index-key/1"
 	recAADPrefix = "sipwake/rec/1\x00"
 )

@@ -182,7 +182,7 @@ func TestBoltScanDueSettlesAcrossChunks(t *testing.T) {
 // bounds already; opening it changes the mark (and moves the AOR index to
 // memory: TestBoltMigratesFormat3), which a sipwake that knows format 2
 // alone then refuses.
-func TestBoltFormat2BecomesFormat4(t *testing.T) {
+func TestBoltFormat2BecomesFormat5(t *testing.T) {
 	path := tempDB(t)
 	keys := testKeyring(t, "a")
 	b := openAt(t, path, keys)
@@ -214,9 +214,10 @@ func TestBoltFormat2BecomesFormat4(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if f := format(""); f != formatV4 {
-		t.Fatalf("new file is format %q, want %q", f, formatV4)
+	if f := format(""); f != formatV5 {
+		t.Fatalf("new file is format %q, want %q", f, formatV5)
 	}
+	rawUpdate(t, path, toFormat4)
 	format(formatV2)
 	b = openAt(t, path, keys)
 	if got, err := b.Get(t.Context(), r.ID); err != nil || string(got.Data) != "x" {
@@ -225,7 +226,7 @@ func TestBoltFormat2BecomesFormat4(t *testing.T) {
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if f := format(""); f != formatV4 {
-		t.Fatalf("format 2 file after open is format %q, want %q", f, formatV4)
+	if f := format(""); f != formatV5 {
+		t.Fatalf("format 2 file after open is format %q, want %q", f, formatV5)
 	}
 }

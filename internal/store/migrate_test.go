@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -154,26 +155,64 @@ func putAORBucket(tx *bolt.Tx, codec *codec, records []Record) error {
 	return nil
 }
 
-// checkFormat4: the file at path says format 4 and has no aor bucket.
-func checkFormat4(t *testing.T, path string) {
+// toFormat4 turns the format 5 file of tx into what format 4 wrote: the
+// records keyed by ID in rec, no snapshot, format "4".
+func toFormat4(tx *bolt.Tx) error {
+	rec, err := tx.CreateBucket([]byte(bucketRecV4))
+	if err != nil {
+		return err
+	}
+	if err := tx.Bucket([]byte(bucketRec)).ForEach(func(k, v []byte) error {
+		_, id, _ := splitRecKey(k)
+		return rec.Put(id[:], v)
+	}); err != nil {
+		return err
+	}
+	if err := tx.DeleteBucket([]byte(bucketRec)); err != nil {
+		return err
+	}
+	if err := dropSnapshot(tx, bucketSnap, metaSnap); err != nil {
+		return err
+	}
+	return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV4))
+}
+
+// checkFormat5: the file at path says format 5, has no aor or rec
+// bucket, and holds n records in recs, keyed by sequence and ID.
+func checkFormat5(t *testing.T, path string, n int) {
 	t.Helper()
 	fileView(t, path, func(tx *bolt.Tx) error {
-		if f := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaFormat)); string(f) != formatV4 {
-			t.Errorf("format after migration = %q, want %q", f, formatV4)
+		if f := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaFormat)); string(f) != formatV5 {
+			t.Errorf("format after migration = %q, want %q", f, formatV5)
 		}
-		if tx.Bucket([]byte(bucketAOR)) != nil {
-			t.Error("the aor bucket is still in the file")
+		for _, name := range []string{bucketAOR, bucketRecV4, bucketSnapV4} {
+			if tx.Bucket([]byte(name)) != nil {
+				t.Errorf("the %s bucket is still in the file", name)
+			}
+		}
+		keyed := 0
+		_ = tx.Bucket([]byte(bucketRec)).ForEach(func(k, _ []byte) error {
+			if _, _, ok := splitRecKey(k); ok {
+				keyed++
+			}
+			return nil
+		})
+		if keyed != n {
+			t.Errorf("recs holds %d records keyed by sequence and ID, want %d", keyed, n)
 		}
 		return nil
 	})
 }
 
-// A format 3 file (an AOR index on disk) opens as format 4: the bucket is
+// A format 3 file (an AOR index on disk) opens as format 5: the bucket is
 // gone, and the AOR index in memory finds every record it named.
 func TestBoltMigratesFormat3(t *testing.T) {
 	t.Parallel()
 	path, keys, want, codec := writtenStore(t)
 	rawUpdate(t, path, func(tx *bolt.Tx) error {
+		if err := toFormat4(tx); err != nil {
+			return err
+		}
 		if err := putAORBucket(tx, codec, want); err != nil {
 			return err
 		}
@@ -184,7 +223,60 @@ func TestBoltMigratesFormat3(t *testing.T) {
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
 	}
-	checkFormat4(t, path)
+	checkFormat5(t, path, len(want))
+}
+
+// A format 4 file (records keyed by ID) opens as format 5, every record
+// readable by ID and by AOR; so does one whose move was cut short (format
+// 5 said, part of the records still in rec). Appended records take
+// sequences after the moved ones.
+func TestBoltMigratesFormat4(t *testing.T) {
+	t.Parallel()
+	for _, cut := range []bool{false, true} {
+		path, keys, want, _ := writtenStore(t)
+		rawUpdate(t, path, func(tx *bolt.Tx) error {
+			if err := toFormat4(tx); err != nil || !cut {
+				return err
+			}
+			// Half moved, as an interrupted rekeyRecords leaves it.
+			old := tx.Bucket([]byte(bucketRecV4))
+			recs, err := tx.CreateBucket([]byte(bucketRec))
+			if err != nil {
+				return err
+			}
+			for _, r := range want[:len(want)/2] {
+				seq, err := recs.NextSequence()
+				if err != nil {
+					return err
+				}
+				if err := recs.Put(recKey(seq, r.ID), bytes.Clone(old.Get(r.ID[:]))); err != nil {
+					return err
+				}
+				if err := old.Delete(r.ID[:]); err != nil {
+					return err
+				}
+			}
+			return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV5))
+		})
+		st := openAt(t, path, keys)
+		for _, w := range want {
+			if got, err := st.Get(t.Context(), w.ID); err != nil || string(got.Data) != string(w.Data) {
+				t.Fatalf("cut %v: Get after migration: %q, %v; want %q", cut, got.Data, err, w.Data)
+			}
+		}
+		checkAORs(t, st, want)
+		extra := Record{ID: st.ID("sip:new@example.com", "d"), AOR: "sip:new@example.com", ExpiresAt: testBase().Add(day), Data: []byte("new")}
+		if err := st.Put(t.Context(), extra); err != nil {
+			t.Fatal(err)
+		}
+		if seq := st.mem.seq(extra.ID); seq != uint64(len(want))+1 {
+			t.Errorf("cut %v: a record stored after the migration has sequence %d, want %d", cut, seq, len(want)+1)
+		}
+		if err := st.Close(); err != nil {
+			t.Fatal(err)
+		}
+		checkFormat5(t, path, len(want)+1)
+	}
 }
 
 // writtenStore makes a store with the migrationRecords in it, closed, and
@@ -244,7 +336,10 @@ func TestBoltMigratesFormat1(t *testing.T) {
 				return err
 			}
 		}
-		rec := tx.Bucket([]byte(bucketRec))
+		if err := toFormat4(tx); err != nil {
+			return err
+		}
+		rec := tx.Bucket([]byte(bucketRecV4))
 		for _, r := range want {
 			if err := rec.Put(r.ID[:], toV1(t, codec, r.ID, rec.Get(r.ID[:]))); err != nil {
 				return err
@@ -262,8 +357,8 @@ func TestBoltMigratesFormat1(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// The file now says format 4: a reopen builds nothing again.
-	checkFormat4(t, path)
+	// The file now says format 5: a reopen builds nothing again.
+	checkFormat5(t, path, len(want))
 }
 
 func TestRedisMigratesFormat1(t *testing.T) {
