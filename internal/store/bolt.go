@@ -27,12 +27,11 @@ import (
 //	ttl   expiry | ID     -> ""
 //	due   due | ID        -> ""   records with a DueAt
 //	acct  ID              -> ""   records with Account set
-//	index-snapshot  n -> (seq | ID | has-AOR | 8-byte AOR key)...   left by Close, dropped by the next write
-//	meta  "index-snapshot-tx" -> the transaction that wrote it (uint64 big-endian)
 //
 // seq is the recs bucket's next sequence when the record was first stored
 // (big-endian uint64), so a new record is written on the bucket's last
-// page; the memory index (bolt_aor.go) finds a record's key from its ID.
+// page; the memory index (bolt_aor.go), built from the record keys and
+// headers at open, finds a record's key from its ID.
 // expiry and due are big-endian Unix nanoseconds with the sign bit flipped,
 // so byte order is time order. The record's aad is its ID and its whole
 // plaintext header, so a value copied to another ID, or a header edited to
@@ -45,7 +44,9 @@ import (
 // AOR index is kept in memory (bolt_aor.go), and a sipwake that knows only
 // format 3 would find no bucket to keep it in. Format 5 is format 4 with the
 // records keyed by sequence and ID (rec, keyed by ID, becomes recs): a new
-// record keyed by ID landed on a random page.
+// record keyed by ID landed on a random page. Format 4 left a snapshot of
+// its AOR index at Close (aor-snapshot, and meta "aor-snapshot-tx"): walking
+// format 5's records, in file order, is about as quick (bench/README.md).
 //
 // The values and the meta index key are the codec's (codec.go, header.go),
 // shared with Redis. This file opens and migrates the file; bolt_index.go
@@ -61,15 +62,9 @@ const (
 	bucketAcct  = "acct"
 
 	metaRecords = "records"
-	// bucketSnap and metaSnap hold the memory index Close saved and the
-	// transaction that saved it; the next open loads and drops them.
-	bucketSnap = "index-snapshot"
-	metaSnap   = "index-snapshot-tx"
-	// bucketSnapV4 and metaSnapV4 held format 4's (AOR key | ID) entries.
+	// bucketSnapV4 and metaSnapV4 held format 4's AOR index snapshot.
 	bucketSnapV4 = "aor-snapshot"
 	metaSnapV4   = "aor-snapshot-tx"
-	// snapChunk is how many entries one snapshot value packs.
-	snapChunk = 128
 
 	// lockTimeout bounds the wait for bbolt's file lock, so a second
 	// process on the same file fails with a clear error instead of hanging.
@@ -104,17 +99,7 @@ type Bolt struct {
 	// pend is the write transaction's buckets.pend, emptied as each
 	// begins (there is one at a time).
 	pend map[ID]uint64
-	// snapshot is what the file holds of a memory index snapshot (see
-	// buildIndex): snapNone, snapStale or snapCurrent. The next write
-	// drops it; Close writes one unless the file's is current.
-	snapshot atomic.Int32
 }
-
-const (
-	snapNone    int32 = iota // no snapshot in the file
-	snapStale                // one a later commit made stale (not loaded)
-	snapCurrent              // the one this open loaded, nothing written since
-)
 
 // OpenBolt opens (or creates, mode 0600) the store at path. On first open it
 // makes a random index key and keeps it sealed under the active key. If no
@@ -326,11 +311,7 @@ func (b *Bolt) migrateV1(db *bolt.DB) error {
 	return nil
 }
 
-// buildIndex loads the memory index from the snapshot Close left, if
-// nothing was committed since; otherwise (the process was killed, or the
-// file is older) it walks the record keys and headers. The snapshot stays
-// until the first write (beginWrite), so an open that only reads (sipwake
-// keys usage) leaves the file as it was.
+// buildIndex builds the memory index from the record keys and headers.
 //
 // The walk maps the records' pages into the process; every buildRelease
 // records they are handed back (madvise MADV_DONTNEED on bbolt's read-only
@@ -339,87 +320,25 @@ func (b *Bolt) migrateV1(db *bolt.DB) error {
 // not the file, even at its peak.
 func (b *Bolt) buildIndex(db *bolt.DB) error {
 	start := time.Now()
-	from := "snapshot"
 	err := db.View(func(tx *bolt.Tx) error {
-		release := func() {
+		b.mem.build(tx.Bucket([]byte(bucketRec)), buildRelease, func() {
 			if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, db.Info().Data, uintptr(tx.Size()), syscall.MADV_DONTNEED); errno != 0 {
 				b.log.Warn("store: could not unmap the pages the memory index was built from", "err", errno)
 			}
-		}
-		snap := tx.Bucket([]byte(bucketSnap))
-		if snap == nil {
-			b.snapshot.Store(snapNone)
-		} else {
-			b.snapshot.Store(snapStale)
-		}
-		at := tx.Bucket([]byte(bucketMeta)).Get([]byte(metaSnap))
-		if snap != nil && len(at) == 8 && binary.BigEndian.Uint64(at) == uint64(tx.ID()) {
-			err := b.mem.load(func(fn func([]byte) error) error {
-				return snap.ForEach(func(_, v []byte) error { return fn(v) })
-			})
-			if err == nil {
-				b.snapshot.Store(snapCurrent)
-				release()
-				return nil
-			}
-			b.log.Warn("store: index snapshot unreadable; building the index from the records", "err", err)
-		}
-		from = "records"
-		b.mem.build(tx.Bucket([]byte(bucketRec)), buildRelease, release)
+		})
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: %s: build the memory index: %w", b.path, err)
 	}
-	b.log.Info("store: memory index built", "path", b.path, "from", from, "aors", b.mem.len(), "took", time.Since(start))
+	b.log.Info("store: memory index built", "path", b.path, "aors", b.mem.len(), "took", time.Since(start))
 	return nil
 }
 
-// beginWrite starts each write transaction: its buckets' pend empty, and
-// the index snapshot erased if this is the first since the open: once
-// anything else is committed it is stale, and it names records that may be
-// erased.
-func (b *Bolt) beginWrite(tx *bolt.Tx) error {
+// beginWrite starts each write transaction with its buckets' pend empty.
+func (b *Bolt) beginWrite(*bolt.Tx) error {
 	clear(b.pend)
-	if b.snapshot.Load() == snapNone {
-		return nil
-	}
-	if err := dropSnapshot(tx, bucketSnap, metaSnap); err != nil {
-		return err
-	}
-	tx.OnCommit(func() { b.snapshot.Store(snapNone) })
 	return nil
-}
-
-// dropSnapshot erases a snapshot bucket and the meta entry naming its
-// transaction, where tx has them.
-func dropSnapshot(tx *bolt.Tx, bucket, meta string) error {
-	if err := dropBucket(tx, bucket); err != nil {
-		return err
-	}
-	return tx.Bucket([]byte(bucketMeta)).Delete([]byte(meta))
-}
-
-// saveIndex writes the memory index into the file for the next open, in
-// the transaction that is the file's last (Close): buildIndex loads it
-// only if no other was committed after it. It replaces a stale one.
-func (b *Bolt) saveIndex() error {
-	return b.db.Update(func(tx *bolt.Tx) error {
-		if err := dropBucket(tx, bucketSnap); err != nil { // a stale one
-			return err
-		}
-		snap, err := tx.CreateBucket([]byte(bucketSnap))
-		if err != nil {
-			return err
-		}
-		snap.FillPercent = 1 // written once, in key order
-		for i, v := range b.mem.snapshot(snapChunk) {
-			if err := snap.Put(binary.BigEndian.AppendUint32(nil, uint32(i)), v); err != nil {
-				return err
-			}
-		}
-		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaSnap), binary.BigEndian.AppendUint64(nil, uint64(tx.ID())))
-	})
 }
 
 // dropBucket deletes the bucket name, if tx has one.
@@ -471,7 +390,10 @@ func (b *Bolt) rekeyRecords(db *bolt.DB) error {
 				done = true
 				return meta.Put([]byte(metaFormat), []byte(formatV5))
 			}
-			if err := dropSnapshot(tx, bucketSnapV4, metaSnapV4); err != nil {
+			if err := dropBucket(tx, bucketSnapV4); err != nil {
+				return err
+			}
+			if err := meta.Delete([]byte(metaSnapV4)); err != nil {
 				return err
 			}
 			if err := meta.Put([]byte(metaFormat), []byte(formatV5)); err != nil {
@@ -565,18 +487,13 @@ func (b *Bolt) view(ctx context.Context, fn func(bk buckets) error) error {
 // Path returns the store file's path.
 func (b *Bolt) Path() string { return b.path }
 
-// Close saves the memory index for the next open (see buildIndex) and
-// closes the store; later calls return ErrClosed. Close is idempotent.
+// Close closes the store; later calls return ErrClosed. Close is
+// idempotent.
 func (b *Bolt) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.db == nil {
 		return nil
-	}
-	if b.snapshot.Load() != snapCurrent { // else nothing was written since the open
-		if err := b.saveIndex(); err != nil {
-			b.log.Warn("store: could not save the memory index; the next open builds it from the records", "err", err)
-		}
 	}
 	err := b.db.Close()
 	b.db = nil

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"slices"
 	"sync"
 
@@ -58,16 +57,12 @@ func splitRecKey(k []byte) (seq uint64, id ID, ok bool) {
 	return binary.BigEndian.Uint64(k), ID(k[8:]), true
 }
 
-func (x *memIndex) reset() {
-	x.seqs, x.one, x.more = map[ID]uint64{}, map[uint64]ID{}, map[uint64][]ID{}
-}
-
 // build fills the index from the keys and headers of rec's records,
 // calling done after every n of them (and at the end).
 func (x *memIndex) build(rec *bolt.Bucket, n int, done func()) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	x.reset()
+	x.seqs, x.one, x.more = map[ID]uint64{}, map[uint64]ID{}, map[uint64][]ID{}
 	c := rec.Cursor()
 	i := 0
 	for k, v := c.First(); k != nil; k, v = c.Next() {
@@ -136,62 +131,6 @@ func (x *memIndex) remove(id ID, key uint64, hasAOR bool) {
 	} else {
 		x.more[key] = more
 	}
-}
-
-// A snapshot entry is one record: sequence (8), ID, whether it has an AOR
-// key (1), the AOR key (8).
-const snapEntry = 8 + IDSize + 1 + 8
-
-// snapshot packs the index into values of up to n entries each.
-func (x *memIndex) snapshot(n int) [][]byte {
-	x.mu.RLock()
-	defer x.mu.RUnlock()
-	aorOf := make(map[ID]uint64, len(x.seqs))
-	for key, id := range x.one {
-		aorOf[id] = key
-		for _, more := range x.more[key] {
-			aorOf[more] = key
-		}
-	}
-	var out [][]byte
-	var cur []byte
-	for id, seq := range x.seqs {
-		if len(cur) == n*snapEntry {
-			out, cur = append(out, cur), nil
-		}
-		key, hasAOR := aorOf[id]
-		cur = append(binary.BigEndian.AppendUint64(cur, seq), id[:]...)
-		if hasAOR {
-			cur = binary.BigEndian.AppendUint64(append(cur, 1), key)
-		} else {
-			cur = append(cur, make([]byte, 9)...)
-		}
-	}
-	if cur != nil {
-		out = append(out, cur)
-	}
-	return out
-}
-
-// load fills the index from snapshot values; it fails on a value that is
-// not whole entries.
-func (x *memIndex) load(values func(func(v []byte) error) error) error {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	x.reset()
-	return values(func(v []byte) error {
-		if len(v)%snapEntry != 0 {
-			return errors.New("store: index snapshot: a value is not whole entries")
-		}
-		for ; len(v) > 0; v = v[snapEntry:] {
-			id := ID(v[8 : 8+IDSize])
-			x.seqs[id] = binary.BigEndian.Uint64(v)
-			if v[8+IDSize] == 1 {
-				x.addAORLocked(binary.BigEndian.Uint64(v[8+IDSize+1:]), id)
-			}
-		}
-		return nil
-	})
 }
 
 // len is the number of AOR keys (about the number of AORs) in the index.

@@ -156,7 +156,7 @@ func putAORBucket(tx *bolt.Tx, codec *codec, records []Record) error {
 }
 
 // toFormat4 turns the format 5 file of tx into what format 4 wrote: the
-// records keyed by ID in rec, no snapshot, format "4".
+// records keyed by ID in rec, an AOR index snapshot, format "4".
 func toFormat4(tx *bolt.Tx) error {
 	rec, err := tx.CreateBucket([]byte(bucketRecV4))
 	if err != nil {
@@ -171,14 +171,19 @@ func toFormat4(tx *bolt.Tx) error {
 	if err := tx.DeleteBucket([]byte(bucketRec)); err != nil {
 		return err
 	}
-	if err := dropSnapshot(tx, bucketSnap, metaSnap); err != nil {
+	// Format 4's Close left its AOR index snapshot (contents aside).
+	if _, err := tx.CreateBucket([]byte(bucketSnapV4)); err != nil {
 		return err
 	}
-	return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV4))
+	meta := tx.Bucket([]byte(bucketMeta))
+	if err := meta.Put([]byte(metaSnapV4), binary.BigEndian.AppendUint64(nil, uint64(tx.ID()))); err != nil {
+		return err
+	}
+	return meta.Put([]byte(metaFormat), []byte(formatV4))
 }
 
-// checkFormat5: the file at path says format 5, has no aor or rec
-// bucket, and holds n records in recs, keyed by sequence and ID.
+// checkFormat5: the file at path says format 5, has no aor or rec bucket
+// nor format 4's snapshot, and holds n records in recs, keyed by sequence and ID.
 func checkFormat5(t *testing.T, path string, n int) {
 	t.Helper()
 	fileView(t, path, func(tx *bolt.Tx) error {
@@ -189,6 +194,9 @@ func checkFormat5(t *testing.T, path string, n int) {
 			if tx.Bucket([]byte(name)) != nil {
 				t.Errorf("the %s bucket is still in the file", name)
 			}
+		}
+		if tx.Bucket([]byte(bucketMeta)).Get([]byte(metaSnapV4)) != nil {
+			t.Error("format 4's snapshot transaction is still in the meta bucket")
 		}
 		keyed := 0
 		_ = tx.Bucket([]byte(bucketRec)).ForEach(func(k, _ []byte) error {
