@@ -65,7 +65,7 @@ func (s *Service) RemoteRefreshed(ctx context.Context, r Refresh) {
 	if b.Node == "" || b.Node == s.node {
 		return
 	}
-	s.release(r.Waiter, b)
+	s.release(r.Waiter, s.BindingID(b.AOR, b.Device), b)
 }
 
 // RecordID is the key a binding is stored under.

@@ -150,9 +150,13 @@ func (s *Service) pushTo(ctx context.Context, w *wakeup, b Binding, msg pn.Messa
 // it, so a second REGISTER does not fork the call twice. Calls parked on
 // the bindings it replaced get it too: the phone came back with new tokens.
 func (s *Service) Refreshed(b Binding) {
-	record := s.RecordID(b)
-	for _, id := range s.BindingIDs(b) {
-		s.release(id, b)
+	own := s.BindingID(b.AOR, b.Device) // one keyed hash, not one per use
+	record := own
+	if b.Account != nil {
+		record = s.RecordID(b)
+	}
+	for _, id := range append([]store.ID{own}, b.Replaced...) {
+		s.release(id, own, b)
 		s.publish(Refresh{Waiter: id, Record: record})
 	}
 }
@@ -160,12 +164,12 @@ func (s *Service) Refreshed(b Binding) {
 // release hands the device to every call parked for it under id, once.
 // A call parked on a binding the device has since replaced gets it with
 // that binding's id in Replaced, so it knows the device it waited for.
-func (s *Service) release(id store.ID, b Binding) {
+func (s *Service) release(id, own store.ID, b Binding) {
 	s.waitMu.Lock()
 	ws := s.waiters[id]
 	delete(s.waiters, id)
 	s.waitMu.Unlock()
-	if len(ws) > 0 && id != s.BindingID(b.AOR, b.Device) && !slices.Contains(b.Replaced, id) {
+	if len(ws) > 0 && id != own && !slices.Contains(b.Replaced, id) {
 		b.Replaced = append(slices.Clone(b.Replaced), id)
 	}
 	for w := range ws {
