@@ -544,7 +544,7 @@ func measureFlow(b *testing.B, fl regFlow, hs hopSetup, latencyBase func(own pro
 		return p
 	}
 
-	for range *flagRuns - 1 {
+	for i := 1; *flagRate > 0 && i < *flagRuns; i++ {
 		run(*flagRate, defaultPlan.Sustain)
 	}
 	over := func() {}

@@ -69,9 +69,12 @@ func (s *Service) RemoteRefreshed(ctx context.Context, r Refresh) {
 }
 
 // RecordID is the key a binding is stored under.
-func (s *Service) RecordID(b Binding) store.ID {
+func (s *Service) RecordID(b Binding) store.ID { return s.recordID(b, s.BindingID(b.AOR, b.Device)) }
+
+// recordID is RecordID of b, whose BindingID is own.
+func (s *Service) recordID(b Binding, own store.ID) store.ID {
 	if b.Account != nil {
 		return s.AccountID(b.Account.App, b.Account.ID)
 	}
-	return s.BindingID(b.AOR, b.Device)
+	return own
 }

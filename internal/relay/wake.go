@@ -151,10 +151,7 @@ func (s *Service) pushTo(ctx context.Context, w *wakeup, b Binding, msg pn.Messa
 // the bindings it replaced get it too: the phone came back with new tokens.
 func (s *Service) Refreshed(b Binding) {
 	own := s.BindingID(b.AOR, b.Device) // one keyed hash, not one per use
-	record := own
-	if b.Account != nil {
-		record = s.RecordID(b)
-	}
+	record := s.recordID(b, own)
 	for _, id := range append([]store.ID{own}, b.Replaced...) {
 		s.release(id, own, b)
 		s.publish(Refresh{Waiter: id, Record: record})

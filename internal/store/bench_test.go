@@ -74,9 +74,9 @@ func benchPuts(b *testing.B, st putter, writers int) {
 // registrations are) into a store that holds 100,000 already, from 32
 // writers, so commits carry groups of ~32 as under a REGISTER burst. It
 // reports the CPU time (user+system, the whole process) and the pages
-// bbolt writes per record: each new record lands on a random page of the
-// records bucket, and every page written is a pwrite and part of an
-// fsync. -short skips it.
+// bbolt writes per record: every page written is a pwrite and part of an
+// fsync (a new record's own lands on the records' last page, format 5).
+// -short skips it.
 func BenchmarkBoltNewRecords(b *testing.B) {
 	if testing.Short() {
 		b.Skip("writes 100k records first")

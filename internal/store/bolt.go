@@ -50,8 +50,9 @@ import (
 //
 // The values and the meta index key are the codec's (codec.go, header.go),
 // shared with Redis. This file opens and migrates the file; bolt_index.go
-// keeps the index entries, bolt_aor.go the AOR index, bolt_ops.go reads and writes records, and
-// bolt_maintenance.go rotates keys, counts their use and compacts.
+// keeps the index entries, bolt_aor.go the memory index, bolt_ops.go reads
+// and writes records, and bolt_maintenance.go rotates keys, counts their
+// use and compacts.
 const (
 	bucketMeta  = "meta"
 	bucketRec   = "recs"
@@ -78,8 +79,8 @@ const (
 )
 
 // Bolt is the embedded backend: one bbolt file, sealed values, a TTL index,
-// and the record keys and an AOR index in memory. It is safe for concurrent use, including Compact while
-// other goroutines read and write.
+// and the record keys and an AOR index in memory. It is safe for concurrent
+// use, including Compact while other goroutines read and write.
 type Bolt struct {
 	path  string
 	log   *slog.Logger
@@ -487,8 +488,7 @@ func (b *Bolt) view(ctx context.Context, fn func(bk buckets) error) error {
 // Path returns the store file's path.
 func (b *Bolt) Path() string { return b.path }
 
-// Close closes the store; later calls return ErrClosed. Close is
-// idempotent.
+// Close closes the store; later calls return ErrClosed. Close is idempotent.
 func (b *Bolt) Close() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()

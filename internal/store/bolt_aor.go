@@ -23,7 +23,7 @@ import (
 // 124-150 µs of CPU and 4.3 pages written per new record with it, 56-65 µs
 // and 2.6 pages without. Keyed by ID (format 4), a new record still landed
 // on a random page of the records; keyed by a sequence (format 5) it lands
-// on the last: 67 → 33 µs and 2.7 → 0.8 pages (same benchmark, 150,000
+// on the last: 67 → 31 µs and 2.7 → 0.6 pages (same benchmark, 150,000
 // records). In memory it costs two map entries per record and a walk of
 // the record keys and headers at open (1,000,000 bindings:
 // bench/README.md).

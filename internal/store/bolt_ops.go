@@ -227,13 +227,13 @@ func (b *Bolt) scanIndex(ctx context.Context, index string, pick func(k []byte) 
 					return err
 				}
 				c := tx.Bucket([]byte(index)).Cursor()
-				k, _ := c.First()
+				k, v := c.First()
 				if after != nil {
-					if k, _ = c.Seek(after); k != nil && bytes.Equal(k, after) {
-						k, _ = c.Next()
+					if k, v = c.Seek(after); k != nil && bytes.Equal(k, after) {
+						k, v = c.Next()
 					}
 				}
-				for n := 0; n < chunk; k, _ = c.Next() {
+				for n := 0; n < chunk; k, v = c.Next() {
 					if k == nil {
 						done = true
 						break
@@ -245,7 +245,13 @@ func (b *Bolt) scanIndex(ctx context.Context, index string, pick func(k []byte) 
 					}
 					after = bytes.Clone(k)
 					n++
-					if v := bk.get(id); ok && v != nil {
+					if !ok {
+						continue
+					}
+					if index != bucketRec { // the records' own walk has the value
+						v = bk.get(id)
+					}
+					if v != nil {
 						raws = append(raws, rawRecord{id: id, val: bytes.Clone(v)})
 					}
 				}
@@ -280,10 +286,10 @@ func (b *Bolt) scanRaw(ctx context.Context, fn func([]rawRecord) error) error {
 }
 
 // Scan calls fn with every stored record, in the order they were first
-// stored, including expired ones the sweeper has not taken yet. It reads in short transactions, so
-// records written during a Scan may or may not be seen. Records that cannot
-// be opened are skipped and logged. An error from fn stops the scan and is
-// returned.
+// stored, including expired ones the sweeper has not taken yet. It reads in
+// short transactions, so records written during a Scan may or may not be
+// seen. Records that cannot be opened are skipped and logged. An error from
+// fn stops the scan and is returned.
 func (b *Bolt) Scan(ctx context.Context, fn func(Record) error) error {
 	return b.scanRaw(ctx, b.codec.openEach(ctx, "scan", fn))
 }

@@ -182,6 +182,19 @@ func toFormat4(tx *bolt.Tx) error {
 	return meta.Put([]byte(metaFormat), []byte(formatV4))
 }
 
+// toAORBucket turns the format 5 file of tx, holding records, into one
+// that says format and keeps the AOR index on disk, as formats 1 to 3 did
+// (format 4's layout otherwise).
+func toAORBucket(tx *bolt.Tx, codec *codec, records []Record, format string) error {
+	if err := toFormat4(tx); err != nil {
+		return err
+	}
+	if err := putAORBucket(tx, codec, records); err != nil {
+		return err
+	}
+	return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(format))
+}
+
 // checkFormat5: the file at path says format 5, has no aor or rec bucket
 // nor format 4's snapshot, and holds n records in recs, keyed by sequence and ID.
 func checkFormat5(t *testing.T, path string, n int) {
@@ -217,15 +230,7 @@ func checkFormat5(t *testing.T, path string, n int) {
 func TestBoltMigratesFormat3(t *testing.T) {
 	t.Parallel()
 	path, keys, want, codec := writtenStore(t)
-	rawUpdate(t, path, func(tx *bolt.Tx) error {
-		if err := toFormat4(tx); err != nil {
-			return err
-		}
-		if err := putAORBucket(tx, codec, want); err != nil {
-			return err
-		}
-		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV3))
-	})
+	rawUpdate(t, path, func(tx *bolt.Tx) error { return toAORBucket(tx, codec, want, formatV3) })
 	st := openAt(t, path, keys)
 	checkAORs(t, st, want)
 	if err := st.Close(); err != nil {
@@ -344,7 +349,7 @@ func TestBoltMigratesFormat1(t *testing.T) {
 				return err
 			}
 		}
-		if err := toFormat4(tx); err != nil {
+		if err := toAORBucket(tx, codec, want, formatV1); err != nil {
 			return err
 		}
 		rec := tx.Bucket([]byte(bucketRecV4))
@@ -353,10 +358,7 @@ func TestBoltMigratesFormat1(t *testing.T) {
 				return err
 			}
 		}
-		if err := putAORBucket(tx, codec, want); err != nil {
-			return err
-		}
-		return tx.Bucket([]byte(bucketMeta)).Put([]byte(metaFormat), []byte(formatV1))
+		return nil
 	})
 
 	st := openAt(t, path, keys)
