@@ -53,7 +53,8 @@ type upstreamFunc func(ctx context.Context, reg *registration) (upstreamAnswer, 
 // sends with the header lines add (each ending in CRLF) put in before the
 // blank line, without printing a parsed message. res is the answer parsed:
 // always for a 2xx, which sipwake reads; a non-2xx in raw is not parsed
-// (half of all answers are challenges).
+// (half of all answers are challenges), and with raw a 2xx's res holds
+// only the headers sipwake reads (readAnswer).
 type upstreamAnswer struct {
 	res   *sip.Response
 	raw   []byte
@@ -126,14 +127,18 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 		s.reply(req, tx, code, reason)
 		return
 	}
+	s.traceAnswer(reg, ans)
 	if ans.res == nil {
 		s.metrics.register(regUpstreamDenied)
-		s.relayRaw(reg, ans)
+		if err := ans.relay(nil); err != nil {
+			s.log.Debug("sip respond failed", "error", err)
+		}
 		return
 	}
 	res := ans.res
-	s.relay.Traces().Log(s.log, reg.aor, "registrar answered", "sip", res)
-	res = responseFor(req, res) // now the device's answer
+	if s.printed(ans) {
+		res = responseFor(req, res) // now the device's answer
+	}
 	if !res.IsSuccess() {
 		s.metrics.register(regUpstreamDenied)
 		s.respond(tx, res)
@@ -300,17 +305,23 @@ func responseFor(req *sip.Request, res *sip.Response) *sip.Response {
 	return res
 }
 
-// relayRaw sends the device a registrar's non-2xx kept as it came; only a
-// traced AOR's is parsed, for the trace.
-func (s *Server) relayRaw(reg *registration, ans upstreamAnswer) {
-	if s.relay.Traces().Active(reg.aor) {
-		if m, err := sip.ParseMessage(ans.raw); err == nil {
-			s.relay.Traces().Log(s.log, reg.aor, "registrar answered (relayed as it came, sipwake's Via off)", "sip", m)
+// traceAnswer logs the registrar's answer for a traced AOR: as it came,
+// sipwake's Via off, when sipwake relays it so (parsed only for the
+// trace), else as parsed.
+func (s *Server) traceAnswer(reg *registration, ans upstreamAnswer) {
+	if !s.relay.Traces().Active(reg.aor) {
+		return
+	}
+	var m sip.Message = ans.res
+	what := "registrar answered"
+	if ans.raw != nil {
+		p, err := sip.ParseMessage(ans.raw)
+		if err != nil {
+			return
 		}
+		m, what = p, "registrar answered (relayed as it came, sipwake's Via off)"
 	}
-	if err := ans.relay(nil); err != nil {
-		s.log.Debug("sip respond failed", "error", err)
-	}
+	s.relay.Traces().Log(s.log, reg.aor, what, "sip", m)
 }
 
 // answerRegistered gives the device res, the registrar's 2xx made its
@@ -318,7 +329,7 @@ func (s *Server) relayRaw(reg *registration, ans upstreamAnswer) {
 // (ans.raw) when there is one, else printed from res. Contact mode puts the
 // device's own Contacts back into res, which only printing carries.
 func (s *Server) answerRegistered(tx answerer, res *sip.Response, ans upstreamAnswer, add []sip.Header) {
-	if ans.raw == nil || s.opts.ContactMode {
+	if s.printed(ans) {
 		for _, h := range add {
 			res.AppendHeader(h)
 		}
@@ -331,6 +342,10 @@ func (s *Server) answerRegistered(tx answerer, res *sip.Response, ans upstreamAn
 		s.log.Debug("sip respond failed", "status", res.StatusCode, "error", err)
 	}
 }
+
+// printed says whether the device's answer to ans is printed from ans.res
+// (which responseFor makes it) rather than relayed from ans.raw.
+func (s *Server) printed(ans upstreamAnswer) bool { return ans.raw == nil || s.opts.ContactMode }
 
 // registered acts on the registrar's 2xx (responseFor made it the
 // device's answer), says what came of it and which headers sipwake adds to

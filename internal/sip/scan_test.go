@@ -3,6 +3,10 @@ package sip
 import (
 	"strings"
 	"testing"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/internal/sipmsg"
 )
 
 // TestScanAnswer: a registrar's plainly laid-out final answer is read
@@ -58,6 +62,74 @@ func TestScanAnswer(t *testing.T) {
 			copy(data, strings.Repeat("x", len(data)))
 			if string(relay) != c.relay {
 				t.Fatal("the relayed answer shares the datagram's memory")
+			}
+		})
+	}
+}
+
+// TestReadAnswer: what sipwake reads in a registrar's 2xx (the granted
+// Contacts and their expiry, Feature-Caps, the status) is the same read
+// without the parser as with it; a folded line among those goes to the
+// parser.
+func TestReadAnswer(t *testing.T) {
+	const (
+		vias = "Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK-swsl-0f;rport=5060\r\n" +
+			"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;received=192.0.2.1;rport=6001\r\n"
+		dialog = "From: <sip:alice@example.test>;tag=1\r\nTo: <sip:alice@example.test>;tag=2\r\nCall-ID: a@b\r\nCSeq: 1 REGISTER\r\n"
+		// As Kamailio's registrar answers (registrar module, save()).
+		contacts = "Contact: <sip:alice@192.0.2.1:6001;pn-provider=apns.dev;pn-prid=ab12;pn-param=ABCD.org.linphone.phone.voip>;expires=3600;+sip.instance=\"<urn:uuid:1>\", <sip:alice@192.0.2.9>;expires=60\r\n" +
+			"m: <sip:alice@192.0.2.7:5070>;expires=120\r\n"
+		end = "Server: kamailio (5.8.4 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n"
+	)
+	cases := []struct {
+		name, msg string
+		read      bool
+	}{
+		{"as Kamailio answers", "SIP/2.0 200 OK\r\n" + vias + dialog + contacts + end, true},
+		{"Expires and Feature-Caps", "SIP/2.0 202 Accepted for now\r\n" + vias + dialog + contacts +
+			"EXPIRES : 300\r\nFeature-Caps: *;+sip.pns=\"apns\"\r\n" + end, true},
+		{"no Contact", "SIP/2.0 200 OK\r\n" + vias + dialog + end, true},
+		{"another header folded", "SIP/2.0 200 OK\r\n" + vias + dialog + contacts + "Server: kamailio\r\n (5.8.4)\r\n" + end, true},
+		{"a Contact folded", "SIP/2.0 200 OK\r\n" + vias + dialog + "Contact: <sip:alice@192.0.2.1:6001>\r\n ;expires=60\r\n" + end, false},
+		{"Feature-Caps folded", "SIP/2.0 200 OK\r\n" + vias + dialog + contacts + "Feature-Caps: *;\r\n\t+sip.pns=\"apns\"\r\n" + end, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			data := []byte(c.msg)
+			status, _, _, scanned := scanAnswer(data)
+			if !scanned {
+				t.Fatal("scanAnswer did not take it")
+			}
+			res, ok := readAnswer(data, status)
+			if ok != c.read {
+				t.Fatalf("read = %v, want %v", ok, c.read)
+			}
+			if !ok {
+				return
+			}
+			msg, err := sip.ParseMessage(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			full := msg.(*sip.Response)
+			if res.StatusCode != full.StatusCode || res.Reason != full.Reason {
+				t.Fatalf("status %d %q, parser %d %q", res.StatusCode, res.Reason, full.StatusCode, full.Reason)
+			}
+			got, err := sipmsg.Contacts(res)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := sipmsg.Contacts(full)
+			if len(got) != len(want) {
+				t.Fatalf("%d Contacts, parser %d", len(got), len(want))
+			}
+			for i := range got {
+				if got[i].String() != want[i].String() || sipmsg.Expires(res, got[i], -1) != sipmsg.Expires(full, want[i], -1) {
+					t.Fatalf("Contact %d: %s (expires %d), parser %s (expires %d)", i, got[i], sipmsg.Expires(res, got[i], -1), want[i], sipmsg.Expires(full, want[i], -1))
+				}
+			}
+			if sipmsg.Expires(res, nil, -1) != sipmsg.Expires(full, nil, -1) || upstreamPushes(res, "apns") != upstreamPushes(full, "apns") {
+				t.Fatal("Expires or Feature-Caps read otherwise than the parser reads them")
 			}
 		})
 	}
