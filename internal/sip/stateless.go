@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"hash/maphash"
+	"iter"
 	"net"
 	"net/netip"
 	"strconv"
@@ -370,9 +371,7 @@ func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string)
 	head := first + len(crlf) // where the header lines start
 	var via, maxFwd [2]int    // the device's Via line and Max-Forwards', when found: start, end
 	sized := false            // a Content-Length line came
-	for pos := head; pos < end+len(crlf); {
-		line := raw[pos : pos+bytes.Index(raw[pos:], crlf)]
-		next := pos + len(line) + len(crlf)
+	for at, line := range headerLines(raw[:end+len(crlf)]) {
 		name, value, found := bytes.Cut(line, []byte(":"))
 		name = bytes.TrimSpace(name)
 		switch {
@@ -382,13 +381,12 @@ func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string)
 			if _, plain := plainVia(value); !plain {
 				return nil, false
 			}
-			via = [2]int{pos, next}
+			via = at
 		case bytes.EqualFold(name, []byte("max-forwards")):
-			maxFwd = [2]int{pos, next}
+			maxFwd = at
 		case bytes.EqualFold(name, []byte("content-length")) || bytes.EqualFold(name, []byte("l")):
 			sized = true
 		}
-		pos = next
 	}
 	if via[1] == 0 || !sized {
 		return nil, false
@@ -522,11 +520,9 @@ func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) 
 	}
 	head := data[:end+len(crlf)] // the status line and every header line, each with its CRLF
 	top, below := -1, -1         // where sipwake's Via line starts and the next line does
-	for pos := bytes.Index(head, crlf) + len(crlf); pos < len(head); {
-		line := head[pos : pos+bytes.Index(head[pos:], crlf)]
-		next := pos + len(line) + len(crlf)
+	for at, line := range headerLines(head) {
 		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
-			if pos == below {
+			if at[0] == below {
 				return 0, "", nil, false // sipwake's Via continues on this line
 			}
 		} else if value, via := viaValue(line); via {
@@ -539,9 +535,8 @@ func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) 
 			if !plain {
 				return 0, "", nil, false // several values, or anything unusual
 			}
-			top, below, branch = pos, next, b
+			top, below, branch = at[0], at[1], b
 		}
-		pos = next
 	}
 	return 0, "", nil, false // no Via below sipwake's
 }
@@ -558,13 +553,9 @@ var answerHeaders = []struct{ wire, name string }{
 // them); the device gets the datagram itself. ok is false when one of them
 // is folded over lines: the parser takes the answer then.
 func readAnswer(data []byte, status int) (res *sip.Response, ok bool) {
-	first := bytes.Index(data, crlf)
-	head := data[:bytes.Index(data, headsEnd)+len(crlf)]
-	res = sip.NewResponse(status, string(data[len(responsePrefix)+4:first]))
+	res = sip.NewResponse(status, string(data[len(responsePrefix)+4:bytes.Index(data, crlf)]))
 	read := false // the line before was one of answerHeaders
-	for pos := first + len(crlf); pos < len(head); {
-		line := head[pos : pos+bytes.Index(head[pos:], crlf)]
-		pos += len(line) + len(crlf)
+	for _, line := range headerLines(data[:bytes.Index(data, headsEnd)+len(crlf)]) {
 		if len(line) > 0 && (line[0] == ' ' || line[0] == '\t') {
 			if read {
 				return nil, false
@@ -582,6 +573,22 @@ func readAnswer(data []byte, status int) (res *sip.Response, ok bool) {
 		}
 	}
 	return res, true
+}
+
+// headerLines walks the header lines of head (a message's first line and
+// its header lines, each ending in CRLF): each line without its CRLF, and
+// where it starts and the next one does.
+func headerLines(head []byte) iter.Seq2[[2]int, []byte] {
+	return func(yield func([2]int, []byte) bool) {
+		for pos := bytes.Index(head, crlf) + len(crlf); pos < len(head); {
+			line := head[pos : pos+bytes.Index(head[pos:], crlf)]
+			next := pos + len(line) + len(crlf)
+			if !yield([2]int{pos, next}, line) {
+				return
+			}
+			pos = next
+		}
+	}
 }
 
 // viaValue returns the value of a header line that is a Via (or its
