@@ -76,8 +76,11 @@ func TestReadAnswer(t *testing.T) {
 		vias = "Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bK-swsl-0f;rport=5060\r\n" +
 			"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;received=192.0.2.1;rport=6001\r\n"
 		dialog = "From: <sip:alice@example.test>;tag=1\r\nTo: <sip:alice@example.test>;tag=2\r\nCall-ID: a@b\r\nCSeq: 1 REGISTER\r\n"
-		// As Kamailio's registrar answers (registrar module, save()).
-		contacts = "Contact: <sip:alice@192.0.2.1:6001;pn-provider=apns.dev;pn-prid=ab12;pn-param=ABCD.org.linphone.phone.voip>;expires=3600;+sip.instance=\"<urn:uuid:1>\", <sip:alice@192.0.2.9>;expires=60\r\n" +
+		// As Kamailio's registrar answers (registrar module, save()) a
+		// Linphone for iOS REGISTER: liblinphone's Contact (account.cpp,
+		// generatePushParams; PushKit token %02X with ":voip", team id
+		// ABCD1234, see internal/app/clients_test.go) with ;expires added.
+		contacts = "Contact: <sip:alice@192.0.2.1:6001;transport=udp;pn-prid=8A5C0F6E2B9D4A7133C6E0F1D2B3A4958677E8F9A0B1C2D3E4F5061728394A5B:voip;pn-provider=apns.dev;pn-param=ABCD1234.org.linphone.phone.voip;pn-silent=1;pn-timeout=0>;expires=3600;+sip.instance=\"<urn:uuid:1>\", <sip:alice@192.0.2.9>;expires=60\r\n" +
 			"m: <sip:alice@192.0.2.7:5070>;expires=120\r\n"
 		end = "Server: kamailio (5.8.4 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n"
 	)
