@@ -60,17 +60,15 @@ type statelessUDP struct {
 
 	mu      sync.Mutex
 	pending map[string]*pendingRegister // by branch
-	// running counts the workers, which Stop waits for; closing quit ends
-	// their waits for the registrar, and idle workers. jobs hands a
-	// REGISTER to an idle worker, idle ends one (see run).
-	running  sync.WaitGroup
-	jobs     chan func()
-	idle     *time.Ticker
+	// workers run the REGISTER handlers; closing quit ends their waits
+	// for the registrar.
+	workers  *workers
 	quit     chan struct{}
 	quitOnce sync.Once
 }
 
-// workerIdle is how often one idle worker ends.
+// workerIdle is how long a REGISTER handler's worker stays idle before it
+// ends.
 const workerIdle = time.Second
 
 // pendingRegister is a REGISTER waiting for the registrar.
@@ -89,44 +87,16 @@ func newStatelessUDP(s *Server) *statelessUDP {
 		seed:    maphash.MakeSeed(),
 		bufs:    sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		pending: map[string]*pendingRegister{},
-		jobs:    make(chan func()),
-		idle:    time.NewTicker(workerIdle),
+		workers: newWorkers(workerIdle),
 		quit:    make(chan struct{}),
-	}
-}
-
-// run runs a REGISTER's handler on an idle worker, or on a new one when
-// none is idle. Workers stay for the next REGISTER; while some are idle,
-// one ends every workerIdle, so there are about as many as REGISTERs are
-// handled at once. A goroutine per REGISTER started on a small stack and
-// grew it again for every one, where a worker's has grown once (growing
-// stacks was about 6% of sipwake's CPU profile at 9,000 refreshes/s).
-func (u *statelessUDP) run(job func()) {
-	select {
-	case u.jobs <- job:
-	default:
-		u.running.Go(func() { u.work(job) })
-	}
-}
-
-func (u *statelessUDP) work(job func()) {
-	for {
-		job()
-		select {
-		case job = <-u.jobs:
-		case <-u.idle.C:
-			return
-		case <-u.quit:
-			return
-		}
 	}
 }
 
 // stop waits for the handlers still at work, after the listener closed: no
 // answer from the registrar can arrive any more, so none waits for one.
 func (u *statelessUDP) stop() {
-	u.quitOnce.Do(func() { close(u.quit); u.idle.Stop() })
-	u.running.Wait()
+	u.quitOnce.Do(func() { close(u.quit) })
+	u.workers.stop()
 }
 
 // serve makes conn, the UDP listener, the socket stateless REGISTERs come
@@ -139,7 +109,7 @@ func (u *statelessUDP) serve(conn net.PacketConn) {
 
 // filter is sipgo's transport read filter: a datagram it takes is gone
 // (nil), anything else goes on to sipgo unchanged. It runs in the socket's
-// read loop, so it never blocks: handlers run on workers (run).
+// read loop, so it never blocks: handlers run on workers.
 func (u *statelessUDP) filter(info sip.TransportReadProps, data []byte) ([]byte, error) {
 	if u.conn == nil || info.Transport != "UDP" || !u.onListener(info.LocalAddr) {
 		return data, nil
@@ -190,7 +160,7 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 		return true
 	}
 	raw := bytes.Clone(data) // sipgo reuses its read buffer
-	u.run(func() { u.handle(req, raw, branch, p, from) })
+	u.workers.run(func() { u.handle(req, raw, branch, p, from) })
 	return true
 }
 
