@@ -45,7 +45,7 @@ var (
 	flagTable      = flag.String("register.table", "", "also write the result table to this file")
 	flagProcCPU    = flag.String("sipwake.cpuprofile", "", "with -register.rate: write the separate sipwake process' CPU profile of the run (from its /admin/pprof/profile) to this file")
 	flagUsers      = flag.Int("register.users", 5000, "distinct users (AORs) registered, in turn")
-	flagStatsDir   = flag.String("register.stats", "", "copy every REGISTER run's sipp -trace_stat file (what the held rule judged) and short-message trace into this directory")
+	flagStatsDir   = flag.String("register.stats", "", "copy every REGISTER run's sipp -trace_stat file (what the held rule judged), -trace_err file (when calls failed) and short-message trace into this directory")
 )
 
 const (
@@ -89,11 +89,9 @@ type setupResult struct {
 	StoreCount int
 	RSSKiB     int64 // VmRSS after the run (separate process only)
 	HWMKiB     int64 // VmHWM, the peak
-	// Wedged: after its first overload, sipwake answered none of a
-	// trickle of REGISTERs. Restarts: how often the harness restarted it
-	// after an overloaded probe, so the next probe measured capacity
-	// rather than the wedge.
-	Wedged   bool
+	// Restarts: how often, after an overload, the hop answered none of a
+	// trickle of REGISTERs and the harness restarted it, so the next probe
+	// measured capacity rather than the wedge.
 	Restarts int
 	// At50 and At80 are runs at 50% and 80% of the edge's held rate, for
 	// their round trips (Target 0: not run).
@@ -162,7 +160,7 @@ func BenchmarkRegisterRate(b *testing.B) {
 				})
 				r := measureFlow(b, fl, hopSetup{Name: "sipwake", Remote: p.Addr, Param: p.Param,
 					Registrar: reg.Pid(), Hop: func() int { return p.cmd.Process.Pid },
-					Restart: func(bool) { p = p.restart(b) }, Diagnose: diagnoseRegistrar(b, reg, fl),
+					Restart: func() { p = p.restart(b) }, Diagnose: diagnoseRegistrar(b, reg, fl),
 					Searching: func() func() { return profileProcess(b, adminAddr) }},
 					tab.edgeHeld(fl))
 				r.RSSKiB, r.HWMKiB = p.Memory(b)
@@ -178,8 +176,8 @@ func BenchmarkRegisterRate(b *testing.B) {
 				cfg, fake := sipwakeConfig(b, reg.Addr)
 				sw := startSipwakeInProcess(b, cfg)
 				dumped := false
-				restart := func(wedged bool) {
-					if wedged && !dumped {
+				restart := func() {
+					if !dumped {
 						dumpGoroutines(b)
 						dumped = true
 					}
@@ -341,7 +339,7 @@ func dumpGoroutines(b *testing.B) {
 // measureWith searches for the highest sustained digest-registration rate
 // against remote (the cluster table's set-ups) with devices whose pn-param
 // is param; restart and diagnose are hopSetup's.
-func measureWith(b *testing.B, name, path, remote, param string, restart func(wedged bool), diagnose func()) setupResult {
+func measureWith(b *testing.B, name, path, remote, param string, restart func(), diagnose func()) setupResult {
 	b.Helper()
 	r := measureFlow(b, regFlows[1], hopSetup{Name: name, Remote: remote, Param: param, Restart: restart, Diagnose: diagnose}, nil)
 	r.Path = path
@@ -360,10 +358,9 @@ type hopSetup struct {
 	Registrar    int
 	Hop          func() int
 	HopInHarness bool
-	// Restart, when set, restarts the hop after a run it did not hold,
-	// told whether the hop then answered none of a trickle; Diagnose runs
-	// when it answered none.
-	Restart  func(wedged bool)
+	// Restart, when set, restarts the hop when it answered none of a
+	// trickle after a run it did not hold; Diagnose runs first.
+	Restart  func()
 	Diagnose func()
 	// Searching, when set, is called once the users are registered, as
 	// the search starts; what it returns, when the search is over.
@@ -438,6 +435,9 @@ func (l *loader) run(rate int, d time.Duration) probe {
 	p := newProbe(rate, calls, res)
 	p.CPU = cpu.stop(res.CPU)
 	l.keep(res.StatsPath, rate, "csv")
+	if p.Failed > 0 {
+		l.keep(res.ErrorsPath, rate, "err.log") // what sipp did not expect
+	}
 	if l.short {
 		l.keep(short, rate, "short.log")
 	}
@@ -489,8 +489,8 @@ func runRegisters(b *testing.B, o peertest.SippOptions, short string) *peertest.
 	return res
 }
 
-// keep copies a file of the run (its -trace_stat file, its short-message
-// trace) into -register.stats.
+// keep copies a file of the run (its -trace_stat file, its -trace_err
+// file when calls failed, its short-message trace) into -register.stats.
 func (l *loader) keep(path string, rate int, ext string) {
 	if *flagStatsDir == "" {
 		return
@@ -510,10 +510,13 @@ const primeRate = 1000
 
 // measureFlow searches for the highest rate hs holds in flow fl (or runs
 // -register.rate once) and then, when latencyBase gives a rate, one run at
-// 50% and one at 80% of it for their round trips. After a run the set-up
-// did not hold, a trickle of REGISTERs checks whether it still answers
-// (for the first three such runs), Diagnose runs if it does not, and
-// Restart, if set, is called.
+// 50% and one at 80% of it for their round trips. After a run a set-up
+// with a Restart did not hold, a trickle of REGISTERs checks whether it
+// still answers; if it answers none, Diagnose runs (the first three
+// times) and Restart is called, as a supervisor's health check would. A
+// hop that sheds an overload and answers again goes on as it is, warm,
+// as the Kamailio edge does: a restart before every probe after the
+// first failed one had the next probe measure a cold process.
 func measureFlow(b *testing.B, fl regFlow, hs hopSetup, latencyBase func(own probe) int) setupResult {
 	b.Helper()
 	l := newLoader(b, fl, hs)
@@ -529,18 +532,15 @@ func measureFlow(b *testing.B, fl regFlow, hs hopSetup, latencyBase func(own pro
 		if p.Sustained() || hs.Restart == nil {
 			return p
 		}
-		wedged := false
-		if res.Restarts < 3 {
-			trickle := l.run(20, time.Second)
-			res.Wedged = res.Wedged || trickle.Successful == 0
-			b.Logf("%s: after overload, a trickle of 20/s: %v", hs.Name, trickle)
-			wedged = trickle.Successful == 0
-			if wedged && hs.Diagnose != nil {
+		trickle := l.run(20, time.Second)
+		b.Logf("%s: after overload, a trickle of 20/s: %v", hs.Name, trickle)
+		if trickle.Successful == 0 {
+			if hs.Diagnose != nil && res.Restarts < 3 {
 				hs.Diagnose()
 			}
+			hs.Restart()
+			res.Restarts++
 		}
-		hs.Restart(wedged)
-		res.Restarts++
 		return p
 	}
 
@@ -710,10 +710,8 @@ func (r setupResult) notes() []string {
 	if r.StoreCount > 0 {
 		notes = append(notes, fmt.Sprintf("store count %d", r.StoreCount))
 	}
-	if r.Wedged {
-		notes = append(notes, fmt.Sprintf("WEDGED after its first overload (answered nothing at 20/s); restarted %d times", r.Restarts))
-	} else if r.Restarts > 0 {
-		notes = append(notes, fmt.Sprintf("restarted %d times after overload", r.Restarts))
+	if r.Restarts > 0 {
+		notes = append(notes, fmt.Sprintf("WEDGED %d times after overload (answered nothing at 20/s), restarted", r.Restarts))
 	}
 	if r.RSSKiB > 0 {
 		notes = append(notes, fmt.Sprintf("RSS %.1f MiB (peak %.1f)", float64(r.RSSKiB)/1024, float64(r.HWMKiB)/1024))
