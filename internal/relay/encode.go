@@ -145,8 +145,12 @@ func elide(contact string, d Device) (string, bool) {
 	}
 	out := contact
 	for _, v := range []struct{ value, mark string }{{d.Token, tokenMark}, {d.Param, paramMark}} {
-		if v.value != "" && strings.Count(out, v.value) == 1 {
-			out = strings.Replace(out, v.value, v.mark, 1)
+		if v.value == "" {
+			continue
+		}
+		// Only a value the contact holds once: restore puts it back there.
+		if i := strings.Index(out, v.value); i >= 0 && !strings.Contains(out[i+len(v.value):], v.value) {
+			out = out[:i] + v.mark + out[i+len(v.value):]
 		}
 	}
 	return out, out != contact

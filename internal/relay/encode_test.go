@@ -70,6 +70,31 @@ func TestEncodeLeavesOutWhatTheRecordHolds(t *testing.T) {
 	}
 }
 
+// TestEncodeRoundTripsATokenTheContactRepeats: a Contact that holds the
+// push token twice (sipp's register_push.xml puts it in +sip.instance
+// too) keeps both; the pn-param it holds once is stored once.
+func TestEncodeRoundTripsATokenTheContactRepeats(t *testing.T) {
+	token, param := strings.Repeat("9f", 32), "ABCD1234.org.example.app.voip"
+	b := Binding{
+		AOR: "dave@example.test", Device: Device{Provider: "apns", Token: token, Param: param},
+		Contact: "<sip:dave@192.0.2.5:6001;transport=UDP;pn-provider=apns;pn-prid=" + token + ";pn-param=" + param +
+			`>;+sip.instance="<urn:sipp:` + token + `>"`,
+		Upstream: UpstreamState{Path: true, Expires: 3600},
+	}
+	b.Upstream.Contact = b.Contact
+	data, err := encode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(data), param); n != 1 {
+		t.Errorf("pn-param stored %d times, want once: %q", n, data)
+	}
+	got, err := decode(store.Record{AOR: string(b.AOR), Data: data})
+	if err != nil || !reflect.DeepEqual(got, b) {
+		t.Fatalf("round trip:\n got %+v, %v\nwant %+v", got, err, b)
+	}
+}
+
 func TestDecodeRefusesBadCompactData(t *testing.T) {
 	good, err := encode(Binding{Contact: "sip:a@b", Account: &Account{ID: "x"}})
 	if err != nil {

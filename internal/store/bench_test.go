@@ -200,3 +200,34 @@ func procStatus(field string) int64 {
 	}
 	return 0
 }
+
+// BenchmarkBoltListAOR lists the records of an AOR the store has (two
+// devices) and of one it has not: a first registration's read.
+func BenchmarkBoltListAOR(b *testing.B) {
+	st := openAt(b, tempDB(b), testKeyring(b, "a"))
+	putMany(b, st, 10000, 0)
+	for _, c := range []struct {
+		name, aor string
+		want      int
+	}{{"stored", "sip:user42@example.com", 2}, {"new", "sip:nobody@example.com", 0}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if rs, err := st.ListAOR(b.Context(), c.aor); err != nil || len(rs) != c.want {
+					b.Fatalf("ListAOR(%s) = %d records, %v; want %d", c.aor, len(rs), err, c.want)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkID derives a binding ID (a keyed hash), which every REGISTER
+// does a few times.
+func BenchmarkID(b *testing.B) {
+	st := openAt(b, tempDB(b), testKeyring(b, "a"))
+	device := "apns:" + strings.Repeat("ab12", 16) + ":voip"
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = st.ID("sip:user42@example.com", device)
+	}
+}

@@ -474,14 +474,17 @@ func (b *Bolt) locked(ctx context.Context, l sync.Locker, fn func() error) error
 
 // view runs fn in a read transaction with the store's buckets.
 func (b *Bolt) view(ctx context.Context, fn func(bk buckets) error) error {
-	return b.withDB(ctx, func(db *bolt.DB) error {
-		return db.View(func(tx *bolt.Tx) error {
-			bk, err := b.txBuckets(tx)
-			if err != nil {
-				return err
-			}
-			return fn(bk)
-		})
+	return b.withDB(ctx, func(db *bolt.DB) error { return b.viewDB(db, fn) })
+}
+
+// viewDB is view on db, which withDB handed out.
+func (b *Bolt) viewDB(db *bolt.DB, fn func(bk buckets) error) error {
+	return db.View(func(tx *bolt.Tx) error {
+		bk, err := b.txBuckets(tx)
+		if err != nil {
+			return err
+		}
+		return fn(bk)
 	})
 }
 

@@ -140,6 +140,14 @@ func (x *memIndex) len() int {
 	return len(x.one)
 }
 
+// filed tells whether any ID is filed under the AOR key.
+func (x *memIndex) filed(key uint64) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	_, ok := x.one[key]
+	return ok
+}
+
 // ids returns the IDs filed under the AOR key, in ID order.
 func (x *memIndex) ids(key uint64) []ID {
 	x.mu.RLock()

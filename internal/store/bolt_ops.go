@@ -67,13 +67,19 @@ func (b *Bolt) Get(ctx context.Context, id ID) (Record, error) {
 }
 
 // ListAOR returns every record of aor, in ID order. Records that cannot be
-// opened are skipped and logged.
+// opened are skipped and logged. An AOR the index has no record of (every
+// first registration's) costs no read transaction.
 func (b *Bolt) ListAOR(ctx context.Context, aor string) ([]Record, error) {
 	hash := b.codec.aorHash(aor)
 	var raws []rawRecord
-	err := b.view(ctx, func(bk buckets) error {
-		raws = bk.aorRecords(hash)
-		return nil
+	err := b.withDB(ctx, func(db *bolt.DB) error {
+		if !b.mem.filed(aorKey(hash)) {
+			return nil
+		}
+		return b.viewDB(db, func(bk buckets) error {
+			raws = bk.aorRecords(hash)
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: list aor: %w", err)

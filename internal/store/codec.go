@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"hash"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -39,7 +38,15 @@ type codec struct {
 	keys     *Keyring
 	log      *slog.Logger
 	indexKey []byte    // immutable
-	macs     sync.Pool // of HMAC-SHA256 under indexKey
+	macs     sync.Pool // of *mac
+}
+
+// mac is an HMAC-SHA256 under the index key, with a buffer its input is
+// put together in, and its sum taken into: one Write of bytes the mac
+// owns, where a Write per string part converted (allocated) each.
+type mac struct {
+	hash.Hash
+	in []byte
 }
 
 func newCodec(keys *Keyring, indexKey []byte, log *slog.Logger) *codec {
@@ -123,17 +130,19 @@ func (c *codec) aorHash(aor string) []byte {
 // hmac writes the first len(out) bytes of HMAC(indexKey, parts...) to out.
 // Every REGISTER and call computes a few; the hashers are reused.
 func (c *codec) hmac(out []byte, parts ...string) {
-	m, ok := c.macs.Get().(hash.Hash)
+	m, ok := c.macs.Get().(*mac)
 	if ok {
 		m.Reset()
 	} else {
-		m = hmac.New(sha256.New, c.indexKey)
+		m = &mac{Hash: hmac.New(sha256.New, c.indexKey)}
 	}
+	m.in = m.in[:0]
 	for _, p := range parts {
-		_, _ = io.WriteString(m, p) // a hash.Hash never fails a write
+		m.in = append(m.in, p...)
 	}
-	var sum [sha256.Size]byte
-	copy(out, m.Sum(sum[:0]))
+	_, _ = m.Write(m.in) // a hash.Hash never fails a write
+	m.in = m.Sum(m.in[:0])
+	copy(out, m.in)
 	c.macs.Put(m)
 }
 
