@@ -44,6 +44,7 @@ var (
 	flagRuns       = flag.Int("register.runs", 1, "with -register.rate: this many sustained runs in a row, each logged, the last one reported and profiled (first registrations: the store grows by each run's)")
 	flagTable      = flag.String("register.table", "", "also write the result table to this file")
 	flagProcCPU    = flag.String("sipwake.cpuprofile", "", "with -register.rate: write the separate sipwake process' CPU profile of the run (from its /admin/pprof/profile) to this file")
+	flagCold       = flag.Bool("register.cold", false, "with -register.rate: restart sipwake on its data just before the reported run, which then meets a cold process, as load does after a restart")
 	flagUsers      = flag.Int("register.users", 5000, "distinct users (AORs) registered, in turn")
 	flagStatsDir   = flag.String("register.stats", "", "copy every REGISTER run's sipp -trace_stat file (what the held rule judged), -trace_err file (when calls failed) and short-message trace into this directory")
 )
@@ -546,6 +547,9 @@ func measureFlow(b *testing.B, fl regFlow, hs hopSetup, latencyBase func(own pro
 
 	for i := 1; *flagRate > 0 && i < *flagRuns; i++ {
 		run(*flagRate, defaultPlan.Sustain)
+	}
+	if *flagCold && *flagRate > 0 && hs.Restart != nil {
+		hs.Restart()
 	}
 	over := func() {}
 	if hs.Searching != nil {
