@@ -2,7 +2,12 @@ package sip
 
 import (
 	"bytes"
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -105,4 +110,61 @@ func BenchmarkRelayChallenge(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkRegisterInFlightMemory is what one REGISTER waiting on the
+// registrar holds (Go heap and stacks): n REGISTERs, laid out as sipp's
+// register_push.xml sends them, go to a registrar that reads and never
+// answers, and the memory in use with all n waiting is compared with the
+// memory before. It is what sip.max_registers_in_flight bounds.
+func BenchmarkRegisterInFlightMemory(b *testing.B) {
+	const n = 2048
+	for b.Loop() {
+		s, registrar, device := behindSilentRegistrar(b, time.Minute, n)
+		if err := registrar.SetReadBuffer(4 << 20); err != nil { // n REGISTERs before it reads
+			b.Fatal(err)
+		}
+		before := inUse()
+		token := strings.Repeat("5f", 32)
+		for i := range n {
+			user := fmt.Sprintf("u%05d", i)
+			req := "REGISTER sip:example.test SIP/2.0\r\n" +
+				"Via: SIP/2.0/UDP 127.0.0.1:6001;rport;branch=z9hG4bK-" + user + "\r\n" +
+				"Max-Forwards: 70\r\nFrom: <sip:" + user + "@example.test>;tag=" + user + "\r\nTo: <sip:" + user + "@example.test>\r\n" +
+				"Call-ID: " + user + "@127.0.0.1\r\nCSeq: 1 REGISTER\r\n" +
+				"Contact: <sip:" + user + "@127.0.0.1:6001;transport=UDP;pn-provider=apns;pn-prid=" + token +
+				";pn-param=ABCD1234.org.example.app.voip>;+sip.instance=\"<urn:sipp:" + token + ">\"\r\n" +
+				"Expires: 3600\r\nSupported: path, outbound\r\nUser-Agent: sipp register_push\r\nContent-Length: 0\r\n\r\n"
+			if _, err := device.Write([]byte(req)); err != nil {
+				b.Fatal(err)
+			}
+			if i%256 == 255 {
+				time.Sleep(5 * time.Millisecond) // within the sockets' buffers
+			}
+		}
+		buf := make([]byte, 4096)
+		for range n {
+			_ = registrar.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, _, err := registrar.ReadFrom(buf); err != nil {
+				b.Fatalf("registrar got no REGISTER: %v", err)
+			}
+		}
+		if got := s.inFlight.Load(); got != n {
+			b.Fatalf("%d REGISTERs in flight, want %d", got, n)
+		}
+		b.ReportMetric(float64(inUse()-before)/n, "B/in-flight")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := s.Stop(ctx); err != nil {
+			b.Fatal(err)
+		}
+		cancel()
+	}
+}
+
+// inUse is the Go heap and goroutine stacks in use after a collection.
+func inUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse + ms.StackInuse)
 }

@@ -14,24 +14,7 @@ import (
 // answers) instead of waiting out sip.upstream_timeout, and gives back
 // their places among sip.max_registers_in_flight.
 func TestStopEndsRegistersWaitingForTheRegistrar(t *testing.T) {
-	registrar, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer registrar.Close()
-	opts := fuzzOptions
-	opts.Listen = Listen{UDP: "127.0.0.1:0"}
-	opts.Upstream.Port = registrar.LocalAddr().(*net.UDPAddr).Port
-	opts.UpstreamTimeout = time.Hour
-	s := serverWith(t, fuzzRelay, opts)
-	if err := s.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	device, err := net.Dial("udp", s.Addr("udp"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer device.Close()
+	s, registrar, device := behindSilentRegistrar(t, time.Hour, 0)
 	const n = 3
 	for i := range n {
 		req := strings.Replace(seedMessages[0], "CSeq: 1 ", fmt.Sprintf("CSeq: %d ", i+1), 1)
@@ -61,4 +44,32 @@ func TestStopEndsRegistersWaitingForTheRegistrar(t *testing.T) {
 	if got := s.inFlight.Load(); got != 0 {
 		t.Fatalf("%d REGISTERs in flight after Stop, want 0", got)
 	}
+}
+
+// behindSilentRegistrar starts a server over UDP (upstream timeout and
+// in-flight bound as given; 0 leaves the bound at its default) in front of
+// a registrar that reads and never answers, and a device's socket
+// connected to it; the sockets close with tb.
+func behindSilentRegistrar(tb testing.TB, timeout time.Duration, maxInFlight int) (s *Server, registrar *net.UDPConn, device net.Conn) {
+	tb.Helper()
+	registrar, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = registrar.Close() })
+	opts := fuzzOptions
+	opts.Listen = Listen{UDP: "127.0.0.1:0"}
+	opts.Upstream.Port = registrar.LocalAddr().(*net.UDPAddr).Port
+	opts.UpstreamTimeout = timeout
+	opts.MaxRegistersInFlight = maxInFlight
+	s = serverWith(tb, fuzzRelay, opts)
+	if err := s.Start(context.Background()); err != nil {
+		tb.Fatal(err)
+	}
+	device, err = net.Dial("udp", s.Addr("udp"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = device.Close() })
+	return s, registrar, device
 }
