@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/internal/sipmsg"
 )
 
 // BenchmarkRegisterHandling is sipwake's own CPU work per REGISTER: parse
@@ -81,6 +83,54 @@ func BenchmarkRegisterHandling(b *testing.B) {
 			_ = withHeaders(relayed, lines.Bytes())
 		}
 	})
+}
+
+// BenchmarkStoredBindingReads is what storing a binding reads from the
+// device's REGISTER and the registrar's 200 before the store is called
+// (the expiry asked for, the one granted the push contact, the contact as
+// stored), on a REGISTER laid out as sipp's register_push.xml sends it and
+// a 200 as Kamailio's registrar sends it, read as the stateless UDP path
+// reads answers.
+func BenchmarkStoredBindingReads(b *testing.B) {
+	s := fuzzServer(b)
+	token := strings.Repeat("5f", 32)
+	contact := "<sip:u00001@127.0.0.1:6001;transport=UDP;pn-provider=apns;pn-prid=" + token +
+		";pn-param=ABCD1234.org.example.app.voip>;+sip.instance=\"<urn:sipp:" + token + ">\""
+	req := "REGISTER sip:example.test SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:6001;rport;branch=z9hG4bK-u00001\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:u00001@example.test>;tag=u00001\r\nTo: <sip:u00001@example.test>\r\n" +
+		"Call-ID: u00001@127.0.0.1\r\nCSeq: 1 REGISTER\r\nContact: " + contact + "\r\n" +
+		"Expires: 3600\r\nSupported: path, outbound\r\nUser-Agent: sipp register_push\r\nContent-Length: 0\r\n\r\n"
+	ok := "SIP/2.0 200 OK\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=" + statelessMark + "00;rport=5060\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:6001;rport=6001;branch=z9hG4bK-u00001\r\n" +
+		"From: <sip:u00001@example.test>;tag=u00001\r\nTo: <sip:u00001@example.test>;tag=1d24a28a0bded6c40d31e6db8aab9ac6.9f3b\r\n" +
+		"Call-ID: u00001@127.0.0.1\r\nCSeq: 1 REGISTER\r\n" +
+		"Contact: " + contact + ";expires=3600;received=\"sip:127.0.0.1:6001\"\r\n" +
+		"Path: <sip:sw-aaaa@127.0.0.1:5060;lr>\r\nServer: kamailio (5.6.3 (x86_64/linux))\r\nContent-Length: 0\r\n\r\n"
+	msg, err := sip.NewParser().ParseSIP([]byte(req))
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg.SetSource("127.0.0.1:6001")
+	reg, code, _ := s.parseRegister(msg.(*sip.Request))
+	if code != 0 {
+		b.Fatal(code)
+	}
+	res, read := readAnswer([]byte(ok), 200)
+	if !read {
+		b.Fatal("200 not read")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		requested := sipmsg.Expires(reg.req, reg.push, defaultExpires)
+		if granted := s.grantedExpires(res, reg, requested); granted != 3600 {
+			b.Fatalf("granted %d", granted)
+		}
+		if reg.push.Address.String() == "" {
+			b.Fatal("no contact")
+		}
+	}
 }
 
 // BenchmarkRelayChallenge is what relaying the registrar's 401 costs on the

@@ -7,6 +7,7 @@ package sipmsg
 
 import (
 	"fmt"
+	"iter"
 	"strconv"
 	"strings"
 
@@ -25,12 +26,12 @@ const BindingUserPrefix = "sw-"
 // not copies: clone one before changing it for another message.
 func Contacts(msg sip.Message) ([]*sip.ContactHeader, error) {
 	var out []*sip.ContactHeader
-	for _, h := range msg.GetHeaders("Contact") {
+	for h := range named(msg, "Contact") {
 		if c, ok := h.(*sip.ContactHeader); ok {
 			out = append(out, c)
 			continue
 		}
-		for _, v := range SplitList(h.Value()) {
+		for v := range SplitList(h.Value()) {
 			c := &sip.ContactHeader{}
 			if strings.TrimSpace(v) == "*" {
 				c.Address.Wildcard = true
@@ -48,30 +49,74 @@ func Contacts(msg sip.Message) ([]*sip.ContactHeader, error) {
 	return out, nil
 }
 
-// SplitList splits a header value at commas outside quotes and <>.
-func SplitList(v string) []string {
-	var (
-		out     []string
-		start   int
-		quoted  bool
-		bracket bool
-	)
-	for i := 0; i < len(v); i++ {
-		switch v[i] {
-		case '"':
-			quoted = !quoted
-		case '<':
-			bracket = !quoted
-		case '>':
-			bracket = false
-		case ',':
-			if !quoted && !bracket {
-				out = append(out, strings.TrimSpace(v[start:i]))
-				start = i + 1
+// SplitList yields the parts of a header value between commas outside
+// quotes and <>, trimmed.
+func SplitList(v string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		start, quoted, bracket := 0, false, false
+		for i := 0; i < len(v); i++ {
+			switch v[i] {
+			case '"':
+				quoted = !quoted
+			case '<':
+				bracket = !quoted
+			case '>':
+				bracket = false
+			case ',':
+				if !quoted && !bracket {
+					if !yield(strings.TrimSpace(v[start:i])) {
+						return
+					}
+					start = i + 1
+				}
+			}
+		}
+		yield(strings.TrimSpace(v[start:]))
+	}
+}
+
+// named yields msg's headers called name, matched as sipgo's GetHeaders
+// matches them (ASCII case folded), without GetHeaders' lower-cased copy
+// of every other header's name on the way: these lookups run for every
+// REGISTER.
+func named(msg sip.Message, name string) iter.Seq[sip.Header] {
+	return func(yield func(sip.Header) bool) {
+		all, ok := msg.(interface{ Headers() []sip.Header })
+		if !ok {
+			for _, h := range msg.GetHeaders(name) {
+				if !yield(h) {
+					return
+				}
+			}
+			return
+		}
+		for _, h := range all.Headers() {
+			if equalFoldASCII(h.Name(), name) && !yield(h) {
+				return
 			}
 		}
 	}
-	return append(out, strings.TrimSpace(v[start:]))
+}
+
+// equalFoldASCII is a == b with ASCII letters case folded, and nothing
+// else (strings.EqualFold also folds Unicode: "ſ" is "s" to it).
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		if lowerASCII(a[i]) != lowerASCII(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func lowerASCII(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // Expires is a Contact's expiry: its own expires parameter, else the
@@ -84,10 +129,11 @@ func Expires(msg sip.Message, c *sip.ContactHeader, def int) int {
 			}
 		}
 	}
-	if hs := msg.GetHeaders("Expires"); len(hs) > 0 {
-		if n, err := strconv.Atoi(strings.TrimSpace(hs[0].Value())); err == nil && n >= 0 {
+	for h := range named(msg, "Expires") {
+		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
 			return n
 		}
+		break // the first one says
 	}
 	return def
 }

@@ -14,7 +14,7 @@ func TestSplitList(t *testing.T) {
 		`"Doe, John" <sip:a@h;x=1,2>, *`:     {`"Doe, John" <sip:a@h;x=1,2>`, `*`},
 		` <sip:a@h> ,<sip:b@h;pn-prid=x,y> `: {`<sip:a@h>`, `<sip:b@h;pn-prid=x,y>`},
 	} {
-		if got := SplitList(in); !slices.Equal(got, want) {
+		if got := slices.Collect(SplitList(in)); !slices.Equal(got, want) {
 			t.Errorf("SplitList(%q) = %q, want %q", in, got, want)
 		}
 	}
@@ -35,5 +35,18 @@ func TestContactsAndExpires(t *testing.T) {
 	}
 	if Expires(msg, cs[0], 1) != 300 || Expires(msg, cs[1], 1) != 60 || Expires(msg, nil, 1) != 60 {
 		t.Fatal("expires not read from the contact, then the header")
+	}
+}
+
+func TestHeadersMatchedAsSipgoMatchesThem(t *testing.T) {
+	for name, want := range map[string]int{"EXPIRES": 60, "expires": 60, "Expires": 60, "Expireſ": 1, "Expire": 1} {
+		res := sip.NewResponse(200, "OK")
+		res.AppendHeader(sip.NewHeader(name, "60"))
+		if got := Expires(res, nil, 1); got != want {
+			t.Errorf("header %q: Expires = %d, want %d", name, got, want)
+		}
+		if found := len(res.GetHeaders("Expires")) > 0; found != (want == 60) {
+			t.Errorf("header %q: sipgo's GetHeaders found it: %v", name, found)
+		}
 	}
 }
