@@ -36,14 +36,21 @@ type groupCommit struct {
 // in `bench/run.sh profile 2000`) and sipwake's CPU per registration ~10%
 // less; 5 ms took it ~7% lower again (`bench/run.sh profile-process 2000`,
 // relative to Kamailio's CPU in the same run: 1.71–1.79× against
-// 1.83–2.00×), for at most 5 ms more on a 200 OK under load. The price is
-// paid by a fixed set of writers in a loop, which waits out the linger
-// each round (`-bench BoltPutDurable`, 16 writers: 2,755 records/s at 2 ms,
-// 1,885 at 5 ms; 1 and 128 writers unchanged); REGISTERs arrive
-// independently. An idle store, or one writer alone, commits at once.
+// 1.83–2.00×), for at most 5 ms more on a 200 OK under load. 10 ms took
+// sipwake's CPU per first registration from 102–108 µs to 98–104 µs at
+// 6,800/s (four alternating runs each of `-register.rate 6800` in the
+// first flow: a commit's two fdatasyncs and its meta and freelist pages
+// are paid per commit, and ~120 commits/s became fewer), for 5 ms more
+// again. The price is paid by a fixed set of writers in a loop, which
+// waits out the linger each round (`-bench BoltPutDurable`, 16 writers:
+// 2,755 records/s at 2 ms, 1,885 at 5 ms; on 2026-12-06, 5 ms against
+// 10 ms, 16 writers 2,230–2,300 against 1,320 records/s and 128 writers
+// 13,500 against 8,800–9,100, one writer alone unchanged); sipwake's
+// writers are REGISTERs, which arrive independently. An idle store, or
+// one writer alone, commits at once.
 const (
 	busyWindow  = 5 * time.Millisecond
-	groupLinger = 5 * time.Millisecond
+	groupLinger = 10 * time.Millisecond
 	lingerStep  = 100 * time.Microsecond
 )
 
