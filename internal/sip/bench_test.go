@@ -93,14 +93,7 @@ func BenchmarkRegisterHandling(b *testing.B) {
 // reads answers.
 func BenchmarkStoredBindingReads(b *testing.B) {
 	s := fuzzServer(b)
-	token := strings.Repeat("5f", 32)
-	contact := "<sip:u00001@127.0.0.1:6001;transport=UDP;pn-provider=apns;pn-prid=" + token +
-		";pn-param=ABCD1234.org.example.app.voip>;+sip.instance=\"<urn:sipp:" + token + ">\""
-	req := "REGISTER sip:example.test SIP/2.0\r\n" +
-		"Via: SIP/2.0/UDP 127.0.0.1:6001;rport;branch=z9hG4bK-u00001\r\n" +
-		"Max-Forwards: 70\r\nFrom: <sip:u00001@example.test>;tag=u00001\r\nTo: <sip:u00001@example.test>\r\n" +
-		"Call-ID: u00001@127.0.0.1\r\nCSeq: 1 REGISTER\r\nContact: " + contact + "\r\n" +
-		"Expires: 3600\r\nSupported: path, outbound\r\nUser-Agent: sipp register_push\r\nContent-Length: 0\r\n\r\n"
+	req, contact := sippPushRegister("u00001")
 	ok := "SIP/2.0 200 OK\r\n" +
 		"Via: SIP/2.0/UDP 127.0.0.1:5060;branch=" + statelessMark + "00;rport=5060\r\n" +
 		"Via: SIP/2.0/UDP 127.0.0.1:6001;rport=6001;branch=z9hG4bK-u00001\r\n" +
@@ -175,16 +168,8 @@ func BenchmarkRegisterInFlightMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 		before := inUse()
-		token := strings.Repeat("5f", 32)
 		for i := range n {
-			user := fmt.Sprintf("u%05d", i)
-			req := "REGISTER sip:example.test SIP/2.0\r\n" +
-				"Via: SIP/2.0/UDP 127.0.0.1:6001;rport;branch=z9hG4bK-" + user + "\r\n" +
-				"Max-Forwards: 70\r\nFrom: <sip:" + user + "@example.test>;tag=" + user + "\r\nTo: <sip:" + user + "@example.test>\r\n" +
-				"Call-ID: " + user + "@127.0.0.1\r\nCSeq: 1 REGISTER\r\n" +
-				"Contact: <sip:" + user + "@127.0.0.1:6001;transport=UDP;pn-provider=apns;pn-prid=" + token +
-				";pn-param=ABCD1234.org.example.app.voip>;+sip.instance=\"<urn:sipp:" + token + ">\"\r\n" +
-				"Expires: 3600\r\nSupported: path, outbound\r\nUser-Agent: sipp register_push\r\nContent-Length: 0\r\n\r\n"
+			req, _ := sippPushRegister(fmt.Sprintf("u%05d", i))
 			if _, err := device.Write([]byte(req)); err != nil {
 				b.Fatal(err)
 			}
@@ -209,6 +194,22 @@ func BenchmarkRegisterInFlightMemory(b *testing.B) {
 		}
 		cancel()
 	}
+}
+
+// sippPushRegister is a REGISTER laid out as sipp sends
+// internal/peertest/testdata/sipp/register_push.xml from 127.0.0.1:6001
+// for user, with a 64-hex APNs token and a liblinphone-style pn-param
+// (team.bundle.voip); contact is its Contact value.
+func sippPushRegister(user string) (req, contact string) {
+	token := strings.Repeat("5f", 32)
+	contact = "<sip:" + user + "@127.0.0.1:6001;transport=UDP;pn-provider=apns;pn-prid=" + token +
+		";pn-param=ABCD1234.org.example.app.voip>;+sip.instance=\"<urn:sipp:" + token + ">\""
+	req = "REGISTER sip:example.test SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 127.0.0.1:6001;rport;branch=z9hG4bK-" + user + "\r\n" +
+		"Max-Forwards: 70\r\nFrom: <sip:" + user + "@example.test>;tag=" + user + "\r\nTo: <sip:" + user + "@example.test>\r\n" +
+		"Call-ID: " + user + "@127.0.0.1\r\nCSeq: 1 REGISTER\r\nContact: " + contact + "\r\n" +
+		"Expires: 3600\r\nSupported: path, outbound\r\nUser-Agent: sipp register_push\r\nContent-Length: 0\r\n\r\n"
+	return req, contact
 }
 
 // inUse is the Go heap and goroutine stacks in use after a collection.
