@@ -24,7 +24,7 @@ const BindingUserPrefix = "sw-"
 // lists in one header field; "*" is a wildcard Contact. Contacts sipgo
 // already parsed (it splits lists itself) are the message's own headers,
 // not copies: clone one before changing it for another message.
-func Contacts(msg sip.Message) ([]*sip.ContactHeader, error) {
+func Contacts(msg Message) ([]*sip.ContactHeader, error) {
 	var out []*sip.ContactHeader
 	for h := range named(msg, "Contact") {
 		if c, ok := h.(*sip.ContactHeader); ok {
@@ -75,22 +75,19 @@ func SplitList(v string) iter.Seq[string] {
 	}
 }
 
+// Message is what Contacts and Expires read of a SIP message, its
+// headers in order: sipgo's *sip.Request and *sip.Response.
+type Message interface {
+	Headers() []sip.Header
+}
+
 // named yields msg's headers called name, matched as sipgo's GetHeaders
 // matches them (ASCII case folded), without GetHeaders' lower-cased copy
 // of every other header's name on the way: these lookups run for every
 // REGISTER.
-func named(msg sip.Message, name string) iter.Seq[sip.Header] {
+func named(msg Message, name string) iter.Seq[sip.Header] {
 	return func(yield func(sip.Header) bool) {
-		all, ok := msg.(interface{ Headers() []sip.Header })
-		if !ok {
-			for _, h := range msg.GetHeaders(name) {
-				if !yield(h) {
-					return
-				}
-			}
-			return
-		}
-		for _, h := range all.Headers() {
+		for _, h := range msg.Headers() {
 			if equalFoldASCII(h.Name(), name) && !yield(h) {
 				return
 			}
@@ -121,7 +118,7 @@ func lowerASCII(c byte) byte {
 
 // Expires is a Contact's expiry: its own expires parameter, else the
 // message's Expires header, else def.
-func Expires(msg sip.Message, c *sip.ContactHeader, def int) int {
+func Expires(msg Message, c *sip.ContactHeader, def int) int {
 	if c != nil {
 		if v, ok := c.Params.Get("expires"); ok {
 			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
@@ -133,7 +130,7 @@ func Expires(msg sip.Message, c *sip.ContactHeader, def int) int {
 		if n, err := strconv.Atoi(strings.TrimSpace(h.Value())); err == nil && n >= 0 {
 			return n
 		}
-		break // the first one says
+		return def // the first one says
 	}
 	return def
 }

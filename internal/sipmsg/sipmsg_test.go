@@ -21,11 +21,12 @@ func TestSplitList(t *testing.T) {
 }
 
 func TestContactsAndExpires(t *testing.T) {
-	msg, err := sip.ParseMessage([]byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 REGISTER\r\nCall-ID: c\r\n" +
+	parsed, err := sip.ParseMessage([]byte("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nCSeq: 1 REGISTER\r\nCall-ID: c\r\n" +
 		"Contact: <sip:a@h;pn-prid=x>;expires=300, <sip:b@h>\r\nContact: *\r\nExpires: 60\r\nContent-Length: 0\r\n\r\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	msg := parsed.(*sip.Response)
 	cs, err := Contacts(msg)
 	if err != nil || len(cs) != 3 {
 		t.Fatalf("Contacts = %v, %v", cs, err)
