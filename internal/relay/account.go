@@ -35,7 +35,7 @@ func (s *Service) RegisterAccount(ctx context.Context, b Binding, ttl time.Durat
 	now := s.now()
 	b.UpdatedAt = now
 	b.ExpiresAt = now.Add(ttl)
-	if err := s.put(ctx, b); err != nil {
+	if err := s.put(ctx, s.RecordID(b), b); err != nil {
 		return Binding{}, err
 	}
 	s.log.Info("handed-over account stored", "account", b.Account, "aor", b.AOR, "device", b.Device, "expires_at", b.ExpiresAt)
@@ -54,7 +54,7 @@ func (s *Service) UpdateAccount(ctx context.Context, b Binding) error {
 		return ErrExpired
 	}
 	b.UpdatedAt = s.now()
-	return s.put(ctx, b)
+	return s.put(ctx, s.RecordID(b), b)
 }
 
 // EraseAccount removes a handed-over account's record at once and returns

@@ -196,7 +196,7 @@ func (s *Service) Register(ctx context.Context, b Binding, aor []Binding) (Bindi
 		return aor[i], nil
 	}
 	done := s.writing(id, b.UpdatedAt)
-	err := s.put(ctx, b)
+	err := s.put(ctx, s.recordID(b, id), b)
 	done(err)
 	if err != nil {
 		return Binding{}, err
@@ -311,14 +311,15 @@ func (s *Service) replaceOlder(ctx context.Context, id store.ID, b Binding, all 
 	return replaced
 }
 
-// put stores b under its record ID, in the accounts index if it is a
-// handed-over account, due when the wake-ups next have work for it.
-func (s *Service) put(ctx context.Context, b Binding) error {
+// put stores b under id, its RecordID (worked out once by the caller: a
+// keyed hash), in the accounts index if it is a handed-over account, due
+// when the wake-ups next have work for it.
+func (s *Service) put(ctx context.Context, id store.ID, b Binding) error {
 	data, err := encode(b)
 	if err != nil {
 		return fmt.Errorf("encode binding: %w", err)
 	}
-	rec := store.Record{ID: s.RecordID(b), AOR: string(b.AOR), ExpiresAt: b.ExpiresAt, Data: data,
+	rec := store.Record{ID: id, AOR: string(b.AOR), ExpiresAt: b.ExpiresAt, Data: data,
 		DueAt: s.wakeups.dueAt(b), Account: b.Account != nil}
 	if err := s.store.Put(ctx, rec); err != nil {
 		return fmt.Errorf("store binding of %s: %w", b.AOR, err)

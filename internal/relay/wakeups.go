@@ -175,9 +175,10 @@ func (s *Service) handled(ctx context.Context, b Binding, res pn.Result) bool {
 // rewrite stores a binding's bookkeeping without touching its TTL, unless
 // the device re-registered meanwhile (its fresh record wins).
 func (s *Service) rewrite(ctx context.Context, b Binding) error {
-	cur, err := s.Binding(ctx, s.RecordID(b))
+	id := s.RecordID(b)
+	cur, err := s.Binding(ctx, id)
 	if err != nil || !cur.UpdatedAt.Equal(b.UpdatedAt) {
 		return err
 	}
-	return s.put(ctx, b)
+	return s.put(ctx, id, b)
 }

@@ -120,7 +120,7 @@ func BenchmarkStoredBindingReads(b *testing.B) {
 		if granted := s.grantedExpires(res, reg, requested); granted != 3600 {
 			b.Fatalf("granted %d", granted)
 		}
-		if reg.push.Address.String() == "" {
+		if uriString(&reg.push.Address) == "" {
 			b.Fatal("no contact")
 		}
 	}

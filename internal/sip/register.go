@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -229,7 +230,7 @@ func (s *Server) forwardRegister(reg *registration) *sip.Request {
 // and the Supported that says the registrar must honour it.
 func (s *Server) pathHeaders(id store.ID) (path, supported sip.Header) {
 	u := s.bindingURI(id)
-	return sip.NewHeader("Path", "<"+u.String()+">"), sip.NewHeader("Supported", "path")
+	return sip.NewHeader("Path", "<"+uriString(&u)+">"), sip.NewHeader("Supported", "path")
 }
 
 // toUpstream clones a request for the registrar: our Route removed, the
@@ -374,7 +375,7 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 		}
 		return regUnregistered, nil
 	}
-	contact := reg.push.Address.String()
+	contact := uriString(&reg.push.Address)
 	upContact := contact
 	if s.opts.ContactMode {
 		u := s.bindingURI(reg.id)
@@ -415,9 +416,9 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 // sipwake can, or when the device refreshes by itself and must know by
 // when; a PushKit-only iPhone cannot be woken for that).
 func (s *Server) pushCaps(b relay.Binding) string {
-	caps := fmt.Sprintf(`*;+sip.pns="%s"`, b.Device.Provider)
+	caps := `*;+sip.pns="` + b.Device.Provider + `"`
 	if b.PNSReg || b.Wakeable(pn.KindRegister) {
-		caps += fmt.Sprintf(`;+sip.pnsreg="%d"`, int(s.opts.RefreshLead/time.Second))
+		caps += `;+sip.pnsreg="` + strconv.Itoa(int(s.opts.RefreshLead/time.Second)) + `"`
 	}
 	return caps
 }

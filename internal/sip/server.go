@@ -486,12 +486,14 @@ func (s *Server) publicPort(network string) int {
 	if s.opts.PublicPort > 0 {
 		return s.opts.PublicPort
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, n := range []string{network, "udp", "tcp", "tls"} {
-		if a := s.Addr(n); a != "" {
-			if _, p, err := net.SplitHostPort(a); err == nil {
-				port, _ := strconv.Atoi(p)
-				return port
-			}
+		switch a := s.listeners[n].(type) {
+		case *net.UDPAddr:
+			return a.Port
+		case *net.TCPAddr:
+			return a.Port
 		}
 	}
 	return 5060

@@ -57,6 +57,15 @@ type statelessUDP struct {
 	// its address.
 	conn  net.PacketConn
 	laddr netip.AddrPort
+	// upstream is the registrar's address when sip.upstream names it by
+	// IP (nil for a name, resolved for each REGISTER so DNS changes
+	// apply): resolving a literal every time was 6 allocations a REGISTER.
+	upstream net.Addr
+
+	// viaHead and viaTail are sipwake's Via line on an edited REGISTER
+	// before and after its branch, printed once (viaLine).
+	viaOnce          sync.Once
+	viaHead, viaTail string
 
 	mu      sync.Mutex
 	pending map[string]*pendingRegister // by branch
@@ -81,7 +90,7 @@ type pendingRegister struct {
 }
 
 func newStatelessUDP(s *Server) *statelessUDP {
-	return &statelessUDP{
+	u := &statelessUDP{
 		s:       s,
 		parser:  sip.NewParser(),
 		seed:    maphash.MakeSeed(),
@@ -90,6 +99,11 @@ func newStatelessUDP(s *Server) *statelessUDP {
 		workers: newWorkers(workerIdle),
 		quit:    make(chan struct{}),
 	}
+	up := s.opts.Upstream
+	if ip, err := netip.ParseAddr(strings.Trim(up.Host, "[]")); err == nil && up.Port > 0 && up.Port <= 0xffff {
+		u.upstream = net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(up.Port)))
+	}
+	return u
 }
 
 // stop waits for the handlers still at work, after the listener closed: no
@@ -247,9 +261,12 @@ func (u *statelessUDP) handle(req *sip.Request, raw []byte, branch string, p *pe
 func (u *statelessUDP) forward(ctx context.Context, reg *registration, raw []byte, branch string, p *pendingRegister) (upstreamAnswer, error) {
 	ctx, cancel := context.WithTimeout(ctx, u.s.opts.UpstreamTimeout)
 	defer cancel()
-	to, err := net.ResolveUDPAddr("udp", u.s.opts.Upstream.HostPort())
-	if err != nil {
-		return upstreamAnswer{}, err
+	to := u.upstream
+	if to == nil {
+		var err error
+		if to, err = net.ResolveUDPAddr("udp", u.s.opts.Upstream.HostPort()); err != nil {
+			return upstreamAnswer{}, err
+		}
 	}
 	wire, edited := u.editForward(reg, raw, branch)
 	if !edited {
@@ -305,6 +322,24 @@ func (u *statelessUDP) via(branch string) *sip.ViaHeader {
 	v.Params.Add("branch", branch)
 	v.Params.Add("rport", "")
 	return v
+}
+
+// branchSlot stands for the branch in the Via line viaLine prints once: a
+// token, so sipgo prints it unquoted, where no host or port can have it.
+const branchSlot = "sipwake-branch-slot"
+
+// viaLine writes via(branch) as its header line, CRLF ended. Its host and
+// port are fixed once sipwake serves, so it is printed once and the branch
+// put in: printing the Via header for each REGISTER was 6 allocations.
+func (u *statelessUDP) viaLine(b *bytes.Buffer, branch string) {
+	u.viaOnce.Do(func() {
+		var line bytes.Buffer
+		writeLines(&line, u.via(branchSlot))
+		u.viaHead, u.viaTail, _ = strings.Cut(line.String(), branchSlot)
+	})
+	b.WriteString(u.viaHead)
+	b.WriteString(branch)
+	b.WriteString(u.viaTail)
 }
 
 // fillRport gives via, the device's top Via, RFC 3581's rport and received
@@ -364,7 +399,7 @@ func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string)
 	var b bytes.Buffer
 	b.Grow(len(raw) + 256)
 	b.Write(raw[:head])
-	writeLines(&b, u.via(branch))
+	u.viaLine(&b, branch)
 	var supported sip.Header
 	if reg.push != nil {
 		var path sip.Header

@@ -85,14 +85,32 @@ func AppKey(provider, param string) string {
 // parseServices reads "voip", "remote" or "voip&remote"; false when s is
 // anything else (then it is part of the bundle id).
 func parseServices(s string) ([]string, bool) {
-	var out []string
-	for _, sv := range strings.Split(s, "&") {
-		if sv != ServiceVoIP && sv != ServiceRemote {
-			return nil, false
-		}
-		out = append(out, sv)
+	if !servicesList(s) {
+		return nil, false
 	}
-	return out, true
+	return strings.Split(s, "&"), true
+}
+
+// servicesList tells whether s is a list of services parseServices reads.
+func servicesList(s string) bool {
+	for sv := range strings.SplitSeq(s, "&") {
+		if sv != ServiceVoIP && sv != ServiceRemote {
+			return false
+		}
+	}
+	return true
+}
+
+// firstService is the first service an APNs pn-param names, as
+// ParseAPNsParam(param).Services[0] without the allocations; "" when it
+// names none.
+func firstService(param string) string {
+	i := strings.LastIndexByte(param, '.')
+	if i < 0 || !servicesList(param[i+1:]) {
+		return ""
+	}
+	first, _, _ := strings.Cut(param[i+1:], "&")
+	return first
 }
 
 // Tokens takes a pn-prid apart: liblinphone sends
@@ -101,19 +119,22 @@ func parseServices(s string) ([]string, bool) {
 // pn-param names first, or, when it names none, a remote-notification
 // token (the topic "<team>.<bundle>" is the bundle's own). FCM's pn-prid is
 // one token, taken whole.
-func (t Target) Tokens() []Token {
+func (t Target) Tokens() []Token { return t.appendTokens(nil) }
+
+// appendTokens appends Tokens to out: Routable passes a buffer on its
+// stack, since every REGISTER asks it three times.
+func (t Target) appendTokens(out []Token) []Token {
 	if Family(t.Provider) != ProviderAPNs {
 		if t.Token == "" {
-			return nil
+			return out
 		}
-		return []Token{{Value: t.Token}}
+		return append(out, Token{Value: t.Token})
 	}
 	def := ServiceRemote
-	if sv := ParseAPNsParam(t.Param).Services; len(sv) > 0 {
-		def = sv[0]
+	if sv := firstService(t.Param); sv != "" {
+		def = sv
 	}
-	var out []Token
-	for _, part := range strings.Split(t.Token, "&") {
+	for part := range strings.SplitSeq(t.Token, "&") {
 		tok := Token{Value: part, Service: def}
 		if v, sv, ok := strings.Cut(part, ":"); ok {
 			tok = Token{Value: v, Service: sv}

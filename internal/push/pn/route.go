@@ -31,6 +31,7 @@ func Route(family string, k Kind, toks []Token) (Token, bool) {
 // Routable tells whether a device's tokens can carry a push of kind k: a
 // PushKit-only iPhone, for one, takes calls only.
 func Routable(t Target, k Kind) bool {
-	_, ok := Route(Family(t.Provider), k, t.Tokens())
+	var buf [2]Token // liblinphone sends at most two
+	_, ok := Route(Family(t.Provider), k, t.appendTokens(buf[:0]))
 	return ok
 }

@@ -39,3 +39,18 @@ func TestRoute(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkRoutable is what a REGISTER asks of its device's pn-* parameters
+// three times over (the refresh push, the expiry warning, Feature-Caps'
+// +sip.pnsreg), on the two-token Contact liblinphone sends from an iPhone.
+func BenchmarkRoutable(b *testing.B) {
+	t := pn.Target{Provider: "apns", Param: "ABCD1234.org.linphone.phone.voip&remote",
+		Token: "8d2b1c4c7b0a5f9e3d6c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e:voip&" +
+			"1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d6c7b8a9f0e1d2c3b4a5f6e7d8c9b0a1f2e:remote"}
+	b.ReportAllocs()
+	for b.Loop() {
+		if !pn.Routable(t, pn.KindRegister) {
+			b.Fatal("not routable")
+		}
+	}
+}
