@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwake/sipwake/internal/relay"
 )
 
 // TestURIStringPrintsAsSipgo: the contact sipwake stores and its Path are
@@ -54,4 +56,22 @@ func BenchmarkURIString(b *testing.B) {
 			_ = uriString(&u)
 		}
 	})
+}
+
+// TestPathPrintedOnceSaysBindingURI: Path, printed once with a stand-in for
+// the binding id, names each binding's own URI (with lr), as printing
+// bindingURI for every REGISTER did.
+func TestPathPrintedOnceSaysBindingURI(t *testing.T) {
+	s := fuzzServer(t)
+	for _, aor := range []string{"sip:alice@example.test", "sip:bob@example.test"} {
+		id := s.relay.BindingID(relay.AOR(aor), relay.Device{Provider: "apns", Token: "t"})
+		u := s.bindingURI(id)
+		path, supported := s.pathHeaders(id)
+		if want := "<" + u.String() + ">"; path.Value() != want || !strings.Contains(want, id.String()+"@") || !strings.Contains(want, ";lr") {
+			t.Errorf("Path = %q, want %q", path.Value(), want)
+		}
+		if supported.Value() != "path" {
+			t.Errorf("Supported = %q", supported.Value())
+		}
+	}
 }

@@ -32,6 +32,9 @@ func TestEditForwardSaysWhatPrintingSays(t *testing.T) {
 	}{
 		{"push, rport asked", line + via + maxFwd + dialog + push + end, false, true},
 		{"Max-Forwards above the Via", line + maxFwd + via + dialog + push + end, false, true},
+		{"rport with a value, received already there, space after", line + "Via: SIP/2.0/UDP 192.0.2.1:5060;received=198.51.100.1;rport=5060;branch=z9hG4bK1 \r\n" + maxFwd + dialog + push + end, false, true},
+		{"RPORT is another parameter", line + "Via: SIP/2.0/UDP 192.0.2.1:5060;RPORT;branch=z9hG4bK1\r\n" + maxFwd + dialog + push + end, false, true},
+		{"rport last, twice", line + "Via: SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1;rport;rport\r\n" + maxFwd + dialog + push + end, false, true},
 		{"no Max-Forwards, no rport", line + "via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n" + dialog + push + end, false, true},
 		{"two Via lines", line + via + "Via: SIP/2.0/TCP 192.0.2.2;branch=z9hG4bK0\r\n" + maxFwd + dialog + push + end, false, true},
 		{"a body", line + via + dialog + push + "Content-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello", false, true},

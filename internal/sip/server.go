@@ -129,6 +129,11 @@ type Server struct {
 	deliveries sync.WaitGroup
 	handlers   map[sip.RequestMethod]handler
 
+	// pathHead and pathTail are Path's value before and after the binding
+	// id, printed once (pathHeaders).
+	pathOnce           sync.Once
+	pathHead, pathTail string
+
 	mu        sync.Mutex
 	listeners map[string]net.Addr // network -> bound address
 	closers   []func() error

@@ -259,8 +259,8 @@ func (u *statelessUDP) handle(req *sip.Request, raw []byte, branch string, p *pe
 // forward sends reg's REGISTER to the registrar under branch and waits for
 // its final answer, as long as sip.upstream_timeout allows.
 func (u *statelessUDP) forward(ctx context.Context, reg *registration, raw []byte, branch string, p *pendingRegister) (upstreamAnswer, error) {
-	ctx, cancel := context.WithTimeout(ctx, u.s.opts.UpstreamTimeout)
-	defer cancel()
+	timeout := time.NewTimer(u.s.opts.UpstreamTimeout) // a context.WithTimeout was 4 allocations
+	defer timeout.Stop()
 	to := u.upstream
 	if to == nil {
 		var err error
@@ -290,6 +290,8 @@ func (u *statelessUDP) forward(ctx context.Context, reg *registration, raw []byt
 		// none falls between this answer and the device's.
 		u.forget(branch, p)
 		return a, nil
+	case <-timeout.C:
+		return upstreamAnswer{}, context.DeadlineExceeded
 	case <-ctx.Done():
 		return upstreamAnswer{}, ctx.Err()
 	case <-u.quit:
@@ -407,7 +409,7 @@ func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string)
 		writeLines(&b, path)
 	}
 	// The rest as it came, but for the two lines sipwake edits.
-	dev, mf := reg.req.Via().Clone(), reg.req.MaxForwards()
+	mf := reg.req.MaxForwards()
 	edits := [][2]int{via, maxFwd}
 	if maxFwd[0] < via[0] {
 		edits[0], edits[1] = maxFwd, via
@@ -419,8 +421,7 @@ func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string)
 		}
 		b.Write(raw[pos:edit[0]])
 		switch {
-		case edit == via && fillRport(dev, reg.req.Source()):
-			writeLines(&b, dev)
+		case edit == via && rportLine(&b, raw[via[0]:via[1]-len(crlf)], reg.req.Source()):
 		case edit == maxFwd && mf != nil:
 			b.WriteString("Max-Forwards: " + strconv.Itoa(int(mf.Val())-1) + "\r\n")
 		default:
@@ -434,6 +435,55 @@ func (u *statelessUDP) editForward(reg *registration, raw []byte, branch string)
 	}
 	b.Write(raw[end+len(crlf):])
 	return b.Bytes(), true
+}
+
+// rportLine writes line, the device's Via (plain, as plainVia says), with
+// RFC 3581's rport and received from source and its CRLF, as fillRport
+// fills the parsed Via: rport's value put in where it stands, received's
+// where it stands or added last; the rest as it came. It writes nothing
+// and says false when the Via asks for no rport.
+func rportLine(b *bytes.Buffer, line []byte, source string) bool {
+	semi := bytes.IndexByte(line, ';')
+	host, port, err := net.SplitHostPort(source)
+	if semi < 0 || err != nil {
+		return false
+	}
+	params := bytes.TrimRight(line[semi+1:], " \t")
+	is := func(p []byte, name string) bool { n, _, _ := bytes.Cut(p, []byte("=")); return string(n) == name }
+	asked := false
+	for p := range bytes.SplitSeq(params, []byte(";")) {
+		asked = asked || is(p, "rport")
+	}
+	if !asked {
+		return false
+	}
+	b.Write(line[:semi])
+	rport, received := false, false // written: a repeat is left out, as the parser keeps one
+	for p := range bytes.SplitSeq(params, []byte(";")) {
+		switch {
+		case is(p, "rport"):
+			if !rport {
+				b.WriteString(";rport=")
+				b.WriteString(port)
+			}
+			rport = true
+		case is(p, "received"):
+			if !received {
+				b.WriteString(";received=")
+				b.WriteString(host)
+			}
+			received = true
+		default:
+			b.WriteByte(';')
+			b.Write(p)
+		}
+	}
+	if !received {
+		b.WriteString(";received=")
+		b.WriteString(host)
+	}
+	b.Write(crlf)
+	return true
 }
 
 // writeLines writes each header as its line, CRLF ended.
@@ -540,7 +590,7 @@ func scanAnswer(data []byte) (status int, branch string, relay []byte, ok bool) 
 			if !plain {
 				return 0, "", nil, false // several values, or anything unusual
 			}
-			top, below, branch = at[0], at[1], b
+			top, below, branch = at[0], at[1], string(b)
 		}
 	}
 	return 0, "", nil, false // no Via below sipwake's
@@ -607,45 +657,45 @@ func viaValue(line []byte) ([]byte, bool) {
 // plainVia returns the branch of one Via value laid out as a registrar
 // sends sipwake's back: SIP/2.0/transport, host or [IPv6] with an optional
 // port, then token parameters; plain is false for anything else.
-func plainVia(value []byte) (branch string, plain bool) {
+func plainVia(value []byte) (branch []byte, plain bool) {
 	v := bytes.Trim(value, " \t")
 	if len(v) < len(viaProtocol) || !bytes.EqualFold(v[:len(viaProtocol)], viaProtocol) {
-		return "", false
+		return nil, false
 	}
 	v = v[len(viaProtocol):]
 	n := span(v, isToken)
 	m := span(v[n:], func(c byte) bool { return c == ' ' || c == '\t' })
 	if n == 0 || m == 0 {
-		return "", false
+		return nil, false
 	}
 	v = v[n+m:]
 	if len(v) > 0 && v[0] == '[' {
 		n = 1 + span(v[1:], func(c byte) bool { return isHex(c) || c == ':' || c == '.' })
 		if n >= len(v) || v[n] != ']' {
-			return "", false
+			return nil, false
 		}
 		n++
 	} else {
 		n = span(v, func(c byte) bool { return isAlnum(c) || c == '-' || c == '.' })
 	}
 	if n == 0 {
-		return "", false
+		return nil, false
 	}
 	v = v[n:]
 	if len(v) > 0 && v[0] == ':' {
 		n = span(v[1:], func(c byte) bool { return c >= '0' && c <= '9' })
 		if n == 0 || n > 5 {
-			return "", false
+			return nil, false
 		}
 		v = v[1+n:]
 	}
 	for len(v) > 0 {
 		if v[0] != ';' {
-			return "", false
+			return nil, false
 		}
 		n = span(v[1:], isToken)
 		if n == 0 {
-			return "", false
+			return nil, false
 		}
 		name := v[1 : 1+n]
 		v = v[1+n:]
@@ -653,12 +703,12 @@ func plainVia(value []byte) (branch string, plain bool) {
 		if len(v) > 0 && v[0] == '=' {
 			n = span(v[1:], isToken)
 			if n == 0 {
-				return "", false
+				return nil, false
 			}
 			val, v = v[1:1+n], v[1+n:]
 		}
 		if string(name) == "branch" {
-			branch = string(val)
+			branch = val
 		}
 	}
 	return branch, true
