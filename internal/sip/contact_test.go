@@ -12,11 +12,13 @@ import (
 // TestURIStringPrintsAsSipgo: the contact sipwake stores and its Path are
 // printed by uriString, which must say what sipgo's Uri.String says. The
 // push URIs are laid out as liblinphone's account.cpp (generatePushParams)
-// sends them from iOS and Android, and as sipp's register_push.xml does.
+// sends them from iOS (remote push allowed) and Android, as
+// internal/app/clients_test.go's linphoneIOSParams and
+// linphoneAndroidParams copy them, and as sipp's register_push.xml does.
 func TestURIStringPrintsAsSipgo(t *testing.T) {
 	voip, remote := strings.Repeat("8d", 32), strings.Repeat("1f", 32)
 	for _, text := range []string{
-		"sip:alice@192.0.2.1:5062;transport=udp;pn-prid=" + voip + ":voip&" + remote + ":remote;pn-provider=apns;pn-param=ABCD1234.org.linphone.phone.voip&remote;pn-silent=1;pn-timeout=0;pn-msg-str=IM_MSG;pn-call-str=IC_MSG",
+		"sip:alice@192.0.2.1:5062;transport=udp;pn-prid=" + voip + ":voip&" + remote + ":remote;pn-provider=apns;pn-param=ABCD1234.org.linphone.phone.voip&remote;pn-silent=1;pn-timeout=0;pn-msg-str=IM_MSG;pn-call-str=IC_MSG;pn-groupchat-str=GC_MSG;pn-call-snd=notes_of_the_optimistic.caf;pn-msg-snd=msg.caf",
 		"sip:bob@[2001:db8::7]:5062;transport=udp;pn-prid=dGVzdC10b2tlbjpBUEE5MWJG;pn-provider=fcm;pn-param=929724111839;pn-silent=1;pn-timeout=0",
 		"sip:carol@127.0.0.1:6001;transport=UDP;pn-provider=apns;pn-prid=" + voip + ";pn-param=ABCD1234.org.example.app.voip",
 		"sip:sw-abcdefghijklmnopqrstuvwxyz234567@sipwake.example;transport=udp;lr",
