@@ -62,8 +62,8 @@ func instanceOf(c *sip.ContactHeader) string {
 
 // uriString is u.String() printed into one buffer sized up front. sipgo's
 // String grows its buffer as it writes and prints the parameters into
-// another: 14 allocations for the push Contact of liblinphone or sipp's
-// register_push.xml, on every REGISTER stored.
+// another: 12 allocations for the push Contact of sipp's register_push.xml
+// against 4 here (BenchmarkURIString), on every REGISTER stored.
 func uriString(u *sip.Uri) string {
 	if u.Headers.Length() > 0 || u.Raw() != "" {
 		return u.String() // headers go after the parameters; a tel: or urn: is raw

@@ -232,13 +232,12 @@ func (s *Server) forwardRegister(reg *registration) *sip.Request {
 // fixed once sipwake serves), so it is printed once with a stand-in for
 // the id: printing it for each REGISTER was about 10 allocations.
 func (s *Server) pathHeaders(id store.ID) (path, supported sip.Header) {
-	const slot = "sipwake-id-slot"
-	s.pathOnce.Do(func() {
+	head, tail := s.pathText.around(func(slot string) string {
 		u := s.bindingURI(store.ID{})
 		u.User = slot
-		s.pathHead, s.pathTail, _ = strings.Cut("<"+uriString(&u)+">", slot)
+		return "<" + uriString(&u) + ">"
 	})
-	value := s.pathHead + sipmsg.BindingUserPrefix + id.String() + s.pathTail
+	value := head + sipmsg.BindingUserPrefix + id.String() + tail
 	return sip.NewHeader("Path", value), sip.NewHeader("Supported", "path")
 }
 

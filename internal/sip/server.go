@@ -129,10 +129,8 @@ type Server struct {
 	deliveries sync.WaitGroup
 	handlers   map[sip.RequestMethod]handler
 
-	// pathHead and pathTail are Path's value before and after the binding
-	// id, printed once (pathHeaders).
-	pathOnce           sync.Once
-	pathHead, pathTail string
+	// pathText is Path's value, printed once (pathHeaders).
+	pathText printedOnce
 
 	mu        sync.Mutex
 	listeners map[string]net.Addr // network -> bound address

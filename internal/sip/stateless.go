@@ -62,10 +62,9 @@ type statelessUDP struct {
 	// apply): resolving a literal every time was 6 allocations a REGISTER.
 	upstream net.Addr
 
-	// viaHead and viaTail are sipwake's Via line on an edited REGISTER
-	// before and after its branch, printed once (viaLine).
-	viaOnce          sync.Once
-	viaHead, viaTail string
+	// viaText is sipwake's Via line on an edited REGISTER, printed once
+	// (viaLine).
+	viaText printedOnce
 
 	mu      sync.Mutex
 	pending map[string]*pendingRegister // by branch
@@ -326,22 +325,18 @@ func (u *statelessUDP) via(branch string) *sip.ViaHeader {
 	return v
 }
 
-// branchSlot stands for the branch in the Via line viaLine prints once: a
-// token, so sipgo prints it unquoted, where no host or port can have it.
-const branchSlot = "sipwake-branch-slot"
-
 // viaLine writes via(branch) as its header line, CRLF ended. Its host and
 // port are fixed once sipwake serves, so it is printed once and the branch
 // put in: printing the Via header for each REGISTER was 6 allocations.
 func (u *statelessUDP) viaLine(b *bytes.Buffer, branch string) {
-	u.viaOnce.Do(func() {
+	head, tail := u.viaText.around(func(slot string) string {
 		var line bytes.Buffer
-		writeLines(&line, u.via(branchSlot))
-		u.viaHead, u.viaTail, _ = strings.Cut(line.String(), branchSlot)
+		writeLines(&line, u.via(slot))
+		return line.String()
 	})
-	b.WriteString(u.viaHead)
+	b.WriteString(head)
 	b.WriteString(branch)
-	b.WriteString(u.viaTail)
+	b.WriteString(tail)
 }
 
 // fillRport gives via, the device's top Via, RFC 3581's rport and received
@@ -484,6 +479,26 @@ func rportLine(b *bytes.Buffer, line []byte, source string) bool {
 	}
 	b.Write(crlf)
 	return true
+}
+
+// printedOnce is a text that differs between its uses in one value only
+// (a branch, a binding id): printed once with a stand-in for the value,
+// and split there, so each use puts its own value between the two parts.
+type printedOnce struct {
+	once       sync.Once
+	head, tail string
+}
+
+// printedSlot stands for the value: a token, which sipgo prints as it is
+// in a header parameter and a URI's user part, and which no host or port
+// holds.
+const printedSlot = "sipwake-printed-slot"
+
+// around is the text before and after the value; print prints the text
+// with slot for the value, the first time only.
+func (p *printedOnce) around(print func(slot string) string) (head, tail string) {
+	p.once.Do(func() { p.head, p.tail, _ = strings.Cut(print(printedSlot), printedSlot) })
+	return p.head, p.tail
 }
 
 // writeLines writes each header as its line, CRLF ended.
