@@ -138,6 +138,7 @@ func New(cfg config.Config, log *slog.Logger, opts ...Option) (a *App, err error
 	}
 	sipOpts.Metrics = sip.NewMetrics(a.registry)
 	sipOpts.FlowKey = st.DeriveKey(sip.FlowKeyLabel)
+	sipOpts.StoreInProcess = shared == nil
 	if l := cfg.SIP.Listen; l.TLS != "" {
 		if a.sipCert, err = loadCertFile("sip.listen.tls_cert_file/tls_key_file", l.TLSCertFile, l.TLSKeyFile); err != nil {
 			return nil, err

@@ -31,6 +31,7 @@ var (
 		UpstreamTimeout: time.Second,
 		UserAgent:       "fuzz",
 		CallWait:        time.Second,
+		StoreInProcess:  true, // serverWith's bbolt file
 	}
 )
 

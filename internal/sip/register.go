@@ -42,6 +42,9 @@ type registration struct {
 	known []relay.Binding
 	// stored is the binding this REGISTER refreshed, once stored.
 	stored *relay.Binding
+	// account is the handed-over account whose app sent this REGISTER
+	// (accountBinding): sipwake answers it, nothing goes upstream.
+	account *relay.Binding
 }
 
 // upstreamFunc forwards a REGISTER to the registrar and returns its final
@@ -77,31 +80,61 @@ func (s *Server) onRegister(req *sip.Request, tx sip.ServerTransaction) {
 // goes back to the device untouched; only the registrar's 2xx changes what
 // sipwake stores.
 func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, upstream upstreamFunc) {
+	reg, ok := s.admit(ctx, req, tx)
+	if !ok {
+		return
+	}
+	defer s.inFlight.Add(-1)
+	if reg.account != nil {
+		s.registerAccountApp(ctx, req, tx, reg, *reg.account)
+		return
+	}
+	ans, err := upstream(ctx, reg)
+	s.answered(ctx, reg, tx, ans, err)
+}
+
+// admit is register's first half: what a REGISTER asks for, and whether
+// it goes to the registrar. It answers what does not (a source over its
+// rate, sipwake overloaded, a bad request, a push service sipwake does not
+// serve, a store it cannot read) and returns false; otherwise the
+// REGISTER holds one of the sip.max_registers_in_flight places until
+// its answer went out (s.inFlight.Add(-1)). A handed-over account's app
+// comes back with reg.account set: sipwake is its registrar.
+func (s *Server) admit(ctx context.Context, req *sip.Request, tx answerer) (*registration, bool) {
 	// Phones are limited per address; a trusted proxy in front of sipwake
 	// carries everyone's REGISTERs from one address and is not.
 	if src := sourceIP(req); !s.trusted(src) && !s.limits.Allow(subscriberOf(src)) {
 		s.metrics.register(regRateLimited)
 		s.reply(req, tx, sip.StatusServiceUnavailable, "Service Unavailable: too many REGISTERs from this address", sip.NewHeader("Retry-After", "10"))
-		return
+		return nil, false
 	}
 	if s.inFlight.Add(1) > int64(s.opts.MaxRegistersInFlight) {
 		s.inFlight.Add(-1)
 		s.metrics.register(regOverloaded)
 		s.reply(req, tx, sip.StatusServiceUnavailable, "Service Unavailable: sipwake is overloaded", sip.NewHeader("Retry-After", "5"))
-		return
+		return nil, false
 	}
-	defer s.inFlight.Add(-1)
+	reg, ok := s.readRegister(ctx, req, tx)
+	if !ok {
+		s.inFlight.Add(-1)
+	}
+	return reg, ok
+}
+
+// readRegister reads what a REGISTER asks for and, for a push binding, the
+// AOR's stored bindings; false when it answered the REGISTER instead.
+func (s *Server) readRegister(ctx context.Context, req *sip.Request, tx answerer) (*registration, bool) {
 	reg, code, reason := s.parseRegister(req)
 	switch code {
 	case 0:
 	case StatusPushNotSupported:
 		s.metrics.register(regUnsupported)
 		s.reply(req, tx, code, reason, s.featureCaps(s.relay.Providers()...)...)
-		return
+		return nil, false
 	default:
 		s.metrics.register(regBadRequest)
 		s.reply(req, tx, code, reason)
-		return
+		return nil, false
 	}
 	s.relay.Traces().Log(s.log, reg.aor, "REGISTER from device", "sip", req)
 	if reg.push != nil {
@@ -113,14 +146,20 @@ func (s *Server) register(ctx context.Context, req *sip.Request, tx answerer, up
 			s.metrics.register(regStoreFailed)
 			s.log.Error("binding store cannot be read; REGISTER refused before the registrar", "aor", reg.aor, "error", err)
 			s.reply(req, tx, sip.StatusInternalServerError, "Server Internal Error: sipwake cannot read the push binding store")
-			return
+			return nil, false
 		}
 		if b, ok := s.accountBinding(reg); ok {
-			s.registerAccountApp(ctx, req, tx, reg, b)
-			return
+			reg.account = &b
 		}
 	}
-	ans, err := upstream(ctx, reg)
+	return reg, true
+}
+
+// answered is register's second half: it gives the device the registrar's
+// answer ans to reg (or, when err says the registrar gave none, sipwake's),
+// storing what a 2xx binds. Only a 2xx writes to the store.
+func (s *Server) answered(ctx context.Context, reg *registration, tx answerer, ans upstreamAnswer, err error) {
+	req := reg.req
 	if err != nil {
 		s.metrics.register(regUpstreamFailed)
 		code, reason := upstreamFailure(err)

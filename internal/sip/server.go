@@ -91,6 +91,11 @@ type Options struct {
 	// (per second, and the burst allowed); 0 disables the limit.
 	RegisterRate  float64
 	RegisterBurst int
+	// StoreInProcess says the binding store is read in this process
+	// (bbolt), without a network round trip: a REGISTER over UDP toward a
+	// registrar over UDP is then admitted and forwarded on the socket's
+	// read loop, not on a worker.
+	StoreInProcess bool
 	// FlowKey seals the flow tokens of sipwake's Record-Routes (32 bytes);
 	// nodes that share it open each other's. Empty: a random key of this
 	// process, so tokens die with it.
@@ -440,7 +445,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	go func() {
 		s.serving.Wait()
 		if s.udp != nil {
-			s.udp.stop()
+			s.udp.stop(ctx)
 		}
 		done <- s.ua.Close()
 	}()

@@ -30,10 +30,19 @@ import (
 // sipgo reads the socket; its read filter hands sipwake the datagrams that
 // are REGISTERs or answers to them before sipgo parses them, and passes
 // everything else on. While a REGISTER waits for its answer it is pending
-// under its branch: a retransmission of it is sent upstream again, the
-// registrar's final response goes to the waiting handler. A retransmission
-// after the registrar answered is a new REGISTER to the registrar, which
-// answers it from its transaction again.
+// under its branch, and no goroutine waits with it: a retransmission of it
+// is sent upstream again, the registrar's final response is answered from
+// the pending REGISTER (a challenge at once, on the read loop; a 2xx, which
+// writes to the store, on a worker), and one the registrar leaves
+// unanswered past sip.upstream_timeout is answered by expire. A
+// retransmission after the registrar answered is a new REGISTER to the
+// registrar, which answers it from its transaction again.
+//
+// With the store in this process (bbolt), a REGISTER is admitted and
+// forwarded on the read loop too: reading its AOR's bindings takes
+// microseconds there, and a REGISTER handed to a worker and back cost a
+// goroutine wake-up each way. A store across the network (Redis) is read
+// on a worker, so the read loop never waits for it.
 
 // statelessMark starts the branch of every REGISTER sipwake forwards
 // statelessly; it is how the registrar's answers are told apart.
@@ -68,24 +77,30 @@ type statelessUDP struct {
 
 	mu      sync.Mutex
 	pending map[string]*pendingRegister // by branch
-	// workers run the REGISTER handlers; closing quit ends their waits
-	// for the registrar.
+	// workers run what may wait: a 2xx's store write, a REGISTER's
+	// admission when the store is across the network. Closing quit ends
+	// expire.
 	workers  *workers
 	quit     chan struct{}
 	quitOnce sync.Once
+	expiring sync.WaitGroup
 }
 
 // workerIdle is how long a REGISTER handler's worker stays idle before it
 // ends.
 const workerIdle = time.Second
 
-// pendingRegister is a REGISTER waiting for the registrar.
+// pendingRegister is a REGISTER waiting for the registrar. Whoever takes
+// it out of statelessUDP.pending (take) answers it.
 type pendingRegister struct {
-	answer chan upstreamAnswer // the registrar's final response; buffered 1
+	from net.Addr // the device
 
-	mu   sync.Mutex
-	wire []byte   // the forwarded request, once sent
-	to   net.Addr // where it went
+	// Set under statelessUDP.mu when the REGISTER goes upstream: wire is
+	// nil until then.
+	reg      *registration
+	wire     []byte    // the forwarded request
+	to       net.Addr  // where it went
+	deadline time.Time // when sip.upstream_timeout runs out
 }
 
 func newStatelessUDP(s *Server) *statelessUDP {
@@ -105,11 +120,54 @@ func newStatelessUDP(s *Server) *statelessUDP {
 	return u
 }
 
-// stop waits for the handlers still at work, after the listener closed: no
-// answer from the registrar can arrive any more, so none waits for one.
-func (u *statelessUDP) stop() {
+// stop answers the REGISTERs still pending and waits for the handlers
+// still at work, after the listener closed: no answer from the registrar
+// can arrive any more, so none waits for one.
+func (u *statelessUDP) stop(ctx context.Context) {
 	u.quitOnce.Do(func() { close(u.quit) })
+	u.expiring.Wait()
+	u.expireWhere(ctx, func(*pendingRegister) bool { return true }, errStopping)
 	u.workers.stop()
+}
+
+// expireTick is how often expire looks for REGISTERs the registrar left
+// unanswered: a tenth of sip.upstream_timeout, at most 100 ms, so the
+// device's 408 comes at most that late.
+func expireTick(timeout time.Duration) time.Duration {
+	return min(timeout/10, 100*time.Millisecond)
+}
+
+// expire answers, until stop, the REGISTERs whose sip.upstream_timeout
+// ran out (a 408): a timer per REGISTER was 2 allocations and a wake-up
+// each.
+func (u *statelessUDP) expire() {
+	t := time.NewTicker(expireTick(u.s.opts.UpstreamTimeout))
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			u.expireWhere(context.Background(), func(p *pendingRegister) bool { return now.After(p.deadline) }, context.DeadlineExceeded)
+		case <-u.quit:
+			return
+		}
+	}
+}
+
+// expireWhere answers the forwarded REGISTERs late says are late with
+// err's answer.
+func (u *statelessUDP) expireWhere(ctx context.Context, late func(*pendingRegister) bool, err error) {
+	var expired []*pendingRegister
+	u.mu.Lock()
+	for branch, p := range u.pending {
+		if p.wire != nil && late(p) {
+			delete(u.pending, branch)
+			expired = append(expired, p)
+		}
+	}
+	u.mu.Unlock()
+	for _, p := range expired {
+		u.finish(ctx, p, upstreamAnswer{}, err)
+	}
 }
 
 // serve makes conn, the UDP listener, the socket stateless REGISTERs come
@@ -117,6 +175,7 @@ func (u *statelessUDP) stop() {
 func (u *statelessUDP) serve(conn net.PacketConn) {
 	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok {
 		u.conn, u.laddr = conn, a.AddrPort()
+		u.expiring.Go(u.expire)
 	}
 }
 
@@ -162,19 +221,57 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 	branch := u.branch(req)
 
 	u.mu.Lock()
-	p, retransmitted := u.pending[branch]
-	if !retransmitted {
-		p = &pendingRegister{answer: make(chan upstreamAnswer, 1)}
-		u.pending[branch] = p
+	if p, retransmitted := u.pending[branch]; retransmitted {
+		wire, to := p.wire, p.to
+		u.mu.Unlock()
+		u.resend(wire, to)
+		return true
 	}
+	p := &pendingRegister{from: from}
+	u.pending[branch] = p
 	u.mu.Unlock()
-	if retransmitted {
-		u.resend(p)
+	if u.s.opts.StoreInProcess {
+		u.admit(req, data, branch, p, u.workers.run)
 		return true
 	}
 	raw := bytes.Clone(data) // sipgo reuses its read buffer
-	u.workers.run(func() { u.handle(req, raw, branch, p, from) })
+	u.workers.run(func() { u.admit(req, raw, branch, p, func(job func()) { job() }) })
 	return true
+}
+
+// admit runs register's first half for req, pending under branch as p
+// (raw as it came), and sends it to the registrar. A handed-over
+// account's app is answered by a job spawn runs: on a worker, not the
+// read loop.
+func (u *statelessUDP) admit(req *sip.Request, raw []byte, branch string, p *pendingRegister, spawn func(func())) {
+	tx := udpAnswer{u: u, to: p.from}
+	reg, ok := u.s.admit(context.Background(), req, tx)
+	if !ok {
+		u.take(branch, p)
+		return
+	}
+	if reg.account != nil {
+		u.take(branch, p)
+		spawn(func() {
+			defer u.s.inFlight.Add(-1)
+			u.s.registerAccountApp(context.Background(), req, tx, reg, *reg.account)
+		})
+		return
+	}
+	if err := u.send(reg, raw, branch, p); err != nil && u.take(branch, p) {
+		u.finish(context.Background(), p, upstreamAnswer{}, err)
+	}
+}
+
+// finish is register's second half for p, with the registrar's answer a
+// or the error that stands for it.
+func (u *statelessUDP) finish(ctx context.Context, p *pendingRegister, a upstreamAnswer, err error) {
+	defer u.s.inFlight.Add(-1)
+	tx := udpAnswer{u: u, to: p.from}
+	if a.raw != nil {
+		a.relay = func(add []byte) error { return tx.write(withHeaders(a.raw, add)) }
+	}
+	u.s.answered(ctx, p.reg, tx, a, err)
 }
 
 // response hands the registrar's final answer to the REGISTER waiting for
@@ -216,12 +313,20 @@ func (u *statelessUDP) deliver(branch string, status int, a upstreamAnswer) bool
 	}
 	u.mu.Lock()
 	p := u.pending[branch]
+	if p == nil || p.wire == nil {
+		// A retransmitted final response (the first one counts), or one
+		// to nothing sipwake sent.
+		u.mu.Unlock()
+		return true
+	}
+	// Answered: a retransmission from now on is a new REGISTER, so none
+	// falls between this answer and the device's.
+	delete(u.pending, branch)
 	u.mu.Unlock()
-	if p != nil {
-		select {
-		case p.answer <- a:
-		default: // a retransmitted final response: the first one counts
-		}
+	if status < 300 {
+		u.workers.run(func() { u.finish(context.Background(), p, a, nil) }) // it writes to the store
+	} else {
+		u.finish(context.Background(), p, a, nil)
 	}
 	return true
 }
@@ -241,61 +346,31 @@ func (u *statelessUDP) branch(req *sip.Request) string {
 	return statelessMark + hex.EncodeToString(h.Sum(nil))
 }
 
-// handle runs the REGISTER (raw as it came) as register does for a
-// transaction, answering on the socket, then forgets it.
-func (u *statelessUDP) handle(req *sip.Request, raw []byte, branch string, p *pendingRegister, from net.Addr) {
-	defer u.forget(branch, p)
-	forward := func(ctx context.Context, reg *registration) (upstreamAnswer, error) {
-		a, err := u.forward(ctx, reg, raw, branch, p)
-		if a.raw != nil {
-			a.relay = func(add []byte) error { return udpAnswer{u: u, to: from}.write(withHeaders(a.raw, add)) }
-		}
-		return a, err
-	}
-	u.s.register(context.Background(), req, udpAnswer{u: u, to: from}, forward)
-}
-
-// forward sends reg's REGISTER to the registrar under branch and waits for
-// its final answer, as long as sip.upstream_timeout allows.
-func (u *statelessUDP) forward(ctx context.Context, reg *registration, raw []byte, branch string, p *pendingRegister) (upstreamAnswer, error) {
-	timeout := time.NewTimer(u.s.opts.UpstreamTimeout) // a context.WithTimeout was 4 allocations
-	defer timeout.Stop()
+// send sends reg's REGISTER, pending under branch as p, to the registrar
+// (raw as it came, edited or printed).
+func (u *statelessUDP) send(reg *registration, raw []byte, branch string, p *pendingRegister) error {
 	to := u.upstream
 	if to == nil {
 		var err error
 		if to, err = net.ResolveUDPAddr("udp", u.s.opts.Upstream.HostPort()); err != nil {
-			return upstreamAnswer{}, err
+			return err
 		}
 	}
 	wire, edited := u.editForward(reg, raw, branch)
 	if !edited {
 		fwd, err := u.forwardRequest(reg, branch)
 		if err != nil {
-			return upstreamAnswer{}, err
+			return err
 		}
 		var buf bytes.Buffer
 		fwd.StringWrite(&buf)
 		wire = buf.Bytes()
 	}
-	p.mu.Lock()
-	p.wire, p.to = wire, to
-	p.mu.Unlock()
-	if _, err := u.conn.WriteTo(wire, to); err != nil {
-		return upstreamAnswer{}, err
-	}
-	select {
-	case a := <-p.answer:
-		// Answered: a retransmission from now on is a new REGISTER, so
-		// none falls between this answer and the device's.
-		u.forget(branch, p)
-		return a, nil
-	case <-timeout.C:
-		return upstreamAnswer{}, context.DeadlineExceeded
-	case <-ctx.Done():
-		return upstreamAnswer{}, ctx.Err()
-	case <-u.quit:
-		return upstreamAnswer{}, errStopping
-	}
+	u.mu.Lock()
+	p.reg, p.wire, p.to, p.deadline = reg, wire, to, time.Now().Add(u.s.opts.UpstreamTimeout)
+	u.mu.Unlock()
+	_, err := u.conn.WriteTo(wire, to)
+	return err
 }
 
 // forwardRequest is reg's REGISTER for the registrar made from the parsed
@@ -520,22 +595,22 @@ func withHeaders(msg, add []byte) []byte {
 	return append(append(append(out, msg[:at]...), add...), msg[at:]...)
 }
 
-// forget ends p's wait under branch (unless a newer REGISTER took it).
-func (u *statelessUDP) forget(branch string, p *pendingRegister) {
+// take takes p, pending under branch, out of pending, and says whether
+// it was there: whoever takes it answers it.
+func (u *statelessUDP) take(branch string, p *pendingRegister) bool {
 	u.mu.Lock()
-	if u.pending[branch] == p {
-		delete(u.pending, branch)
+	defer u.mu.Unlock()
+	if u.pending[branch] != p {
+		return false
 	}
-	u.mu.Unlock()
+	delete(u.pending, branch)
+	return true
 }
 
-// resend sends a pending REGISTER upstream again when the device
-// retransmitted it; before it went out the first time there is nothing to
-// do.
-func (u *statelessUDP) resend(p *pendingRegister) {
-	p.mu.Lock()
-	wire, to := p.wire, p.to
-	p.mu.Unlock()
+// resend sends a pending REGISTER (wire, to to) upstream again when the
+// device retransmitted it; before it went out the first time there is
+// nothing to do.
+func (u *statelessUDP) resend(wire []byte, to net.Addr) {
 	if wire != nil {
 		if _, err := u.conn.WriteTo(wire, to); err != nil {
 			u.s.log.Debug("sip resend failed", "error", err)
