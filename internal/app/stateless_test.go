@@ -166,15 +166,20 @@ func TestStatelessRegisterOverUDP(t *testing.T) {
 	}
 
 	// Its 200 was lost: the device retransmits, the registrar answers from
-	// its transaction again, and the device gets its 200 again.
+	// its transaction again, and the device gets its 200 again, with the
+	// same Feature-Caps (a refresh that changes nothing stored: answered
+	// on the read loop without a write).
 	device.send(w.swAddr, second)
 	up4, _ := registrar.recv(wait)
 	if header(up4, "Via") != header(up3, "Via") {
 		t.Fatalf("retransmission after the answer went upstream as\n%s\nnot as\n%s", up4, up3)
 	}
 	registrar.send(sw, answer(up4, "200 OK", "Contact: "+header(up4, "Contact")))
-	if got, _ = device.recv(wait); !strings.HasPrefix(got, "SIP/2.0 200") {
-		t.Fatalf("device got:\n%s", got)
+	if again, _ := device.recv(wait); !strings.HasPrefix(again, "SIP/2.0 200") || header(again, "Feature-Caps") != header(got, "Feature-Caps") {
+		t.Fatalf("device got:\n%s\nafter\n%s", again, got)
+	}
+	if n := metric(t, w, "sipwake_binding_refreshes_unwritten_total", ""); n != 1 {
+		t.Fatalf("%v refreshes answered without a write, want 1", n)
 	}
 	if n := w.records(); n != 1 {
 		t.Fatalf("%d records after the retransmission, want 1", n)

@@ -182,19 +182,12 @@ func (s *Service) BindingID(aor AOR, d Device) store.ID {
 // refreshStale): the record's TTL is days, and a durable write per refresh
 // is most of a REGISTER's cost. Every other change is written at once.
 func (s *Service) Register(ctx context.Context, b Binding, aor []Binding) (Binding, error) {
-	now := s.now()
-	b.UpdatedAt = now
-	b.Node = s.node
-	b.Upstream.RegisteredAt = now
-	b.ExpiresAt = now.Add(s.opts.RecordTTL)
-	id := s.BindingID(b.AOR, b.Device)
-	// The AOR's bindings say whether this is a refresh, whether it changes
-	// anything, and which bindings it may replace.
-	i := slices.IndexFunc(aor, func(o Binding) bool { return o.AOR == b.AOR && o.Device == b.Device }) // id's binding
-	if i >= 0 && !s.refreshStale(aor[i], b) && !s.unconfirmed(id) {
-		s.metrics.refreshesUnwritten.Inc()
-		return aor[i], nil
+	b = s.refreshed(b)
+	if cur, ok := s.unwritten(b, aor); ok {
+		return cur, nil
 	}
+	id := s.BindingID(b.AOR, b.Device)
+	i := slices.IndexFunc(aor, func(o Binding) bool { return o.AOR == b.AOR && o.Device == b.Device }) // id's binding
 	done := s.writing(id, b.UpdatedAt)
 	err := s.put(ctx, s.recordID(b, id), b)
 	done(err)
@@ -207,6 +200,38 @@ func (s *Service) Register(ctx context.Context, b Binding, aor []Binding) (Bindi
 		b.Replaced = s.replaceOlder(ctx, id, b, aor)
 	}
 	return b, nil
+}
+
+// RefreshUnwritten is Register for a refresh it would not write (see
+// Register): the binding as stored, and true. False, having done nothing,
+// when Register would write b: it touches no store, so a caller that must
+// not wait for one (the SIP socket's read loop) answers such a refresh
+// itself and leaves the others to Register.
+func (s *Service) RefreshUnwritten(b Binding, aor []Binding) (Binding, bool) {
+	return s.unwritten(s.refreshed(b), aor)
+}
+
+// refreshed is b refreshed now: its refresh times, its TTL's end, and
+// this node.
+func (s *Service) refreshed(b Binding) Binding {
+	now := s.now()
+	b.UpdatedAt = now
+	b.Node = s.node
+	b.Upstream.RegisteredAt = now
+	b.ExpiresAt = now.Add(s.opts.RecordTTL)
+	return b
+}
+
+// unwritten returns the binding in aor (the AOR's bindings) that
+// refreshed b leaves as it is stored, counted as a refresh not written;
+// false when b must be written.
+func (s *Service) unwritten(b Binding, aor []Binding) (Binding, bool) {
+	i := slices.IndexFunc(aor, func(o Binding) bool { return o.AOR == b.AOR && o.Device == b.Device })
+	if i < 0 || s.refreshStale(aor[i], b) || s.unconfirmed(s.BindingID(b.AOR, b.Device)) {
+		return Binding{}, false
+	}
+	s.metrics.refreshesUnwritten.Inc()
+	return aor[i], true
 }
 
 // refreshStale tells whether refresh b must be written over the stored cur:

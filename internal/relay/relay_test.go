@@ -85,6 +85,17 @@ func apnsConfig(f *pushtest.APNs) push.Config {
 // its own +sip.instance; tweak changes it before it is stored.
 func (f *fixture) register(t *testing.T, i int, tweak func(*relay.Binding), services ...string) relay.Binding {
 	t.Helper()
+	b, known := f.refresh(t, i, tweak, services...)
+	if _, err := f.svc.Register(context.Background(), b, known); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// refresh is the binding register would store, and the AOR's bindings as
+// stored now.
+func (f *fixture) refresh(t *testing.T, i int, tweak func(*relay.Binding), services ...string) (relay.Binding, []relay.Binding) {
+	t.Helper()
 	if len(services) == 0 {
 		services = []string{push.ServiceVoIP, push.ServiceRemote}
 	}
@@ -112,10 +123,7 @@ func (f *fixture) register(t *testing.T, i int, tweak func(*relay.Binding), serv
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.Register(context.Background(), b, known); err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return b, known
 }
 
 // pushKitOnly registers a phone that gave only its PushKit token.
@@ -499,7 +507,8 @@ func TestRangDevicesAreHandedOverAfterTheCall(t *testing.T) {
 // A refresh that changes nothing but the time is written only once the
 // stored refresh time is Options.RefreshStaleness old, or a quarter of the
 // granted expiry if that is less; any other change is written at once, and
-// with RefreshStaleness 0 every refresh is.
+// with RefreshStaleness 0 every refresh is. RefreshUnwritten says so before
+// each Register, and returns the binding as stored.
 func TestUnchangedRefreshesWrittenOncePerBound(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -548,6 +557,10 @@ func TestUnchangedRefreshesWrittenOncePerBound(t *testing.T) {
 	}
 	for _, s := range steps {
 		f.clock.advance(s.after)
+		next, known := f.refresh(t, 1, s.tweak)
+		if stored, unwritten := f.svc.RefreshUnwritten(next, known); unwritten == s.write || unwritten && !stored.UpdatedAt.Equal(last) {
+			t.Fatalf("%s: RefreshUnwritten says %v (stored at %v), want %v", s.why, unwritten, stored.UpdatedAt.Sub(t0), !s.write)
+		}
 		f.register(t, 1, s.tweak)
 		if s.write {
 			last = f.clock.now()

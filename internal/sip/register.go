@@ -45,6 +45,9 @@ type registration struct {
 	// account is the handed-over account whose app sent this REGISTER
 	// (accountBinding): sipwake answers it, nothing goes upstream.
 	account *relay.Binding
+	// unwritten is the binding as stored when the registrar's 2xx was
+	// found to refresh it without a write (answersUnwritten).
+	unwritten *relay.Binding
 }
 
 // upstreamFunc forwards a REGISTER to the registrar and returns its final
@@ -422,29 +425,7 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 		}
 		return regUnregistered, nil
 	}
-	contact := uriString(&reg.push.Address)
-	upContact := contact
-	if s.opts.ContactMode {
-		u := s.bindingURI(reg.id)
-		upContact = u.String()
-	}
-	granted := s.grantedExpires(res, reg, requested) // before the Contacts are restored
-	b := relay.Binding{
-		AOR:      reg.aor,
-		Device:   reg.device,
-		Contact:  contact,
-		Instance: instanceOf(reg.push),
-		Flow:     relay.Flow{Transport: strings.ToLower(reg.req.Transport()), Source: reg.req.Source()},
-		Upstream: relay.UpstreamState{
-			Contact: upContact,
-			Path:    !s.opts.ContactMode,
-			Expires: granted,
-			CallID:  reg.req.CallID().Value(),
-			CSeq:    reg.req.CSeq().SeqNo,
-		},
-		PNSReg: reg.push.Params.Has("+sip.pnsreg"),
-	}
-	stored, err := s.relay.Register(ctx, b, reg.known)
+	stored, err := s.storedBinding(ctx, reg, res, requested)
 	if err != nil {
 		s.log.Error("binding not stored; push stays off for this device", "aor", reg.aor, "error", err)
 		return regStoreFailed, nil
@@ -455,6 +436,64 @@ func (s *Server) storeBinding(ctx context.Context, reg *registration, res *sip.R
 		restoreDeviceContact(res, reg)
 	}
 	return regStored, []sip.Header{sip.NewHeader("Feature-Caps", s.pushCaps(stored))}
+}
+
+// storedBinding stores the binding reg's 2xx res makes (requested: the
+// expiry the device asked for) and returns it as stored, unless
+// answersUnwritten found it stored already.
+func (s *Server) storedBinding(ctx context.Context, reg *registration, res *sip.Response, requested int) (relay.Binding, error) {
+	if reg.unwritten != nil {
+		return *reg.unwritten, nil
+	}
+	return s.relay.Register(ctx, s.bindingFor(reg, res, requested), reg.known)
+}
+
+// answersUnwritten says whether the registrar's 2xx res to reg refreshes
+// a push binding without a store write (relay's RefreshUnwritten, which
+// touches no store): answering it then waits for nothing, and
+// storeBinding takes the binding as stored from reg.unwritten. Whatever
+// else a 2xx does (a new binding, one that changed, push turned off) may
+// write and says false.
+func (s *Server) answersUnwritten(reg *registration, res *sip.Response) bool {
+	if reg.push == nil || upstreamPushes(res, reg.device.Provider) {
+		return false
+	}
+	requested := sipmsg.Expires(reg.req, reg.push, defaultExpires)
+	if requested == 0 {
+		return false
+	}
+	stored, ok := s.relay.RefreshUnwritten(s.bindingFor(reg, res, requested), reg.known)
+	if ok {
+		reg.unwritten = &stored
+	}
+	return ok
+}
+
+// bindingFor is the binding the registrar's 2xx res to reg makes
+// (requested: the expiry the device asked for), read before contact mode
+// restores the device's Contacts in res.
+func (s *Server) bindingFor(reg *registration, res *sip.Response, requested int) relay.Binding {
+	contact := uriString(&reg.push.Address)
+	upContact := contact
+	if s.opts.ContactMode {
+		u := s.bindingURI(reg.id)
+		upContact = u.String()
+	}
+	return relay.Binding{
+		AOR:      reg.aor,
+		Device:   reg.device,
+		Contact:  contact,
+		Instance: instanceOf(reg.push),
+		Flow:     relay.Flow{Transport: strings.ToLower(reg.req.Transport()), Source: reg.req.Source()},
+		Upstream: relay.UpstreamState{
+			Contact: upContact,
+			Path:    !s.opts.ContactMode,
+			Expires: s.grantedExpires(res, reg, requested),
+			CallID:  reg.req.CallID().Value(),
+			CSeq:    reg.req.CSeq().SeqNo,
+		},
+		PNSReg: reg.push.Params.Has("+sip.pnsreg"),
+	}
 }
 
 // pushCaps is the Feature-Caps of a stored binding's 2xx (RFC 8599 §5):

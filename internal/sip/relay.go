@@ -18,9 +18,11 @@ type Relay interface {
 	Providers() []string
 
 	// Register stores a binding the registrar accepted (aor: the AOR's
-	// bindings as read when its REGISTER came in); Refreshed tells the
-	// calls waiting for its device that it is awake.
+	// bindings as read when its REGISTER came in), RefreshUnwritten
+	// answers for it without a store when it would write nothing;
+	// Refreshed tells the calls waiting for its device that it is awake.
 	Register(ctx context.Context, b relay.Binding, aor []relay.Binding) (relay.Binding, error)
+	RefreshUnwritten(b relay.Binding, aor []relay.Binding) (relay.Binding, bool)
 	Refreshed(b relay.Binding)
 	// PushDisabled erases the bindings of contacts that turned push off,
 	// Erase one device's binding, UpdateAccount a handed-over account's.

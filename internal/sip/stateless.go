@@ -32,11 +32,12 @@ import (
 // everything else on. While a REGISTER waits for its answer it is pending
 // under its branch, and no goroutine waits with it: a retransmission of it
 // is sent upstream again, the registrar's final response is answered from
-// the pending REGISTER (a challenge at once, on the read loop; a 2xx, which
-// writes to the store, on a worker), and one the registrar leaves
-// unanswered past sip.upstream_timeout is answered by expire. A
-// retransmission after the registrar answered is a new REGISTER to the
-// registrar, which answers it from its transaction again.
+// the pending REGISTER (a challenge, or a refresh that writes nothing, at
+// once on the read loop; a 2xx that may write to the store on a worker),
+// and one the registrar leaves unanswered past sip.upstream_timeout is
+// answered by expire. A retransmission after the registrar answered is a
+// new REGISTER to the registrar, which answers it from its transaction
+// again.
 //
 // With the store in this process (bbolt), a REGISTER is admitted and
 // forwarded on the read loop too: reading its AOR's bindings takes
@@ -323,8 +324,8 @@ func (u *statelessUDP) deliver(branch string, status int, a upstreamAnswer) bool
 	// falls between this answer and the device's.
 	delete(u.pending, branch)
 	u.mu.Unlock()
-	if status < 300 {
-		u.workers.run(func() { u.finish(context.Background(), p, a, nil) }) // it writes to the store
+	if status < 300 && !u.s.answersUnwritten(p.reg, a.res) {
+		u.workers.run(func() { u.finish(context.Background(), p, a, nil) }) // it may write to the store
 	} else {
 		u.finish(context.Background(), p, a, nil)
 	}
