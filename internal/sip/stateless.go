@@ -94,11 +94,11 @@ const workerIdle = time.Second
 // pendingRegister is a REGISTER waiting for the registrar. Whoever takes
 // it out of statelessUDP.pending (take) answers it.
 type pendingRegister struct {
-	from net.Addr // the device
+	from net.Addr      // the device
+	reg  *registration // once admitted
 
 	// Set under statelessUDP.mu when the REGISTER goes upstream: wire is
 	// nil until then.
-	reg      *registration
 	wire     []byte    // the forwarded request
 	to       net.Addr  // where it went
 	deadline time.Time // when sip.upstream_timeout runs out
@@ -259,6 +259,7 @@ func (u *statelessUDP) admit(req *sip.Request, raw []byte, branch string, p *pen
 		})
 		return
 	}
+	p.reg = reg // before send publishes p under u.mu
 	if err := u.send(reg, raw, branch, p); err != nil && u.take(branch, p) {
 		u.finish(context.Background(), p, upstreamAnswer{}, err)
 	}
@@ -368,7 +369,7 @@ func (u *statelessUDP) send(reg *registration, raw []byte, branch string, p *pen
 		wire = buf.Bytes()
 	}
 	u.mu.Lock()
-	p.reg, p.wire, p.to, p.deadline = reg, wire, to, time.Now().Add(u.s.opts.UpstreamTimeout)
+	p.wire, p.to, p.deadline = wire, to, time.Now().Add(u.s.opts.UpstreamTimeout)
 	u.mu.Unlock()
 	_, err := u.conn.WriteTo(wire, to)
 	return err

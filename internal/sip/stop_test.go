@@ -72,13 +72,65 @@ func TestSilentRegistrarAnswered408(t *testing.T) {
 			if took < timeout || took > timeout+expireTick(timeout)+2*time.Second {
 				t.Fatalf("408 after %v, want it once %v ran out", took, timeout)
 			}
-			for end := time.Now().Add(2 * time.Second); s.inFlight.Load() != 0 && time.Now().Before(end); {
-				time.Sleep(time.Millisecond) // given back just after the answer went out
-			}
-			if got := s.inFlight.Load(); got != 0 {
-				t.Fatalf("%d REGISTERs in flight after the 408, want 0", got)
-			}
+			waitInFlight(t, s)
 		})
+	}
+}
+
+// TestUnsentREGISTERAnswered503: a REGISTER sipwake cannot send upstream
+// (a registrar whose name does not resolve; an IPv6 one, which the IPv4
+// socket cannot send to) gets a 503 and gives back its place among
+// sip.max_registers_in_flight.
+func TestUnsentREGISTERAnswered503(t *testing.T) {
+	for _, upstream := range []string{"registrar.invalid", "::1"} {
+		for name, inProcess := range storeModes {
+			t.Run(upstream+" "+name, func(t *testing.T) { unsentAnswered503(t, upstream, inProcess) })
+		}
+	}
+}
+
+func unsentAnswered503(t *testing.T, upstream string, inProcess bool) {
+	opts := fuzzOptions
+	opts.Listen = Listen{UDP: "127.0.0.1:0"}
+	opts.Upstream.Host = upstream
+	opts.StoreInProcess = inProcess
+	s := serverWith(t, fuzzRelay, opts)
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Stop(context.Background()) })
+	device, err := net.Dial("udp", s.Addr("udp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = device.Close() })
+	if _, err := device.Write([]byte(seedMessages[0])); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	// A resolver that cannot reach its server gives up after two
+	// 5 s attempts.
+	_ = device.SetReadDeadline(time.Now().Add(30 * time.Second))
+	k, err := device.Read(buf)
+	if err != nil {
+		t.Fatalf("device got no answer: %v", err)
+	}
+	if got := string(buf[:k]); !strings.HasPrefix(got, "SIP/2.0 503 ") || !strings.Contains(got, "registrar cannot be reached") {
+		t.Fatalf("device got %q, want sipwake's 503", got)
+	}
+	waitInFlight(t, s)
+}
+
+// waitInFlight waits up to 2 s for s to hold no REGISTER in flight (a
+// place is given back just after the answer went out), failing t if one
+// stays.
+func waitInFlight(t *testing.T, s *Server) {
+	t.Helper()
+	for end := time.Now().Add(2 * time.Second); s.inFlight.Load() != 0 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	if got := s.inFlight.Load(); got != 0 {
+		t.Fatalf("%d REGISTERs in flight after the answer, want 0", got)
 	}
 }
 
