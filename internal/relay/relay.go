@@ -205,7 +205,7 @@ func (s *Service) Register(ctx context.Context, b Binding, aor []Binding) (Bindi
 // RefreshUnwritten is Register for a refresh it would not write (see
 // Register): the binding as stored, and true. False, having done nothing,
 // when Register would write b: it touches no store, so a caller that must
-// not wait for one (the SIP socket's read loop) answers such a refresh
+// not wait for one (a SIP socket's reader) answers such a refresh
 // itself and leaves the others to Register.
 func (s *Service) RefreshUnwritten(b Binding, aor []Binding) (Binding, bool) {
 	return s.unwritten(s.refreshed(b), aor)

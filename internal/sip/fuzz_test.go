@@ -115,7 +115,7 @@ func FuzzSIPMessage(f *testing.F) {
 			if scanned {
 				checkRelay(t, m, status, branch, relay)
 			}
-			s.udp.response(data) // an answer on the stateless path, or not
+			s.udp.response(t.Context(), data) // an answer on the stateless path, or not
 			req := sip.NewRequest(sip.REGISTER, sip.Uri{Scheme: "sip", Host: "example.test"})
 			req.AppendHeader(sip.NewHeader("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx"))
 			_ = responseFor(req, m)

@@ -93,8 +93,8 @@ type Options struct {
 	RegisterBurst int
 	// StoreInProcess says the binding store is read in this process
 	// (bbolt), without a network round trip: a REGISTER over UDP toward a
-	// registrar over UDP is then admitted and forwarded on the socket's
-	// read loop, not on a worker.
+	// registrar over UDP is then admitted and forwarded by the goroutine
+	// that read it from the socket, not on a worker.
 	StoreInProcess bool
 	// FlowKey seals the flow tokens of sipwake's Record-Routes (32 bytes);
 	// nodes that share it open each other's. Empty: a random key of this
@@ -175,7 +175,6 @@ func New(opts Options, rl Relay, log *slog.Logger) (*Server, error) {
 	tpOpts := []sip.TransportLayerOption{sip.WithTransportLayerLogger(wireLog)}
 	if strings.EqualFold(opts.Upstream.Transport, "udp") {
 		s.udp = newStatelessUDP(s)
-		tpOpts = append(tpOpts, sip.WithTransportLayerReadFilter(s.udp.filter))
 	}
 	uaOpts := []sipgo.UserAgentOption{
 		sipgo.WithUserAgent(opts.UserAgent),
@@ -297,10 +296,11 @@ func (s *Server) Start(ctx context.Context) error {
 		if err := growBuffers(conn); err != nil {
 			s.log.Warn("sip: could not grow the UDP socket buffers", "error", err)
 		}
+		served := conn
 		if s.udp != nil {
-			s.udp.serve(conn)
+			served = s.udp.serve(ctx, conn)
 		}
-		serves = append(serves, serve{"udp", func() error { return s.srv.ServeUDP(conn) }})
+		serves = append(serves, serve{"udp", func() error { return s.srv.ServeUDP(served) }})
 	}
 	if a := s.opts.Listen.TCP; a != "" {
 		l, err := net.Listen("tcp", a)

@@ -9,6 +9,7 @@ import (
 	"iter"
 	"net"
 	"net/netip"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -27,23 +28,23 @@ import (
 // seconds they linger afterwards, which at thousands of REGISTER/s is most
 // of sipwake's CPU and memory outside the store.
 //
-// sipgo reads the socket; its read filter hands sipwake the datagrams that
-// are REGISTERs or answers to them before sipgo parses them, and passes
-// everything else on. While a REGISTER waits for its answer it is pending
-// under its branch, and no goroutine waits with it: a retransmission of it
-// is sent upstream again, the registrar's final response is answered from
-// the pending REGISTER (a challenge, or a refresh that writes nothing, at
-// once on the read loop; a 2xx that may write to the store on a worker),
-// and one the registrar leaves unanswered past sip.upstream_timeout is
-// answered by expire. A retransmission after the registrar answered is a
-// new REGISTER to the registrar, which answers it from its transaction
-// again.
+// sipwake reads the socket (readers, one goroutine per P) and takes the
+// datagrams that are REGISTERs or answers to them; everything else goes on
+// to sipgo's read loop, unparsed. While a REGISTER waits for its answer it
+// is pending under its branch, and no goroutine waits with it: a
+// retransmission of it is sent upstream again, the registrar's final
+// response is answered from the pending REGISTER (a challenge, or a
+// refresh that writes nothing, at once on the reader; a 2xx that may write
+// to the store on a worker), and one the registrar leaves unanswered past
+// sip.upstream_timeout is answered by expire. A retransmission after the
+// registrar answered is a new REGISTER to the registrar, which answers it
+// from its transaction again.
 //
 // With the store in this process (bbolt), a REGISTER is admitted and
-// forwarded on the read loop too: reading its AOR's bindings takes
+// forwarded on the reader too: reading its AOR's bindings takes
 // microseconds there, and a REGISTER handed to a worker and back cost a
 // goroutine wake-up each way. A store across the network (Redis) is read
-// on a worker, so the read loop never waits for it.
+// on a worker, so a reader never waits for it.
 
 // statelessMark starts the branch of every REGISTER sipwake forwards
 // statelessly; it is how the registrar's answers are told apart.
@@ -63,10 +64,8 @@ type statelessUDP struct {
 	seed   maphash.Seed
 	bufs   sync.Pool // *bytes.Buffer for serializing answers
 
-	// conn is the UDP listener, set by Start before it is served; laddr is
-	// its address.
-	conn  net.PacketConn
-	laddr netip.AddrPort
+	// conn is the UDP listener, set by serve.
+	conn net.PacketConn
 	// upstream is the registrar's address when sip.upstream names it by
 	// IP (nil for a name, resolved for each REGISTER so DNS changes
 	// apply): resolving a literal every time was 6 allocations a REGISTER.
@@ -172,43 +171,93 @@ func (u *statelessUDP) expireWhere(ctx context.Context, late func(*pendingRegist
 }
 
 // serve makes conn, the UDP listener, the socket stateless REGISTERs come
-// and go on.
-func (u *statelessUDP) serve(conn net.PacketConn) {
-	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok {
-		u.conn, u.laddr = conn, a.AddrPort()
-		u.expiring.Go(u.expire)
-	}
+// and go on, and starts reading it (readers) for the server's lifetime
+// ctx: sipgo reads the PacketConn returned.
+func (u *statelessUDP) serve(ctx context.Context, conn net.PacketConn) net.PacketConn {
+	u.conn = conn
+	u.expiring.Go(u.expire)
+	return u.readers(ctx, conn)
 }
 
-// filter is sipgo's transport read filter: a datagram it takes is gone
-// (nil), anything else goes on to sipgo unchanged. It runs in the socket's
-// read loop, so it never blocks: handlers run on workers.
-func (u *statelessUDP) filter(info sip.TransportReadProps, data []byte) ([]byte, error) {
-	if u.conn == nil || info.Transport != "UDP" || !u.onListener(info.LocalAddr) {
-		return data, nil
-	}
+// takes says whether the stateless path took data, a datagram from from:
+// a REGISTER or an answer to one it forwarded. It runs on a reader, so it
+// never waits: what may wait runs on workers.
+func (u *statelessUDP) takes(ctx context.Context, data []byte, from net.Addr) bool {
 	switch {
 	case bytes.HasPrefix(data, registerPrefix):
-		if u.request(data, info.RemoteAddr) {
-			return nil, nil
-		}
+		return u.request(ctx, data, from)
 	case bytes.HasPrefix(data, responsePrefix) && bytes.Contains(data, statelessVia):
-		if u.response(data) {
-			return nil, nil
-		}
+		return u.response(ctx, data)
 	}
-	return data, nil
+	return false
 }
 
-func (u *statelessUDP) onListener(a net.Addr) bool {
-	ua, ok := a.(*net.UDPAddr)
-	return ok && ua.AddrPort() == u.laddr
+// readQueue is how many datagrams for sipgo the readers queue before they
+// wait for its read loop.
+const readQueue = 1024
+
+// readers reads conn, the UDP listener, on one goroutine per P (the
+// socket hands each datagram to one of them): each takes the stateless
+// path's datagrams itself and queues the rest for sipgo, which reads them
+// from the PacketConn returned. One read loop for all had every REGISTER
+// admitted, forwarded and answered on one goroutine, which at ~12,000
+// refreshes/s on two vCPUs was the limit. The readers end when conn
+// closes, and sipgo's read loop then.
+func (u *statelessUDP) readers(ctx context.Context, conn net.PacketConn) net.PacketConn {
+	q := &queuedConn{PacketConn: conn, queue: make(chan datagram, readQueue)}
+	var reading sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		reading.Go(func() { u.read(ctx, conn, q.queue) })
+	}
+	go func() {
+		reading.Wait()
+		close(q.queue)
+	}()
+	return q
+}
+
+// read is one reader of conn, until it closes.
+func (u *statelessUDP) read(ctx context.Context, conn net.PacketConn, queue chan<- datagram) {
+	buf := make([]byte, sip.TransportBufferReadSize)
+	for {
+		n, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				u.s.log.Error("sip: reading the UDP listener failed", "error", err)
+			}
+			return
+		}
+		if data := buf[:n]; !u.takes(ctx, data, from) {
+			queue <- datagram{data: bytes.Clone(data), from: from}
+		}
+	}
+}
+
+// datagram is one a reader queued for sipgo.
+type datagram struct {
+	data []byte
+	from net.Addr
+}
+
+// queuedConn is the UDP listener as sipgo reads it: the datagrams the
+// readers did not take; it writes to the socket itself.
+type queuedConn struct {
+	net.PacketConn
+	queue chan datagram
+}
+
+func (c *queuedConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	d, ok := <-c.queue
+	if !ok {
+		return 0, nil, net.ErrClosed
+	}
+	return copy(b, d.data), d.from, nil
 }
 
 // request takes a REGISTER from a device. What sipwake cannot parse, or a
 // request without the headers a branch is made of, goes to sipgo, which
 // drops or refuses it as before.
-func (u *statelessUDP) request(data []byte, from net.Addr) bool {
+func (u *statelessUDP) request(ctx context.Context, data []byte, from net.Addr) bool {
 	msg, err := u.parser.ParseSIP(data)
 	if err != nil {
 		return false
@@ -232,21 +281,21 @@ func (u *statelessUDP) request(data []byte, from net.Addr) bool {
 	u.pending[branch] = p
 	u.mu.Unlock()
 	if u.s.opts.StoreInProcess {
-		u.admit(req, data, branch, p, u.workers.run)
+		u.admit(ctx, req, data, branch, p, u.workers.run)
 		return true
 	}
-	raw := bytes.Clone(data) // sipgo reuses its read buffer
-	u.workers.run(func() { u.admit(req, raw, branch, p, func(job func()) { job() }) })
+	raw := bytes.Clone(data) // the reader reuses its buffer
+	u.workers.run(func() { u.admit(ctx, req, raw, branch, p, func(job func()) { job() }) })
 	return true
 }
 
 // admit runs register's first half for req, pending under branch as p
 // (raw as it came), and sends it to the registrar. A handed-over
-// account's app is answered by a job spawn runs: on a worker, not the
-// read loop.
-func (u *statelessUDP) admit(req *sip.Request, raw []byte, branch string, p *pendingRegister, spawn func(func())) {
+// account's app is answered by a job spawn runs: on a worker, not a
+// reader.
+func (u *statelessUDP) admit(ctx context.Context, req *sip.Request, raw []byte, branch string, p *pendingRegister, spawn func(func())) {
 	tx := udpAnswer{u: u, to: p.from}
-	reg, ok := u.s.admit(context.Background(), req, tx)
+	reg, ok := u.s.admit(ctx, req, tx)
 	if !ok {
 		u.take(branch, p)
 		return
@@ -255,13 +304,13 @@ func (u *statelessUDP) admit(req *sip.Request, raw []byte, branch string, p *pen
 		u.take(branch, p)
 		spawn(func() {
 			defer u.s.inFlight.Add(-1)
-			u.s.registerAccountApp(context.Background(), req, tx, reg, *reg.account)
+			u.s.registerAccountApp(ctx, req, tx, reg, *reg.account)
 		})
 		return
 	}
 	p.reg = reg // before send publishes p under u.mu
 	if err := u.send(reg, raw, branch, p); err != nil && u.take(branch, p) {
-		u.finish(context.Background(), p, upstreamAnswer{}, err)
+		u.finish(ctx, p, upstreamAnswer{}, err)
 	}
 }
 
@@ -282,14 +331,14 @@ func (u *statelessUDP) finish(ctx context.Context, p *pendingRegister, a upstrea
 // at all, a 2xx only as far as sipwake reads it (but in contact mode, which
 // prints the device's answer). One for a REGISTER already answered (a late
 // retransmission) is dropped: the device has its answer.
-func (u *statelessUDP) response(data []byte) bool {
+func (u *statelessUDP) response(ctx context.Context, data []byte) bool {
 	status, branch, raw, scanned := scanAnswer(data)
 	if scanned && status >= 300 {
-		return u.deliver(branch, status, upstreamAnswer{raw: raw})
+		return u.deliver(ctx, branch, status, upstreamAnswer{raw: raw})
 	}
 	if scanned && !u.s.opts.ContactMode {
 		if res, ok := readAnswer(data, status); ok {
-			return u.deliver(branch, status, upstreamAnswer{res: res, raw: raw})
+			return u.deliver(ctx, branch, status, upstreamAnswer{res: res, raw: raw})
 		}
 	}
 	msg, err := u.parser.ParseSIP(data)
@@ -301,12 +350,12 @@ func (u *statelessUDP) response(data []byte) bool {
 		return false
 	}
 	branch, _ = res.Via().Params.Get("branch")
-	return u.deliver(branch, res.StatusCode, upstreamAnswer{res: res, raw: raw})
+	return u.deliver(ctx, branch, res.StatusCode, upstreamAnswer{res: res, raw: raw})
 }
 
 // deliver hands a final answer under branch to its waiting REGISTER; false
 // when branch is not one of sipwake's stateless ones.
-func (u *statelessUDP) deliver(branch string, status int, a upstreamAnswer) bool {
+func (u *statelessUDP) deliver(ctx context.Context, branch string, status int, a upstreamAnswer) bool {
 	if !strings.HasPrefix(branch, statelessMark) {
 		return false
 	}
@@ -325,10 +374,13 @@ func (u *statelessUDP) deliver(branch string, status int, a upstreamAnswer) bool
 	// falls between this answer and the device's.
 	delete(u.pending, branch)
 	u.mu.Unlock()
+	// The registrar has bound what its answer says: stopping sipwake does
+	// not cut storing it short.
+	ctx = context.WithoutCancel(ctx)
 	if status < 300 && !u.s.answersUnwritten(p.reg, a.res) {
-		u.workers.run(func() { u.finish(context.Background(), p, a, nil) }) // it may write to the store
+		u.workers.run(func() { u.finish(ctx, p, a, nil) }) // it may write to the store
 	} else {
-		u.finish(context.Background(), p, a, nil)
+		u.finish(ctx, p, a, nil)
 	}
 	return true
 }
