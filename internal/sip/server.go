@@ -63,7 +63,9 @@ type Options struct {
 	Upstream    Upstream
 	// ContactMode rewrites the device's Contact to sipwake instead of adding
 	// a Path header (for registrars without RFC 3327 support).
-	ContactMode     bool
+	ContactMode bool
+	// UpstreamTimeout bounds how long a REGISTER waits for the registrar
+	// (0: 5 s, the config's default).
 	UpstreamTimeout time.Duration
 	UserAgent       string
 	// TLSConfig serves the TLS listener; nil without one.
@@ -101,6 +103,9 @@ type Options struct {
 	// process, so tokens die with it.
 	FlowKey []byte
 }
+
+// defaultUpstreamTimeout is Options.UpstreamTimeout when it is 0.
+const defaultUpstreamTimeout = 5 * time.Second
 
 // Server is sipwake's SIP endpoint.
 type Server struct {
@@ -155,6 +160,9 @@ func New(opts Options, rl Relay, log *slog.Logger) (*Server, error) {
 	}
 	if opts.MaxRegistersInFlight <= 0 {
 		opts.MaxRegistersInFlight = 2048
+	}
+	if opts.UpstreamTimeout <= 0 {
+		opts.UpstreamTimeout = defaultUpstreamTimeout
 	}
 	s := &Server{
 		opts: opts, relay: rl, log: log, metrics: opts.Metrics,

@@ -134,6 +134,25 @@ func waitInFlight(t *testing.T, s *Server) {
 	}
 }
 
+// TestZeroUpstreamTimeoutTakesTheDefault: Options without an upstream
+// timeout wait the default for the registrar, and sipwake serves and stops
+// (expire's tick is a tenth of it).
+func TestZeroUpstreamTimeoutTakesTheDefault(t *testing.T) {
+	opts := fuzzOptions
+	opts.Listen = Listen{UDP: "127.0.0.1:0"}
+	opts.UpstreamTimeout = 0
+	s := serverWith(t, fuzzRelay, opts)
+	if s.opts.UpstreamTimeout != defaultUpstreamTimeout {
+		t.Fatalf("upstream timeout %v, want %v", s.opts.UpstreamTimeout, defaultUpstreamTimeout)
+	}
+	if err := s.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // readRegisters reads n REGISTERs at registrar, failing tb if they do not
 // come within 10 s each.
 func readRegisters(tb testing.TB, registrar *net.UDPConn, n int) {
