@@ -183,11 +183,11 @@ func (s *Service) BindingID(aor AOR, d Device) store.ID {
 // is most of a REGISTER's cost. Every other change is written at once.
 func (s *Service) Register(ctx context.Context, b Binding, aor []Binding) (Binding, error) {
 	b = s.refreshed(b)
-	if cur, ok := s.unwritten(b, aor); ok {
+	i := storedAt(aor, b)
+	if cur, ok := s.unwritten(b, aor, i); ok {
 		return cur, nil
 	}
 	id := s.BindingID(b.AOR, b.Device)
-	i := slices.IndexFunc(aor, func(o Binding) bool { return o.AOR == b.AOR && o.Device == b.Device }) // id's binding
 	done := s.writing(id, b.UpdatedAt)
 	err := s.put(ctx, s.recordID(b, id), b)
 	done(err)
@@ -208,7 +208,8 @@ func (s *Service) Register(ctx context.Context, b Binding, aor []Binding) (Bindi
 // not wait for one (a SIP socket's reader) answers such a refresh
 // itself and leaves the others to Register.
 func (s *Service) RefreshUnwritten(b Binding, aor []Binding) (Binding, bool) {
-	return s.unwritten(s.refreshed(b), aor)
+	b = s.refreshed(b)
+	return s.unwritten(b, aor, storedAt(aor, b))
 }
 
 // refreshed is b refreshed now: its refresh times, its TTL's end, and
@@ -222,11 +223,16 @@ func (s *Service) refreshed(b Binding) Binding {
 	return b
 }
 
-// unwritten returns the binding in aor (the AOR's bindings) that
-// refreshed b leaves as it is stored, counted as a refresh not written;
+// storedAt is where aor (the AOR's bindings) holds b's device's binding;
+// -1 when it holds none.
+func storedAt(aor []Binding, b Binding) int {
+	return slices.IndexFunc(aor, func(o Binding) bool { return o.AOR == b.AOR && o.Device == b.Device })
+}
+
+// unwritten returns aor[i], b's device's binding as stored (i < 0: none),
+// when refreshed b leaves it as it is, counted as a refresh not written;
 // false when b must be written.
-func (s *Service) unwritten(b Binding, aor []Binding) (Binding, bool) {
-	i := slices.IndexFunc(aor, func(o Binding) bool { return o.AOR == b.AOR && o.Device == b.Device })
+func (s *Service) unwritten(b Binding, aor []Binding, i int) (Binding, bool) {
 	if i < 0 || s.refreshStale(aor[i], b) || s.unconfirmed(s.BindingID(b.AOR, b.Device)) {
 		return Binding{}, false
 	}
