@@ -54,8 +54,9 @@ func TestSilentRegistrarAnswered408(t *testing.T) {
 	for name, inProcess := range storeModes {
 		t.Run(name, func(t *testing.T) {
 			s, registrar, device := behindSilentRegistrar(t, timeout, 0, inProcess)
+			req, _ := sippPushRegister("u00001") // as sipp's register_push.xml sends it
 			start := time.Now()
-			if _, err := device.Write([]byte(seedMessages[0])); err != nil {
+			if _, err := device.Write([]byte(req)); err != nil {
 				t.Fatal(err)
 			}
 			readRegisters(t, registrar, 1)
@@ -66,7 +67,7 @@ func TestSilentRegistrarAnswered408(t *testing.T) {
 				t.Fatalf("device got no answer: %v", err)
 			}
 			took := time.Since(start)
-			if got := string(buf[:k]); !strings.HasPrefix(got, "SIP/2.0 408 ") || !strings.Contains(got, "branch=z9hG4bK1") {
+			if got := string(buf[:k]); !strings.HasPrefix(got, "SIP/2.0 408 ") || !strings.Contains(got, "branch=z9hG4bK-u00001") {
 				t.Fatalf("device got %q, want a 408 to its REGISTER", got)
 			}
 			if took < timeout || took > timeout+expireTick(timeout)+2*time.Second {
@@ -104,7 +105,8 @@ func unsentAnswered503(t *testing.T, upstream string, inProcess bool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = device.Close() })
-	if _, err := device.Write([]byte(seedMessages[0])); err != nil {
+	req, _ := sippPushRegister("u00001") // as sipp's register_push.xml sends it
+	if _, err := device.Write([]byte(req)); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 4096)
